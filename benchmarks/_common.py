@@ -1,0 +1,80 @@
+"""Shared helpers: every benchmark writes benchmarks/results/<name>.json in the shape of
+../shared/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED_DATA = Path(os.environ.get("MATGNN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def hardware() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024**2:.0f} GB RAM"
+    except (OSError, ValueError):
+        pass
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({model}){mem}, {gpu}"
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
+        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "src", "benchmarks"], cwd=ROOT) != 0
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def target(goal: float, direction: str, value: float) -> dict[str, Any]:
+    met = value >= goal if direction == ">=" else value <= goal
+    return {"goal": goal, "direction": direction, "value": value, "met": bool(met)}
+
+
+def write_result(name: str, started: float, data: dict, metrics: dict, anchors: dict, targets: dict,
+                 extra: dict | None = None) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = {
+        "benchmark": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": git_commit(),
+        "command": "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
+                                         else sys.argv[0], *sys.argv[1:]]),
+        "hardware": hardware(),
+        "wall_seconds": round(time.time() - started, 1),
+        "data": data,
+        "metrics": metrics,
+        "anchors": anchors,
+        "targets": targets,
+    }
+    if extra:
+        out.update(extra)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return path

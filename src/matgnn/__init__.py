@@ -1,0 +1,19 @@
+"""matgnn: graph neural networks for materials properties from crystal structures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def load_model(path: str | Path, map_location: Any = "cpu") -> Any:
+    """Rebuild a saved model from its folder or from a run folder (see
+    :func:`matgnn.models.base.load_model`)."""
+    from matgnn.models.base import load_model as _load
+
+    return _load(path, map_location)
+
+
+__all__ = ["__version__", "load_model"]

@@ -1,0 +1,3 @@
+from matgnn.cli.main import app
+
+app(prog_name="matgnn")

@@ -1,0 +1,148 @@
+"""The ``matgnn`` command."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Graph neural networks for materials properties from crystal structures.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+data_app = typer.Typer(help="Inspect structure sources.", no_args_is_help=True)
+graphs_app = typer.Typer(help="Build and reuse graph caches.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(graphs_app, name="graphs")
+console = Console(stderr=True)
+
+SOURCE_HELP = ("emt[:N] (embedded demo set), jarvis:NAME (dft_2d, dft_3d, ...), a folder with id_prop.csv, "
+               "an .extxyz/.xyz/.traj/.db file, or a .jsonl(.gz) magnetic-moment file")
+
+
+def _source(spec: str, store_dir: Optional[str], limit: Optional[int]):
+    from matgnn.data.sources import make_source, parse_source
+
+    try:
+        return make_source(parse_source(spec, store_dir=store_dir, limit=limit))
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+
+
+@data_app.command("info")
+def data_info(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding (or receiving) the dataset zip"),
+    limit: Optional[int] = typer.Option(None, help="read at most this many entries"),
+    cutoff: float = typer.Option(8.0, help="cutoff (Å) for the isolated-atom check"),
+    out: Optional[Path] = typer.Option(None, help="folder for data_info.json, load_report.json, skipped.csv "
+                                                  "(default ./matgnn-data-info/<source>)"),
+) -> None:
+    """Counts, target fields, missing values per target, skipped structures and why."""
+    from matgnn.data.info import source_info
+
+    src = _source(source, store_dir, limit)
+    info, report = source_info(src, cutoff)
+    table = Table(title=f"{info['source']}: {info['kept']} usable of {info['entries']} entries")
+    for col in ("target", "level", "labelled", "missing", "mean", "std", "min", "max"):
+        table.add_column(col, justify="left" if col in ("target", "level") else "right", no_wrap=col == "target")
+    for level in ("graph", "node"):
+        for name, st in info[f"{level}_targets"].items():
+            table.add_row(name, level, str(st["labelled"]), str(st["missing"]),
+                          *(f"{st[k]:.4g}" if k in st else "-" for k in ("mean", "std", "min", "max")))
+    Console().print(table)
+    a = info["atoms_per_structure"]
+    Console().print(f"atoms per structure: {a['min']}..{a['max']} (mean {a['mean']:.1f}); "
+                    f"{len(info['elements'])} elements; most common: "
+                    + ", ".join(f"{k} {v}" for k, v in list(info['elements'].items())[:10]))
+    if info["dimensionality"]:
+        Console().print(f"dimensionality: {info['dimensionality']}")
+    report.print(console)
+    folder = out or Path("matgnn-data-info") / src.name
+    report.save(folder)
+    (folder / "data_info.json").write_text(json.dumps(info, indent=1))
+    console.print(f"saved {folder / 'data_info.json'}, {folder / 'skipped.csv'}")
+
+
+@graphs_app.command("build")
+def graphs_build(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    cutoff: float = typer.Option(8.0, help="neighbour cutoff in Å"),
+    max_neighbors: Optional[int] = typer.Option(12, help="nearest neighbours per atom (ties kept); 0 keeps all"),
+    workers: Optional[int] = typer.Option(None, help="processes (default: all CPU cores)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="cache folder (default $MATGNN_CACHE_DIR or ~/.cache/matgnn)"),
+    on_invalid: str = typer.Option("skip", help="skip (and report) or error on bad structures"),
+    store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding the dataset zip"),
+    limit: Optional[int] = typer.Option(None, help="use at most this many entries"),
+) -> None:
+    """Build the graph cache of SOURCE, or reuse it if it exists with the same settings."""
+    from matgnn.graphs.cache import build_graph_cache, default_cache_root
+    from matgnn.graphs.neighbors import GraphSettings
+
+    src = _source(source, store_dir, limit)
+    settings = GraphSettings(cutoff=cutoff, max_neighbors=max_neighbors or None)
+    t0 = time.perf_counter()
+    try:
+        cache = build_graph_cache(src, settings, cache_root=(cache_dir or default_cache_root()) / "graphs",
+                                  workers=workers, on_invalid=on_invalid)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    wall = time.perf_counter() - t0
+    st = cache.build_stats
+    if st is not None and st.built == 0:
+        console.print(f"reused complete cache {cache.path} ({len(cache)} graphs) in {wall:.2f} s")
+    else:
+        console.print(f"built {st.built} entries in {st.seconds:.1f} s ({st.rate:,.0f} structures/s incl. reading "
+                      f"and writing), {len(cache)} graphs → {cache.path}")
+    cache.report.print(console)
+    console.print(f"load report: {cache.path / 'load_report.json'}, skipped list: {cache.path / 'skipped.csv'}")
+
+
+@app.command("train")
+def train_cmd(
+    config: Optional[Path] = typer.Argument(None, help="run config (YAML); default: the embedded EMT demo"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=50"),
+    epochs: Optional[int] = typer.Option(None, help="shortcut for --set train.epochs=N"),
+    output_dir: Optional[str] = typer.Option(None, help="shortcut for --set output_dir=DIR"),
+    print_config: bool = typer.Option(False, help="print the resolved config and exit"),
+) -> None:
+    """Train a model; writes a self-describing run folder."""
+    import yaml
+
+    from matgnn.config import RunConfig
+    from matgnn.errors import StructureError
+
+    overrides = list(set_)
+    if epochs is not None:
+        overrides.append(f"train.epochs={epochs}")
+    if output_dir is not None:
+        overrides.append(f"output_dir={output_dir}")
+    try:
+        cfg = RunConfig.from_yaml(config) if config else RunConfig()
+        cfg = cfg.with_overrides(overrides)
+    except Exception as e:  # pydantic errors say which key is wrong
+        console.print(f"[red]invalid config:[/red] {e}")
+        raise typer.Exit(2)
+    if print_config:
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        return
+    from matgnn.training.run import train
+
+    try:
+        train(cfg, console=console)
+    except (StructureError, ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,101 @@
+"""One configuration schema for the CLI and the Python API.
+
+A run is described by :class:`RunConfig`; ``matgnn train CONFIG.yaml`` reads one,
+command-line flags override its keys, and every run saves the resolved config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from matgnn.data.sources import EmtConfig, SourceConfig
+from matgnn.graphs.neighbors import GraphSettings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HeadConfig(_Strict):
+    """One prediction target (HydraGNN's "variable of interest")."""
+
+    name: str = Field(description="target field of the source, e.g. optb88vdw_bandgap or magmom")
+    level: Literal["graph", "node"] = "graph"
+    loss: Literal["l1", "mse", "huber"] = "l1"
+    huber_delta: float = 1.0
+    weight: float = Field(1.0, ge=0)
+    normalize: bool = Field(True, description="standardise the target with train-set mean/std (stored in the model)")
+
+
+class ModelConfig(_Strict):
+    name: str = Field("cgcnn", description="model from the registry (matgnn.models.MODELS)")
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(3, ge=1)
+    atom_features: str = "cgcnn"
+    n_rbf: int = Field(40, ge=2)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    pooling: Literal["mean", "sum"] = "mean"
+    head_hidden: int = Field(128, ge=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    patience: int = Field(20, ge=1, description="early stopping: epochs without validation improvement")
+    scheduler: Literal["plateau", "cosine", "none"] = "plateau"
+    clip_grad: float | None = Field(5.0, gt=0)
+    seed: int = 42
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+
+
+class SplitConfig(_Strict):
+    kind: Literal["random"] = "random"
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+    seed: int = 42
+
+
+class RunConfig(_Strict):
+    """Everything a training run depends on."""
+
+    source: SourceConfig = Field(default_factory=EmtConfig)
+    graphs: GraphSettings = Field(default_factory=lambda: GraphSettings(cutoff=6.0, max_neighbors=12))
+    targets: list[HeadConfig] = Field(
+        default_factory=lambda: [HeadConfig(name="mixing_energy", level="graph")])
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    on_invalid: Literal["skip", "error"] = "skip"
+    cache_dir: str | None = None
+    workers: int | None = None
+    output_dir: str = "runs"
+    name: str | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    def with_overrides(self, overrides: list[str]) -> RunConfig:
+        """Apply ``dotted.key=value`` overrides (values parsed as YAML)."""
+        data = self.model_dump(mode="json")
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"override {item!r} is not key=value")
+            node = data
+            parts = key.strip().split(".")
+            for p in parts[:-1]:
+                if not isinstance(node.get(p), dict):
+                    raise ValueError(f"override {item!r}: {p!r} is not a section")
+                node = node[p]
+            node[parts[-1]] = yaml.safe_load(raw)
+        return RunConfig.model_validate(data)

@@ -1,0 +1,69 @@
+"""``matgnn data info``: what a source holds, and what of it is unusable."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from matgnn.data.report import LoadReport
+from matgnn.data.sources.base import StructureSource
+from matgnn.data.structure import validate_structure
+from matgnn.errors import StructureError
+from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
+
+
+def source_info(source: StructureSource, cutoff: float = 8.0) -> tuple[dict[str, Any], LoadReport]:
+    """Counts, target fields with missing values and statistics, element counts, and
+    the load report (every check of the graph builder at ``cutoff``)."""
+    report = LoadReport(source=source.describe())
+    settings = GraphSettings(cutoff=cutoff, max_neighbors=None)
+    graph_vals: dict[str, list[float]] = {}
+    node_vals: dict[str, list[np.ndarray]] = {}
+    n_atoms: list[int] = []
+    elements: Counter[str] = Counter()
+    dims: Counter[str] = Counter()
+    from ase.data import chemical_symbols
+
+    for entry in source:
+        if isinstance(entry, StructureError):
+            report.skip(entry)
+            continue
+        try:
+            validate_structure(entry)
+            build_neighbor_graph(entry, settings)
+        except StructureError as e:
+            report.skip(e)
+            continue
+        report.kept += 1
+        n_atoms.append(entry.n_atoms)
+        elements.update(chemical_symbols[z] for z in set(entry.numbers.tolist()))
+        if entry.meta.get("dimensionality"):
+            dims[str(entry.meta["dimensionality"])] += 1
+        for k in dict.fromkeys([*graph_vals, *entry.graph_targets]):
+            graph_vals.setdefault(k, [math.nan] * (report.kept - 1)).append(entry.graph_targets.get(k, math.nan))
+        for k, v in entry.node_targets.items():
+            node_vals.setdefault(k, []).append(v)
+
+    def stats(v: np.ndarray) -> dict[str, Any]:
+        lab = v[~np.isnan(v)]
+        out: dict[str, Any] = {"labelled": int(len(lab)), "missing": int(len(v) - len(lab))}
+        if len(lab):
+            out.update(mean=float(lab.mean()), std=float(lab.std()), min=float(lab.min()), max=float(lab.max()))
+        return out
+
+    info = {
+        "source": source.describe(),
+        "entries": report.total, "kept": report.kept, "skipped": len(report.skipped),
+        "skipped_by_reason": report.reasons(),
+        "atoms_per_structure": {"min": int(min(n_atoms, default=0)), "mean": float(np.mean(n_atoms)) if n_atoms else 0.0,
+                                "max": int(max(n_atoms, default=0)), "total": int(sum(n_atoms))},
+        "graph_targets": {k: stats(np.asarray(v, float)) for k, v in graph_vals.items()},
+        "node_targets": {k: stats(np.concatenate(v)) | {"structures": len(v)} for k, v in node_vals.items()},
+        "elements": dict(elements.most_common()),
+        "dimensionality": dict(dims),
+        "check_cutoff": cutoff,
+    }
+    return info, report

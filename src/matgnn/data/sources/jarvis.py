@@ -1,0 +1,99 @@
+"""JARVIS-DFT datasets through jarvis-tools (``jarvis.db.figshare.data``)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from matgnn.data.sources.base import Entry, StructureSource, file_digest, numbers_from_symbols, parse_label
+from matgnn.data.structure import Structure, make_contiguous, missing_value
+from matgnn.errors import StructureError
+
+#: Fields of a JARVIS record that are not labels.
+_NON_TARGET_FIELDS = {"jid", "atoms", "formula", "elements", "crys", "icsd", "dimensionality",
+                      "spg_number", "spg_symbol", "nsites", "nelements", "reference", "search",
+                      "encut", "kpoint_length_unit", "xml_data_link", "raw_files", "typ", "func"}
+
+
+def _zip_path(dataset: str, store_dir: str | None) -> str:
+    from jarvis.core.utils import get_cache_dir
+    from jarvis.db.figshare import get_db_info
+
+    info = get_db_info()
+    if dataset not in info:
+        raise ValueError(f"unknown JARVIS dataset {dataset!r}; known: {', '.join(sorted(info))}")
+    store = store_dir if store_dir is not None else get_cache_dir("jarvis_data")
+    return os.path.join(store, info[dataset][1] + ".zip")
+
+
+class JarvisSource(StructureSource):
+    """A JARVIS dataset (``dft_3d``, ``dft_2d``, or any jarvis-tools dataset name).
+
+    Args:
+        dataset: jarvis-tools dataset name.
+        store_dir: where the dataset zip lies (or is downloaded to); None uses
+            jarvis-tools' own cache folder.
+        targets: graph-level label fields to keep; None keeps every numeric field.
+        dimensionality: keep only entries whose ``dimensionality`` field equals this
+            (e.g. ``"2D"``, ``"3D-bulk"``); entries of datasets without the field are
+            all kept.
+        limit: at most this many entries (in file order).
+    """
+
+    def __init__(self, dataset: str = "dft_2d", store_dir: str | None = None,
+                 targets: list[str] | None = None, dimensionality: str | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(limit)
+        self.dataset = dataset
+        self.store_dir = store_dir
+        self.targets = targets
+        self.dimensionality = dimensionality
+        self.name = f"jarvis-{dataset}"
+
+    def _fingerprint_parts(self) -> dict[str, Any]:
+        path = _zip_path(self.dataset, self.store_dir)
+        digest = file_digest(path) if os.path.isfile(path) else "not-downloaded"
+        return {"dataset": self.dataset, "zip": digest, "targets": self.targets,
+                "dimensionality": self.dimensionality}
+
+    def records(self) -> list[dict[str, Any]]:
+        """The raw JARVIS records (jarvis-tools' own loader; its chatter is silenced)."""
+        from jarvis.db.figshare import data
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            return data(self.dataset, store_dir=self.store_dir)
+
+    def _entries(self) -> Iterator[Entry]:
+        for k, rec in enumerate(self.records()):
+            if self.dimensionality is not None and "dimensionality" in rec \
+                    and rec["dimensionality"] != self.dimensionality:
+                continue
+            yield self._parse(k, rec)
+
+    def _parse(self, k: int, rec: dict[str, Any]) -> Entry:
+        sid = str(rec.get("jid", f"{self.dataset}[{k}]"))
+        try:
+            atoms = rec["atoms"]
+            cell = np.asarray(atoms["lattice_mat"], dtype=float)
+            coords = np.asarray(atoms["coords"], dtype=float).reshape(-1, 3)
+            positions = coords if atoms.get("cartesian", True) else coords @ cell
+            numbers = numbers_from_symbols(atoms["elements"], sid)
+            names = self.targets if self.targets is not None else [
+                key for key, v in rec.items()
+                if key not in _NON_TARGET_FIELDS and (isinstance(v, (int, float)) or missing_value(v))
+                and not isinstance(v, bool)]
+            graph_targets = {n: parse_label(rec.get(n), n, sid) for n in names}
+        except StructureError as e:
+            return e
+        except (KeyError, TypeError, ValueError) as e:
+            return StructureError(sid, "unparsable", f"JARVIS record is malformed: {e!r}")
+        dim = rec.get("dimensionality")
+        # JARVIS monolayers are periodic in-plane only: the c axis carries the vacuum.
+        pbc = np.array([True, True, not (isinstance(dim, str) and dim.startswith("2D"))])
+        return make_contiguous(Structure(sid, numbers, positions, cell, pbc, graph_targets,
+                                         meta={"source": self.name, "dimensionality": dim}))

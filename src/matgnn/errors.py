@@ -1,0 +1,54 @@
+"""Errors raised for bad input. Each names the structure (id and, where known, file)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Codes of the classes of bad input, used in reports and skip lists.
+UNPARSABLE = "unparsable"
+UNKNOWN_ELEMENT = "unknown_element"
+BAD_CELL = "bad_cell"
+NON_FINITE_GEOMETRY = "non_finite_geometry"
+OVERLAPPING_ATOMS = "overlapping_atoms"
+ISOLATED_ATOM = "isolated_atom"
+BAD_TARGET = "bad_target"
+TARGET_LENGTH = "target_length"
+EMPTY_STRUCTURE = "empty_structure"
+
+
+class MatgnnError(Exception):
+    """Base class of the errors this package raises on purpose."""
+
+
+@dataclass
+class StructureError(MatgnnError):
+    """A structure that cannot be used, with the reason.
+
+    Attributes:
+        structure_id: id of the structure (as given by its source).
+        code: one of the codes defined in this module.
+        detail: human-readable description of the problem.
+        file: the file the structure came from, if any.
+    """
+
+    structure_id: str
+    code: str
+    detail: str
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"structure '{self.structure_id}'"
+        if self.file:
+            where += f" (file {self.file})"
+        return f"{where}: {self.code.replace('_', ' ')}: {self.detail}"
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "id": self.structure_id,
+            "file": self.file,
+            "code": self.code,
+            "detail": self.detail,
+        }

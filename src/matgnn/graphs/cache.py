@@ -1,0 +1,302 @@
+"""LMDB cache of graphs, keyed by (source fingerprint, graph settings).
+
+Built once, in parallel over CPU cores, and reused by every model with the same graph
+settings. Each record is written in an LMDB transaction together with the record of
+every skipped entry, and the cache is marked complete only in the final transaction,
+so a build killed half way is never used as if complete: the next build resumes it,
+re-using every committed record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matgnn.data.report import LoadReport
+from matgnn.data.sources.base import Entry, StructureSource
+from matgnn.data.structure import Structure, validate_structure
+from matgnn.errors import StructureError
+from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
+
+_META = b"__meta__"
+_MAP_SIZE = 1 << 40  # address space only; the file grows as records are written
+CACHE_FORMAT = 1
+
+
+def default_cache_root() -> Path:
+    """``$MATGNN_CACHE_DIR`` or ``~/.cache/matgnn``."""
+    return Path(os.environ.get("MATGNN_CACHE_DIR", Path.home() / ".cache" / "matgnn"))
+
+
+def graph_record(s: Structure, settings: GraphSettings) -> dict[str, Any]:
+    """Validate ``s`` and build its graph record (plain numpy; what the cache stores).
+
+    Displacements and distances are not stored: they are recomputed exactly from
+    positions, cell and integer offsets when a graph is loaded.
+    """
+    validate_structure(s)
+    g = build_neighbor_graph(s, settings)
+    wide = len(g.offsets) and (g.offsets.max() > 126 or g.offsets.min() < -126)
+    return {
+        "id": s.id,
+        "z": s.numbers.astype(np.uint8),
+        "pos": np.asarray(s.positions, np.float64),
+        "cell": np.asarray(s.cell, np.float64),
+        "pbc": np.asarray(s.pbc, bool),
+        "src": g.src.astype(np.int32),
+        "dst": g.dst.astype(np.int32),
+        "offsets": g.offsets.astype(np.int32 if wide else np.int8),
+        "graph_targets": s.graph_targets,
+        "node_targets": {k: np.asarray(v, np.float32) for k, v in s.node_targets.items()},
+        "formula": s.formula,
+        "meta": {k: v for k, v in s.meta.items() if k in ("dimensionality", "file", "lattice")},
+    }
+
+
+def _work(item: tuple[int, Entry, GraphSettings]) -> tuple[int, bytes | StructureError, int, int]:
+    idx, entry, settings = item
+    if isinstance(entry, StructureError):
+        return idx, entry, 0, 0
+    try:
+        rec = graph_record(entry, settings)
+    except StructureError as e:
+        return idx, e, 0, 0
+    return idx, pickle.dumps(rec, protocol=5), len(rec["z"]), len(rec["src"])
+
+
+def cache_key(source: StructureSource, settings: GraphSettings) -> str:
+    blob = json.dumps({"source": source.fingerprint(), "graphs": settings.cache_key(),
+                       "format": CACHE_FORMAT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class BuildStats:
+    built: int
+    reused: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.built / self.seconds if self.seconds > 0 else float("inf")
+
+
+class GraphCache:
+    """A complete graph cache on disk (read-only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta = read_meta(self.path)
+        if meta is None:
+            raise FileNotFoundError(f"{self.path} is not a complete graph cache")
+        self.meta = meta
+        self.keys: list[bytes] = [b"g:%09d" % k for k in meta["index"]]
+        self.build_stats: BuildStats | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _txn(self):
+        return _reader(self.path).begin(buffers=True)
+
+    def record(self, k: int) -> dict[str, Any]:
+        with self._txn() as txn:
+            return pickle.loads(txn.get(self.keys[k]))
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        with self._txn() as txn:
+            for key in self.keys:
+                yield pickle.loads(txn.get(key))
+
+    @property
+    def ids(self) -> list[str]:
+        return self.meta["ids"]
+
+    @property
+    def report(self) -> LoadReport:
+        return LoadReport.from_dict(self.meta["report"])
+
+
+_READERS: dict[tuple[str, int], Any] = {}
+
+
+def _reader(path: Path):
+    """The process's read-only LMDB environment of ``path`` (LMDB allows one per
+    process, and none may cross a fork, hence the pid in the key)."""
+    key = (str(Path(path).resolve()), os.getpid())
+    env = _READERS.get(key)
+    if env is None:
+        import lmdb
+
+        env = lmdb.open(key[0], readonly=True, lock=False, readahead=False, meminit=False, max_readers=512)
+        _READERS[key] = env
+    return env
+
+
+def _drop_reader(path: Path) -> None:
+    env = _READERS.pop((str(Path(path).resolve()), os.getpid()), None)
+    if env is not None:
+        env.close()
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """The cache's metadata if it is complete, else None."""
+    if not (path / "data.mdb").is_file():
+        return None
+    env = _reader(path)
+    with env.begin() as txn:
+        blob = txn.get(_META)
+    if blob is None:  # incomplete: let a writer open it
+        _drop_reader(path)
+        return None
+    return pickle.loads(blob)
+
+
+def build_graph_cache(source: StructureSource, settings: GraphSettings | None = None, *,
+                      cache_root: str | Path | None = None, workers: int | None = None,
+                      on_invalid: str = "skip", progress: bool = True, chunk: int = 256,
+                      on_chunk: Callable[[int], None] | None = None) -> GraphCache:
+    """Build (or reuse, or finish) the graph cache of ``source`` under ``settings``.
+
+    Args:
+        source: where the structures come from.
+        settings: cutoff and neighbour settings.
+        cache_root: folder of all caches (default :func:`default_cache_root` / graphs).
+        workers: processes building graphs (default: all CPU cores; 1 builds inline).
+        on_invalid: ``"skip"`` records bad entries in the load report and goes on;
+            ``"error"`` raises the first :class:`StructureError`.
+        progress: show a progress bar.
+        chunk: records per LMDB transaction.
+        on_chunk: called with the number of records committed so far (tests use it
+            to interrupt a build).
+    """
+    import lmdb
+
+    if on_invalid not in ("skip", "error"):
+        raise ValueError(f"on_invalid must be 'skip' or 'error', not {on_invalid!r}")
+    settings = settings or GraphSettings()
+    root = Path(cache_root) if cache_root is not None else default_cache_root() / "graphs"
+    path = root / f"{source.name}-{cache_key(source, settings)}"
+    if read_meta(path) is not None:
+        cache = GraphCache(path)
+        cache.build_stats = BuildStats(0, len(cache), 0.0)
+        return cache
+    path.mkdir(parents=True, exist_ok=True)
+    env = lmdb.open(str(path), map_size=_MAP_SIZE, readahead=False, meminit=False)
+    t0 = time.perf_counter()
+    try:
+        with env.begin() as txn:
+            done = {int(bytes(k)[2:]) for k in txn.cursor().iternext(keys=True, values=False)
+                    if bytes(k)[:2] in (b"g:", b"s:")}
+        todo = ((idx, entry, settings) for idx, entry in enumerate(source) if idx not in done)
+        workers = workers or os.cpu_count() or 1
+        built = _write_records(env, todo, workers, on_invalid, progress, chunk, source.describe(),
+                               len(done), on_chunk)
+        _finalise(env, path, source, settings, time.perf_counter() - t0)
+    finally:
+        env.close()
+    cache = GraphCache(path)
+    cache.build_stats = BuildStats(built, len(done), time.perf_counter() - t0)
+    return cache
+
+
+def _results(todo: Iterable, workers: int) -> Iterator:
+    if workers <= 1:
+        yield from map(_work, todo)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap(_work, todo, chunksize=32)
+
+
+def _write_records(env, todo, workers: int, on_invalid: str, progress: bool, chunk: int,
+                   label: str, already: int, on_chunk) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    built = 0
+    pending: list[tuple[bytes, bytes]] = []
+    bar = Progress(TextColumn("graphs {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]:.0f} structures/s"), TimeElapsedColumn(),
+                   disable=not progress, transient=False)
+    t0 = time.perf_counter()
+    with bar:
+        task = bar.add_task(label, total=None, completed=already, rate=0.0)
+
+        def commit() -> None:
+            with env.begin(write=True) as txn:
+                for key, value in pending:
+                    txn.put(key, value)
+            pending.clear()
+            if on_chunk is not None:
+                on_chunk(built)
+
+        for idx, result, _n_atoms, _n_edges in _results(todo, workers):
+            if isinstance(result, StructureError):
+                if on_invalid == "error":
+                    if pending:
+                        commit()
+                    raise result
+                pending.append((b"s:%09d" % idx, pickle.dumps(result.as_dict())))
+            else:
+                pending.append((b"g:%09d" % idx, result))
+            built += 1
+            if len(pending) >= chunk:
+                commit()
+                bar.update(task, completed=already + built, rate=built / (time.perf_counter() - t0))
+        if pending:
+            commit()
+        bar.update(task, completed=already + built, rate=built / max(time.perf_counter() - t0, 1e-9))
+    return built
+
+
+def _finalise(env, path: Path, source: StructureSource, settings: GraphSettings, seconds: float) -> None:
+    report = LoadReport(source=source.describe())
+    index: list[int] = []
+    ids: list[str] = []
+    n_atoms: list[int] = []
+    n_edges: list[int] = []
+    formulas: list[str] = []
+    graph_names: dict[str, None] = {}
+    node_names: dict[str, None] = {}
+    with env.begin() as txn:
+        for key, value in txn.cursor():
+            key = bytes(key)
+            if key.startswith(b"s:"):
+                report.skipped.append(pickle.loads(value))
+            elif key.startswith(b"g:"):
+                rec = pickle.loads(value)
+                index.append(int(key[2:]))
+                ids.append(rec["id"])
+                n_atoms.append(len(rec["z"]))
+                n_edges.append(len(rec["src"]))
+                formulas.append(rec["formula"])
+                graph_names.update(dict.fromkeys(rec["graph_targets"]))
+                node_names.update(dict.fromkeys(rec["node_targets"]))
+    report.kept = len(index)
+    meta = {
+        "complete": True, "format": CACHE_FORMAT, "source": source.describe(),
+        "source_fingerprint": source.fingerprint(), "settings": settings.model_dump(),
+        "index": index, "ids": ids, "n_atoms": n_atoms, "n_edges": n_edges, "formula": formulas,
+        "graph_targets": list(graph_names), "node_targets": list(node_names),
+        "report": report.as_dict(), "build_seconds": seconds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    report.save(path)
+    summary = {k: v for k, v in meta.items() if k not in ("index", "ids", "n_atoms", "n_edges", "formula", "report")}
+    summary.update(n_graphs=len(index), n_skipped=len(report.skipped), total_atoms=int(sum(n_atoms)),
+                   total_edges=int(sum(n_edges)))
+    (path / "meta.json").write_text(json.dumps(summary, indent=1))
+    with env.begin(write=True) as txn:  # the completion mark: last, in its own transaction
+        txn.put(_META, pickle.dumps(meta, protocol=5))
+    env.sync(True)

@@ -1,0 +1,141 @@
+"""Model base class: heads, target normalisation inside the model, save/load with
+constructor arguments next to the weights (``load_model(path)`` needs nothing else)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch_geometric.utils import scatter
+
+from matgnn import keys
+
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "state.pt"
+
+
+class Head(nn.Module):
+    """An MLP mapping trunk features to one value per graph (after pooling) or per atom."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.Softplus(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.mlp(h).squeeze(-1)
+
+
+class MatgnnModel(nn.Module):
+    """A shared trunk (``node_features``) and one head per target.
+
+    Subclasses implement :meth:`node_features` (per-atom trunk features of a batch) and
+    call ``super().__init__(heads=..., trunk_dim=..., ...)``. ``heads`` is a list of
+    dicts ``{"name", "level": "graph"|"node"}``. Targets are predicted in normalised
+    units and converted back with the per-head mean/std stored as buffers.
+    """
+
+    #: Bump when the meaning of saved weights changes; loading an older file warns.
+    VERSION = 1
+
+    def __init__(self, heads: list[dict[str, Any]], trunk_dim: int, head_hidden: int = 128,
+                 pooling: str = "mean", dropout: float = 0.0) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("a model needs at least one head")
+        self.head_specs = [{"name": h["name"], "level": h.get("level", "graph")} for h in heads]
+        self.pooling = pooling
+        self.heads = nn.ModuleDict({h["name"]: Head(trunk_dim, head_hidden, dropout) for h in self.head_specs})
+        self.register_buffer("target_mean", torch.zeros(len(heads)))
+        self.register_buffer("target_std", torch.ones(len(heads)))
+
+    # -- saving -----------------------------------------------------------------
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__init__
+
+        def wrapped(self, *args: Any, **kw: Any) -> None:
+            if not hasattr(self, "init_args"):
+                bound = inspect.signature(init).bind(self, *args, **kw)
+                bound.apply_defaults()
+                args_ = dict(bound.arguments)
+                args_.pop("self")
+                object.__setattr__(self, "init_args", args_)
+            init(self, *args, **kw)
+
+        wrapped.__signature__ = inspect.signature(init)  # type: ignore[attr-defined]
+        wrapped.__doc__ = init.__doc__
+        cls.__init__ = wrapped  # type: ignore[method-assign]
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``model.json`` (class, module, version, constructor arguments) and
+        ``state.pt`` (weights and normalisation buffers) into folder ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        info = {"class": type(self).__name__, "module": type(self).__module__, "version": self.VERSION,
+                "init_args": self.init_args, "matgnn_version": _package_version(), **(extra or {})}
+        (path / MODEL_FILE).write_text(json.dumps(info, indent=1))
+        torch.save(self.state_dict(), path / WEIGHTS_FILE)
+        return path
+
+    # -- normalisation ----------------------------------------------------------
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.target_mean.copy_(mean)
+        self.target_std.copy_(std)
+
+    # -- forward ----------------------------------------------------------------
+    def node_features(self, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pool(self, h: torch.Tensor, batch: Any) -> torch.Tensor:
+        return scatter(h, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce=self.pooling)
+
+    def forward_normalized(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Predictions in normalised units (what the losses compare)."""
+        h = self.node_features(batch)
+        out: dict[str, torch.Tensor] = {}
+        pooled = None
+        for spec in self.head_specs:
+            if spec["level"] == "graph":
+                if pooled is None:
+                    pooled = self.pool(h, batch)
+                out[spec["name"]] = self.heads[spec["name"]](pooled)
+            else:
+                out[spec["name"]] = self.heads[spec["name"]](h)
+        return out
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Predictions in the targets' own units."""
+        out = self.forward_normalized(batch)
+        return {spec["name"]: out[spec["name"]] * self.target_std[k] + self.target_mean[k]
+                for k, spec in enumerate(self.head_specs)}
+
+
+def _package_version() -> str:
+    from matgnn import __version__
+
+    return __version__
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MatgnnModel:
+    """Rebuild a saved model from its folder (or a run folder holding ``model/``)."""
+    path = Path(path)
+    if not (path / MODEL_FILE).is_file() and (path / "model" / MODEL_FILE).is_file():
+        path = path / "model"
+    if not (path / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"no {MODEL_FILE} in {path}: not a saved matgnn model or run")
+    info = json.loads((path / MODEL_FILE).read_text())
+    cls = getattr(importlib.import_module(info["module"]), info["class"])
+    if info.get("version") != getattr(cls, "VERSION", None):
+        warnings.warn(f"{path} was saved by {info['class']} version {info.get('version')}; "
+                      f"this code has version {cls.VERSION}", stacklevel=2)
+    model = cls(**info["init_args"])
+    model.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True))
+    model.eval()
+    return model

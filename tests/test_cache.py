@@ -1,0 +1,101 @@
+"""The LMDB graph cache: reuse, no-op rebuild, and a build killed midway."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+from matgnn.data.sources import EmtAlloySource
+from matgnn.graphs.cache import build_graph_cache, read_meta
+from matgnn.graphs.dataset import GraphDataset
+from matgnn.graphs.neighbors import GraphSettings
+
+
+def _records(cache):
+    return {r["id"]: r for r in cache.records()}
+
+
+def _assert_same(a, b):
+    ra, rb = _records(a), _records(b)
+    assert ra.keys() == rb.keys()
+    for k in ra:
+        for field in ("z", "pos", "cell", "src", "dst", "offsets"):
+            np.testing.assert_array_equal(ra[k][field], rb[k][field])
+        assert ra[k]["graph_targets"] == rb[k]["graph_targets"]
+
+
+def test_rebuild_with_same_settings_is_a_noop(tmp_path):
+    src = EmtAlloySource(80, seed=3)
+    settings = GraphSettings(cutoff=5.0, max_neighbors=12)
+    cache = build_graph_cache(src, settings, cache_root=tmp_path, workers=2, progress=False)
+    assert len(cache) == 80 and cache.build_stats.built == 80
+    t0 = time.perf_counter()
+    again = build_graph_cache(EmtAlloySource(80, seed=3), settings, cache_root=tmp_path, progress=False)
+    assert time.perf_counter() - t0 < 1.0
+    assert again.path == cache.path and again.build_stats.built == 0
+    # other settings -> another cache; other data -> another cache
+    other = build_graph_cache(src, GraphSettings(cutoff=4.0), cache_root=tmp_path, workers=1, progress=False)
+    assert other.path != cache.path
+    assert build_graph_cache(EmtAlloySource(80, seed=4), settings, cache_root=tmp_path, workers=1,
+                             progress=False).path != cache.path
+
+
+def test_parallel_and_serial_builds_are_identical(tmp_path):
+    src = EmtAlloySource(50, seed=1)
+    a = build_graph_cache(src, GraphSettings(cutoff=5.0), cache_root=tmp_path / "a", workers=1, progress=False)
+    b = build_graph_cache(src, GraphSettings(cutoff=5.0), cache_root=tmp_path / "b", workers=2, progress=False)
+    assert a.ids == b.ids
+    _assert_same(a, b)
+
+
+def test_build_killed_midway_then_rerun_is_complete_and_correct(tmp_path):
+    root = tmp_path / "killed"
+    marker = tmp_path / "first-chunk-committed"
+    script = textwrap.dedent(f"""
+        import time, pathlib
+        from matgnn.data.sources import EmtAlloySource
+        from matgnn.graphs.cache import build_graph_cache
+        from matgnn.graphs.neighbors import GraphSettings
+        def on_chunk(n):
+            pathlib.Path({str(marker)!r}).touch()
+            time.sleep(30)  # killed here, with some chunks committed and others not
+        build_graph_cache(EmtAlloySource(120, seed=7), GraphSettings(cutoff=5.0), cache_root={str(root)!r},
+                          workers=1, progress=False, chunk=40, on_chunk=on_chunk)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 120
+        while not marker.exists():
+            assert proc.poll() is None, "builder exited early"
+            assert time.time() < deadline, "builder never committed a chunk"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    (path,) = list(root.iterdir())
+    assert read_meta(path) is None  # never looks complete
+    resumed = build_graph_cache(EmtAlloySource(120, seed=7), GraphSettings(cutoff=5.0), cache_root=root,
+                                workers=1, progress=False)
+    assert resumed.path == path
+    assert resumed.build_stats.reused == 40 and resumed.build_stats.built == 80
+    clean = build_graph_cache(EmtAlloySource(120, seed=7), GraphSettings(cutoff=5.0), cache_root=tmp_path / "clean",
+                              workers=1, progress=False)
+    assert resumed.ids == clean.ids and len(resumed) == 120
+    _assert_same(resumed, clean)
+
+
+def test_dataset_reads_graphs_from_lmdb(tmp_path):
+    cache = build_graph_cache(EmtAlloySource(10), GraphSettings(cutoff=5.0), cache_root=tmp_path, workers=1,
+                              progress=False)
+    ds = GraphDataset(cache, [3, 5])
+    d = ds[1]
+    assert d.structure_id == cache.ids[5]
+    assert d.y_atom_energy.shape == (d.num_nodes,)
+    assert d.y_mixing_energy.shape == (1,)
+    assert d.edge_index.max() < d.num_nodes

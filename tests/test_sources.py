@@ -1,0 +1,132 @@
+"""Structure sources on real data (skipped without ../shared/data) and on files made here."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from ase.build import bulk, mx2
+from ase.db import connect
+from ase.io import write
+
+from matgnn.data.sources import (AseSource, EmtAlloySource, FolderSource, JarvisSource, MagmomSource,
+                                 make_source, parse_source)
+from matgnn.data.structure import Structure, make_contiguous
+from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
+
+from .conftest import shared_path
+
+
+def test_jarvis_dft_2d(jarvis_dir):
+    s = list(JarvisSource("dft_2d", store_dir=jarvis_dir))
+    assert len(s) == 1076
+    assert all(list(x.pbc) == [True, True, False] for x in s)
+    assert sum(np.isnan(x.graph_targets["exfoliation_energy"]) for x in s) == 1076 - 748
+    assert all(x.meta["dimensionality"] == "2D" for x in s)
+    # every monolayer is one contiguous block along c (81 are split across the boundary in the file)
+    for x in s:
+        frac_c = np.linalg.solve(x.cell.T, x.positions.T)[2]
+        assert frac_c.max() - frac_c.min() < 0.75, x.id
+    sel = list(JarvisSource("dft_2d", store_dir=jarvis_dir, targets=["optb88vdw_bandgap"], limit=5))
+    assert len(sel) == 5 and list(sel[0].graph_targets) == ["optb88vdw_bandgap"]
+    assert list(JarvisSource("dft_2d", store_dir=jarvis_dir, dimensionality="3D-bulk")) == []
+
+
+def test_jarvis_dft_3d_fractional_coordinates(jarvis_dir):
+    from jarvis.core.atoms import Atoms as JAtoms
+    from jarvis.db.figshare import data
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        raw = data("dft_3d", store_dir=jarvis_dir)
+    ours = list(JarvisSource("dft_3d", store_dir=jarvis_dir))
+    assert len(ours) == 1056
+    for rec, s in list(zip(raw, ours))[:50]:
+        ja = JAtoms.from_dict(rec["atoms"])
+        np.testing.assert_allclose(s.positions, ja.cart_coords, atol=1e-4)  # jarvis rounds its lattice
+    assert all(x.pbc.all() for x in ours)
+    labelled = sum(not np.isnan(x.graph_targets["bulk_modulus_kv"]) for x in ours)
+    assert labelled == 873
+
+
+def test_magmoms_file():
+    path = shared_path("mp_magmoms", "mp_magmoms.jsonl.gz")
+    s = list(MagmomSource(path, limit=200))
+    assert len(s) == 200
+    assert all((x.node_targets["magmom"] >= 0).all() for x in s)
+    signed = list(MagmomSource(path, signed=True, limit=200))
+    assert any((x.node_targets["magmom"] < 0).any() for x in signed)
+    assert s[0].id == "mp_magmoms:1"
+
+
+def test_folder_with_id_prop(tmp_path):
+    for k, (sym, a) in enumerate([("Cu", 3.6), ("Al", 4.05), ("Ni", 3.52)]):
+        write(tmp_path / f"m{k}.cif", bulk(sym, "fcc", a=a))
+    write(tmp_path / "POSCAR-x", bulk("Si", "diamond", a=5.43), format="vasp")
+    (tmp_path / "m3.vasp").write_text((tmp_path / "POSCAR-x").read_text())
+    (tmp_path / "id_prop.csv").write_text("m0,1.0,2\nm1,na,3\nm2,0.5,\nm3,7,8\n")
+    s = list(FolderSource(tmp_path))
+    assert [x.id for x in s] == ["m0", "m1", "m2", "m3"]
+    assert s[0].graph_targets == {"target_1": 1.0, "target_2": 2.0}
+    assert np.isnan(s[1].graph_targets["target_1"]) and np.isnan(s[2].graph_targets["target_2"])
+    assert s[3].n_atoms == 2 and s[3].formula == "Si"
+    (tmp_path / "id_prop.csv").write_text("material,band_gap\nm0,0\n")
+    assert list(FolderSource(tmp_path))[0].graph_targets == {"band_gap": 0.0}
+
+
+def test_extxyz_and_ase_db_with_per_atom_arrays(tmp_path):
+    a = bulk("Fe", "bcc", a=2.87, cubic=True)
+    a.arrays["magmoms"] = np.array([2.2, -2.1])
+    a.info["energy_per_atom"] = -8.3
+    write(tmp_path / "fe.extxyz", [a, a])
+    s = list(AseSource(tmp_path / "fe.extxyz", node_targets=["magmoms"], graph_targets=["energy_per_atom"]))
+    assert len(s) == 2 and s[1].id == "fe[1]"
+    np.testing.assert_allclose(s[0].node_targets["magmoms"], [2.2, -2.1])
+    assert s[0].graph_targets == {"energy_per_atom": -8.3}
+    db = connect(str(tmp_path / "x.db"))
+    db.write(a, data={"charges": np.array([0.1, -0.1])}, gap=1.5)
+    (d,) = list(AseSource(tmp_path / "x.db"))
+    assert d.graph_targets == {"gap": 1.5}
+    np.testing.assert_allclose(d.node_targets["charges"], [0.1, -0.1])
+
+
+def test_emt_set_is_deterministic_and_labelled():
+    a = list(EmtAlloySource(30, seed=0))
+    b = list(EmtAlloySource(50, seed=0))[:30]
+    for x, y in zip(a, b):
+        assert x.id == y.id
+        np.testing.assert_array_equal(x.positions, y.positions)
+        assert x.graph_targets == y.graph_targets
+    assert all(2 <= x.n_atoms <= 32 for x in a)
+    assert len({x.graph_targets["mixing_energy"] for x in a}) == 30
+    pure = [x for x in a if len(set(x.numbers.tolist())) == 1]
+    for x in pure:  # pure metals mix with nothing: only strain and rattle cost energy
+        assert abs(x.graph_targets["mixing_energy"]) < 0.3
+
+
+def test_make_contiguous_rejoins_a_split_monolayer():
+    layer = mx2("MoS2", vacuum=7.0)
+    layer.pbc = [True, True, False]
+    ref = Structure("mos2", layer.numbers.astype(np.int64), layer.positions.copy(), np.asarray(layer.cell[:]),
+                    np.asarray(layer.pbc))
+    split = Structure("mos2", ref.numbers, ref.positions.copy(), ref.cell, ref.pbc)
+    split.positions[0] += ref.cell[2]  # one S atom re-imaged to the top of the cell
+    settings = GraphSettings(cutoff=6.0, max_neighbors=None)
+    before = build_neighbor_graph(split, settings)
+    joined = build_neighbor_graph(make_contiguous(split), settings)
+    expect = build_neighbor_graph(ref, settings)
+    assert len(before.src) < len(expect.src)
+    np.testing.assert_allclose(np.sort(joined.distances), np.sort(expect.distances), atol=1e-9)
+
+
+def test_parse_source_specs(tmp_path):
+    assert parse_source("emt:20").n_structures == 20
+    assert parse_source("jarvis:dft_3d", store_dir="/x").store_dir == "/x"
+    (tmp_path / "id_prop.csv").write_text("")
+    assert parse_source(str(tmp_path)).kind == "folder"
+    assert parse_source("a.jsonl.gz").kind == "magmoms"
+    assert parse_source("a.extxyz").kind == "ase"
+    with pytest.raises(ValueError, match="cannot tell what source"):
+        parse_source("nonsense.txt")
+    assert isinstance(make_source(parse_source("emt:3")), EmtAlloySource)
