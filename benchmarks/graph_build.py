@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import pickle
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from _common import SHARED_DATA, target, write_result  # noqa: E402
 from matgnn.data.sources import JarvisSource, MagmomSource  # noqa: E402
 from matgnn.data.structure import validate_structure  # noqa: E402
 from matgnn.errors import StructureError  # noqa: E402
-from matgnn.graphs.cache import build_graph_cache, graph_record  # noqa: E402
+from matgnn.graphs.cache import _pack_structure, _work, build_graph_cache, graph_record  # noqa: E402
 from matgnn.graphs.neighbors import GraphSettings, select_neighbors  # noqa: E402
 
 SETTINGS = GraphSettings(cutoff=8.0, max_neighbors=12)
@@ -48,9 +47,9 @@ def ours(s):
         return None
 
 
-def ours_pickled(s):
-    r = ours(s)
-    return None if r is None else pickle.dumps(r, protocol=5)
+def ours_wire(packed):
+    """What a cache-build worker does: decode the structure, build, encode the record."""
+    return _work((0, packed, SETTINGS))
 
 
 def ase_graph(s):
@@ -75,11 +74,13 @@ def rate(fn, structures, repeats=1):
 
 
 def rate_pool(structures, workers):
+    """The cache build's parallel path without the LMDB writes: the main process encodes
+    each structure and sends it to a pool worker, which returns the encoded record."""
     ctx = mp.get_context("fork")
     with ctx.Pool(workers) as pool:
-        pool.map(ours_pickled, structures[:64], chunksize=16)  # warm the workers
+        pool.map(ours_wire, [_pack_structure(s) for s in structures[:64]], chunksize=16)  # warm the workers
         t0 = time.perf_counter()
-        for _ in pool.imap(ours_pickled, structures, chunksize=32):
+        for _ in pool.imap(ours_wire, (_pack_structure(s) for s in structures), chunksize=32):
             pass
         return len(structures) / (time.perf_counter() - t0)
 

@@ -33,7 +33,7 @@ class HeadConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field("cgcnn", description="model from the registry (matgnn.models.MODELS)")
-    hidden: int = Field(128, ge=1)
+    hidden: int = Field(64, ge=1, description="trunk width (CGCNN's published atom_fea_len is 64)")
     layers: int = Field(3, ge=1)
     atom_features: str = "cgcnn"
     n_rbf: int = Field(40, ge=2)

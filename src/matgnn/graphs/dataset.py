@@ -46,7 +46,7 @@ def record_to_data(rec: dict[str, Any]) -> Data:
     for name, value in rec["graph_targets"].items():
         data[keys.target(name)] = torch.tensor([value], dtype=torch.float32)
     for name, arr in rec["node_targets"].items():
-        data[keys.target(name)] = torch.from_numpy(np.asarray(arr, np.float32))
+        data[keys.target(name)] = torch.from_numpy(np.array(arr, np.float32))
     return data
 
 
