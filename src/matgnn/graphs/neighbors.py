@@ -172,20 +172,22 @@ def select_neighbors(s: Structure, i: np.ndarray, j: np.ndarray, S: np.ndarray, 
         more = f" and {len(lonely) - 5} more" if len(lonely) > 5 else ""
         raise s.error(errors.ISOLATED_ATOM,
                       f"atom(s) {names}{more} have no neighbour within the {cutoff} Å cutoff")
-    # One stable sort by (centre, distance); exact ties keep vesin's deterministic order.
-    order = np.argsort(i * (2.0 * cutoff + 1.0) + d, kind="stable")
-    i, j, S, d = i[order], j[order], S[order], d[order]
+    # One sort by (centre, distance). Exact ties come out in a deterministic order, and
+    # the selection below keeps whole groups of ties, so their order never matters.
+    order = np.argsort(i * (2.0 * cutoff + 1.0) + d)
+    i_sorted = i[order]
+    d_sorted = d[order]
     starts = np.cumsum(counts) - counts
-    nearest = d[starts]  # each centre's nearest neighbour
+    nearest = d_sorted[starts]  # each centre's nearest neighbour
     if nearest.min() < MIN_DISTANCE:
         a = int(np.argmin(nearest))
-        e = starts[a]
+        e = order[starts[a]]
         what = "its own periodic image" if j[e] == a else f"atom {int(j[e])}"
         raise s.error(errors.OVERLAPPING_ATOMS,
                       f"atom {a} is {d[e]:.3f} Å from {what} (minimum {MIN_DISTANCE} Å)")
     k = settings.max_neighbors
     if k is not None and counts.max() > k:
-        kth = np.where(counts > k, d[np.minimum(starts + k - 1, len(d) - 1)], np.inf)
-        keep = d <= kth[i] + settings.tie_tolerance
-        i, j, S, d = i[keep], j[keep], S[keep], d[keep]
-    return NeighborGraph(src=j, dst=i, offsets=S, distances=d)
+        kth = np.where(counts > k, d_sorted[np.minimum(starts + k - 1, len(d) - 1)], np.inf)
+        keep = d_sorted <= kth[i_sorted] + settings.tie_tolerance
+        order, i_sorted, d_sorted = order[keep], i_sorted[keep], d_sorted[keep]
+    return NeighborGraph(src=j[order], dst=i_sorted, offsets=S[order], distances=d_sorted)
