@@ -149,3 +149,18 @@ def test_empty_structure_and_non_finite_positions():
     s.positions = np.array([[np.nan, 0, 0]])
     with pytest.raises(StructureError, match="structure 'nanpos'.*positions"):
         validate_structure(s)
+
+
+def test_parallel_build_reports_bad_structures_from_workers(tmp_path):
+    import pickle
+
+    err = StructureError("x", "bad_cell", "cell volume is 0", "f.cif")
+    assert pickle.loads(pickle.dumps(err)).as_dict() == err.as_dict()
+    atoms = Atoms("CuO", positions=[[0, 0, 0], [1.8, 0, 0]], cell=[20, 20, 20], pbc=True)
+    lonely = atoms + Atoms("H", positions=[[10, 10, 10]])
+    good = bulk("Cu", "fcc", a=3.6)
+    write(tmp_path / "mix.extxyz", [good, lonely, good, atoms, lonely])
+    cache = build_graph_cache(AseSource(tmp_path / "mix.extxyz"), GraphSettings(cutoff=5.0),
+                              cache_root=tmp_path / "c", workers=2, progress=False)
+    assert len(cache) == 3
+    assert sorted(s["id"] for s in cache.report.skipped) == ["mix[1]", "mix[4]"]

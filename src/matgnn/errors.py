@@ -39,6 +39,9 @@ class StructureError(MatgnnError):
     def __post_init__(self) -> None:
         super().__init__(str(self))
 
+    def __reduce__(self):  # noqa: ANN204 - crosses process boundaries (parallel graph builds)
+        return (type(self), (self.structure_id, self.code, self.detail, self.file))
+
     def __str__(self) -> str:
         where = f"structure '{self.structure_id}'"
         if self.file:
