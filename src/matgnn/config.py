@@ -32,7 +32,9 @@ class HeadConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = Field("cgcnn", description="model from the registry (matgnn.models.MODELS)")
+    name: str = Field("cgcnn", description="model from the registry: cgcnn, cgconv_net, schnet, pna, dimenet++, "
+                                           "zoo (with operator), or a zoo operator name such as gatv2conv")
+    operator: str | None = Field(None, description="zoo model: the PyG operator (cgconv, gatv2conv, ...)")
     hidden: int = Field(64, ge=1, description="trunk width (CGCNN's published atom_fea_len is 64)")
     layers: int = Field(3, ge=1)
     atom_features: str = "cgcnn"

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from matgnn.models.base import MatgnnModel, load_model
-from matgnn.models.cgcnn import CGCNN
+from matgnn.models.cgcnn import CGCNN, CGConvNet
+from matgnn.models.dimenet import DimeNetPP
+from matgnn.models.pna import PNA
+from matgnn.models.schnet import SchNet
+from matgnn.models.zoo import OPERATORS, ZooModel
 
-#: name -> model class
-MODELS: dict[str, type[MatgnnModel]] = {"cgcnn": CGCNN}
+#: name -> model class. Every zoo operator name (``gatv2conv``, ...) also names a model:
+#: the zoo model with that operator.
+MODELS: dict[str, type[MatgnnModel]] = {
+    "cgcnn": CGCNN,
+    "cgconv_net": CGConvNet,
+    "schnet": SchNet,
+    "pna": PNA,
+    "dimenet++": DimeNetPP,
+    "zoo": ZooModel,
+}
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS) + [f"{op}" for op in OPERATORS if op not in MODELS]
 
 
 def build_model(name: str, heads: list[dict[str, Any]], cutoff: float, **kwargs: Any) -> MatgnnModel:
-    """A model from the registry; unknown names list what exists."""
+    """A model from the registry. Keyword arguments a model does not take (e.g.
+    ``atom_features`` for SchNet, which embeds Z) are dropped; None values are ignored."""
+    if name in OPERATORS and name not in MODELS:
+        kwargs["operator"] = name
+        name = "zoo"
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    return MODELS[name](heads=heads, cutoff=cutoff, **kwargs)
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(model_names())}")
+    cls = MODELS[name]
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in kwargs.items() if k in params and v is not None}
+    return cls(heads=heads, cutoff=cutoff, **kwargs)
 
 
-__all__ = ["MODELS", "MatgnnModel", "build_model", "load_model"]
+__all__ = ["MODELS", "MatgnnModel", "OPERATORS", "build_model", "load_model", "model_names"]

@@ -36,3 +36,27 @@ class CGCNN(MatgnnModel):
         for conv in self.convs:
             h = self.dropout(self.act(conv(h, batch[keys.EDGE_INDEX], e)))
         return h
+
+
+class CGConvNet(MatgnnModel):
+    """The seed research's improved CGCNN: atom features → linear embedding → ``layers``
+    CGConv layers, each followed by batch norm, ReLU and dropout → mean pool → heads."""
+
+    def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3,
+                 atom_features: str = "cgcnn", cutoff: float = 8.0, n_rbf: int = 40,
+                 dropout: float = 0.1, pooling: str = "mean", head_hidden: int = 128) -> None:
+        super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling,
+                         dropout=dropout)
+        self.atom_features = AtomFeatures(atom_features)
+        self.edge_features = EdgeFeatures(cutoff=cutoff, n_rbf=n_rbf)
+        self.embed = nn.Linear(self.atom_features.dim, hidden)
+        self.convs = nn.ModuleList(CGConv(hidden, dim=n_rbf, aggr="mean") for _ in range(layers))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+
+    def node_features(self, batch: Any) -> torch.Tensor:
+        h = self.embed(self.atom_features(batch[keys.Z]))
+        e = self.edge_features(batch)
+        for conv, norm in zip(self.convs, self.norms):
+            h = self.dropout(torch.relu(norm(conv(h, batch[keys.EDGE_INDEX], e))))
+        return h

@@ -4,6 +4,11 @@ Edge information reaches each operator in the form it accepts: a Gaussian RBF of
 distance as edge features (``edge_dim``), the cosine cutoff envelope as a scalar edge
 weight (graphconv, gcnconv), or the scaled distance as a 1-D pseudo-coordinate
 (gmmconv, splineconv). Only rotation-invariant edge information is used.
+
+No operator adds self-loops: PyG first *removes* existing self-loops, and in a small
+periodic cell an edge from an atom to its own periodic image is a real edge i→i. Dropping
+it would make a cell and its supercell different graphs. The residual connection carries
+each atom's own state instead.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ OPERATORS: dict[str, tuple[Callable[[int, int, float], nn.Module], str]] = {
     "schnetconv": (lambda h, e, c: _SchNetConv(h, e, c), "schnet"),
     "graphconv": (lambda h, e, c: gnn.GraphConv(h, h), "weight"),
     "sageconv": (lambda h, e, c: gnn.SAGEConv(h, h), "none"),
-    "gatv2conv": (lambda h, e, c: gnn.GATv2Conv(h, h, heads=1, edge_dim=e), "attr"),
+    "gatv2conv": (lambda h, e, c: gnn.GATv2Conv(h, h, heads=1, edge_dim=e, add_self_loops=False), "attr"),
     "gcnconv": (lambda h, e, c: gnn.GCNConv(h, h, add_self_loops=False, normalize=True), "weight"),
     "transformerconv": (lambda h, e, c: gnn.TransformerConv(h, h, heads=1, edge_dim=e), "attr"),
     "gineconv": (lambda h, e, c: gnn.GINEConv(_mlp(h, h, h), edge_dim=e), "attr"),
@@ -60,7 +65,7 @@ OPERATORS: dict[str, tuple[Callable[[int, int, float], nn.Module], str]] = {
     "gmmconv": (lambda h, e, c: gnn.GMMConv(h, h, dim=1, kernel_size=4), "pseudo"),
     "resgatedgraphconv": (lambda h, e, c: gnn.ResGatedGraphConv(h, h, edge_dim=e), "attr"),
     "generalconv": (lambda h, e, c: gnn.GeneralConv(h, h, in_edge_channels=e), "attr"),
-    "pdnconv": (lambda h, e, c: gnn.PDNConv(h, h, edge_dim=e, hidden_channels=h), "attr"),
+    "pdnconv": (lambda h, e, c: gnn.PDNConv(h, h, edge_dim=e, hidden_channels=h, add_self_loops=False), "attr"),
     "splineconv": (lambda h, e, c: _spline(h), "pseudo"),
 }
 

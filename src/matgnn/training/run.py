@@ -77,6 +77,18 @@ def _normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: l
     return torch.tensor(mean), torch.tensor(std)
 
 
+def degree_histogram(cache: GraphCache, idx: list[int]) -> list[int]:
+    """Histogram of atoms' in-degrees over the graphs ``idx`` (PNA's degree scalers)."""
+    hist = np.zeros(1, np.int64)
+    for k in idx:
+        deg = np.bincount(cache.record(k)["dst"], minlength=1)
+        counts = np.bincount(deg)
+        if len(counts) > len(hist):
+            hist = np.pad(hist, (0, len(counts) - len(hist)))
+        hist[: len(counts)] += counts
+    return hist.tolist()
+
+
 class Trainer:
     """AdamW, LR schedule, early stopping on the validation loss, gradient clipping,
     best-validation weights kept."""
@@ -262,9 +274,15 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True)
 
     heads = [{"name": h.name, "level": h.level} for h in cfg.targets]
     m = cfg.model
+    extra: dict[str, Any] = {}
+    from matgnn.models import MODELS, OPERATORS
+
+    cls = MODELS.get(m.name) or (MODELS["zoo"] if m.name in OPERATORS else None)
+    if getattr(cls, "needs_degree_histogram", False):
+        extra["deg"] = degree_histogram(cache, split["train"])
     model = build_model(m.name, heads, cutoff=cfg.graphs.cutoff, hidden=m.hidden, layers=m.layers,
                         atom_features=m.atom_features, n_rbf=m.n_rbf, dropout=m.dropout, pooling=m.pooling,
-                        head_hidden=m.head_hidden)
+                        head_hidden=m.head_hidden, operator=m.operator, **extra)
     mean, std = _normalization(labels, split["train"], cfg.targets)
     model.set_normalization(mean, std)
     n_params = sum(p.numel() for p in model.parameters())

@@ -1,0 +1,92 @@
+"""Every model: identical outputs when atoms are translated and wrapped, permutation
+invariance (graph heads) / equivariance (node heads), and the same intensive prediction
+for a 2x2x1 supercell; DimeNet++ keeps all periodic triplets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from torch_geometric.data import Batch
+
+from matgnn.data.structure import Structure
+from matgnn.graphs.cache import graph_record
+from matgnn.graphs.dataset import record_to_data
+from matgnn.graphs.neighbors import GraphSettings
+from matgnn.models import OPERATORS, build_model, load_model
+from matgnn.models.dimenet import periodic_triplets
+
+SETTINGS = GraphSettings(cutoff=4.5, max_neighbors=12)
+HEADS = [{"name": "y", "level": "graph"}, {"name": "m", "level": "node"}]
+NAMES = ["cgcnn", "cgconv_net", "schnet", "pna", "dimenet++"] + [op for op in OPERATORS]
+
+
+def _atoms():
+    a = bulk("NaCl", "rocksalt", a=5.0).repeat((1, 1, 2))
+    a.symbols[1] = "Br"
+    a.set_cell(a.cell[:] @ np.array([[1.0, 0.05, 0.0], [0.0, 1.0, 0.1], [0.02, 0.0, 1.0]]), scale_atoms=True)
+    a.rattle(0.05, seed=4)
+    return a
+
+
+def _graph(atoms, settings=SETTINGS):
+    s = Structure("t", atoms.numbers.astype(np.int64), atoms.positions.copy(), np.asarray(atoms.cell[:], float),
+                  np.asarray(atoms.pbc, bool), {"y": 0.0}, {"m": np.zeros(len(atoms))})
+    return Batch.from_data_list([record_to_data(graph_record(s, settings))])
+
+
+def _model(name):
+    if name == "splineconv":
+        pytest.importorskip("torch_spline_conv", reason="splineconv needs the compiled torch-spline-conv extension")
+    torch.manual_seed(0)
+    extra = {"deg": [0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 30]} if name == "pna" else {}
+    m = build_model(name, HEADS, cutoff=SETTINGS.cutoff, hidden=16, layers=2, head_hidden=16, n_rbf=8, **extra)
+    return m.eval()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_invariances(name):
+    model = _model(name)
+    atoms = _atoms()
+    with torch.no_grad():
+        ref = model(_graph(atoms))
+        moved = atoms.copy()
+        moved.translate([0.7, -1.3, 2.9])
+        moved.wrap()
+        out = model(_graph(moved))
+        torch.testing.assert_close(out["y"], ref["y"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out["m"], ref["m"], atol=1e-4, rtol=1e-4)
+
+        perm = np.random.default_rng(0).permutation(len(atoms))
+        out = model(_graph(atoms[perm]))
+        torch.testing.assert_close(out["y"], ref["y"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out["m"], ref["m"][perm], atol=1e-4, rtol=1e-4)
+
+        big = model(_graph(atoms.repeat((2, 2, 1))))
+        torch.testing.assert_close(big["y"], ref["y"], atol=1e-4, rtol=1e-4)  # intensive (mean pooling)
+        torch.testing.assert_close(big["m"], ref["m"].repeat(4), atol=1e-4, rtol=1e-4)
+
+
+def test_saved_model_reloads_with_no_extra_arguments(tmp_path):
+    model = _model("pna")
+    model.set_normalization(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]))
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    g = _graph(_atoms())
+    with torch.no_grad():
+        torch.testing.assert_close(again(g)["y"], model(g)["y"])
+
+
+def test_periodic_triplets_keep_image_triplets_and_drop_reverse_edges():
+    # one-atom cell: every neighbour is an image of the centre itself
+    a = bulk("Po", "sc", a=3.0)
+    g = _graph(a, GraphSettings(cutoff=3.5))  # first shell only
+    idx_kj, idx_ji = periodic_triplets(g.edge_index, g.cell_offsets, 1)
+    n_edges = g.edge_index.shape[1]
+    assert n_edges == 6
+    # each of the 6 edges pairs with the 5 others (its reverse excluded); PyG's
+    # index-based exclusion (k != i) would leave no triplet at all here.
+    assert len(idx_kj) == 6 * 5
+    off = g.cell_offsets
+    assert not bool(((off[idx_kj] == -off[idx_ji]).all(-1)).any())
