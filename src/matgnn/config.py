@@ -50,17 +50,31 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     patience: int = Field(20, ge=1, description="early stopping: epochs without validation improvement")
-    scheduler: Literal["plateau", "cosine", "none"] = "plateau"
+    scheduler: Literal["plateau", "cosine", "onecycle", "none"] = "plateau"
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     clip_grad: float | None = Field(5.0, gt=0)
     seed: int = 42
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    scheduler_patience: int | None = Field(None, ge=1, description="plateau: epochs before halving the LR (default patience/3)")
 
 
 class SplitConfig(_Strict):
-    kind: Literal["random"] = "random"
+    """How structures are split. ``random``: seeded fractions. ``kfold``: fold ``fold``
+    of ``folds`` is the test set, ``val`` drawn from the rest. ``grouped``: whole groups
+    (``group_by: formula`` = reduced formula) per split. ``stratified``: random within
+    quantile bins of ``stratify_by`` (a target). ``ids``: a JSON/zip file of ids per split
+    (e.g. the JARVIS leaderboard's ``dft_3d_<target>.json.zip``)."""
+
+    kind: Literal["random", "kfold", "grouped", "stratified", "ids"] = "random"
     train: float = Field(0.8, gt=0, lt=1)
     val: float = Field(0.1, ge=0, lt=1)
     seed: int = 42
+    folds: int = Field(5, ge=2)
+    fold: int = Field(0, ge=0)
+    group_by: Literal["formula"] = "formula"
+    stratify_by: str | None = None
+    bins: int = Field(10, ge=2)
+    ids_file: str | None = None
 
 
 class RunConfig(_Strict):

@@ -110,6 +110,7 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, help="shortcut for --set train.epochs=N"),
     output_dir: Optional[str] = typer.Option(None, help="shortcut for --set output_dir=DIR"),
     print_config: bool = typer.Option(False, help="print the resolved config and exit"),
+    resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder exactly where it stopped"),
 ) -> None:
     """Train a model; writes a self-describing run folder."""
     import yaml
@@ -122,6 +123,11 @@ def train_cmd(
         overrides.append(f"train.epochs={epochs}")
     if output_dir is not None:
         overrides.append(f"output_dir={output_dir}")
+    if resume is not None:
+        if config is not None or overrides:
+            console.print("[red]error:[/red] --resume continues a run with its saved config; give no CONFIG or overrides")
+            raise typer.Exit(2)
+        config = resume / "config.yaml"
     try:
         cfg = RunConfig.from_yaml(config) if config else RunConfig()
         cfg = cfg.with_overrides(overrides)
@@ -134,10 +140,70 @@ def train_cmd(
     from matgnn.training.run import train
 
     try:
-        train(cfg, console=console)
+        train(cfg, console=console, resume=resume)
     except (StructureError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="a run folder"),
+    split: str = typer.Option("test", help="val or test"),
+) -> None:
+    """Re-evaluate a saved run on its own split (metrics, predictions, per-element table, parity plot)."""
+    from torch_geometric.loader import DataLoader
+
+    from matgnn import load_model
+    from matgnn.config import RunConfig
+    from matgnn.data.sources import make_source
+    from matgnn.graphs.cache import build_graph_cache, default_cache_root
+    from matgnn.graphs.dataset import GraphDataset
+    from matgnn.training.run import evaluate_split
+
+    cfg = RunConfig.from_yaml(run / "config.yaml")
+    model = load_model(run)
+    cache = build_graph_cache(make_source(cfg.source), cfg.graphs, workers=cfg.workers,
+                              cache_root=Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / "graphs")
+    ids = json.loads((run / "split.json").read_text())[split]
+    where = {sid: k for k, sid in enumerate(cache.ids)}
+    ds = GraphDataset(cache, [where[i] for i in ids], [h.name for h in cfg.targets if h.level == "graph"],
+                      [h.name for h in cfg.targets if h.level == "node"])
+    out = run / "evaluation"
+    out.mkdir(exist_ok=True)
+    metrics = evaluate_split(model, DataLoader(ds, batch_size=cfg.train.batch_size), cfg.targets, out, split)
+    (out / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=1))
+    for k, v in metrics.items():
+        print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+    console.print(f"written to {out}")
+
+
+@app.command("predict")
+def predict_cmd(
+    model: Path = typer.Argument(..., help="a run folder or a saved model folder"),
+    structures: list[str] = typer.Argument(..., help="structure files (CIF, POSCAR, extxyz), folders or globs"),
+    out: Path = typer.Option(Path("predictions.csv"), help="CSV to write (per-atom heads also go to <stem>_atoms.csv)"),
+    batch_size: int = typer.Option(64, help="structures per batch"),
+) -> None:
+    """Predict every head of a saved model for new structures."""
+    from matgnn.prediction.predict import predict_files
+
+    try:
+        path, report = predict_files(model, structures, out, batch_size)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    report.print(console)
+    if report.skipped:
+        skipped = path.with_name(path.stem + "_skipped.csv")
+        import csv as _csv
+
+        with open(skipped, "w", newline="") as f:
+            w = _csv.DictWriter(f, fieldnames=["id", "file", "code", "detail"])
+            w.writeheader()
+            w.writerows(report.skipped)
+        console.print(f"skipped structures listed in {skipped}")
+    console.print(f"{report.kept} predictions → {path}")
 
 
 def main() -> None:  # pragma: no cover

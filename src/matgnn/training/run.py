@@ -3,7 +3,9 @@
 The run folder holds everything needed to reproduce the result and reload the model
 without this code: ``config.yaml`` (resolved), ``split.json``, ``load_report.json`` and
 ``skipped.csv``, ``history.csv``, ``metrics.json``, ``model/`` (``load_model``),
-``predictions_<split>.csv`` (and ``..._atoms.csv`` for per-atom heads), plots.
+``predictions_<split>.csv`` (and ``..._atoms.csv`` for per-atom heads),
+``per_element_<target>.csv``, plots, and ``checkpoint_last.pt`` from which an
+interrupted run resumes exactly (``matgnn train --resume RUN``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import copy
 import csv
 import json
 import math
+import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +29,15 @@ from matgnn import keys
 from matgnn.config import HeadConfig, RunConfig
 from matgnn.data.sources import make_source
 from matgnn.evaluation.metrics import regression_metrics
+from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import learning_curve, parity_plot
 from matgnn.graphs.cache import GraphCache, build_graph_cache, default_cache_root
 from matgnn.graphs.dataset import GraphDataset
-from matgnn.models import MatgnnModel, build_model
+from matgnn.models import MODELS, OPERATORS, MatgnnModel, build_model
+from matgnn.training import splits as splitting
 from matgnn.training.losses import masked_loss
-from matgnn.training.splits import random_split
+
+CHECKPOINT = "checkpoint_last.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -81,30 +88,68 @@ def degree_histogram(cache: GraphCache, idx: list[int]) -> list[int]:
     """Histogram of atoms' in-degrees over the graphs ``idx`` (PNA's degree scalers)."""
     hist = np.zeros(1, np.int64)
     for k in idx:
-        deg = np.bincount(cache.record(k)["dst"], minlength=1)
-        counts = np.bincount(deg)
+        counts = np.bincount(np.bincount(cache.record(k)["dst"]))
         if len(counts) > len(hist):
             hist = np.pad(hist, (0, len(counts) - len(hist)))
         hist[: len(counts)] += counts
     return hist.tolist()
 
 
+def make_split(cfg: RunConfig, cache: GraphCache, labels: list[dict[str, np.ndarray]], labelled: list[int],
+               console: Console) -> dict[str, list[int]]:
+    """Cache positions of train/val/test under ``cfg.split`` (over labelled graphs)."""
+    sp = cfg.split
+    if sp.kind == "ids":
+        if not sp.ids_file:
+            raise ValueError("split kind 'ids' needs split.ids_file")
+        ids = [cache.ids[i] for i in labelled]
+        parts, missing = splitting.ids_split(ids, splitting.read_id_split(sp.ids_file))
+        if any(missing.values()):
+            console.print(f"split file {sp.ids_file}: ids without a (usable, labelled) structure here, left out: "
+                          + ", ".join(f"{k} {v}" for k, v in missing.items()))
+    elif sp.kind == "kfold":
+        parts = splitting.kfold_split(len(labelled), sp.folds, sp.fold, sp.val, sp.seed)
+    elif sp.kind == "grouped":
+        parts = splitting.grouped_split([cache.meta["formula"][i] for i in labelled], sp.train, sp.val, sp.seed)
+    elif sp.kind == "stratified":
+        col = sp.stratify_by or cfg.targets[0].name
+        if col not in labels[0]:
+            raise ValueError(f"stratify_by {col!r} is not one of the run's targets")
+        parts = splitting.stratified_split([float(np.nanmean(labels[i][col])) if (~np.isnan(labels[i][col])).any()
+                                            else math.nan for i in labelled], sp.train, sp.val, sp.seed, sp.bins)
+    else:
+        parts = splitting.random_split(len(labelled), sp.train, sp.val, sp.seed)
+    return {k: [labelled[i] for i in v] for k, v in parts.items()}
+
+
 class Trainer:
     """AdamW, LR schedule, early stopping on the validation loss, gradient clipping,
-    best-validation weights kept."""
+    best-validation weights kept, and a resumable state (``state_dict``)."""
 
-    def __init__(self, model: MatgnnModel, heads: list[HeadConfig], cfg, console: Console | None = None) -> None:
+    def __init__(self, model: MatgnnModel, heads: list[HeadConfig], cfg, steps_per_epoch: int,
+                 console: Console | None = None) -> None:
         self.model = model
         self.heads = heads
         self.cfg = cfg
         self.console = console or Console(stderr=True)
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.batch_sched = False
         if cfg.scheduler == "plateau":
-            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=max(cfg.patience // 3, 1))
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.opt, factor=0.5, patience=cfg.scheduler_patience or max(cfg.patience // 3, 1))
         elif cfg.scheduler == "cosine":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.epochs)
+        elif cfg.scheduler == "onecycle":
+            self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr,
+                                                             total_steps=cfg.epochs * max(steps_per_epoch, 1))
+            self.batch_sched = True
         else:
             self.sched = None
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best = math.inf
+        self.best_state: dict[str, Any] | None = None
+        self.stale = 0
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.model.forward_normalized(batch)
@@ -129,66 +174,91 @@ class Trainer:
                     if self.cfg.clip_grad:
                         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
                     self.opt.step()
+                    if self.batch_sched:
+                        self.sched.step()
                 total += float(loss.detach()) * batch.num_graphs
                 n += batch.num_graphs
         return total / max(n, 1)
 
-    def fit(self, train_loader, val_loader, on_best=None) -> list[dict[str, Any]]:
+    def state_dict(self, generator: torch.Generator) -> dict[str, Any]:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict() if self.sched is not None else None,
+                "history": self.history, "best": self.best, "best_state": self.best_state, "stale": self.stale,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "loader": generator.get_state()}}
+
+    def load_state_dict(self, st: dict[str, Any], generator: torch.Generator) -> None:
+        self.epoch = st["epoch"]
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        if self.sched is not None and st["sched"] is not None:
+            self.sched.load_state_dict(st["sched"])
+        self.history, self.best, self.best_state, self.stale = st["history"], st["best"], st["best_state"], st["stale"]
+        torch.set_rng_state(st["rng"]["torch"])
+        np.random.set_state(st["rng"]["numpy"])
+        random.setstate(st["rng"]["python"])
+        generator.set_state(st["rng"]["loader"])
+
+    def fit(self, train_loader, val_loader, on_best: Callable | None = None,
+            on_epoch_end: Callable[[Trainer], None] | None = None) -> list[dict[str, Any]]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        history: list[dict[str, Any]] = []
-        best, best_state, stale = math.inf, None, 0
         bar = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
                        TextColumn("train {task.fields[tl]:.4f}  val {task.fields[vl]:.4f}  best {task.fields[best]:.4f}"),
                        TimeElapsedColumn(), console=self.console)
         with bar:
-            task = bar.add_task("train", total=self.cfg.epochs, tl=math.nan, vl=math.nan, best=math.nan)
-            for epoch in range(1, self.cfg.epochs + 1):
+            task = bar.add_task("train", total=self.cfg.epochs, completed=self.epoch, tl=math.nan, vl=math.nan,
+                                best=self.best)
+            while self.epoch < self.cfg.epochs and self.stale < self.cfg.patience:
+                self.epoch += 1
                 t0 = time.perf_counter()
+                lr = self.opt.param_groups[0]["lr"]
                 tl = self.run_epoch(train_loader, True)
                 vl = self.run_epoch(val_loader, False) if val_loader is not None else tl
-                lr = self.opt.param_groups[0]["lr"]
                 if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.sched.step(vl)
-                elif self.sched is not None:
+                elif self.sched is not None and not self.batch_sched:
                     self.sched.step()
-                history.append({"epoch": epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
-                                "seconds": time.perf_counter() - t0})
-                if vl < best:
-                    best, stale = vl, 0
-                    best_state = copy.deepcopy(self.model.state_dict())
+                self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
+                                     "seconds": time.perf_counter() - t0})
+                if vl < self.best:
+                    self.best, self.stale = vl, 0
+                    self.best_state = copy.deepcopy(self.model.state_dict())
                     if on_best is not None:
-                        on_best(self.model, epoch)
+                        on_best(self.model, self.epoch)
                 else:
-                    stale += 1
-                bar.update(task, advance=1, tl=tl, vl=vl, best=best)
-                if stale >= self.cfg.patience:
-                    self.console.print(f"early stop after epoch {epoch} (no improvement for {stale} epochs)")
-                    break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        return history
+                    self.stale += 1
+                bar.update(task, completed=self.epoch, tl=tl, vl=vl, best=self.best)
+                if on_epoch_end is not None:
+                    on_epoch_end(self)
+            if self.stale >= self.cfg.patience:
+                self.console.print(f"early stop after epoch {self.epoch} (no improvement for {self.stale} epochs)")
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.history
 
 
 @torch.no_grad()
 def predict_dataset(model: MatgnnModel, loader) -> dict[str, Any]:
-    """Per-head predictions and labels, plus ids (and atom numbers for node heads)."""
+    """Per-head predictions and labels, ids, each graph's elements and each atom's Z."""
     model.eval()
-    res: dict[str, Any] = {"ids": [], "heads": {s["name"]: {"true": [], "pred": []} for s in model.head_specs},
+    res: dict[str, Any] = {"ids": [], "graph_z": [], "heads": {s["name"]: {"true": [], "pred": []} for s in model.head_specs},
                            "atoms": {"id": [], "index": [], "z": []}}
-    node_heads = [s["name"] for s in model.head_specs if s["level"] == "node"]
     for batch in loader:
         out = model(batch)
         res["ids"].extend(batch[keys.STRUCTURE_ID])
         for name, p in out.items():
             res["heads"][name]["pred"].append(p.numpy())
             res["heads"][name]["true"].append(batch[keys.target(name)].numpy())
-        if node_heads:
-            counts = batch[keys.N_ATOMS].tolist()
-            for sid, n in zip(batch[keys.STRUCTURE_ID], counts):
-                res["atoms"]["id"].extend([sid] * n)
-                res["atoms"]["index"].extend(range(n))
-            res["atoms"]["z"].extend(batch[keys.Z].tolist())
+        counts = batch[keys.N_ATOMS].tolist()
+        zs = batch[keys.Z].tolist()
+        start = 0
+        for sid, n in zip(batch[keys.STRUCTURE_ID], counts):
+            res["graph_z"].append(sorted(set(zs[start:start + n])))
+            res["atoms"]["id"].extend([sid] * n)
+            res["atoms"]["index"].extend(range(n))
+            start += n
+        res["atoms"]["z"].extend(zs)
     for name in res["heads"]:
         for k in ("true", "pred"):
             res["heads"][name][k] = np.concatenate(res["heads"][name][k]) if res["heads"][name][k] else np.zeros(0)
@@ -214,6 +284,25 @@ def _write_predictions(run_dir: Path, split: str, res: dict[str, Any], heads: li
                            [f"{res['heads'][n][k][r]:.6g}" for n in node for k in ("true", "pred")])
 
 
+def evaluate_split(model: MatgnnModel, loader, heads: list[HeadConfig], run_dir: Path, split: str,
+                   plots: bool = True) -> dict[str, float]:
+    """Predictions CSV, metrics, per-element table and parity plot of one split."""
+    res = predict_dataset(model, loader)
+    _write_predictions(run_dir, split, res, heads)
+    metrics: dict[str, float] = {}
+    for h in heads:
+        true, pred = res["heads"][h.name]["true"], res["heads"][h.name]["pred"]
+        mt = regression_metrics(true, pred)
+        metrics.update({f"{split}.{h.name}.{key}": v for key, v in mt.items()})
+        if split == "test" and mt["count"]:
+            elements = res["atoms"]["z"] if h.level == "node" else res["graph_z"]
+            write_per_element(per_element_table(elements, true, pred, h.level == "node"),
+                              run_dir / f"per_element_{h.name}.csv")
+            if plots:
+                parity_plot(true, pred, run_dir / f"parity_{h.name}.png", f"{h.name} (test)")
+    return metrics
+
+
 def make_run_dir(cfg: RunConfig) -> Path:
     name = cfg.name or f"{cfg.model.name}-{'+'.join(h.name for h in cfg.targets)}"
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -226,8 +315,22 @@ def make_run_dir(cfg: RunConfig) -> Path:
     return run_dir
 
 
-def train(cfg: RunConfig, console: Console | None = None, progress: bool = True) -> Path:
-    """Run ``cfg`` end to end; returns the run folder."""
+def _model_extra(cfg: RunConfig, epoch: int) -> dict[str, Any]:
+    """Saved next to the weights so a model folder alone can featurise new structures."""
+    return {"epoch": epoch, "graphs": cfg.graphs.model_dump(), "targets": [h.model_dump() for h in cfg.targets]}
+
+
+def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+
+
+def train(cfg: RunConfig, console: Console | None = None, progress: bool = True, resume: str | Path | None = None,
+          on_epoch_end: Callable[[Trainer], None] | None = None) -> Path:
+    """Run ``cfg`` end to end; returns the run folder. ``resume``: a run folder whose
+    ``checkpoint_last.pt`` is continued exactly (same split, weights, optimizer,
+    schedule and random state)."""
     from torch_geometric.loader import DataLoader
 
     console = console or Console(stderr=True)
@@ -235,9 +338,15 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True)
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    run_dir = make_run_dir(cfg)
-    cfg.to_yaml(run_dir / "config.yaml")
-    console.print(f"run folder: {run_dir}")
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT} to resume from")
+        console.print(f"resuming run folder: {run_dir}")
+    else:
+        run_dir = make_run_dir(cfg)
+        cfg.to_yaml(run_dir / "config.yaml")
+        console.print(f"run folder: {run_dir}")
 
     source = make_source(cfg.source)
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / "graphs"
@@ -252,31 +361,35 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True)
 
     labels = _labels(cache, cfg.targets)
     labelled = [i for i, d in enumerate(labels) if any((~np.isnan(v)).any() for v in d.values())]
-    unlabelled = len(cache) - len(labelled)
-    if unlabelled:
-        console.print(f"{unlabelled} structures carry none of the targets {[h.name for h in cfg.targets]} and are left out "
-                      "(listed in unlabelled.txt)")
+    if len(labelled) < len(cache):
         keep = set(labelled)
+        console.print(f"{len(cache) - len(labelled)} structures carry none of the targets "
+                      f"{[h.name for h in cfg.targets]} and are left out (listed in unlabelled.txt)")
         (run_dir / "unlabelled.txt").write_text("\n".join(cache.ids[i] for i in range(len(cache)) if i not in keep) + "\n")
-    parts = random_split(len(labelled), cfg.split.train, cfg.split.val, cfg.split.seed)
-    split = {k: [labelled[i] for i in v] for k, v in parts.items()}
-    (run_dir / "split.json").write_text(json.dumps(
-        {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"kind": cfg.split.kind, "seed": cfg.split.seed}))
-    console.print(f"split: {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test")
+    if resume is not None:
+        saved = json.loads((run_dir / "split.json").read_text())
+        where = {sid: k for k, sid in enumerate(cache.ids)}
+        split = {k: [where[s] for s in saved[k]] for k in ("train", "val", "test")}
+    else:
+        split = make_split(cfg, cache, labels, labelled, console)
+        (run_dir / "split.json").write_text(json.dumps(
+            {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
+    console.print(f"split ({cfg.split.kind}): {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test")
+    if not split["train"]:
+        raise ValueError("the training split is empty")
 
     g_names = [h.name for h in cfg.targets if h.level == "graph"]
     n_names = [h.name for h in cfg.targets if h.level == "node"]
     ds = {k: GraphDataset(cache, v, graph_targets=g_names, node_targets=n_names) for k, v in split.items()}
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    loaders = {"train": DataLoader(ds["train"], batch_size=cfg.train.batch_size, shuffle=True, generator=gen)}
+    lw = {"num_workers": cfg.train.loader_workers, "persistent_workers": cfg.train.loader_workers > 0}
+    loaders = {"train": DataLoader(ds["train"], batch_size=cfg.train.batch_size, shuffle=True, generator=gen, **lw)}
     for k in ("val", "test"):
-        loaders[k] = DataLoader(ds[k], batch_size=cfg.train.batch_size) if len(ds[k]) else None
+        loaders[k] = DataLoader(ds[k], batch_size=cfg.train.batch_size, **lw) if len(ds[k]) else None
 
     heads = [{"name": h.name, "level": h.level} for h in cfg.targets]
     m = cfg.model
     extra: dict[str, Any] = {}
-    from matgnn.models import MODELS, OPERATORS
-
     cls = MODELS.get(m.name) or (MODELS["zoo"] if m.name in OPERATORS else None)
     if getattr(cls, "needs_degree_histogram", False):
         extra["deg"] = degree_histogram(cache, split["train"])
@@ -288,12 +401,23 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"model {m.name}: {n_params:,} parameters")
 
-    trainer = Trainer(model, cfg.targets, cfg.train, console)
+    trainer = Trainer(model, cfg.targets, cfg.train, len(loaders["train"]), console)
+    if resume is not None:
+        trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, weights_only=False), gen)
+        console.print(f"continuing after epoch {trainer.epoch}")
+
+    def end_of_epoch(tr: Trainer) -> None:
+        _save_checkpoint(tr.state_dict(gen), run_dir / CHECKPOINT)
+        if on_epoch_end is not None:
+            on_epoch_end(tr)
+
     t0 = time.perf_counter()
     history = trainer.fit(loaders["train"], loaders["val"],
-                          on_best=lambda mod, ep: mod.save(run_dir / "model", extra={"epoch": ep}))
+                          on_best=lambda mod, ep: mod.save(run_dir / "model", extra=_model_extra(cfg, ep)),
+                          on_epoch_end=end_of_epoch)
     train_seconds = time.perf_counter() - t0
-    model.save(run_dir / "model", extra={"epoch": min(history, key=lambda h: h["val_loss"])["epoch"]})
+    best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
+    model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch))
     with open(run_dir / "history.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
         w.writeheader()
@@ -301,20 +425,14 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True)
     learning_curve(history, run_dir / "learning_curve.png")
 
     metrics: dict[str, Any] = {"n_parameters": n_params, "train_seconds": train_seconds,
-                               "epochs_run": len(history), "best_epoch": min(history, key=lambda h: h["val_loss"])["epoch"],
+                               "epochs_run": len(history), "best_epoch": best_epoch,
+                               "train_structures_per_s": len(split["train"]) * len(history) / max(
+                                   sum(h["seconds"] for h in history), 1e-9),
                                "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
                                "n_skipped": len(report.skipped)}
     for k in ("val", "test"):
-        if loaders[k] is None:
-            continue
-        res = predict_dataset(model, loaders[k])
-        _write_predictions(run_dir, k, res, cfg.targets)
-        for h in cfg.targets:
-            mt = regression_metrics(res["heads"][h.name]["true"], res["heads"][h.name]["pred"])
-            metrics.update({f"{k}.{h.name}.{key}": v for key, v in mt.items()})
-            if k == "test" and mt["count"]:
-                parity_plot(res["heads"][h.name]["true"], res["heads"][h.name]["pred"],
-                            run_dir / f"parity_{h.name}.png", f"{h.name} (test)")
+        if loaders[k] is not None:
+            metrics.update(evaluate_split(model, loaders[k], cfg.targets, run_dir, k))
     metrics["wall_seconds"] = time.perf_counter() - t_start
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     for h in cfg.targets:

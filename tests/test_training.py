@@ -1,0 +1,118 @@
+"""Splits, exact resume after an interruption, evaluate and predict from a run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.io import write
+from typer.testing import CliRunner
+
+from matgnn.cli.main import app
+from matgnn.config import RunConfig
+from matgnn.training import splits
+from matgnn.training.run import train
+
+from .conftest import shared_path
+
+runner = CliRunner()
+
+
+def test_split_kinds_partition_and_respect_groups():
+    for part in (splits.random_split(100, 0.7, 0.1, 1), splits.kfold_split(100, 5, 2, 0.1, 1)):
+        allidx = part["train"] + part["val"] + part["test"]
+        assert sorted(allidx) == list(range(100))
+    folds = [set(splits.kfold_split(103, 5, k, 0.1, 3)["test"]) for k in range(5)]
+    assert set().union(*folds) == set(range(103)) and sum(map(len, folds)) == 103
+    groups = [f"f{k % 17}" for k in range(200)]
+    g = splits.grouped_split(groups, 0.8, 0.1, 0)
+    seen = {k: {groups[i] for i in v} for k, v in g.items()}
+    assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["val"]) and not (seen["val"] & seen["test"])
+    vals = np.r_[np.random.default_rng(0).normal(size=300), [np.nan] * 10]
+    st = splits.stratified_split(vals, 0.8, 0.1, 0, bins=5)
+    assert sorted(st["train"] + st["val"] + st["test"]) == list(range(310))
+    test_vals = vals[st["test"]]
+    assert np.nanmin(test_vals) < -0.8 and np.nanmax(test_vals) > 0.8  # covers the range
+
+
+def test_leaderboard_split_file():
+    path = shared_path("jarvis_leaderboard", "dft_3d_exfoliation_energy.json.zip")
+    ids = splits.read_id_split(path)
+    assert ids["train"] and ids["test"] and all(i.startswith("JVASP-") for i in ids["test"])
+    part, missing = splits.ids_split(ids["test"][:3] + ["other"], ids)
+    assert len(part["test"]) == 3 and missing["train"] == len(ids["train"])
+
+
+def _cfg(tmp_path: Path, **train) -> RunConfig:
+    return RunConfig.model_validate({
+        "source": {"kind": "emt", "n_structures": 48},
+        "graphs": {"cutoff": 5.0},
+        "targets": [{"name": "mixing_energy"}, {"name": "atom_energy", "level": "node", "weight": 0.3}],
+        "model": {"hidden": 16, "layers": 2, "head_hidden": 16, "dropout": 0.1},
+        "train": {"epochs": 4, "batch_size": 8, "patience": 10, "threads": 1, **train},
+        "split": {"kind": "kfold", "folds": 4, "fold": 1},
+        "output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
+    })
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "onecycle"])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, scheduler):
+    class Killed(Exception):
+        pass
+
+    def kill_after_2(trainer):
+        if trainer.epoch == 2:
+            raise Killed
+
+    full = train(_cfg(tmp_path / "a", scheduler=scheduler), progress=False)
+    cfg_b = _cfg(tmp_path / "b", scheduler=scheduler)
+    with pytest.raises(Killed):
+        train(cfg_b, progress=False, on_epoch_end=kill_after_2)
+    (run_b,) = list((tmp_path / "b" / "runs").iterdir())
+    assert not (run_b / "metrics.json").exists()
+    r = runner.invoke(app, ["train", "--resume", str(run_b)])
+    assert r.exit_code == 0, r.output
+    assert "continuing after epoch 2" in r.output
+    wa = torch.load(full / "checkpoint_last.pt", weights_only=False)
+    wb = torch.load(run_b / "checkpoint_last.pt", weights_only=False)
+    assert wa["epoch"] == wb["epoch"] == 4
+    for k in wa["model"]:
+        torch.testing.assert_close(wa["model"][k], wb["model"][k], rtol=0, atol=0)
+    assert [h["val_loss"] for h in wa["history"]] == [h["val_loss"] for h in wb["history"]]
+    ma = json.loads((full / "metrics.json").read_text())
+    mb = json.loads((run_b / "metrics.json").read_text())
+    assert ma["test.mixing_energy.mae"] == mb["test.mixing_energy.mae"]
+
+
+def test_cpu_runs_are_reproducible(tmp_path):
+    a = train(_cfg(tmp_path / "a"), progress=False)
+    b = train(_cfg(tmp_path / "b"), progress=False)
+    assert (a / "predictions_test.csv").read_text() == (b / "predictions_test.csv").read_text()
+
+
+def test_evaluate_and_predict_from_a_run_folder(tmp_path):
+    run = train(_cfg(tmp_path, epochs=2), progress=False)
+    assert (run / "per_element_mixing_energy.csv").read_text().startswith("element,z,count,mae")
+    r = runner.invoke(app, ["evaluate", str(run)])
+    assert r.exit_code == 0, r.output
+    ev = json.loads((run / "evaluation" / "metrics_test.json").read_text())
+    saved = json.loads((run / "metrics.json").read_text())
+    assert ev["test.mixing_energy.mae"] == pytest.approx(saved["test.mixing_energy.mae"], rel=1e-6)
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    write(folder / "cu.cif", bulk("Cu", "fcc", a=3.6, cubic=True))
+    write(folder / "POSCAR", bulk("Ni", "fcc", a=3.52), format="vasp")
+    (folder / "junk.cif").write_text("not a cif")
+    out = tmp_path / "pred.csv"
+    r = runner.invoke(app, ["predict", str(run), str(folder), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = out.read_text().splitlines()
+    assert rows[0] == "id,mixing_energy" and len(rows) == 3
+    atoms = (tmp_path / "pred_atoms.csv").read_text().splitlines()
+    assert atoms[0] == "id,atom,atom_energy" and len(atoms) == 1 + 4 + 1
+    assert "junk" in (tmp_path / "pred_skipped.csv").read_text()
