@@ -336,8 +336,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(cfg.train.threads)
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / CHECKPOINT).is_file():
@@ -380,7 +379,11 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
 
     g_names = [h.name for h in cfg.targets if h.level == "graph"]
     n_names = [h.name for h in cfg.targets if h.level == "node"]
-    ds = {k: GraphDataset(cache, v, graph_targets=g_names, node_targets=n_names) for k, v in split.items()}
+    in_memory = cfg.train.in_memory
+    if in_memory == "auto":
+        in_memory = sum(cache.meta["n_edges"][i] for i in split["train"]) < 20_000_000
+    ds = {k: GraphDataset(cache, v, graph_targets=g_names, node_targets=n_names, in_memory=bool(in_memory))
+          for k, v in split.items()}
     gen = torch.Generator().manual_seed(cfg.train.seed)
     lw = {"num_workers": cfg.train.loader_workers, "persistent_workers": cfg.train.loader_workers > 0}
     loaders = {"train": DataLoader(ds["train"], batch_size=cfg.train.batch_size, shuffle=True, generator=gen, **lw)}
