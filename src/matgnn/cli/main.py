@@ -30,7 +30,7 @@ def _source(spec: str, store_dir: Optional[str], limit: Optional[int]):
         return make_source(parse_source(spec, store_dir=store_dir, limit=limit))
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 @data_app.command("info")
@@ -91,7 +91,7 @@ def graphs_build(
                                   workers=workers, on_invalid=on_invalid)
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     wall = time.perf_counter() - t0
     st = cache.build_stats
     if st is not None and st.built == 0:
@@ -126,14 +126,14 @@ def train_cmd(
     if resume is not None:
         if config is not None or overrides:
             console.print("[red]error:[/red] --resume continues a run with its saved config; give no CONFIG or overrides")
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         config = resume / "config.yaml"
     try:
         cfg = RunConfig.from_yaml(config) if config else RunConfig()
         cfg = cfg.with_overrides(overrides)
     except Exception as e:  # pydantic errors say which key is wrong
         console.print(f"[red]invalid config:[/red] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return
@@ -143,7 +143,7 @@ def train_cmd(
         train(cfg, console=console, resume=resume)
     except (StructureError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
 @app.command("evaluate")
@@ -192,7 +192,7 @@ def predict_cmd(
         path, report = predict_files(model, structures, out, batch_size)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     report.print(console)
     if report.skipped:
         skipped = path.with_name(path.stem + "_skipped.csv")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from matgnn.data.report import LoadReport
-from matgnn.data.sources.base import Entry, StructureSource
+from matgnn.data.sources.base import StructureSource
 from matgnn.data.structure import Structure, validate_structure
 from matgnn.errors import StructureError
 from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph

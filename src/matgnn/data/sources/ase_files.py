@@ -54,7 +54,7 @@ class AseSource(StructureSource):
         if self.path.suffix == ".db":
             from ase.db import connect
 
-            for k, row in enumerate(connect(str(self.path)).select()):
+            for row in connect(str(self.path)).select():
                 atoms = row.toatoms()
                 scalars = dict(row.key_value_pairs)
                 for key in ("energy", "free_energy"):

@@ -74,7 +74,7 @@ def parse_label(value: Any, name: str, sid: str, file: str | None = None) -> flo
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise StructureError(sid, errors.BAD_TARGET, f"target '{name}' is {value!r}, not a number", file)
+        raise StructureError(sid, errors.BAD_TARGET, f"target '{name}' is {value!r}, not a number", file) from None
     if not math.isfinite(x):
         raise StructureError(sid, errors.BAD_TARGET, f"target '{name}' is {value!r}", file)
     return x

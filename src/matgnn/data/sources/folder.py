@@ -41,9 +41,9 @@ def read_structure_file(path: str | Path, sid: str | None = None) -> Structure:
     except StructureError:
         raise
     except FileNotFoundError:
-        raise StructureError(sid, errors.UNPARSABLE, "file not found", str(path))
+        raise StructureError(sid, errors.UNPARSABLE, "file not found", str(path)) from None
     except Exception as e:  # pymatgen/ASE raise many different types on bad files
-        raise StructureError(sid, errors.UNPARSABLE, f"cannot parse: {type(e).__name__}: {e}", str(path))
+        raise StructureError(sid, errors.UNPARSABLE, f"cannot parse: {type(e).__name__}: {e}", str(path)) from e
     return structure_from_pymatgen(pmg, sid, str(path))
 
 
