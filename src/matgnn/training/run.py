@@ -127,8 +127,10 @@ class Trainer:
     best-validation weights kept, and a resumable state (``state_dict``)."""
 
     def __init__(self, model: MatgnnModel, heads: list[HeadConfig], cfg, steps_per_epoch: int,
-                 console: Console | None = None) -> None:
-        self.model = model
+                 console: Console | None = None, device: torch.device | None = None) -> None:
+        self.device = device or torch.device("cpu")
+        self.amp = bool(cfg.amp) and self.device.type == "cuda"
+        self.model = model.to(self.device)
         self.heads = heads
         self.cfg = cfg
         self.console = console or Console(stderr=True)
@@ -152,7 +154,9 @@ class Trainer:
         self.stale = 0
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        out = self.model.forward_normalized(batch)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model.forward_normalized(batch)
+        out = {k: v.float() for k, v in out.items()}
         total = 0.0
         parts = {}
         for k, h in enumerate(self.heads):
@@ -167,6 +171,7 @@ class Trainer:
         total, n = 0.0, 0
         with torch.set_grad_enabled(train):
             for batch in loader:
+                batch = batch.to(self.device)
                 loss, _ = self.loss(batch)
                 if train:
                     self.opt.zero_grad(set_to_none=True)
@@ -189,12 +194,12 @@ class Trainer:
 
     def load_state_dict(self, st: dict[str, Any], generator: torch.Generator) -> None:
         self.epoch = st["epoch"]
-        self.model.load_state_dict(st["model"])
+        self.model.load_state_dict(st["model"])  # load_state_dict copies onto the model's device
         self.opt.load_state_dict(st["opt"])
         if self.sched is not None and st["sched"] is not None:
             self.sched.load_state_dict(st["sched"])
         self.history, self.best, self.best_state, self.stale = st["history"], st["best"], st["best_state"], st["stale"]
-        torch.set_rng_state(st["rng"]["torch"])
+        torch.set_rng_state(st["rng"]["torch"].cpu())
         np.random.set_state(st["rng"]["numpy"])
         random.setstate(st["rng"]["python"])
         generator.set_state(st["rng"]["loader"])
@@ -242,13 +247,15 @@ class Trainer:
 def predict_dataset(model: MatgnnModel, loader) -> dict[str, Any]:
     """Per-head predictions and labels, ids, each graph's elements and each atom's Z."""
     model.eval()
+    device = next(model.parameters()).device
     res: dict[str, Any] = {"ids": [], "graph_z": [], "heads": {s["name"]: {"true": [], "pred": []} for s in model.head_specs},
                            "atoms": {"id": [], "index": [], "z": []}}
     for batch in loader:
-        out = model(batch)
+        out = model(batch.to(device))
+        batch = batch.cpu()
         res["ids"].extend(batch[keys.STRUCTURE_ID])
         for name, p in out.items():
-            res["heads"][name]["pred"].append(p.numpy())
+            res["heads"][name]["pred"].append(p.float().cpu().numpy())
             res["heads"][name]["true"].append(batch[keys.target(name)].numpy())
         counts = batch[keys.N_ATOMS].tolist()
         zs = batch[keys.Z].tolist()
@@ -404,9 +411,14 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"model {m.name}: {n_params:,} parameters")
 
-    trainer = Trainer(model, cfg.targets, cfg.train, len(loaders["train"]), console)
+    device = torch.device("cuda" if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but torch sees no CUDA device")
+    console.print(f"device: {device}" + (" (bf16 autocast)" if cfg.train.amp and device.type == "cuda" else ""))
+    trainer = Trainer(model, cfg.targets, cfg.train, len(loaders["train"]), console, device)
     if resume is not None:
-        trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, weights_only=False), gen)
+        trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, weights_only=False, map_location=device), gen)
         console.print(f"continuing after epoch {trainer.epoch}")
 
     def end_of_epoch(tr: Trainer) -> None:
