@@ -116,3 +116,22 @@ def test_evaluate_and_predict_from_a_run_folder(tmp_path):
     atoms = (tmp_path / "pred_atoms.csv").read_text().splitlines()
     assert atoms[0] == "id,atom,atom_energy" and len(atoms) == 1 + 4 + 1
     assert "junk" in (tmp_path / "pred_skipped.csv").read_text()
+
+
+def test_tensorboard_and_history_written_every_epoch(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_3(trainer):
+        if trainer.epoch == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(_cfg(tmp_path, epochs=6), progress=False, on_epoch_end=stop_after_3)
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 3
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("val_loss")] == [1, 2, 3]

@@ -58,6 +58,7 @@ class TrainConfig(_Strict):
         "torch CPU threads. Default 1: batches of small crystals are too small for intra-op threads to pay "
         "off (measured on 2 vCPUs: 1 thread trains dft_2d 2.4x faster than 2); scale out with processes "
         "(loader_workers, torchrun) or raise this for large cells"))
+    tensorboard: bool = Field(True, description="write TensorBoard logs to <run>/tensorboard")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     amp: bool = Field(False, description="mixed precision (bfloat16 autocast) on CUDA; ignored on CPU")
     in_memory: bool | Literal["auto"] = Field("auto", description=(

@@ -322,6 +322,13 @@ def make_run_dir(cfg: RunConfig) -> Path:
     return run_dir
 
 
+def _write_history(history: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+
+
 def _model_extra(cfg: RunConfig, epoch: int) -> dict[str, Any]:
     """Saved next to the weights so a model folder alone can featurise new structures."""
     return {"epoch": epoch, "graphs": cfg.graphs.model_dump(), "targets": [h.model_dump() for h in cfg.targets]}
@@ -421,8 +428,20 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
         trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, weights_only=False, map_location=device), gen)
         console.print(f"continuing after epoch {trainer.epoch}")
 
+    writer = None
+    if cfg.train.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+
     def end_of_epoch(tr: Trainer) -> None:
         _save_checkpoint(tr.state_dict(gen), run_dir / CHECKPOINT)
+        _write_history(tr.history, run_dir / "history.csv")
+        if writer is not None:
+            last = tr.history[-1]
+            for key in ("train_loss", "val_loss", "lr"):
+                writer.add_scalar(key, last[key], last["epoch"])
+            writer.flush()
         if on_epoch_end is not None:
             on_epoch_end(tr)
 
@@ -433,10 +452,8 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     train_seconds = time.perf_counter() - t0
     best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
     model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch))
-    with open(run_dir / "history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
+    if writer is not None:
+        writer.close()
     learning_curve(history, run_dir / "learning_curve.png")
 
     metrics: dict[str, Any] = {"n_parameters": n_params, "train_seconds": train_seconds,
