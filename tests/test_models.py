@@ -90,3 +90,29 @@ def test_periodic_triplets_keep_image_triplets_and_drop_reverse_edges():
     assert len(idx_kj) == 6 * 5
     off = g.cell_offsets
     assert not bool(((off[idx_kj] == -off[idx_ji]).all(-1)).any())
+
+
+@pytest.mark.parametrize("name", ["cgcnn", "schnet"])
+def test_attention_pooling_is_intensive(name):
+    torch.manual_seed(0)
+    model = build_model(name, HEADS, cutoff=SETTINGS.cutoff, hidden=16, layers=2, head_hidden=16, n_rbf=8,
+                        pooling="attention").eval()
+    atoms = _atoms()
+    with torch.no_grad():
+        ref = model(_graph(atoms))["y"]
+        torch.testing.assert_close(model(_graph(atoms.repeat((2, 2, 1))))["y"], ref, atol=1e-4, rtol=1e-4)
+        perm = np.random.default_rng(1).permutation(len(atoms))
+        torch.testing.assert_close(model(_graph(atoms[perm]))["y"], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_log_transform_maps_predictions_back():
+    heads = [{"name": "y", "level": "graph", "transform": "log"}]
+    model = build_model("cgcnn", heads, cutoff=SETTINGS.cutoff, hidden=8, layers=1, head_hidden=8, n_rbf=8).eval()
+    model.set_normalization(torch.tensor([2.0]), torch.tensor([0.5]))
+    g = _graph(_atoms())
+    with torch.no_grad():
+        z = model.forward_normalized(g)["y"]
+        torch.testing.assert_close(model(g)["y"], torch.expm1(z * 0.5 + 2.0))
+    assert float(model.transform_target(0, torch.tensor(0.0))) == 0.0
+    with pytest.raises(ValueError, match="transform"):
+        build_model("cgcnn", [{"name": "y", "transform": "sqrt"}], cutoff=4.0)

@@ -29,6 +29,8 @@ class HeadConfig(_Strict):
     huber_delta: float = 1.0
     weight: float = Field(1.0, ge=0)
     normalize: bool = Field(True, description="standardise the target with train-set mean/std (stored in the model)")
+    transform: Literal["none", "log"] = Field("none", description="log: train on log1p(y) (positive, skewed targets "
+                                                                   "such as moduli); predictions are mapped back")
 
 
 class ModelConfig(_Strict):
@@ -40,7 +42,7 @@ class ModelConfig(_Strict):
     atom_features: str = "cgcnn"
     n_rbf: int = Field(40, ge=2)
     dropout: float = Field(0.0, ge=0, lt=1)
-    pooling: Literal["mean", "sum"] = "mean"
+    pooling: Literal["mean", "sum", "attention"] = "mean"
     head_hidden: int = Field(128, ge=1)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter
 
 from matgnn import keys
@@ -49,8 +50,15 @@ class MatgnnModel(nn.Module):
         super().__init__()
         if not heads:
             raise ValueError("a model needs at least one head")
-        self.head_specs = [{"name": h["name"], "level": h.get("level", "graph")} for h in heads]
+        self.head_specs = [{"name": h["name"], "level": h.get("level", "graph"),
+                            "transform": h.get("transform", "none")} for h in heads]
+        bad = [h["transform"] for h in self.head_specs if h["transform"] not in ("none", "log")]
+        if bad:
+            raise ValueError(f"unknown target transform {bad[0]!r}; use 'none' or 'log'")
+        if pooling not in ("mean", "sum", "attention"):
+            raise ValueError(f"unknown pooling {pooling!r}; use mean, sum or attention")
         self.pooling = pooling
+        self.attention_pool = (AttentionalAggregation(nn.Linear(trunk_dim, 1)) if pooling == "attention" else None)
         self.heads = nn.ModuleDict({h["name"]: Head(trunk_dim, head_hidden, dropout) for h in self.head_specs})
         self.register_buffer("target_mean", torch.zeros(len(heads)))
         self.register_buffer("target_std", torch.ones(len(heads)))
@@ -94,7 +102,14 @@ class MatgnnModel(nn.Module):
         raise NotImplementedError
 
     def pool(self, h: torch.Tensor, batch: Any) -> torch.Tensor:
+        if self.attention_pool is not None:  # softmax-weighted mean over each graph's atoms
+            return self.attention_pool(h, batch[keys.BATCH], dim_size=batch.num_graphs)
         return scatter(h, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce=self.pooling)
+
+    def transform_target(self, k: int, y: torch.Tensor) -> torch.Tensor:
+        """Head ``k``'s label in the space the model is trained in (before standardising):
+        ``log1p`` for ``transform: log`` (positive, skewed targets), else unchanged."""
+        return torch.log1p(y) if self.head_specs[k]["transform"] == "log" else y
 
     def forward_normalized(self, batch: Any) -> dict[str, torch.Tensor]:
         """Predictions in normalised units (what the losses compare)."""
@@ -113,8 +128,11 @@ class MatgnnModel(nn.Module):
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         """Predictions in the targets' own units."""
         out = self.forward_normalized(batch)
-        return {spec["name"]: out[spec["name"]] * self.target_std[k] + self.target_mean[k]
-                for k, spec in enumerate(self.head_specs)}
+        res = {}
+        for k, spec in enumerate(self.head_specs):
+            v = out[spec["name"]] * self.target_std[k] + self.target_mean[k]
+            res[spec["name"]] = torch.expm1(v) if spec["transform"] == "log" else v
+        return res
 
 
 def _package_version() -> str:

@@ -75,6 +75,10 @@ def _normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: l
     for h in heads:
         vals = np.concatenate([labels[i][h.name] for i in idx])
         vals = vals[~np.isnan(vals)]
+        if h.transform == "log":
+            if (vals <= -1).any():
+                raise ValueError(f"target {h.name!r} has values <= -1; transform 'log' (log1p) needs y > -1")
+            vals = np.log1p(vals)
         if not h.normalize or len(vals) < 2:
             mean.append(0.0)
             std.append(1.0)
@@ -160,7 +164,8 @@ class Trainer:
         total = 0.0
         parts = {}
         for k, h in enumerate(self.heads):
-            t = (batch[keys.target(h.name)] - self.model.target_mean[k]) / self.model.target_std[k]
+            y = self.model.transform_target(k, batch[keys.target(h.name)])
+            t = (y - self.model.target_mean[k]) / self.model.target_std[k]
             loss = masked_loss(out[h.name], t, h.loss, h.huber_delta)
             parts[h.name] = float(loss.detach())
             total = total + h.weight * loss
@@ -404,7 +409,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     for k in ("val", "test"):
         loaders[k] = DataLoader(ds[k], batch_size=cfg.train.batch_size, **lw) if len(ds[k]) else None
 
-    heads = [{"name": h.name, "level": h.level} for h in cfg.targets]
+    heads = [{"name": h.name, "level": h.level, "transform": h.transform} for h in cfg.targets]
     m = cfg.model
     extra: dict[str, Any] = {}
     cls = MODELS.get(m.name) or (MODELS["zoo"] if m.name in OPERATORS else None)
