@@ -125,8 +125,42 @@ def test_parse_source_specs(tmp_path):
     assert parse_source("jarvis:dft_3d", store_dir="/x").store_dir == "/x"
     (tmp_path / "id_prop.csv").write_text("")
     assert parse_source(str(tmp_path)).kind == "folder"
-    assert parse_source("a.jsonl.gz").kind == "magmoms"
+    import gzip
+
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.write('{"atomic_numbers": [1]}\n')
+    assert parse_source(str(tmp_path / "a.jsonl.gz")).kind == "magmoms"
     assert parse_source("a.extxyz").kind == "ase"
     with pytest.raises(ValueError, match="cannot tell what source"):
         parse_source("nonsense.txt")
     assert isinstance(make_source(parse_source("emt:3")), EmtAlloySource)
+
+
+def test_mp_cgcnn_cif_records():
+    path = shared_path("mp_cgcnn", "mp_cgcnn.jsonl.gz")
+    src = make_source(parse_source(str(path), limit=20))
+    assert src.__class__.__name__ == "CifJsonlSource"
+    s = list(src)
+    assert len(s) == 20 and s[0].id == "mp-1" and s[0].n_atoms == 1
+    assert set(s[0].graph_targets) == {"formation_energy_per_atom", "band_gap", "efermi", "volume", "total_magnetization"}
+    for x in s:
+        assert abs(abs(np.linalg.det(x.cell)) - x.graph_targets["volume"]) < 1e-3 * x.graph_targets["volume"]
+
+
+def test_cif_jsonl_bad_record_is_reported(tmp_path):
+    import gzip
+    import json
+
+    from ase.io import write as ase_write
+
+    buf = io.BytesIO()
+    ase_write(buf, bulk("Cu", "fcc", a=3.6), format="cif")
+    with gzip.open(tmp_path / "x.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"material_id": "good", "cif": buf.getvalue().decode(), "gap": 0.0}) + "\n")
+        f.write(json.dumps({"material_id": "bad", "cif": "garbage", "gap": 1.0}) + "\n")
+    from matgnn.data.sources import CifJsonlSource
+    from matgnn.errors import StructureError
+
+    good, bad = list(CifJsonlSource(tmp_path / "x.jsonl.gz"))
+    assert good.id == "good" and good.graph_targets == {"gap": 0.0}
+    assert isinstance(bad, StructureError) and "structure 'bad'" in str(bad) and "x.jsonl.gz:2" in str(bad)

@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from matgnn.data.sources.ase_files import AseSource
 from matgnn.data.sources.base import Entry, StructureSource
+from matgnn.data.sources.cif_jsonl import CifJsonlSource
 from matgnn.data.sources.emt import EmtAlloySource
 from matgnn.data.sources.folder import FolderSource, read_structure_file
 from matgnn.data.sources.jarvis import JarvisSource
 from matgnn.data.sources.magmoms import MagmomSource
 
-__all__ = ["AseSource", "EmtAlloySource", "Entry", "FolderSource", "JarvisSource", "MagmomSource",
+__all__ = ["AseSource", "CifJsonlSource", "EmtAlloySource", "Entry", "FolderSource", "JarvisSource", "MagmomSource",
            "SourceConfig", "StructureSource", "make_source", "parse_source", "read_structure_file"]
 
 
@@ -56,7 +57,15 @@ class MagmomConfig(_Base):
     signed: bool = False
 
 
-SourceConfig = Annotated[EmtConfig | JarvisConfig | FolderConfig | AseConfig | MagmomConfig,
+class CifJsonlConfig(_Base):
+    kind: Literal["cif_jsonl"] = "cif_jsonl"
+    path: str
+    id_field: str = "material_id"
+    cif_field: str = "cif"
+    targets: list[str] | None = None
+
+
+SourceConfig = Annotated[EmtConfig | JarvisConfig | FolderConfig | AseConfig | MagmomConfig | CifJsonlConfig,
                          Field(discriminator="kind")]
 
 
@@ -64,7 +73,7 @@ def make_source(cfg: BaseModel) -> StructureSource:
     """The source a config describes."""
     d = cfg.model_dump(exclude={"kind"})
     return {"emt": EmtAlloySource, "jarvis": JarvisSource, "folder": FolderSource,
-            "ase": AseSource, "magmoms": MagmomSource}[cfg.kind](**d)  # type: ignore[attr-defined]
+            "ase": AseSource, "magmoms": MagmomSource, "cif_jsonl": CifJsonlSource}[cfg.kind](**d)  # type: ignore[attr-defined]
 
 
 def parse_source(spec: str, **options) -> BaseModel:
@@ -88,6 +97,13 @@ def parse_source(spec: str, **options) -> BaseModel:
         return FolderConfig(path=spec, **options)
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz")):
+        import gzip
+        import json
+
+        with (gzip.open(path, "rt") if name.endswith(".gz") else open(path)) as f:
+            first = json.loads(f.readline() or "{}")
+        if "cif" in first:
+            return CifJsonlConfig(path=spec, **options)
         return MagmomConfig(path=spec, **options)
     if name.endswith((".xyz", ".extxyz", ".traj", ".db")):
         return AseConfig(path=spec, **options)
