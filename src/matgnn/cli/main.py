@@ -157,17 +157,21 @@ def evaluate_cmd(
     from matgnn import load_model
     from matgnn.config import RunConfig
     from matgnn.data.sources import make_source
-    from matgnn.graphs.cache import build_graph_cache, default_cache_root
+    from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.dataset import GraphDataset
     from matgnn.training.run import evaluate_split
+    from matgnn.training.splits import ids_split
 
     cfg = RunConfig.from_yaml(run / "config.yaml")
     model = load_model(run)
-    cache = build_graph_cache(make_source(cfg.source), cfg.graphs, workers=cfg.workers,
-                              cache_root=Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / "graphs")
-    ids = json.loads((run / "split.json").read_text())[split]
-    where = {sid: k for k, sid in enumerate(cache.ids)}
-    ds = GraphDataset(cache, [where[i] for i in ids], [h.name for h in cfg.targets if h.level == "graph"],
+    cache = build_graph_cache(make_source(cfg.source), cfg.graphs, workers=cfg.workers, cache_root=cfg.cache_dir)
+    saved = json.loads((run / "split.json").read_text())
+    positions, missing = ids_split(cache.ids, {split: saved[split]})
+    if missing[split]:
+        console.print(f"[red]error:[/red] {missing[split]} {split} ids of {run / 'split.json'} are not in the graph "
+                      "cache (did the source change?)")
+        raise typer.Exit(1)
+    ds = GraphDataset(cache, positions[split], [h.name for h in cfg.targets if h.level == "graph"],
                       [h.name for h in cfg.targets if h.level == "node"])
     out = run / "evaluation"
     out.mkdir(exist_ok=True)

@@ -31,9 +31,9 @@ from matgnn.data.sources import make_source
 from matgnn.evaluation.metrics import regression_metrics
 from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import learning_curve, parity_plot
-from matgnn.graphs.cache import GraphCache, build_graph_cache, default_cache_root
+from matgnn.graphs.cache import GraphCache, build_graph_cache
 from matgnn.graphs.dataset import GraphDataset
-from matgnn.models import MODELS, OPERATORS, MatgnnModel, build_model
+from matgnn.models import MatgnnModel, build_model, model_class
 from matgnn.training import splits as splitting
 from matgnn.training.losses import masked_loss
 
@@ -157,19 +157,16 @@ class Trainer:
         self.best_state: dict[str, Any] | None = None
         self.stale = 0
 
-    def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch) -> torch.Tensor:
+        """Weighted sum of the heads' masked losses, in normalised units."""
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model.forward_normalized(batch)
-        out = {k: v.float() for k, v in out.items()}
         total = 0.0
-        parts = {}
         for k, h in enumerate(self.heads):
             y = self.model.transform_target(k, batch[keys.target(h.name)])
             t = (y - self.model.target_mean[k]) / self.model.target_std[k]
-            loss = masked_loss(out[h.name], t, h.loss, h.huber_delta)
-            parts[h.name] = float(loss.detach())
-            total = total + h.weight * loss
-        return total, parts
+            total = total + h.weight * masked_loss(out[h.name].float(), t, h.loss, h.huber_delta)
+        return total
 
     def run_epoch(self, loader, train: bool) -> float:
         self.model.train(train)
@@ -177,7 +174,7 @@ class Trainer:
         with torch.set_grad_enabled(train):
             for batch in loader:
                 batch = batch.to(self.device)
-                loss, _ = self.loss(batch)
+                loss = self.loss(batch)
                 if train:
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -253,6 +250,7 @@ def predict_dataset(model: MatgnnModel, loader) -> dict[str, Any]:
     """Per-head predictions and labels, ids, each graph's elements and each atom's Z."""
     model.eval()
     device = next(model.parameters()).device
+    node_heads = any(s["level"] == "node" for s in model.head_specs)
     res: dict[str, Any] = {"ids": [], "graph_z": [], "heads": {s["name"]: {"true": [], "pred": []} for s in model.head_specs},
                            "atoms": {"id": [], "index": [], "z": []}}
     for batch in loader:
@@ -267,10 +265,12 @@ def predict_dataset(model: MatgnnModel, loader) -> dict[str, Any]:
         start = 0
         for sid, n in zip(batch[keys.STRUCTURE_ID], counts):
             res["graph_z"].append(sorted(set(zs[start:start + n])))
-            res["atoms"]["id"].extend([sid] * n)
-            res["atoms"]["index"].extend(range(n))
+            if node_heads:
+                res["atoms"]["id"].extend([sid] * n)
+                res["atoms"]["index"].extend(range(n))
             start += n
-        res["atoms"]["z"].extend(zs)
+        if node_heads:
+            res["atoms"]["z"].extend(zs)
     for name in res["heads"]:
         for k in ("true", "pred"):
             res["heads"][name][k] = np.concatenate(res["heads"][name][k]) if res["heads"][name][k] else np.zeros(0)
@@ -367,8 +367,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
         console.print(f"run folder: {run_dir}")
 
     source = make_source(cfg.source)
-    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / "graphs"
-    cache = build_graph_cache(source, cfg.graphs, cache_root=cache_root, workers=cfg.workers,
+    cache = build_graph_cache(source, cfg.graphs, cache_root=cfg.cache_dir, workers=cfg.workers,
                               on_invalid=cfg.on_invalid, progress=progress)
     stats = cache.build_stats
     console.print(f"graph cache: {cache.path} ({'reused' if stats and stats.built == 0 else f'built {stats.built} graphs in {stats.seconds:.1f} s'})")
@@ -386,8 +385,10 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
         (run_dir / "unlabelled.txt").write_text("\n".join(cache.ids[i] for i in range(len(cache)) if i not in keep) + "\n")
     if resume is not None:
         saved = json.loads((run_dir / "split.json").read_text())
-        where = {sid: k for k, sid in enumerate(cache.ids)}
-        split = {k: [where[s] for s in saved[k]] for k in ("train", "val", "test")}
+        split, missing = splitting.ids_split(cache.ids, {k: saved[k] for k in ("train", "val", "test")})
+        if any(missing.values()):
+            raise ValueError(f"{run_dir / 'split.json'}: {sum(missing.values())} ids are not in the graph cache "
+                             "(did the source change?)")
     else:
         split = make_split(cfg, cache, labels, labelled, console)
         (run_dir / "split.json").write_text(json.dumps(
@@ -412,8 +413,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     heads = [{"name": h.name, "level": h.level, "transform": h.transform} for h in cfg.targets]
     m = cfg.model
     extra: dict[str, Any] = {}
-    cls = MODELS.get(m.name) or (MODELS["zoo"] if m.name in OPERATORS else None)
-    if getattr(cls, "needs_degree_histogram", False):
+    if getattr(model_class(m.name), "needs_degree_histogram", False):
         extra["deg"] = degree_histogram(cache, split["train"])
     model = build_model(m.name, heads, cutoff=cfg.graphs.cutoff, hidden=m.hidden, layers=m.layers,
                         atom_features=m.atom_features, n_rbf=m.n_rbf, dropout=m.dropout, pooling=m.pooling,
