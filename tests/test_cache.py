@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import numpy as np
+import torch
 
 from matgnn.data.sources import EmtAlloySource
 from matgnn.graphs.cache import build_graph_cache, read_meta
@@ -99,3 +100,29 @@ def test_dataset_reads_graphs_from_lmdb(tmp_path):
     assert d.y_atom_energy.shape == (d.num_nodes,)
     assert d.y_mixing_energy.shape == (1,)
     assert d.edge_index.max() < d.num_nodes
+
+
+def test_packed_batches_equal_pyg_collation(tmp_path):
+    """The in-memory loader's index-arithmetic batches hold exactly what PyG's collate makes."""
+    from torch_geometric.data import Batch
+
+    from matgnn.graphs.packed import PackedGraphs, PackedLoader
+
+    cache = build_graph_cache(EmtAlloySource(12), GraphSettings(cutoff=5.0), cache_root=tmp_path, workers=1,
+                              progress=False)
+    positions = [0, 2, 3, 5, 7, 8, 11]
+    packed = PackedGraphs(cache, positions, ["mixing_energy"], ["atom_energy"])
+    ds = GraphDataset(cache, positions, ["mixing_energy"], ["atom_energy"])
+    order = torch.tensor([4, 0, 6, 2])
+    ours = packed.batch(order)
+    ref = Batch.from_data_list([ds[i] for i in order.tolist()])
+    assert set(ours.keys()) == set(ref.keys())
+    for key in ref.keys():
+        if torch.is_tensor(ref[key]):
+            assert torch.equal(ours[key], ref[key]), key
+        else:
+            assert ours[key] == ref[key], key
+    assert ours.num_graphs == 4 and ours.num_nodes == ref.num_nodes
+    loader = PackedLoader(packed, 3, shuffle=True, generator=torch.Generator().manual_seed(0))
+    seen = [sid for b in loader for sid in b.structure_id]
+    assert len(loader) == 3 and sorted(seen) == sorted(cache.ids[i] for i in positions)

@@ -116,3 +116,23 @@ def test_log_transform_maps_predictions_back():
     assert float(model.transform_target(0, torch.tensor(0.0))) == 0.0
     with pytest.raises(ValueError, match="transform"):
         build_model("cgcnn", [{"name": "y", "transform": "sqrt"}], cutoff=4.0)
+
+
+@pytest.mark.parametrize("aggr", ["add", "mean"])
+def test_factorised_gated_conv_is_pyg_cgconv(aggr):
+    """GatedConv computes CGConv's function (x_i W_i + x_j W_j + e W_e instead of [x_i,x_j,e] W)."""
+    from torch_geometric.nn import CGConv
+
+    from matgnn.models.layers import GatedConv
+
+    torch.manual_seed(1)
+    x, e = torch.randn(40, 16), torch.randn(300, 7)
+    edge_index = torch.randint(0, 40, (2, 300))
+    ref = CGConv(16, dim=7, aggr=aggr, batch_norm=True)
+    ours = GatedConv(16, 7, aggr=aggr).load_pyg_cgconv(ref)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a, b = ref(x1, edge_index, e), ours(x2, edge_index, e)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-4, rtol=1e-4)

@@ -53,7 +53,7 @@ def _cfg(tmp_path: Path, **train) -> RunConfig:
         "graphs": {"cutoff": 5.0},
         "targets": [{"name": "mixing_energy"}, {"name": "atom_energy", "level": "node", "weight": 0.3}],
         "model": {"hidden": 16, "layers": 2, "head_hidden": 16, "dropout": 0.1},
-        "train": {"epochs": 4, "batch_size": 8, "patience": 10, "threads": 1, **train},
+        "train": {"epochs": 4, "batch_size": 8, "patience": 10, "threads": 1, "checkpoint_every": 0, **train},
         "split": {"kind": "kfold", "folds": 4, "fold": 1},
         "output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
     })

@@ -56,10 +56,12 @@ class TrainConfig(_Strict):
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     clip_grad: float | None = Field(5.0, gt=0)
     seed: int = 42
-    threads: int = Field(1, ge=1, description=(
-        "torch CPU threads. Default 1: batches of small crystals are too small for intra-op threads to pay "
-        "off (measured on 2 vCPUs: 1 thread trains dft_2d 2.4x faster than 2); scale out with processes "
-        "(loader_workers, torchrun) or raise this for large cells"))
+    threads: int | None = Field(None, ge=1, description=(
+        "torch CPU threads; default: torch's own choice (all cores). Lower it when several runs or "
+        "torchrun processes share a machine"))
+    checkpoint_every: float = Field(30.0, ge=0, description=(
+        "seconds between writes of checkpoint_last.pt, history.csv, TensorBoard and the best model "
+        "(always written after the last epoch); 0: after every epoch"))
     tensorboard: bool = Field(True, description="write TensorBoard logs to <run>/tensorboard")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     amp: bool = Field(False, description="mixed precision (bfloat16 autocast) on CUDA; ignored on CPU")

@@ -13,6 +13,13 @@ from matgnn import keys
 from matgnn.graphs.cache import GraphCache
 
 
+def edge_geometry(rec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``D = r_j + S·cell − r_i`` and ``|D|`` of a record's edges, in float64."""
+    pos = rec["pos"]
+    vec = pos[rec["src"].astype(np.int64)] + rec["offsets"].astype(np.float64) @ rec["cell"] - pos[rec["dst"].astype(np.int64)]
+    return vec, np.sqrt((vec * vec).sum(axis=1))
+
+
 def record_to_data(rec: dict[str, Any]) -> Data:
     """One graph as a ``Data`` with the fields named in :mod:`matgnn.keys`.
 
@@ -24,9 +31,7 @@ def record_to_data(rec: dict[str, Any]) -> Data:
     cell = rec["cell"]
     src = rec["src"].astype(np.int64)
     dst = rec["dst"].astype(np.int64)
-    offsets = rec["offsets"].astype(np.float64)
-    vec = pos[src] + offsets @ cell - pos[dst]
-    dist = np.sqrt((vec * vec).sum(axis=1))
+    vec, dist = edge_geometry(rec)
     n = len(rec["z"])
     data = Data(
         **{

@@ -134,7 +134,7 @@ class GaussianRBF(nn.Module):
         self.register_buffer("centers", torch.linspace(start, stop, n))
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-((d.unsqueeze(-1) - self.centers) ** 2) / (2 * self.width**2))
+        return torch.exp((-((d.unsqueeze(-1) - self.centers) ** 2) / (2 * self.width**2)).clamp(min=-60.0))
 
     def cache_key(self) -> dict:
         return {"rbf": "gaussian", "start": self.start, "stop": self.stop, "n": self.n, "width": self.width}

@@ -1,4 +1,5 @@
-"""CGCNN (Xie & Grossman, PRL 120, 145301, 2018), our implementation on PyG's CGConv."""
+"""CGCNN (Xie & Grossman, PRL 120, 145301, 2018) and the seed research's CGConv network, on our
+factorised gated convolution (:class:`matgnn.models.layers.GatedConv`, the function of PyG's CGConv)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch_geometric.nn import CGConv
 
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, EdgeFeatures
 from matgnn.models.base import MatgnnModel
+from matgnn.models.layers import GatedConv
 
 
 class CGCNN(MatgnnModel):
     """Atom features (CGCNN's 92) → linear embedding → ``layers`` gated graph
     convolutions ``x_i + Σ_j σ(z_ij W_f) ⊙ softplus(z_ij W_s)`` with batch norm →
     pooling → one softplus MLP per head. Edges carry a Gaussian RBF of the distance."""
+
+    VERSION = 2  # 2: GatedConv weights (lin_centre/lin_neighbour/lin_edge) instead of PyG CGConv's
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3,
                  atom_features: str = "cgcnn", cutoff: float = 8.0, n_rbf: int = 40,
@@ -26,7 +29,7 @@ class CGCNN(MatgnnModel):
         self.atom_features = AtomFeatures(atom_features)
         self.edge_features = EdgeFeatures(cutoff=cutoff, n_rbf=n_rbf)
         self.embed = nn.Linear(self.atom_features.dim, hidden)
-        self.convs = nn.ModuleList(CGConv(hidden, dim=n_rbf, aggr="add", batch_norm=True) for _ in range(layers))
+        self.convs = nn.ModuleList(GatedConv(hidden, n_rbf, aggr="add", batch_norm=True) for _ in range(layers))
         self.act = nn.Softplus()
         self.dropout = nn.Dropout(dropout)
 
@@ -42,6 +45,8 @@ class CGConvNet(MatgnnModel):
     """The seed research's improved CGCNN: atom features → linear embedding → ``layers``
     CGConv layers, each followed by batch norm, ReLU and dropout → mean pool → heads."""
 
+    VERSION = 2
+
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3,
                  atom_features: str = "cgcnn", cutoff: float = 8.0, n_rbf: int = 40,
                  dropout: float = 0.1, pooling: str = "mean", head_hidden: int = 128) -> None:
@@ -50,7 +55,7 @@ class CGConvNet(MatgnnModel):
         self.atom_features = AtomFeatures(atom_features)
         self.edge_features = EdgeFeatures(cutoff=cutoff, n_rbf=n_rbf)
         self.embed = nn.Linear(self.atom_features.dim, hidden)
-        self.convs = nn.ModuleList(CGConv(hidden, dim=n_rbf, aggr="mean") for _ in range(layers))
+        self.convs = nn.ModuleList(GatedConv(hidden, n_rbf, aggr="mean", batch_norm=False) for _ in range(layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)
 

@@ -33,6 +33,7 @@ from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import learning_curve, parity_plot
 from matgnn.graphs.cache import GraphCache, build_graph_cache
 from matgnn.graphs.dataset import GraphDataset
+from matgnn.graphs.packed import PackedGraphs, PackedLoader
 from matgnn.models import MatgnnModel, build_model, model_class
 from matgnn.training import splits as splitting
 from matgnn.training.losses import masked_loss
@@ -355,7 +356,8 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    torch.set_num_threads(cfg.train.threads)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / CHECKPOINT).is_file():
@@ -402,13 +404,19 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     in_memory = cfg.train.in_memory
     if in_memory == "auto":
         in_memory = sum(cache.meta["n_edges"][i] for i in split["train"]) < 20_000_000
-    ds = {k: GraphDataset(cache, v, graph_targets=g_names, node_targets=n_names, in_memory=bool(in_memory))
-          for k, v in split.items()}
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    lw = {"num_workers": cfg.train.loader_workers, "persistent_workers": cfg.train.loader_workers > 0}
-    loaders = {"train": DataLoader(ds["train"], batch_size=cfg.train.batch_size, shuffle=True, generator=gen, **lw)}
-    for k in ("val", "test"):
-        loaders[k] = DataLoader(ds[k], batch_size=cfg.train.batch_size, **lw) if len(ds[k]) else None
+    bs = cfg.train.batch_size
+    if in_memory:  # whole splits as flat tensors, batched by index arithmetic
+        packed = {k: PackedGraphs(cache, v, g_names, n_names) for k, v in split.items()}
+        loaders = {"train": PackedLoader(packed["train"], bs, shuffle=True, generator=gen)}
+        for k in ("val", "test"):
+            loaders[k] = PackedLoader(packed[k], bs) if len(packed[k]) else None
+    else:  # streamed from LMDB by DataLoader workers
+        ds = {k: GraphDataset(cache, v, graph_targets=g_names, node_targets=n_names) for k, v in split.items()}
+        lw = {"num_workers": cfg.train.loader_workers, "persistent_workers": cfg.train.loader_workers > 0}
+        loaders = {"train": DataLoader(ds["train"], batch_size=bs, shuffle=True, generator=gen, **lw)}
+        for k in ("val", "test"):
+            loaders[k] = DataLoader(ds[k], batch_size=bs, **lw) if len(ds[k]) else None
 
     heads = [{"name": h.name, "level": h.level, "transform": h.transform} for h in cfg.targets]
     m = cfg.model
@@ -439,21 +447,34 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
 
+    saved = {"at": time.perf_counter(), "best_epoch": None, "best_written": None}
+
+    def on_best(mod: MatgnnModel, ep: int) -> None:
+        saved["best_epoch"] = ep
+
     def end_of_epoch(tr: Trainer) -> None:
-        _save_checkpoint(tr.state_dict(gen), run_dir / CHECKPOINT)
-        _write_history(tr.history, run_dir / "history.csv")
+        last = tr.history[-1]
         if writer is not None:
-            last = tr.history[-1]
             for key in ("train_loss", "val_loss", "lr"):
                 writer.add_scalar(key, last[key], last["epoch"])
-            writer.flush()
+        final = tr.epoch >= cfg.train.epochs or tr.stale >= cfg.train.patience
+        if final or time.perf_counter() - saved["at"] >= cfg.train.checkpoint_every:
+            # the last state (to resume), the log so far, and the best weights so far
+            _save_checkpoint(tr.state_dict(gen), run_dir / CHECKPOINT)
+            _write_history(tr.history, run_dir / "history.csv")
+            if writer is not None:
+                writer.flush()
+            if saved["best_epoch"] != saved["best_written"] and tr.best_state is not None:
+                best = copy.deepcopy(tr.model)
+                best.load_state_dict(tr.best_state)
+                best.save(run_dir / "model", extra=_model_extra(cfg, saved["best_epoch"]))
+                saved["best_written"] = saved["best_epoch"]
+            saved["at"] = time.perf_counter()
         if on_epoch_end is not None:
             on_epoch_end(tr)
 
     t0 = time.perf_counter()
-    history = trainer.fit(loaders["train"], loaders["val"],
-                          on_best=lambda mod, ep: mod.save(run_dir / "model", extra=_model_extra(cfg, ep)),
-                          on_epoch_end=end_of_epoch)
+    history = trainer.fit(loaders["train"], loaders["val"], on_best=on_best, on_epoch_end=end_of_epoch)
     train_seconds = time.perf_counter() - t0
     best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
     model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch))

@@ -1,0 +1,126 @@
+"""Graphs held in RAM as a few concatenated tensors, batched by index arithmetic.
+
+PyG's ``DataLoader`` collates a batch by walking a list of ``Data`` objects (tens of
+microseconds per graph), which on a CPU costs as much as the model step for small
+crystals. :class:`PackedGraphs` stores a split once as flat arrays (atoms, edges and
+per-graph offsets) and :class:`PackedLoader` cuts a batch out of them with a handful
+of vectorised gathers; the batch it yields is an ordinary PyG ``Batch`` with the
+fields of :mod:`matgnn.keys`, so models see no difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from matgnn import keys
+from matgnn.graphs.cache import GraphCache
+from matgnn.graphs.dataset import edge_geometry
+
+
+def _cumsum0(x: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(len(x) + 1, dtype=torch.long)
+    torch.cumsum(x, 0, out=out[1:])
+    return out
+
+
+class PackedGraphs:
+    """The graphs ``indices`` of ``cache`` (a split), concatenated.
+
+    Graph labels missing for a graph are NaN; node labels missing for a graph are NaN
+    for each of its atoms (so every batch carries the same fields).
+    """
+
+    def __init__(self, cache: GraphCache, indices: Sequence[int] | None = None,
+                 graph_targets: Sequence[str] = (), node_targets: Sequence[str] = ()) -> None:
+        self.indices = list(range(len(cache))) if indices is None else list(indices)
+        self.graph_targets, self.node_targets = list(graph_targets), list(node_targets)
+        z, pos, cells, pbc, src, dst, off, vec, dist = [], [], [], [], [], [], [], [], []
+        gt = {t: [] for t in self.graph_targets}
+        nt = {t: [] for t in self.node_targets}
+        n_atoms, n_edges, self.ids = [], [], []
+        for i in self.indices:
+            rec = cache.record(i)
+            n = len(rec["z"])
+            v, d = edge_geometry(rec)
+            z.append(rec["z"]), pos.append(rec["pos"]), cells.append(rec["cell"]), pbc.append(rec["pbc"])
+            src.append(rec["src"]), dst.append(rec["dst"]), off.append(rec["offsets"]), vec.append(v), dist.append(d)
+            n_atoms.append(n), n_edges.append(len(d)), self.ids.append(rec["id"])
+            for t in self.graph_targets:
+                gt[t].append(rec["graph_targets"].get(t, np.nan))
+            for t in self.node_targets:
+                nt[t].append(rec["node_targets"].get(t, np.full(n, np.nan, np.float32)))
+
+        def cat(arrs, dtype, shape=(0,)):
+            return torch.from_numpy(np.concatenate(arrs).astype(dtype)) if arrs else torch.zeros(shape, dtype=torch.float32)
+
+        self.z = cat(z, np.int64)
+        self.pos = cat(pos, np.float32, (0, 3))
+        self.cell = torch.from_numpy(np.stack(cells).astype(np.float32)) if cells else torch.zeros(0, 3, 3)
+        self.pbc = torch.from_numpy(np.stack(pbc).astype(bool)) if pbc else torch.zeros(0, 3, dtype=torch.bool)
+        self.src, self.dst = cat(src, np.int64), cat(dst, np.int64)
+        self.offsets = cat(off, np.float32, (0, 3))
+        self.edge_vec = cat(vec, np.float32, (0, 3))
+        self.edge_dist = cat(dist, np.float32)
+        self.n_atoms = torch.tensor(n_atoms, dtype=torch.long)
+        self.n_edges = torch.tensor(n_edges, dtype=torch.long)
+        self.atom_start = _cumsum0(self.n_atoms)
+        self.edge_start = _cumsum0(self.n_edges)
+        self.graph_labels = {t: torch.tensor(v, dtype=torch.float32) for t, v in gt.items()}
+        self.node_labels = {t: cat(v, np.float32) for t, v in nt.items()}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, idx: torch.Tensor) -> Batch:
+        """The graphs at positions ``idx`` (in that order) as one PyG ``Batch``."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        na, ne = self.n_atoms[idx], self.n_edges[idx]
+        aptr, eptr = _cumsum0(na), _cumsum0(ne)
+        n_tot, e_tot = int(aptr[-1]), int(eptr[-1])
+        atom = torch.repeat_interleave(self.atom_start[idx] - aptr[:-1], na, output_size=n_tot) + torch.arange(n_tot)
+        edge = torch.repeat_interleave(self.edge_start[idx] - eptr[:-1], ne, output_size=e_tot) + torch.arange(e_tot)
+        shift = torch.repeat_interleave(aptr[:-1], ne, output_size=e_tot)
+        fields = {
+            keys.Z: self.z[atom], keys.POS: self.pos[atom], keys.CELL: self.cell[idx], keys.PBC: self.pbc[idx],
+            keys.EDGE_INDEX: torch.stack([self.src[edge] + shift, self.dst[edge] + shift]),
+            keys.CELL_OFFSETS: self.offsets[edge], keys.EDGE_VEC: self.edge_vec[edge],
+            keys.EDGE_DIST: self.edge_dist[edge], keys.N_ATOMS: na,
+            keys.STRUCTURE_ID: [self.ids[i] for i in idx.tolist()],
+            keys.BATCH: torch.repeat_interleave(torch.arange(len(idx)), na, output_size=n_tot), "ptr": aptr,
+        }
+        for t, v in self.graph_labels.items():
+            fields[keys.target(t)] = v[idx]
+        for t, v in self.node_labels.items():
+            fields[keys.target(t)] = v[atom]
+        b = Batch(**fields)
+        b.num_nodes = n_tot
+        b._num_graphs = len(idx)
+        return b
+
+
+class PackedLoader:
+    """Batches of a :class:`PackedGraphs`, in order or reshuffled each pass with
+    ``generator`` (so a resumed run draws the same permutations)."""
+
+    def __init__(self, graphs: PackedGraphs, batch_size: int, shuffle: bool = False,
+                 generator: torch.Generator | None = None, drop_last: bool = False) -> None:
+        self.graphs, self.batch_size, self.shuffle = graphs, batch_size, shuffle
+        self.generator, self.drop_last = generator, drop_last
+
+    @property
+    def dataset(self) -> PackedGraphs:
+        return self.graphs
+
+    def __len__(self) -> int:
+        n = len(self.graphs)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.graphs)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for k in range(len(self)):
+            yield self.graphs.batch(order[k * self.batch_size:(k + 1) * self.batch_size])

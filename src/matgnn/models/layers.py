@@ -1,0 +1,93 @@
+"""Message-passing layers of our own, written for speed on CPU and GPU."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _GatedMessage(torch.autograd.Function):
+    """``σ(f) ⊙ softplus(c)`` of ``gate = [f | c]`` with a hand-written backward: one
+    gradient tensor for ``gate`` (no split/cat) and ``softplus' = σ`` instead of
+    PyTorch's CPU ``softplus_backward``, which is several times slower than a sigmoid."""
+
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        filt, core = gate.chunk(2, dim=1)
+        sig = torch.sigmoid(filt)
+        soft = F.softplus(core)
+        ctx.save_for_backward(core, sig, soft)
+        return sig * soft
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        core, sig, soft = ctx.saved_tensors
+        c = sig.shape[1]
+        out = grad.new_empty(grad.shape[0], 2 * c)
+        gs = torch.mul(grad, sig)
+        torch.mul(gs, torch.sigmoid(core), out=out[:, c:])   # ∂/∂c = g σ(f) σ(c)
+        gs.mul_(soft).mul_(1.0 - sig)                           # ∂/∂f = g softplus(c) σ(f)(1 − σ(f))
+        out[:, :c] = gs
+        return out
+
+
+def gated_message(gate: torch.Tensor) -> torch.Tensor:
+    """``σ(f) ⊙ softplus(c)`` for ``gate = [f | c]`` (each half ``channels`` wide)."""
+    return _GatedMessage.apply(gate)
+
+
+class GatedConv(nn.Module):
+    """CGCNN's gated convolution, ``x_i' = x_i + BN(Σ_j σ(z_ij W_f + b_f) ⊙ softplus(z_ij W_s + b_s))``
+    with ``z_ij = [x_i, x_j, e_ij]`` — the same function as PyG's ``CGConv(batch_norm=True)``.
+
+    It is computed factorised: ``z_ij W = x_i W_i + x_j W_j + e_ij W_e``, so the atom parts are
+    one matrix product per *atom* (gathered onto edges afterwards) and only the small
+    edge-feature part is a product per *edge*. For CGCNN's sizes (64 atom features, 40
+    distance features, ~12 neighbours) that is ~4× fewer multiply-adds per layer than
+    forming ``z_ij`` on every edge. ``load_pyg_cgconv`` copies a PyG ``CGConv``'s weights.
+
+    Args:
+        channels: atom feature size. edge_dim: edge feature size.
+        aggr: ``"add"`` (CGCNN) or ``"mean"`` over each atom's incoming edges.
+        batch_norm: batch norm on the aggregated messages (CGCNN) or none.
+        residual: add ``x_i`` back (CGCNN) or return the aggregated messages alone.
+    """
+
+    def __init__(self, channels: int, edge_dim: int, aggr: str = "add", batch_norm: bool = True,
+                 residual: bool = True) -> None:
+        super().__init__()
+        if aggr not in ("add", "mean"):
+            raise ValueError(f"aggr must be 'add' or 'mean', not {aggr!r}")
+        self.channels, self.aggr, self.residual = channels, aggr, residual
+        self.lin_centre = nn.Linear(channels, 2 * channels)            # rows: [filter | core]
+        self.lin_neighbour = nn.Linear(channels, 2 * channels, bias=False)
+        self.lin_edge = nn.Linear(edge_dim, 2 * channels, bias=False)
+        self.bn = nn.BatchNorm1d(channels) if batch_norm else None
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+        src, dst = edge_index[0], edge_index[1]  # message j → i: src = neighbour j, dst = centre i
+        gate = self.lin_centre(x).index_select(0, dst)
+        gate = gate + self.lin_neighbour(x).index_select(0, src)
+        gate = torch.addmm(gate, edge_attr, self.lin_edge.weight.t())
+        msg = gated_message(gate)
+        out = x.new_zeros(x.shape).index_add_(0, dst, msg)
+        if self.aggr == "mean":
+            deg = torch.bincount(dst, minlength=x.shape[0]).clamp_(min=1).to(x.dtype)
+            out = out / deg.unsqueeze(1)
+        if self.bn is not None:
+            out = self.bn(out)
+        return out + x if self.residual else out
+
+    @torch.no_grad()
+    def load_pyg_cgconv(self, conv: nn.Module) -> GatedConv:
+        """Copy the weights of a PyG ``CGConv`` (same channels and edge dim) into this layer."""
+        c = self.channels
+        w = torch.cat([conv.lin_f.weight, conv.lin_s.weight])  # [2c, 2c + edge_dim]
+        self.lin_centre.weight.copy_(w[:, :c])
+        self.lin_neighbour.weight.copy_(w[:, c:2 * c])
+        self.lin_edge.weight.copy_(w[:, 2 * c:])
+        self.lin_centre.bias.copy_(torch.cat([conv.lin_f.bias, conv.lin_s.bias]))
+        if self.bn is not None and getattr(conv, "bn", None) is not None:
+            self.bn.load_state_dict(conv.bn.state_dict())
+        return self
