@@ -52,6 +52,10 @@ def git_commit() -> str:
         return "unknown"
 
 
+#: the code a benchmark measures is the code at its start (edits made while it runs do not count)
+COMMIT_AT_START = git_commit()
+
+
 def target(goal: float, direction: str, value: float) -> dict[str, Any]:
     met = value >= goal if direction == ">=" else value <= goal
     return {"goal": goal, "direction": direction, "value": value, "met": bool(met)}
@@ -63,7 +67,7 @@ def write_result(name: str, started: float, data: dict, metrics: dict, anchors: 
     out = {
         "benchmark": name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_commit": git_commit(),
+        "git_commit": COMMIT_AT_START,
         "command": "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
                                          else sys.argv[0], *sys.argv[1:]]),
         "hardware": hardware(),

@@ -125,14 +125,15 @@ class MatgnnModel(nn.Module):
                 out[spec["name"]] = self.heads[spec["name"]](h)
         return out
 
+    def denormalize(self, k: int, v: torch.Tensor) -> torch.Tensor:
+        """Head ``k``'s normalised prediction in the target's own units."""
+        v = v * self.target_std[k] + self.target_mean[k]
+        return torch.expm1(v) if self.head_specs[k]["transform"] == "log" else v
+
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         """Predictions in the targets' own units."""
         out = self.forward_normalized(batch)
-        res = {}
-        for k, spec in enumerate(self.head_specs):
-            v = out[spec["name"]] * self.target_std[k] + self.target_mean[k]
-            res[spec["name"]] = torch.expm1(v) if spec["transform"] == "log" else v
-        return res
+        return {spec["name"]: self.denormalize(k, out[spec["name"]]) for k, spec in enumerate(self.head_specs)}
 
 
 def _package_version() -> str:

@@ -158,24 +158,33 @@ class Trainer:
         self.best_state: dict[str, Any] | None = None
         self.stale = 0
 
-    def loss(self, batch) -> torch.Tensor:
-        """Weighted sum of the heads' masked losses, in normalised units."""
+    def loss(self, batch, errors: dict[str, list[float]] | None = None) -> torch.Tensor:
+        """Weighted sum of the heads' masked losses, in normalised units. With ``errors``,
+        also adds each head's summed absolute error and label count, in the target's units."""
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model.forward_normalized(batch)
         total = 0.0
         for k, h in enumerate(self.heads):
-            y = self.model.transform_target(k, batch[keys.target(h.name)])
-            t = (y - self.model.target_mean[k]) / self.model.target_std[k]
-            total = total + h.weight * masked_loss(out[h.name].float(), t, h.loss, h.huber_delta)
+            label = batch[keys.target(h.name)]
+            pred = out[h.name].float()
+            t = (self.model.transform_target(k, label) - self.model.target_mean[k]) / self.model.target_std[k]
+            total = total + h.weight * masked_loss(pred, t, h.loss, h.huber_delta)
+            if errors is not None:
+                mask = ~torch.isnan(label)
+                err = (self.model.denormalize(k, pred.detach()[mask]) - label[mask]).abs()
+                errors[h.name][0] += float(err.sum())
+                errors[h.name][1] += int(mask.sum())
         return total
 
-    def run_epoch(self, loader, train: bool) -> float:
+    def run_epoch(self, loader, train: bool) -> tuple[float, dict[str, float]]:
+        """Mean loss over the epoch, and (evaluation passes) each head's MAE in its own units."""
         self.model.train(train)
         total, n = 0.0, 0
+        errors = None if train else {h.name: [0.0, 0] for h in self.heads}
         with torch.set_grad_enabled(train):
             for batch in loader:
                 batch = batch.to(self.device)
-                loss = self.loss(batch)
+                loss = self.loss(batch, errors)
                 if train:
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -186,7 +195,8 @@ class Trainer:
                         self.sched.step()
                 total += float(loss.detach()) * batch.num_graphs
                 n += batch.num_graphs
-        return total / max(n, 1)
+        maes = {name: s / c if c else math.nan for name, (s, c) in (errors or {}).items()}
+        return total / max(n, 1), maes
 
     def state_dict(self, generator: torch.Generator) -> dict[str, Any]:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
@@ -221,14 +231,15 @@ class Trainer:
                 self.epoch += 1
                 t0 = time.perf_counter()
                 lr = self.opt.param_groups[0]["lr"]
-                tl = self.run_epoch(train_loader, True)
-                vl = self.run_epoch(val_loader, False) if val_loader is not None else tl
+                tl, _ = self.run_epoch(train_loader, True)
+                vl, vmae = self.run_epoch(val_loader, False) if val_loader is not None else (tl, {})
                 if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.sched.step(vl)
                 elif self.sched is not None and not self.batch_sched:
                     self.sched.step()
-                self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
-                                     "seconds": time.perf_counter() - t0})
+                self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl,
+                                     **{f"val_mae.{h.name}": vmae.get(h.name, math.nan) for h in self.heads},
+                                     "lr": lr, "seconds": time.perf_counter() - t0})
                 if vl < self.best:
                     self.best, self.stale = vl, 0
                     self.best_state = copy.deepcopy(self.model.state_dict())
@@ -455,8 +466,9 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     def end_of_epoch(tr: Trainer) -> None:
         last = tr.history[-1]
         if writer is not None:
-            for key in ("train_loss", "val_loss", "lr"):
-                writer.add_scalar(key, last[key], last["epoch"])
+            for key, value in last.items():
+                if key not in ("epoch", "seconds"):
+                    writer.add_scalar(key.replace(".", "/"), value, last["epoch"])
         final = tr.epoch >= cfg.train.epochs or tr.stale >= cfg.train.patience
         if final or time.perf_counter() - saved["at"] >= cfg.train.checkpoint_every:
             # the last state (to resume), the log so far, and the best weights so far
