@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from matgnn.graphs.features import AtomFeatures, CosineCutoff, GaussianRBF, block_table, cgcnn_table
+from matgnn.graphs.features import (
+    AtomFeatures,
+    CosineCutoff,
+    GaussianRBF,
+    block_table,
+    cgcnn_table,
+)
 
 
 def test_cgcnn_table_has_92_features_per_element():

@@ -11,7 +11,11 @@ from ase.neighborlist import neighbor_list
 
 from matgnn.data.sources import JarvisSource
 from matgnn.data.structure import Structure
-from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph, full_neighbor_list
+from matgnn.graphs.neighbors import (
+    GraphSettings,
+    build_neighbor_graph,
+    full_neighbor_list,
+)
 
 
 def _from_ase(atoms, sid="s") -> Structure:

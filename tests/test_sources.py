@@ -11,8 +11,15 @@ from ase.build import bulk, mx2
 from ase.db import connect
 from ase.io import write
 
-from matgnn.data.sources import (AseSource, EmtAlloySource, FolderSource, JarvisSource, MagmomSource,
-                                 make_source, parse_source)
+from matgnn.data.sources import (
+    AseSource,
+    EmtAlloySource,
+    FolderSource,
+    JarvisSource,
+    MagmomSource,
+    make_source,
+    parse_source,
+)
 from matgnn.data.structure import Structure, make_contiguous
 from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from matgnn.data.sources import EmtConfig, SourceConfig
 from matgnn.graphs.neighbors import GraphSettings
@@ -31,6 +31,17 @@ class HeadConfig(_Strict):
     normalize: bool = Field(True, description="standardise the target with train-set mean/std (stored in the model)")
     transform: Literal["none", "log"] = Field("none", description="log: train on log1p(y) (positive, skewed targets "
                                                                    "such as moduli); predictions are mapped back")
+    baseline: Literal["none", "element_mean"] = Field("none", description=(
+        "node heads: element_mean makes the model learn the residual to each element's mean label over the "
+        "training atoms (the table is stored in the model and added back to predictions)"))
+
+    @model_validator(mode="after")
+    def _check_baseline(self) -> HeadConfig:
+        if self.baseline != "none" and self.level != "node":
+            raise ValueError(f"head {self.name!r}: baseline 'element_mean' is for node-level heads")
+        if self.baseline != "none" and self.transform != "none":
+            raise ValueError(f"head {self.name!r}: baseline and transform 'log' cannot be combined")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -59,6 +70,9 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1, description=(
         "torch CPU threads; default: torch's own choice (all cores). Lower it when several runs or "
         "torchrun processes share a machine"))
+    task_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description=(
+        "fixed: the heads' weights; uncertainty: each head's loss scaled by a learned exp(-s_k) plus s_k "
+        "(Kendall, Gal & Cipolla 2018) on top of its weight; the learned weights are logged per epoch"))
     checkpoint_every: float = Field(30.0, ge=0, description=(
         "seconds between writes of checkpoint_last.pt, history.csv, TensorBoard and the best model "
         "(always written after the last epoch); 0: after every epoch"))

@@ -266,7 +266,13 @@ def _results(todo: Iterable, workers: int) -> Iterator:
 
 def _write_records(env, todo, workers: int, on_invalid: str, progress: bool, chunk: int,
                    label: str, already: int, on_chunk) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     built = 0
     pending: list[tuple[bytes, bytes]] = []

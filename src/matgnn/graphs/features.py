@@ -98,17 +98,24 @@ def block_table() -> np.ndarray:
     return table
 
 
+def onehot_table() -> np.ndarray:
+    """``[MAX_Z + 1, MAX_Z]`` one-hot of Z (followed by a linear layer: a learned
+    per-element embedding, ``Embedding(Z)``)."""
+    return np.eye(MAX_Z + 1, dtype=np.float32)[:, 1:]
+
+
 class AtomFeatures(nn.Module):
-    """Fixed per-element features looked up by Z: ``"cgcnn"`` (92), ``"block"`` (4) or
-    ``"cgcnn+block"`` (96)."""
+    """Fixed per-element features looked up by Z: ``"cgcnn"`` (92), ``"block"`` (4),
+    ``"onehot"`` (a learned embedding once the model's linear layer follows), or a
+    ``+``-joined combination such as ``"cgcnn+block"`` (96)."""
 
     def __init__(self, kind: str = "cgcnn") -> None:
         super().__init__()
-        tables = {"cgcnn": cgcnn_table, "block": block_table}
+        tables = {"cgcnn": cgcnn_table, "block": block_table, "onehot": onehot_table}
         parts = kind.split("+")
         unknown = [p for p in parts if p not in tables]
         if unknown:
-            raise ValueError(f"unknown atom feature set {unknown}; known: cgcnn, block")
+            raise ValueError(f"unknown atom feature set {unknown}; known: cgcnn, block, onehot")
         self.kind = kind
         self.register_buffer("table", torch.from_numpy(np.concatenate([tables[p]() for p in parts], axis=1)))
 

@@ -16,6 +16,7 @@ from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter
 
 from matgnn import keys
+from matgnn.data.structure import MAX_Z
 
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "state.pt"
@@ -51,7 +52,12 @@ class MatgnnModel(nn.Module):
         if not heads:
             raise ValueError("a model needs at least one head")
         self.head_specs = [{"name": h["name"], "level": h.get("level", "graph"),
-                            "transform": h.get("transform", "none")} for h in heads]
+                            "transform": h.get("transform", "none"), "baseline": h.get("baseline", "none")}
+                           for h in heads]
+        bad = [h["name"] for h in self.head_specs if h["baseline"] not in ("none", "element_mean")
+               or (h["baseline"] == "element_mean" and h["level"] != "node")]
+        if bad:
+            raise ValueError(f"head {bad[0]!r}: baseline must be 'none' or, for node heads, 'element_mean'")
         bad = [h["transform"] for h in self.head_specs if h["transform"] not in ("none", "log")]
         if bad:
             raise ValueError(f"unknown target transform {bad[0]!r}; use 'none' or 'log'")
@@ -62,6 +68,8 @@ class MatgnnModel(nn.Module):
         self.heads = nn.ModuleDict({h["name"]: Head(trunk_dim, head_hidden, dropout) for h in self.head_specs})
         self.register_buffer("target_mean", torch.zeros(len(heads)))
         self.register_buffer("target_std", torch.ones(len(heads)))
+        #: per-head, per-element reference added to node predictions (``baseline: element_mean``)
+        self.register_buffer("element_baseline", torch.zeros(len(heads), MAX_Z + 1))
 
     # -- saving -----------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -93,9 +101,12 @@ class MatgnnModel(nn.Module):
         return path
 
     # -- normalisation ----------------------------------------------------------
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor,
+                          element_baseline: torch.Tensor | None = None) -> None:
         self.target_mean.copy_(mean)
         self.target_std.copy_(std)
+        if element_baseline is not None:
+            self.element_baseline.copy_(element_baseline)
 
     # -- forward ----------------------------------------------------------------
     def node_features(self, batch: Any) -> torch.Tensor:
@@ -106,10 +117,16 @@ class MatgnnModel(nn.Module):
             return self.attention_pool(h, batch[keys.BATCH], dim_size=batch.num_graphs)
         return scatter(h, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce=self.pooling)
 
-    def transform_target(self, k: int, y: torch.Tensor) -> torch.Tensor:
+    def transform_target(self, k: int, y: torch.Tensor, batch: Any = None) -> torch.Tensor:
         """Head ``k``'s label in the space the model is trained in (before standardising):
-        ``log1p`` for ``transform: log`` (positive, skewed targets), else unchanged."""
-        return torch.log1p(y) if self.head_specs[k]["transform"] == "log" else y
+        ``log1p`` for ``transform: log`` (positive, skewed targets); minus each atom's
+        element reference for ``baseline: element_mean`` (needs the batch); else unchanged."""
+        spec = self.head_specs[k]
+        if spec["transform"] == "log":
+            return torch.log1p(y)
+        if spec["baseline"] == "element_mean":
+            return y - self.element_baseline[k][batch[keys.Z]]
+        return y
 
     def forward_normalized(self, batch: Any) -> dict[str, torch.Tensor]:
         """Predictions in normalised units (what the losses compare)."""
@@ -125,15 +142,19 @@ class MatgnnModel(nn.Module):
                 out[spec["name"]] = self.heads[spec["name"]](h)
         return out
 
-    def denormalize(self, k: int, v: torch.Tensor) -> torch.Tensor:
-        """Head ``k``'s normalised prediction in the target's own units."""
+    def denormalize(self, k: int, v: torch.Tensor, batch: Any = None) -> torch.Tensor:
+        """Head ``k``'s normalised prediction in the target's own units (node heads with an
+        element baseline need the batch)."""
+        spec = self.head_specs[k]
         v = v * self.target_std[k] + self.target_mean[k]
-        return torch.expm1(v) if self.head_specs[k]["transform"] == "log" else v
+        if spec["baseline"] == "element_mean":
+            v = v + self.element_baseline[k][batch[keys.Z]]
+        return torch.expm1(v) if spec["transform"] == "log" else v
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         """Predictions in the targets' own units."""
         out = self.forward_normalized(batch)
-        return {spec["name"]: self.denormalize(k, out[spec["name"]]) for k, spec in enumerate(self.head_specs)}
+        return {spec["name"]: self.denormalize(k, out[spec["name"]], batch) for k, spec in enumerate(self.head_specs)}
 
 
 def _package_version() -> str:

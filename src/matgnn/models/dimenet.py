@@ -14,8 +14,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch_geometric.nn.models.dimenet import (BesselBasisLayer, EmbeddingBlock, InteractionPPBlock,
-                                               OutputPPBlock, SphericalBasisLayer)
+from torch_geometric.nn.models.dimenet import (
+    BesselBasisLayer,
+    EmbeddingBlock,
+    InteractionPPBlock,
+    OutputPPBlock,
+    SphericalBasisLayer,
+)
 from torch_geometric.nn.resolver import activation_resolver
 
 from matgnn import keys

@@ -8,7 +8,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock, ShiftedSoftplus
+from torch_geometric.nn.models.schnet import (
+    GaussianSmearing,
+    InteractionBlock,
+    ShiftedSoftplus,
+)
 
 from matgnn import keys
 from matgnn.data.structure import MAX_Z

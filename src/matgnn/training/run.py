@@ -28,6 +28,7 @@ from rich.console import Console
 from matgnn import keys
 from matgnn.config import HeadConfig, RunConfig
 from matgnn.data.sources import make_source
+from matgnn.data.structure import MAX_Z
 from matgnn.evaluation.metrics import regression_metrics
 from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import learning_curve, parity_plot
@@ -57,7 +58,9 @@ def _check_targets(cache: GraphCache, heads: list[HeadConfig]) -> None:
 
 
 def _labels(cache: GraphCache, heads: list[HeadConfig]) -> list[dict[str, np.ndarray]]:
-    """Every graph's labels for the heads (one pass over the cache)."""
+    """Every graph's labels for the heads (one pass over the cache); ``"z"`` holds its
+    atoms' Z when a head needs per-element statistics."""
+    need_z = any(h.baseline != "none" for h in heads)
     out = []
     for rec in cache.records():
         n = len(rec["z"])
@@ -67,14 +70,36 @@ def _labels(cache: GraphCache, heads: list[HeadConfig]) -> list[dict[str, np.nda
                 d[h.name] = np.array([rec["graph_targets"].get(h.name, math.nan)])
             else:
                 d[h.name] = np.asarray(rec["node_targets"].get(h.name, np.full(n, np.nan)), float)
+        if need_z:
+            d["z"] = np.asarray(rec["z"], np.int64)
         out.append(d)
     return out
 
 
+def element_means(labels: list[dict[str, np.ndarray]], idx: list[int], name: str) -> np.ndarray:
+    """Mean label of each element over the labelled atoms of graphs ``idx``; elements
+    without a labelled atom get the overall mean."""
+    z = np.concatenate([labels[i]["z"] for i in idx])
+    y = np.concatenate([labels[i][name] for i in idx])
+    ok = ~np.isnan(y)
+    z, y = z[ok], y[ok]
+    out = np.full(MAX_Z + 1, float(y.mean()) if len(y) else 0.0)
+    counts = np.bincount(z, minlength=MAX_Z + 1)
+    sums = np.bincount(z, weights=y, minlength=MAX_Z + 1)
+    out[counts > 0] = sums[counts > 0] / counts[counts > 0]
+    return out
+
+
 def _normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: list[HeadConfig]):
+    """Per-head mean and std of the training labels in the space the model learns
+    (after ``transform`` or minus the element baseline), and the baselines."""
     mean, std = [], []
-    for h in heads:
+    baseline = np.zeros((len(heads), MAX_Z + 1))
+    for k, h in enumerate(heads):
         vals = np.concatenate([labels[i][h.name] for i in idx])
+        if h.baseline == "element_mean":
+            baseline[k] = element_means(labels, idx, h.name)
+            vals = vals - baseline[k][np.concatenate([labels[i]["z"] for i in idx])]
         vals = vals[~np.isnan(vals)]
         if h.transform == "log":
             if (vals <= -1).any():
@@ -86,7 +111,7 @@ def _normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: l
         else:
             mean.append(float(vals.mean()))
             std.append(float(vals.std()) or 1.0)
-    return torch.tensor(mean), torch.tensor(std)
+    return torch.tensor(mean), torch.tensor(std), torch.tensor(baseline, dtype=torch.float32)
 
 
 def degree_histogram(cache: GraphCache, idx: list[int]) -> list[int]:
@@ -139,7 +164,12 @@ class Trainer:
         self.heads = heads
         self.cfg = cfg
         self.console = console or Console(stderr=True)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.log_vars = (torch.nn.Parameter(torch.zeros(len(heads), device=self.device))
+                         if cfg.task_weighting == "uncertainty" else None)
+        groups = [{"params": list(model.parameters())}]
+        if self.log_vars is not None:
+            groups.append({"params": [self.log_vars], "weight_decay": 0.0})
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.batch_sched = False
         if cfg.scheduler == "plateau":
             self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -167,11 +197,14 @@ class Trainer:
         for k, h in enumerate(self.heads):
             label = batch[keys.target(h.name)]
             pred = out[h.name].float()
-            t = (self.model.transform_target(k, label) - self.model.target_mean[k]) / self.model.target_std[k]
-            total = total + h.weight * masked_loss(pred, t, h.loss, h.huber_delta)
+            t = (self.model.transform_target(k, label, batch) - self.model.target_mean[k]) / self.model.target_std[k]
+            task = masked_loss(pred, t, h.loss, h.huber_delta)
+            if self.log_vars is not None:  # learned uncertainty weighting
+                task = torch.exp(-self.log_vars[k]) * task + self.log_vars[k]
+            total = total + h.weight * task
             if errors is not None:
                 mask = ~torch.isnan(label)
-                err = (self.model.denormalize(k, pred.detach()[mask]) - label[mask]).abs()
+                err = (self.model.denormalize(k, pred.detach(), batch)[mask] - label[mask]).abs()
                 errors[h.name][0] += float(err.sum())
                 errors[h.name][1] += int(mask.sum())
         return total
@@ -200,6 +233,7 @@ class Trainer:
 
     def state_dict(self, generator: torch.Generator) -> dict[str, Any]:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "log_vars": None if self.log_vars is None else self.log_vars.detach().clone(),
                 "sched": self.sched.state_dict() if self.sched is not None else None,
                 "history": self.history, "best": self.best, "best_state": self.best_state, "stale": self.stale,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
@@ -209,6 +243,9 @@ class Trainer:
         self.epoch = st["epoch"]
         self.model.load_state_dict(st["model"])  # load_state_dict copies onto the model's device
         self.opt.load_state_dict(st["opt"])
+        if self.log_vars is not None and st.get("log_vars") is not None:
+            with torch.no_grad():
+                self.log_vars.copy_(st["log_vars"])
         if self.sched is not None and st["sched"] is not None:
             self.sched.load_state_dict(st["sched"])
         self.history, self.best, self.best_state, self.stale = st["history"], st["best"], st["best_state"], st["stale"]
@@ -219,7 +256,13 @@ class Trainer:
 
     def fit(self, train_loader, val_loader, on_best: Callable | None = None,
             on_epoch_end: Callable[[Trainer], None] | None = None) -> list[dict[str, Any]]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         bar = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
                        TextColumn("train {task.fields[tl]:.4f}  val {task.fields[vl]:.4f}  best {task.fields[best]:.4f}"),
@@ -239,6 +282,8 @@ class Trainer:
                     self.sched.step()
                 self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl,
                                      **{f"val_mae.{h.name}": vmae.get(h.name, math.nan) for h in self.heads},
+                                     **({f"task_weight.{h.name}": float(torch.exp(-self.log_vars[k].detach()))
+                                         for k, h in enumerate(self.heads)} if self.log_vars is not None else {}),
                                      "lr": lr, "seconds": time.perf_counter() - t0})
                 if vl < self.best:
                     self.best, self.stale = vl, 0
@@ -429,7 +474,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
         for k in ("val", "test"):
             loaders[k] = DataLoader(ds[k], batch_size=bs, **lw) if len(ds[k]) else None
 
-    heads = [{"name": h.name, "level": h.level, "transform": h.transform} for h in cfg.targets]
+    heads = [{"name": h.name, "level": h.level, "transform": h.transform, "baseline": h.baseline} for h in cfg.targets]
     m = cfg.model
     extra: dict[str, Any] = {}
     if getattr(model_class(m.name), "needs_degree_histogram", False):
@@ -437,8 +482,8 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     model = build_model(m.name, heads, cutoff=cfg.graphs.cutoff, hidden=m.hidden, layers=m.layers,
                         atom_features=m.atom_features, n_rbf=m.n_rbf, dropout=m.dropout, pooling=m.pooling,
                         head_hidden=m.head_hidden, operator=m.operator, **extra)
-    mean, std = _normalization(labels, split["train"], cfg.targets)
-    model.set_normalization(mean, std)
+    mean, std, baseline = _normalization(labels, split["train"], cfg.targets)
+    model.set_normalization(mean, std, baseline)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"model {m.name}: {n_params:,} parameters")
 

@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from matgnn.data.sources.base import Entry, StructureSource, file_digest, numbers_from_symbols, parse_label
+from matgnn.data.sources.base import (
+    Entry,
+    StructureSource,
+    file_digest,
+    numbers_from_symbols,
+    parse_label,
+)
 from matgnn.data.structure import Structure, make_contiguous, missing_value
 from matgnn.errors import StructureError
 
