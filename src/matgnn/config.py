@@ -104,6 +104,16 @@ class SplitConfig(_Strict):
     ids_file: str | None = None
 
 
+class EvaluationConfig(_Strict):
+    """Extra breakdowns of the test metrics."""
+
+    exclude_elements: list[str] = Field(default_factory=list, description=(
+        "metrics also reported without these elements (atoms of them for node heads, structures "
+        "containing them for graph heads), e.g. [V, Cr, Mn] for magnetic moments"))
+    error_bins: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.5, 1.0, 2.0, 3.0, 5.0], description=(
+        "node heads: edges of the |label| bins of errors_by_bin_<head>.csv"))
+
+
 class RunConfig(_Strict):
     """Everything a training run depends on."""
 
@@ -114,6 +124,7 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     on_invalid: Literal["skip", "error"] = "skip"
     cache_dir: str | None = None
     workers: int | None = None

@@ -22,3 +22,22 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "max_error": float(np.abs(err).max()),
         "count": int(len(t)),
     }
+
+
+def binned_errors(y_true: np.ndarray, y_pred: np.ndarray, edges: list[float]) -> list[dict[str, float]]:
+    """MAE and count of the entries whose ``|label|`` falls in each ``[edges[k], edges[k+1])``
+    (the last bin is open above)."""
+    y_true = np.asarray(y_true, float)
+    y_pred = np.asarray(y_pred, float)
+    mask = ~np.isnan(y_true)
+    t, p = y_true[mask], y_pred[mask]
+    a = np.abs(t)
+    rows = []
+    for k, lo in enumerate(edges):
+        hi = edges[k + 1] if k + 1 < len(edges) else np.inf
+        sel = (a >= lo) & (a < hi)
+        rows.append({"lo": lo, "hi": hi, "count": int(sel.sum()),
+                     "mae": float(np.abs(p[sel] - t[sel]).mean()) if sel.any() else float("nan"),
+                     "mean_true": float(t[sel].mean()) if sel.any() else float("nan"),
+                     "mean_pred": float(p[sel].mean()) if sel.any() else float("nan")})
+    return rows

@@ -26,10 +26,10 @@ import torch
 from rich.console import Console
 
 from matgnn import keys
-from matgnn.config import HeadConfig, RunConfig
+from matgnn.config import EvaluationConfig, HeadConfig, RunConfig
 from matgnn.data.sources import make_source
 from matgnn.data.structure import MAX_Z
-from matgnn.evaluation.metrics import regression_metrics
+from matgnn.evaluation.metrics import binned_errors, regression_metrics
 from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import learning_curve, parity_plot
 from matgnn.graphs.cache import GraphCache, build_graph_cache
@@ -354,21 +354,42 @@ def _write_predictions(run_dir: Path, split: str, res: dict[str, Any], heads: li
 
 
 def evaluate_split(model: MatgnnModel, loader, heads: list[HeadConfig], run_dir: Path, split: str,
-                   plots: bool = True) -> dict[str, float]:
+                   plots: bool = True, evaluation: EvaluationConfig | None = None) -> dict[str, float]:
     """Predictions CSV, metrics, per-element table and parity plot of one split."""
-    res = predict_dataset(model, loader)
+    return evaluate_predictions(predict_dataset(model, loader), heads, run_dir, split, plots, evaluation)
+
+
+def evaluate_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: Path, split: str,
+                         plots: bool = True, evaluation: EvaluationConfig | None = None) -> dict[str, float]:
+    """Everything :func:`evaluate_split` writes, from predictions in the layout of
+    :func:`predict_dataset` (so baselines that are not models are scored the same way)."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    evaluation = evaluation or EvaluationConfig()
+    excluded = {atomic_numbers[e] for e in evaluation.exclude_elements}
     _write_predictions(run_dir, split, res, heads)
     metrics: dict[str, float] = {}
     for h in heads:
         true, pred = res["heads"][h.name]["true"], res["heads"][h.name]["pred"]
         mt = regression_metrics(true, pred)
         metrics.update({f"{split}.{h.name}.{key}": v for key, v in mt.items()})
+        node = h.level == "node"
+        elements = res["atoms"]["z"] if node else res["graph_z"]
+        if excluded and len(true):
+            keep = np.array([(z not in excluded) if node else not (set(z) & excluded) for z in elements])
+            metrics.update({f"{split}.{h.name}.without_{'-'.join(evaluation.exclude_elements)}.{key}": v
+                            for key, v in regression_metrics(true[keep], pred[keep]).items()})
         if split == "test" and mt["count"]:
-            elements = res["atoms"]["z"] if h.level == "node" else res["graph_z"]
-            write_per_element(per_element_table(elements, true, pred, h.level == "node"),
-                              run_dir / f"per_element_{h.name}.csv")
+            write_per_element(per_element_table(elements, true, pred, node), run_dir / f"per_element_{h.name}.csv")
+            if node:
+                rows = binned_errors(true, pred, evaluation.error_bins)
+                with open(run_dir / f"errors_by_bin_{h.name}.csv", "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    w.writeheader()
+                    w.writerows(rows)
             if plots:
-                parity_plot(true, pred, run_dir / f"parity_{h.name}.png", f"{h.name} (test)")
+                groups = [chemical_symbols[z] for z in elements] if node else None
+                parity_plot(true, pred, run_dir / f"parity_{h.name}.png", f"{h.name} (test)", groups=groups)
     return metrics
 
 
@@ -402,6 +423,44 @@ def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
 
 
+def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: bool = True,
+                     resume: bool = False) -> tuple[GraphCache, list[dict[str, np.ndarray]], dict[str, list[int]]]:
+    """Graph cache (built or reused), load report, labels and the split (made and saved in
+    ``split.json``, or with ``resume`` read back from it) of a run folder."""
+    source = make_source(cfg.source)
+    cache = build_graph_cache(source, cfg.graphs, cache_root=cfg.cache_dir, workers=cfg.workers,
+                              on_invalid=cfg.on_invalid, progress=progress)
+    stats = cache.build_stats
+    console.print(f"graph cache: {cache.path} ({'reused' if stats and stats.built == 0 else f'built {stats.built} graphs in {stats.seconds:.1f} s'})")
+    report = cache.report
+    report.print(console)
+    report.save(run_dir)
+    _check_targets(cache, cfg.targets)
+
+    labels = _labels(cache, cfg.targets)
+    labelled = [i for i, d in enumerate(labels) if any((~np.isnan(v)).any() for v in d.values())]
+    if len(labelled) < len(cache):
+        keep = set(labelled)
+        console.print(f"{len(cache) - len(labelled)} structures carry none of the targets "
+                      f"{[h.name for h in cfg.targets]} and are left out (listed in unlabelled.txt)")
+        (run_dir / "unlabelled.txt").write_text("\n".join(cache.ids[i] for i in range(len(cache)) if i not in keep) + "\n")
+    if resume:
+        saved = json.loads((run_dir / "split.json").read_text())
+        split, missing = splitting.ids_split(cache.ids, {k: saved[k] for k in ("train", "val", "test")})
+        if any(missing.values()):
+            raise ValueError(f"{run_dir / 'split.json'}: {sum(missing.values())} ids are not in the graph cache "
+                             "(did the source change?)")
+    else:
+        split = make_split(cfg, cache, labels, labelled, console)
+        (run_dir / "split.json").write_text(json.dumps(
+            {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
+    console.print(f"split ({cfg.split.kind}): {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test")
+    if not split["train"]:
+        raise ValueError("the training split is empty")
+
+    return cache, labels, split
+
+
 def train(cfg: RunConfig, console: Console | None = None, progress: bool = True, resume: str | Path | None = None,
           on_epoch_end: Callable[[Trainer], None] | None = None) -> Path:
     """Run ``cfg`` end to end; returns the run folder. ``resume``: a run folder whose
@@ -424,36 +483,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
         cfg.to_yaml(run_dir / "config.yaml")
         console.print(f"run folder: {run_dir}")
 
-    source = make_source(cfg.source)
-    cache = build_graph_cache(source, cfg.graphs, cache_root=cfg.cache_dir, workers=cfg.workers,
-                              on_invalid=cfg.on_invalid, progress=progress)
-    stats = cache.build_stats
-    console.print(f"graph cache: {cache.path} ({'reused' if stats and stats.built == 0 else f'built {stats.built} graphs in {stats.seconds:.1f} s'})")
-    report = cache.report
-    report.print(console)
-    report.save(run_dir)
-    _check_targets(cache, cfg.targets)
-
-    labels = _labels(cache, cfg.targets)
-    labelled = [i for i, d in enumerate(labels) if any((~np.isnan(v)).any() for v in d.values())]
-    if len(labelled) < len(cache):
-        keep = set(labelled)
-        console.print(f"{len(cache) - len(labelled)} structures carry none of the targets "
-                      f"{[h.name for h in cfg.targets]} and are left out (listed in unlabelled.txt)")
-        (run_dir / "unlabelled.txt").write_text("\n".join(cache.ids[i] for i in range(len(cache)) if i not in keep) + "\n")
-    if resume is not None:
-        saved = json.loads((run_dir / "split.json").read_text())
-        split, missing = splitting.ids_split(cache.ids, {k: saved[k] for k in ("train", "val", "test")})
-        if any(missing.values()):
-            raise ValueError(f"{run_dir / 'split.json'}: {sum(missing.values())} ids are not in the graph cache "
-                             "(did the source change?)")
-    else:
-        split = make_split(cfg, cache, labels, labelled, console)
-        (run_dir / "split.json").write_text(json.dumps(
-            {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
-    console.print(f"split ({cfg.split.kind}): {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test")
-    if not split["train"]:
-        raise ValueError("the training split is empty")
+    cache, labels, split = prepare_run_data(cfg, run_dir, console, progress, resume=resume is not None)
 
     g_names = [h.name for h in cfg.targets if h.level == "graph"]
     n_names = [h.name for h in cfg.targets if h.level == "node"]
@@ -544,10 +574,10 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
                                "train_structures_per_s": len(split["train"]) * len(history) / max(
                                    sum(h["seconds"] for h in history), 1e-9),
                                "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
-                               "n_skipped": len(report.skipped)}
+                               "n_skipped": len(cache.report.skipped)}
     for k in ("val", "test"):
         if loaders[k] is not None:
-            metrics.update(evaluate_split(model, loaders[k], cfg.targets, run_dir, k))
+            metrics.update(evaluate_split(model, loaders[k], cfg.targets, run_dir, k, evaluation=cfg.evaluation))
     metrics["wall_seconds"] = time.perf_counter() - t_start
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     for h in cfg.targets:

@@ -1,0 +1,219 @@
+"""Fit and score a baseline like a training run: same config, graph cache, split, metrics,
+predictions CSV, per-element table, error bins and parity plot, in a run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from rich.console import Console
+
+from matgnn.baselines.descriptors import DescriptorSpace
+from matgnn.config import HeadConfig, RunConfig
+from matgnn.training.run import (
+    element_means,
+    evaluate_predictions,
+    make_run_dir,
+    prepare_run_data,
+)
+
+BASELINES = ("element_mean", "linear", "xgboost", "chgnet")
+
+
+def _skeleton(recs: list[dict[str, Any]], heads: list[HeadConfig]) -> dict[str, Any]:
+    """Labels, ids and elements of a split in the layout of ``predict_dataset``."""
+    res: dict[str, Any] = {"ids": [], "graph_z": [], "heads": {}, "atoms": {"id": [], "index": [], "z": []}}
+    node = any(h.level == "node" for h in heads)
+    for r in recs:
+        n = len(r["z"])
+        res["ids"].append(r["id"])
+        res["graph_z"].append(sorted(set(int(z) for z in r["z"])))
+        if node:
+            res["atoms"]["id"].extend([r["id"]] * n)
+            res["atoms"]["index"].extend(range(n))
+            res["atoms"]["z"].extend(int(z) for z in r["z"])
+    for h in heads:
+        if h.level == "graph":
+            true = np.array([r["graph_targets"].get(h.name, math.nan) for r in recs], float)
+        else:
+            true = np.concatenate([np.asarray(r["node_targets"].get(h.name, np.full(len(r["z"]), np.nan)), float)
+                                   for r in recs]) if recs else np.zeros(0)
+        res["heads"][h.name] = {"true": true, "pred": np.full(len(true), np.nan)}
+    return res
+
+
+def _ridge(x: sp.csr_matrix, y: np.ndarray, lam: float = 1e-3) -> np.ndarray:
+    """Least squares with an intercept and a small ridge penalty (not on the intercept)."""
+    xa = sp.hstack([x, np.ones((x.shape[0], 1))]).tocsr()
+    a = (xa.T @ xa).toarray()
+    a[np.diag_indices(a.shape[0] - 1)] += lam * x.shape[0]
+    return np.linalg.solve(a, xa.T @ y)
+
+
+def _ridge_predict(w: np.ndarray, x: sp.csr_matrix) -> np.ndarray:
+    return x @ w[:-1] + w[-1]
+
+
+class _Fitted:
+    """One head's fitted baseline: ``predict(recs) -> values`` (per atom or per graph)."""
+
+    def __init__(self, kind: str, head: HeadConfig, space: DescriptorSpace, train_recs, val_recs,
+                 max_train_rows: int | None, seed: int, console: Console) -> None:
+        self.kind, self.head, self.space = kind, head, space
+        x, y = self._xy(train_recs)
+        ok = ~np.isnan(y)
+        x, y = x[np.flatnonzero(ok)], y[ok]
+        if max_train_rows and x.shape[0] > max_train_rows:
+            keep = np.sort(np.random.default_rng(seed).choice(x.shape[0], max_train_rows, replace=False))
+            console.print(f"{kind} {head.name}: fitting on a seeded sample of {max_train_rows:,} of {x.shape[0]:,} rows")
+            x, y = x[keep], y[keep]
+        self.n_rows = int(x.shape[0])
+        if kind == "element_mean" and head.level == "node":
+            labels = [{"z": np.asarray(r["z"], np.int64),
+                       head.name: np.asarray(r["node_targets"].get(head.name, np.full(len(r["z"]), np.nan)), float)}
+                      for r in train_recs]
+            self.table = element_means(labels, list(range(len(labels))), head.name)
+        elif kind == "element_mean":  # graph head: per-element contributions to an intensive target
+            self.w = _ridge(x[:, : space.n_el], y)
+        elif kind == "linear":
+            self.w = _ridge(x, y)
+        elif kind == "xgboost":
+            import xgboost as xgb
+
+            xv, yv = self._xy(val_recs)
+            okv = ~np.isnan(yv)
+            self.model = xgb.XGBRegressor(n_estimators=800, max_depth=8, learning_rate=0.08, subsample=0.8,
+                                          colsample_bytree=0.8, min_child_weight=2, tree_method="hist",
+                                          objective="reg:absoluteerror", early_stopping_rounds=40,
+                                          n_jobs=os.cpu_count(), random_state=seed)
+            self.model.fit(x, y, eval_set=[(xv[np.flatnonzero(okv)], yv[okv])] if okv.any() else None, verbose=False)
+        else:
+            raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+
+    def _x(self, recs) -> sp.csr_matrix:
+        if self.head.level == "node":
+            return sp.vstack([self.space.atoms(r) for r in recs]).tocsr() if recs else sp.csr_matrix((0, self.space.n_columns))
+        return self.space.graphs(recs)
+
+    def _xy(self, recs) -> tuple[sp.csr_matrix, np.ndarray]:
+        h = self.head
+        if h.level == "node":
+            y = np.concatenate([np.asarray(r["node_targets"].get(h.name, np.full(len(r["z"]), np.nan)), float)
+                                for r in recs]) if recs else np.zeros(0)
+        else:
+            y = np.array([r["graph_targets"].get(h.name, math.nan) for r in recs], float)
+        return self._x(recs), y
+
+    def predict(self, recs) -> np.ndarray:
+        if self.kind == "element_mean" and self.head.level == "node":
+            return self.table[np.concatenate([np.asarray(r["z"], np.int64) for r in recs])] if recs else np.zeros(0)
+        x = self._x(recs)
+        if self.kind == "element_mean":
+            return _ridge_predict(self.w, x[:, : self.space.n_el])
+        if self.kind == "linear":
+            return _ridge_predict(self.w, x)
+        return self.model.predict(x)
+
+
+def _pymatgen(rec: dict[str, Any]):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice(rec["cell"]), [int(z) for z in rec["z"]], rec["pos"], coords_are_cartesian=True)
+
+
+def chgnet_magmoms(recs: list[dict[str, Any]], batch_size: int = 16,
+                   model: Any = None) -> tuple[list[np.ndarray | None], list[tuple[str, str]], float]:
+    """CHGNet's (zero-shot) per-atom |m| for each graph; ``None`` for structures CHGNet
+    rejects (listed with its message). Returns (moments, rejected, seconds)."""
+    from chgnet.model import CHGNet
+
+    model = model or CHGNet.load(verbose=False)
+    out: list[np.ndarray | None] = [None] * len(recs)
+    rejected: list[tuple[str, str]] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(recs), batch_size):
+        chunk = list(range(start, min(start + batch_size, len(recs))))
+        structs = [_pymatgen(recs[k]) for k in chunk]
+        try:
+            preds = model.predict_structure(structs, task="em", batch_size=batch_size)
+            for k, p in zip(chunk, preds):
+                out[k] = np.asarray(p["m"], float).reshape(-1)
+        except Exception:  # noqa: BLE001 - one bad structure fails the batch: redo one by one
+            for k, s in zip(chunk, structs):
+                try:
+                    out[k] = np.asarray(model.predict_structure(s, task="em")["m"], float).reshape(-1)
+                except Exception as e:  # noqa: BLE001 - CHGNet's own errors (e.g. isolated atoms)
+                    rejected.append((recs[k]["id"], f"{type(e).__name__}: {e}"[:300]))
+    return out, rejected, time.perf_counter() - t0
+
+
+def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, progress: bool = True,
+                 max_train_rows: int | None = None) -> Path:
+    """Fit baseline ``kind`` on the config's training split, score it on val and test;
+    returns the run folder (same files as a training run, no model/)."""
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+    console = console or Console(stderr=True)
+    t_start = time.perf_counter()
+    cfg = cfg.model_copy(update={"name": cfg.name or f"{kind}-{'+'.join(h.name for h in cfg.targets)}"})
+    run_dir = make_run_dir(cfg)
+    cfg.to_yaml(run_dir / "config.yaml")
+    console.print(f"baseline {kind}, run folder: {run_dir}")
+    cache, _, split = prepare_run_data(cfg, run_dir, console, progress)
+    recs = {k: [cache.record(i) for i in v] for k, v in split.items()}
+    res = {k: _skeleton(recs[k], cfg.targets) for k in ("val", "test")}
+    info: dict[str, Any] = {"kind": kind, "max_train_rows": max_train_rows}
+    metrics: dict[str, Any] = {"n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
+                               "n_skipped": len(cache.report.skipped)}
+    if kind == "chgnet":
+        node = [h for h in cfg.targets if h.level == "node"]
+        if len(node) != 1 or len(cfg.targets) != 1:
+            raise ValueError("the chgnet baseline predicts magnetic moments: give exactly one node-level head "
+                             "(e.g. magmom, |m| in μB)")
+        for part in ("val", "test"):
+            moms, rejected, secs = chgnet_magmoms(recs[part])
+            res[part]["heads"][node[0].name]["pred"] = np.concatenate(
+                [m if m is not None else np.full(len(r["z"]), np.nan) for m, r in zip(moms, recs[part])]) \
+                if recs[part] else np.zeros(0)
+            metrics[f"{part}.chgnet_rejected"] = len(rejected)
+            metrics[f"{part}.structures_per_s"] = (len(recs[part]) - len(rejected)) / max(secs, 1e-9)
+            with open(run_dir / f"chgnet_rejected_{part}.csv", "w") as f:
+                f.write("id,reason\n" + "".join(f"{i},\"{why}\"\n" for i, why in rejected))
+            if rejected:
+                console.print(f"CHGNet rejected {len(rejected)} {part} structures (listed in chgnet_rejected_{part}.csv); "
+                              "they are scored without them")
+            # score only the structures CHGNet predicted: NaN predictions are left out of the metrics
+            pred, true = res[part]["heads"][node[0].name]["pred"], res[part]["heads"][node[0].name]["true"]
+            true[np.isnan(pred)] = np.nan
+    else:
+        space = DescriptorSpace(z for r in recs["train"] for z in r["z"])
+        info["descriptor_columns"] = space.names()
+        for h in cfg.targets:
+            t0 = time.perf_counter()
+            fitted = _Fitted(kind, h, space, recs["train"], recs["val"], max_train_rows, cfg.train.seed, console)
+            metrics[f"{h.name}.fit_seconds"] = time.perf_counter() - t0
+            metrics[f"{h.name}.fit_rows"] = fitted.n_rows
+            for part in ("val", "test"):
+                t0 = time.perf_counter()
+                res[part]["heads"][h.name]["pred"] = np.asarray(fitted.predict(recs[part]), float)
+                metrics[f"{part}.structures_per_s"] = len(recs[part]) / max(time.perf_counter() - t0, 1e-9)
+    for part in ("val", "test"):
+        if recs[part]:
+            metrics.update(evaluate_predictions(res[part], cfg.targets, run_dir, part, evaluation=cfg.evaluation))
+    metrics["wall_seconds"] = time.perf_counter() - t_start
+    (run_dir / "baseline.json").write_text(json.dumps(info, indent=1))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    for h in cfg.targets:
+        key = f"test.{h.name}.mae"
+        if key in metrics:
+            console.print(f"{kind} test {h.name}: MAE {metrics[key]:.4g} (n={metrics[f'test.{h.name}.count']})")
+    return run_dir
+
+
+__all__ = ["BASELINES", "chgnet_magmoms", "run_baseline"]
