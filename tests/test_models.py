@@ -136,3 +136,28 @@ def test_factorised_gated_conv_is_pyg_cgconv(aggr):
     a.square().sum().backward()
     b.square().sum().backward()
     torch.testing.assert_close(x2.grad, x1.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["cgcnn", "cgconv_net", "schnet"])
+def test_forward_and_backward_under_bf16_autocast(name):
+    """Mixed precision (the CUDA path uses bf16 autocast; CPU autocast exercises the same dtype mixing)."""
+    model = _model(name).train()
+    batch = _graph(_atoms())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.forward_normalized(batch)
+    loss = sum(v.float().square().mean() for v in out.values())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_gated_conv_mixes_fp32_atoms_with_bf16_messages():
+    """Under autocast the messages come out of bf16 matmuls while the residual stream may be fp32."""
+    from matgnn.models.layers import GatedConv
+
+    conv = GatedConv(8, 4)
+    x, e = torch.randn(10, 8), torch.randn(30, 4)
+    edge_index = torch.randint(0, 10, (2, 30))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x, edge_index, e)
+    assert out.shape == (10, 8) and torch.isfinite(out.float()).all()

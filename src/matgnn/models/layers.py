@@ -71,7 +71,7 @@ class GatedConv(nn.Module):
         gate = gate + self.lin_neighbour(x).index_select(0, src)
         gate = torch.addmm(gate, edge_attr, self.lin_edge.weight.t())
         msg = gated_message(gate)
-        out = x.new_zeros(x.shape).index_add_(0, dst, msg)
+        out = msg.new_zeros((x.shape[0], msg.shape[1])).index_add_(0, dst, msg)
         if self.aggr == "mean":
             deg = torch.bincount(dst, minlength=x.shape[0]).clamp_(min=1).to(x.dtype)
             out = out / deg.unsqueeze(1)
