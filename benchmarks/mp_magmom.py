@@ -8,7 +8,9 @@ all entries of a reduced formula on one side).
   ``matgnn.training.run.train`` (the code path of ``matgnn train``).
 - Baselines through ``matgnn.baselines.run_baseline`` (the code path of ``matgnn baseline``).
 - CHGNet is slow on CPU, so it is scored on a seeded sample of the test structures
-  (``--chgnet-test``); every method's MAE is also reported on exactly that sample.
+  (``--chgnet-test``), zero-shot and fine-tuned on a seeded sample of our training structures
+  (``--finetune-structures``, ``--finetune-epochs``); every method's MAE is also reported on exactly
+  that sample.
 - Inference speed: test structures per second, our model (batches of 64, CPU) and CHGNet
   (batches of 16, its own graph conversion included), on the same CPU.
 - ``--limit N`` takes the first N entries of the file (a 2-core session cannot train on all 47,628);
@@ -34,7 +36,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import ROOT, SHARED_DATA, target, write_result  # noqa: E402
 
 from matgnn.baselines import run_baseline  # noqa: E402
-from matgnn.baselines.run import chgnet_magmoms  # noqa: E402
+from matgnn.baselines.run import chgnet_finetune, chgnet_magmoms  # noqa: E402
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import make_source  # noqa: E402
 from matgnn.data.structure import Structure  # noqa: E402
@@ -81,6 +83,8 @@ def main() -> None:
     p.add_argument("--sizes", default="2000,5000")
     p.add_argument("--chgnet-test", type=int, default=300)
     p.add_argument("--max-train-rows", type=int, default=300_000)
+    p.add_argument("--finetune-structures", type=int, default=400)
+    p.add_argument("--finetune-epochs", type=int, default=2)
     args = p.parse_args()
     started = time.time()
     limit = args.limit or None
@@ -142,6 +146,20 @@ def main() -> None:
     sample_ids = [r["id"] for r, _ in ok]
     for k, r in rows.items():
         metrics[f"{k}.sample_mae"] = mae_on(r, sample_ids)
+    # CHGNet fine-tuned on a seeded sample of our training structures, scored on the same sample
+    train_pos = [where[i] for i in split["train"]]
+    pick = np.sort(np.random.default_rng(1).choice(len(train_pos), min(args.finetune_structures, len(train_pos)),
+                                                   replace=False))
+    val_pick = [where[i] for i in split["val"][: args.chgnet_test]]
+    t0 = time.perf_counter()
+    tuned = chgnet_finetune([cache.record(train_pos[k]) for k in pick], [cache.record(k) for k in val_pick], "magmom",
+                            epochs=args.finetune_epochs)
+    metrics["chgnet_finetuned.finetune_seconds"] = time.perf_counter() - t0
+    moms_ft, _, _ = chgnet_magmoms([r for r, _ in ok], model=tuned)
+    pairs = np.concatenate([np.c_[np.asarray(r["node_targets"]["magmom"], float), mm] for (r, _), mm in zip(ok, moms_ft)
+                            if mm is not None])
+    pairs = pairs[~np.isnan(pairs[:, 0])]
+    metrics["chgnet_finetuned.sample_mae"] = float(np.abs(pairs[:, 1] - pairs[:, 0]).mean())
     (OUT / "chgnet_rejected.csv").write_text("id,reason\n" + "".join(f"{i},\"{w}\"\n" for i, w in rejected))
     metrics["cgcnn.speedup_vs_chgnet"] = (metrics["cgcnn.inference_structures_per_s"]
                                           / metrics["chgnet_zero_shot.inference_structures_per_s"])
@@ -164,13 +182,16 @@ def main() -> None:
               "split": "composition-grouped 80/10/10, seed 42", "exclusion_set": EXCLUDE,
               "chgnet_sample": f"{len(ok)} test structures (seed 0)", "epochs": args.epochs,
               "xgboost_max_train_rows": args.max_train_rows, "runs": runs,
-              "not_run": "CHGNet fine-tuned on our split (not implemented yet)"},
+              "chgnet_finetune": f"{args.finetune_structures} training structures (seed 1), {args.finetune_epochs} epochs, "
+                                 "L1 on |m|, AdamW lr 1e-4, all weights; best validation epoch kept"},
         metrics=metrics,
         anchors={"predict_zero.mae_300_sample": 0.454, "element_mean.mae_300_sample": 0.235,
                  "chgnet_zero_shot.mae_300_sample": 0.140, "chgnet_zero_shot.structures_per_s": 13},
         targets={"cgcnn.test_mae": target(0.10, "<=", metrics["cgcnn.test_mae"]),
-                 "cgcnn_below_chgnet_on_sample": target(metrics["chgnet_zero_shot.sample_mae"], "<=",
-                                                        metrics["cgcnn.sample_mae"]),
+                 "cgcnn_below_chgnet_zero_shot_on_sample": target(metrics["chgnet_zero_shot.sample_mae"], "<=",
+                                                                  metrics["cgcnn.sample_mae"]),
+                 "cgcnn_below_chgnet_finetuned_on_sample": target(metrics["chgnet_finetuned.sample_mae"], "<=",
+                                                                  metrics["cgcnn.sample_mae"]),
                  "cgcnn.speedup_vs_chgnet": target(10.0, ">=", metrics["cgcnn.speedup_vs_chgnet"])},
     )
 

@@ -68,16 +68,19 @@ def test_feature_baselines_write_a_scored_run(tmp_path, kind):
         assert float(row["atom_energy_pred"]) == pytest.approx(y[z == int(row["z"])].mean(), rel=1e-5)
 
 
-def test_chgnet_zero_shot_magmoms(tmp_path):
+@pytest.mark.parametrize("kind", ["chgnet", "chgnet_finetuned"])
+def test_chgnet_magmoms_zero_shot_and_finetuned(tmp_path, kind):
     pytest.importorskip("chgnet")
     path = shared_path("mp_magmoms", "mp_magmoms.jsonl.gz")
     cfg = RunConfig.model_validate({
         "source": {"kind": "magmoms", "path": str(path), "limit": 12}, "graphs": {"cutoff": 6.0},
         "targets": [{"name": "magmom", "level": "node"}], "split": {"kind": "random", "train": 0.5, "val": 0.1},
         "output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")})
-    run = run_baseline(cfg, "chgnet", progress=False)
+    run = run_baseline(cfg, kind, progress=False, finetune_epochs=1)
     m = json.loads((run / "metrics.json").read_text())
     assert m["test.magmom.count"] > 0 and 0 <= m["test.magmom.mae"] < 1.0
+    if kind == "chgnet_finetuned":
+        assert m["finetune_structures"] == 6 and m["finetune_seconds"] > 0
     assert m["test.structures_per_s"] > 0
     assert (run / "chgnet_rejected_test.csv").read_text().startswith("id,reason")
 

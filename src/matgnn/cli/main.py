@@ -148,10 +148,13 @@ def train_cmd(
 
 @app.command("baseline")
 def baseline_cmd(
-    kind: str = typer.Argument(..., help="element_mean, linear, xgboost or chgnet (zero-shot magnetic moments)"),
+    kind: str = typer.Argument(..., help="element_mean, linear, xgboost, chgnet (zero-shot magnetic moments) or "
+                                         "chgnet_finetuned"),
     config: Optional[Path] = typer.Argument(None, help="run config (YAML): its source, graphs, targets and split"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set split.kind=grouped"),
-    max_train_rows: Optional[int] = typer.Option(None, help="fit on a seeded sample of this many training rows"),
+    max_train_rows: Optional[int] = typer.Option(None, help="fit on a seeded sample of this many training rows "
+                                                            "(atoms or graphs; structures for chgnet_finetuned)"),
+    finetune_epochs: int = typer.Option(3, help="chgnet_finetuned: epochs"),
 ) -> None:
     """Fit and score a baseline on a config's split; writes a run folder like `train`."""
     from matgnn.baselines import BASELINES, run_baseline
@@ -167,7 +170,7 @@ def baseline_cmd(
         console.print(f"[red]invalid config:[/red] {e}")
         raise typer.Exit(2) from None
     try:
-        run_baseline(cfg, kind, console=console, max_train_rows=max_train_rows)
+        run_baseline(cfg, kind, console=console, max_train_rows=max_train_rows, finetune_epochs=finetune_epochs)
     except (StructureError, ValueError, FileNotFoundError, ImportError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
