@@ -219,12 +219,15 @@ def predict_cmd(
     structures: list[str] = typer.Argument(..., help="structure files (CIF, POSCAR, extxyz), folders or globs"),
     out: Path = typer.Option(Path("predictions.csv"), help="CSV to write (per-atom heads also go to <stem>_atoms.csv)"),
     batch_size: int = typer.Option(64, help="structures per batch"),
+    magmom_export: Optional[Path] = typer.Option(None, help="folder for DFT warm starts of the per-atom moment head: "
+                                                            "<id>.MAGMOM (INCAR line), <id>.extxyz, <id>_gpaw.py"),
+    magmom_head: Optional[str] = typer.Option(None, help="the moment head (default: the model's only per-atom head)"),
 ) -> None:
     """Predict every head of a saved model for new structures."""
     from matgnn.prediction.predict import predict_files
 
     try:
-        path, report = predict_files(model, structures, out, batch_size)
+        path, report = predict_files(model, structures, out, batch_size, magmom_export, magmom_head)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
