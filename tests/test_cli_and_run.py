@@ -83,3 +83,19 @@ def test_unknown_target_names_what_exists(tmp_path):
                             "--set", f"output_dir={tmp_path}", "--set", f"cache_dir={tmp_path / 'c'}"])
     assert r.exit_code == 1
     assert "band_gap" in r.output and "mixing_energy" in r.output
+
+
+def test_bench_deploy_reports_costs(tmp_path):
+    from matgnn.config import RunConfig
+    from matgnn.training.run import train
+
+    cfg = RunConfig.model_validate({
+        "source": {"kind": "emt", "n_structures": 20}, "graphs": {"cutoff": 5.0},
+        "model": {"hidden": 8, "layers": 1, "head_hidden": 8}, "train": {"epochs": 1, "threads": 1},
+        "output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")})
+    run = train(cfg, progress=False)
+    r = runner.invoke(app, ["bench", "deploy", str(run), "--atoms", "16", "--batch", "4", "--repeats", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index("{"):])
+    assert res["n_atoms"] == 16 and res["parameters"] > 0 and res["load_s"] > 0
+    assert res["cpu.single_ms"] > 0 and res["cpu.batched_ms_per_structure"] > 0

@@ -17,6 +17,8 @@ data_app = typer.Typer(help="Inspect structure sources.", no_args_is_help=True)
 graphs_app = typer.Typer(help="Build and reuse graph caches.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(graphs_app, name="graphs")
+bench_app = typer.Typer(help="Measure costs of saved models.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 SOURCE_HELP = ("emt[:N] (embedded demo set), jarvis:NAME (dft_2d, dft_3d, ...), a folder with id_prop.csv, "
@@ -242,6 +244,39 @@ def predict_cmd(
             w.writerows(report.skipped)
         console.print(f"skipped structures listed in {skipped}")
     console.print(f"{report.kept} predictions → {path}")
+
+
+@bench_app.command("deploy")
+def bench_deploy_cmd(
+    model: Path = typer.Argument(..., help="a run folder or a saved model folder"),
+    atoms: int = typer.Option(64, help="atoms in the example cell"),
+    batch: int = typer.Option(64, help="structures per batch for the batched latency"),
+    repeats: int = typer.Option(20, help="timed repetitions"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Parameters, load time, graph-building time and per-structure latency (single, batched)."""
+    from matgnn.prediction.deploy import deploy_cost
+
+    try:
+        res = deploy_cost(model, atoms, batch, repeats)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(res, indent=1))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"deployment cost: {res['class']} ({res['parameters']:,} parameters), {atoms}-atom cell")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("load time", f"{res['load_s'] * 1e3:.1f} ms")
+    table.add_row("graph build (neighbour list)", f"{res['graph_build_ms']:.2f} ms")
+    for key, value in res.items():
+        if key.endswith("_ms") or key.endswith("_per_structure"):
+            if key != "graph_build_ms":
+                table.add_row(key.replace("_", " ").replace(".", ": "), f"{value:.2f} ms")
+    console.print(table)
 
 
 def main() -> None:  # pragma: no cover

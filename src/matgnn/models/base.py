@@ -19,6 +19,8 @@ from matgnn import keys
 from matgnn.data.structure import MAX_Z
 
 MODEL_FILE = "model.json"
+#: buffers newer than some saved models; absent from a file, they keep their neutral default
+OPTIONAL_BUFFERS = {"element_baseline"}
 WEIGHTS_FILE = "state.pt"
 
 
@@ -176,6 +178,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
         warnings.warn(f"{path} was saved by {info['class']} version {info.get('version')}; "
                       f"this code has version {cls.VERSION}", stacklevel=2)
     model = cls(**info["init_args"])
-    model.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True))
+    state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # buffers added after a model was saved keep their neutral defaults (zeros: no element baseline)
+    missing = [k for k in missing if k not in OPTIONAL_BUFFERS]
+    if missing or unexpected:
+        raise RuntimeError(f"{path / WEIGHTS_FILE} does not fit {info['class']}: missing {missing}, "
+                           f"unexpected {unexpected}")
     model.eval()
     return model

@@ -1,0 +1,73 @@
+"""Deployment cost of a saved model: parameters, load time, graph-building time and
+latency per structure (one at a time and batched) on CPU, and on GPU when present — the
+seed research's deployment table in form."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from matgnn.data.structure import Structure
+from matgnn.graphs.cache import graph_record
+from matgnn.graphs.dataset import record_to_data
+from matgnn.models.base import load_model
+from matgnn.prediction.predict import graph_settings_of
+
+
+def example_cell(n_atoms: int = 64) -> Structure:
+    """A rattled fcc Cu–Ni cell of ``n_atoms`` atoms (a k×k×k repeat of the primitive cell,
+    trimmed by choosing k so that k³ ≥ n; extra atoms are dropped)."""
+    from ase.build import bulk
+
+    k = int(np.ceil(n_atoms ** (1 / 3) - 1e-9))
+    atoms = bulk("Cu", "fcc", a=3.6).repeat((k, k, k))
+    atoms.rattle(0.02, seed=0)
+    atoms.symbols[::3] = "Ni"
+    del atoms[n_atoms:]
+    return Structure(f"fcc-{n_atoms}", atoms.numbers.copy(), atoms.positions.copy(), np.asarray(atoms.cell[:]),
+                     np.ones(3, bool), {}, {})
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repeats: int = 20,
+                devices: list[str] | None = None) -> dict[str, Any]:
+    """Measured costs in seconds (``*_ms`` in milliseconds) of a saved model on each device."""
+    from torch_geometric.data import Batch
+
+    t0 = time.perf_counter()
+    model = load_model(model_path)
+    load_s = time.perf_counter() - t0
+    settings = graph_settings_of(model_path)
+    s = example_cell(n_atoms)
+    graph_ms = _time(lambda: graph_record(s, settings), repeats) * 1e3
+    data = record_to_data(graph_record(s, settings))
+    res: dict[str, Any] = {"model": str(model_path), "class": type(model).__name__,
+                           "parameters": sum(p.numel() for p in model.parameters()), "load_s": load_s,
+                           "n_atoms": n_atoms, "graph_build_ms": graph_ms, "batch": batch}
+    devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    for dev in devices:
+        m = model.to(dev).eval()
+        one = Batch.from_data_list([data]).to(dev)
+        many = Batch.from_data_list([data] * batch).to(dev)
+
+        def run(b):
+            with torch.inference_mode():
+                out = m(b)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+        res[f"{dev}.single_ms"] = _time(lambda: run(one), repeats) * 1e3
+        res[f"{dev}.batched_ms_per_structure"] = _time(lambda: run(many), max(repeats // 4, 2)) * 1e3 / batch
+    return res
