@@ -46,7 +46,8 @@ def hardware() -> str:
 def git_commit() -> str:
     try:
         sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "src", "benchmarks"], cwd=ROOT) != 0
+        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "src", "benchmarks", ":!benchmarks/results"],
+                                cwd=ROOT) != 0
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
