@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import ROOT, SHARED_DATA, target, write_result  # noqa: E402
 
 from matgnn.baselines import run_baseline  # noqa: E402
-from matgnn.baselines.run import chgnet_finetune, chgnet_magmoms  # noqa: E402
+from matgnn.baselines.run import chgnet_finetune, chgnet_magmoms, write_rejected  # noqa: E402
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import make_source  # noqa: E402
 from matgnn.data.structure import Structure  # noqa: E402
@@ -160,7 +160,7 @@ def main() -> None:
                             if mm is not None])
     pairs = pairs[~np.isnan(pairs[:, 0])]
     metrics["chgnet_finetuned.sample_mae"] = float(np.abs(pairs[:, 1] - pairs[:, 0]).mean())
-    (OUT / "chgnet_rejected.csv").write_text("id,reason\n" + "".join(f"{i},\"{w}\"\n" for i, w in rejected))
+    write_rejected(rejected, OUT / "chgnet_rejected.csv")
     metrics["cgcnn.speedup_vs_chgnet"] = (metrics["cgcnn.inference_structures_per_s"]
                                           / metrics["chgnet_zero_shot.inference_structures_per_s"])
 

@@ -3,8 +3,8 @@ predictions CSV, per-element table, error bins and parity plot, in a run folder.
 
 from __future__ import annotations
 
+import csv
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -19,11 +19,17 @@ from matgnn.config import HeadConfig, RunConfig
 from matgnn.training.run import (
     element_means,
     evaluate_predictions,
+    head_labels,
     make_run_dir,
     prepare_run_data,
 )
 
 BASELINES = ("element_mean", "linear", "xgboost", "chgnet", "chgnet_finetuned")
+
+
+def _split_labels(recs: list[dict[str, Any]], head: HeadConfig) -> np.ndarray:
+    """The labels of ``head`` over a split's records, concatenated (per graph or per atom)."""
+    return np.concatenate([head_labels(r, head) for r in recs]) if recs else np.zeros(0)
 
 
 def _skeleton(recs: list[dict[str, Any]], heads: list[HeadConfig]) -> dict[str, Any]:
@@ -39,11 +45,7 @@ def _skeleton(recs: list[dict[str, Any]], heads: list[HeadConfig]) -> dict[str, 
             res["atoms"]["index"].extend(range(n))
             res["atoms"]["z"].extend(int(z) for z in r["z"])
     for h in heads:
-        if h.level == "graph":
-            true = np.array([r["graph_targets"].get(h.name, math.nan) for r in recs], float)
-        else:
-            true = np.concatenate([np.asarray(r["node_targets"].get(h.name, np.full(len(r["z"]), np.nan)), float)
-                                   for r in recs]) if recs else np.zeros(0)
+        true = _split_labels(recs, h)
         res["heads"][h.name] = {"true": true, "pred": np.full(len(true), np.nan)}
     return res
 
@@ -75,9 +77,7 @@ class _Fitted:
             x, y = x[keep], y[keep]
         self.n_rows = int(x.shape[0])
         if kind == "element_mean" and head.level == "node":
-            labels = [{"z": np.asarray(r["z"], np.int64),
-                       head.name: np.asarray(r["node_targets"].get(head.name, np.full(len(r["z"]), np.nan)), float)}
-                      for r in train_recs]
+            labels = [{"z": np.asarray(r["z"], np.int64), head.name: head_labels(r, head)} for r in train_recs]
             self.table = element_means(labels, list(range(len(labels))), head.name)
         elif kind == "element_mean":  # graph head: per-element contributions to an intensive target
             self.w = _ridge(x[:, : space.n_el], y)
@@ -102,13 +102,7 @@ class _Fitted:
         return self.space.graphs(recs)
 
     def _xy(self, recs) -> tuple[sp.csr_matrix, np.ndarray]:
-        h = self.head
-        if h.level == "node":
-            y = np.concatenate([np.asarray(r["node_targets"].get(h.name, np.full(len(r["z"]), np.nan)), float)
-                                for r in recs]) if recs else np.zeros(0)
-        else:
-            y = np.array([r["graph_targets"].get(h.name, math.nan) for r in recs], float)
-        return self._x(recs), y
+        return self._x(recs), _split_labels(recs, self.head)
 
     def predict(self, recs) -> np.ndarray:
         if self.kind == "element_mean" and self.head.level == "node":
@@ -216,6 +210,15 @@ def chgnet_finetune(train_recs: list[dict[str, Any]], val_recs: list[dict[str, A
     return model
 
 
+def write_rejected(rejected: list[tuple[str, str]], path: str | Path) -> Path:
+    """``id,reason`` CSV of the structures CHGNet rejected."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "reason"])
+        w.writerows(rejected)
+    return Path(path)
+
+
 def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, progress: bool = True,
                  max_train_rows: int | None = None, finetune_epochs: int = 3) -> Path:
     """Fit baseline ``kind`` on the config's training split, score it on val and test;
@@ -260,8 +263,7 @@ def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, prog
                 if recs[part] else np.zeros(0)
             metrics[f"{part}.chgnet_rejected"] = len(rejected)
             metrics[f"{part}.structures_per_s"] = (len(recs[part]) - len(rejected)) / max(secs, 1e-9)
-            with open(run_dir / f"chgnet_rejected_{part}.csv", "w") as f:
-                f.write("id,reason\n" + "".join(f"{i},\"{why}\"\n" for i, why in rejected))
+            write_rejected(rejected, run_dir / f"chgnet_rejected_{part}.csv")
             if rejected:
                 console.print(f"CHGNet rejected {len(rejected)} {part} structures (listed in chgnet_rejected_{part}.csv); "
                               "they are scored without them")

@@ -57,19 +57,21 @@ def _check_targets(cache: GraphCache, heads: list[HeadConfig]) -> None:
                 f"graph-level targets: {available['graph'] or 'none'}; node-level: {available['node'] or 'none'}")
 
 
+def head_labels(rec: dict[str, Any], head: HeadConfig) -> np.ndarray:
+    """A graph record's labels for ``head``: one value (graph heads) or one per atom (node
+    heads), float64, NaN where the label is missing."""
+    if head.level == "graph":
+        return np.array([rec["graph_targets"].get(head.name, math.nan)], float)
+    return np.asarray(rec["node_targets"].get(head.name, np.full(len(rec["z"]), np.nan)), float)
+
+
 def _labels(cache: GraphCache, heads: list[HeadConfig]) -> list[dict[str, np.ndarray]]:
     """Every graph's labels for the heads (one pass over the cache); ``"z"`` holds its
     atoms' Z when a head needs per-element statistics."""
     need_z = any(h.baseline != "none" for h in heads)
     out = []
     for rec in cache.records():
-        n = len(rec["z"])
-        d = {}
-        for h in heads:
-            if h.level == "graph":
-                d[h.name] = np.array([rec["graph_targets"].get(h.name, math.nan)])
-            else:
-                d[h.name] = np.asarray(rec["node_targets"].get(h.name, np.full(n, np.nan)), float)
+        d = {h.name: head_labels(rec, h) for h in heads}
         if need_z:
             d["z"] = np.asarray(rec["z"], np.int64)
         out.append(d)
@@ -186,6 +188,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best = math.inf
         self.best_state: dict[str, Any] | None = None
+        self.best_epoch = 0
         self.stale = 0
 
     def loss(self, batch, errors: dict[str, list[float]] | None = None) -> torch.Tensor:
@@ -236,6 +239,7 @@ class Trainer:
                 "log_vars": None if self.log_vars is None else self.log_vars.detach().clone(),
                 "sched": self.sched.state_dict() if self.sched is not None else None,
                 "history": self.history, "best": self.best, "best_state": self.best_state, "stale": self.stale,
+                "best_epoch": self.best_epoch,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                         "loader": generator.get_state()}}
 
@@ -249,12 +253,13 @@ class Trainer:
         if self.sched is not None and st["sched"] is not None:
             self.sched.load_state_dict(st["sched"])
         self.history, self.best, self.best_state, self.stale = st["history"], st["best"], st["best_state"], st["stale"]
+        self.best_epoch = st["best_epoch"]
         torch.set_rng_state(st["rng"]["torch"].cpu())
         np.random.set_state(st["rng"]["numpy"])
         random.setstate(st["rng"]["python"])
         generator.set_state(st["rng"]["loader"])
 
-    def fit(self, train_loader, val_loader, on_best: Callable | None = None,
+    def fit(self, train_loader, val_loader,
             on_epoch_end: Callable[[Trainer], None] | None = None) -> list[dict[str, Any]]:
         from rich.progress import (
             BarColumn,
@@ -286,10 +291,8 @@ class Trainer:
                                          for k, h in enumerate(self.heads)} if self.log_vars is not None else {}),
                                      "lr": lr, "seconds": time.perf_counter() - t0})
                 if vl < self.best:
-                    self.best, self.stale = vl, 0
+                    self.best, self.stale, self.best_epoch = vl, 0, self.epoch
                     self.best_state = copy.deepcopy(self.model.state_dict())
-                    if on_best is not None:
-                        on_best(self.model, self.epoch)
                 else:
                     self.stale += 1
                 bar.update(task, completed=self.epoch, tl=tl, vl=vl, best=self.best)
@@ -533,10 +536,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    saved = {"at": time.perf_counter(), "best_epoch": None, "best_written": None}
-
-    def on_best(mod: MatgnnModel, ep: int) -> None:
-        saved["best_epoch"] = ep
+    saved = {"at": time.perf_counter(), "best_written": None}
 
     def end_of_epoch(tr: Trainer) -> None:
         last = tr.history[-1]
@@ -551,17 +551,18 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
             _write_history(tr.history, run_dir / "history.csv")
             if writer is not None:
                 writer.flush()
-            if saved["best_epoch"] != saved["best_written"] and tr.best_state is not None:
+            # (after the last epoch, train() itself saves the best model once fit() has loaded it)
+            if not final and tr.best_epoch != saved["best_written"] and tr.best_state is not None:
                 best = copy.deepcopy(tr.model)
                 best.load_state_dict(tr.best_state)
-                best.save(run_dir / "model", extra=_model_extra(cfg, saved["best_epoch"]))
-                saved["best_written"] = saved["best_epoch"]
+                best.save(run_dir / "model", extra=_model_extra(cfg, tr.best_epoch))
+                saved["best_written"] = tr.best_epoch
             saved["at"] = time.perf_counter()
         if on_epoch_end is not None:
             on_epoch_end(tr)
 
     t0 = time.perf_counter()
-    history = trainer.fit(loaders["train"], loaders["val"], on_best=on_best, on_epoch_end=end_of_epoch)
+    history = trainer.fit(loaders["train"], loaders["val"], on_epoch_end=end_of_epoch)
     train_seconds = time.perf_counter() - t0
     best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
     model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch))
