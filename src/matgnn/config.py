@@ -59,7 +59,7 @@ class ModelConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="graphs per batch (per process under torchrun)")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     patience: int = Field(20, ge=1, description="early stopping: epochs without validation improvement")
@@ -80,8 +80,15 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     amp: bool = Field(False, description="mixed precision (bfloat16 autocast) on CUDA; ignored on CPU")
     in_memory: bool | Literal["auto"] = Field("auto", description=(
-        "hold the split's graphs in RAM after the first read; auto: when the split has < 20 M edges, "
-        "else stream them from the LMDB cache"))
+        "hold the splits' graphs in RAM (read once); false: stream them from the LMDB cache one batch at a "
+        "time (memory bounded by the batch; loader_workers processes assemble batches); auto: in RAM when "
+        "the training split has < 20 M edges"))
+    batch_by: Literal["graphs", "atoms", "edges"] = Field("graphs", description=(
+        "graphs: batch_size graphs per batch; atoms / edges: size-aware batches of about batch_budget "
+        "atoms / edges each, so batches of large and small crystals cost about the same"))
+    batch_budget: int | None = Field(None, ge=1, description=(
+        "atoms or edges per batch with batch_by atoms/edges (a batch closes when it reaches the budget); "
+        "default batch_size × the mean graph size of the split"))
     scheduler_patience: int | None = Field(None, ge=1, description="plateau: epochs before halving the LR (default patience/3)")
 
 

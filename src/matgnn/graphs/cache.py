@@ -180,6 +180,8 @@ def _reader(path: Path | str):
     if env is None:
         import lmdb
 
+        for other in [k for k in _READERS if k[0] == key[0]]:  # inherited through a fork (loader workers):
+            _READERS.pop(other).close()                        # py-lmdb refuses a second open of the path
         env = lmdb.open(key[0], readonly=True, lock=False, readahead=False, meminit=False, max_readers=512)
         _READERS[key] = env
     return env

@@ -10,7 +10,7 @@ fields of :mod:`matgnn.keys`, so models see no difference.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -37,13 +37,24 @@ class PackedGraphs:
     def __init__(self, cache: GraphCache, indices: Sequence[int] | None = None,
                  graph_targets: Sequence[str] = (), node_targets: Sequence[str] = ()) -> None:
         self.indices = list(range(len(cache))) if indices is None else list(indices)
+        self._pack((cache.record(i) for i in self.indices), graph_targets, node_targets)
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict], graph_targets: Sequence[str] = (),
+                     node_targets: Sequence[str] = ()) -> PackedGraphs:
+        """Pack graph records already read (the streaming loader packs one batch at a time)."""
+        self = cls.__new__(cls)
+        self._pack(records, graph_targets, node_targets)
+        self.indices = list(range(len(self.ids)))
+        return self
+
+    def _pack(self, records: Iterable[dict], graph_targets: Sequence[str], node_targets: Sequence[str]) -> None:
         self.graph_targets, self.node_targets = list(graph_targets), list(node_targets)
         z, pos, cells, pbc, src, dst, off, vec, dist = [], [], [], [], [], [], [], [], []
         gt = {t: [] for t in self.graph_targets}
         nt = {t: [] for t in self.node_targets}
         n_atoms, n_edges, self.ids = [], [], []
-        for i in self.indices:
-            rec = cache.record(i)
+        for rec in records:
             n = len(rec["z"])
             v, d = edge_geometry(rec)
             z.append(rec["z"]), pos.append(rec["pos"]), cells.append(rec["cell"]), pbc.append(rec["pbc"])
@@ -102,25 +113,38 @@ class PackedGraphs:
         return b
 
 
-class PackedLoader:
-    """Batches of a :class:`PackedGraphs`, in order or reshuffled each pass with
-    ``generator`` (so a resumed run draws the same permutations)."""
+class StreamedGraphs:
+    """The graphs ``indices`` of ``cache``, read from LMDB one batch at a time (nothing held
+    in RAM but the batch): the same ``batch(idx)`` as :class:`PackedGraphs`, so loaders and
+    models see no difference. Memory is bounded by the batch size, not the data set."""
 
-    def __init__(self, graphs: PackedGraphs, batch_size: int, shuffle: bool = False,
-                 generator: torch.Generator | None = None, drop_last: bool = False) -> None:
-        self.graphs, self.batch_size, self.shuffle = graphs, batch_size, shuffle
-        self.generator, self.drop_last = generator, drop_last
+    def __init__(self, cache: GraphCache, indices: Sequence[int] | None = None,
+                 graph_targets: Sequence[str] = (), node_targets: Sequence[str] = ()) -> None:
+        self.cache = cache
+        self.indices = list(range(len(cache))) if indices is None else list(indices)
+        self.graph_targets, self.node_targets = list(graph_targets), list(node_targets)
+        self.n_atoms = torch.tensor([cache.meta["n_atoms"][i] for i in self.indices], dtype=torch.long)
+        self.n_edges = torch.tensor([cache.meta["n_edges"][i] for i in self.indices], dtype=torch.long)
 
     @property
-    def dataset(self) -> PackedGraphs:
-        return self.graphs
+    def ids(self) -> list[str]:
+        return [self.cache.ids[i] for i in self.indices]
 
     def __len__(self) -> int:
-        n = len(self.graphs)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.indices)
 
-    def __iter__(self) -> Iterator[Batch]:
-        n = len(self.graphs)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for k in range(len(self)):
-            yield self.graphs.batch(order[k * self.batch_size:(k + 1) * self.batch_size])
+    def batch(self, idx: torch.Tensor) -> Batch:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        packed = PackedGraphs.from_records((self.cache.record(self.indices[i]) for i in idx.tolist()),
+                                           self.graph_targets, self.node_targets)
+        return packed.batch(torch.arange(len(idx)))
+
+
+def PackedLoader(graphs: PackedGraphs, batch_size: int, shuffle: bool = False,  # noqa: N802
+                 generator: torch.Generator | None = None, drop_last: bool = False):
+    """Batches of ``batch_size`` graphs of a :class:`PackedGraphs` (kept for the API of
+    earlier versions; :class:`matgnn.graphs.batching.GraphLoader` is the general form)."""
+    from matgnn.graphs.batching import BatchPlan, GraphLoader
+
+    return GraphLoader(graphs, BatchPlan(len(graphs), batch_size, shuffle=shuffle, generator=generator,
+                                         drop_last=drop_last))

@@ -32,10 +32,11 @@ from matgnn.data.structure import MAX_Z
 from matgnn.evaluation.metrics import binned_errors, regression_metrics
 from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import learning_curve, parity_plot
+from matgnn.graphs.batching import make_loader
 from matgnn.graphs.cache import GraphCache, build_graph_cache
-from matgnn.graphs.dataset import GraphDataset
-from matgnn.graphs.packed import PackedGraphs, PackedLoader
+from matgnn.graphs.packed import PackedGraphs, StreamedGraphs
 from matgnn.models import MatgnnModel, build_model, model_class
+from matgnn.training import distributed
 from matgnn.training import splits as splitting
 from matgnn.training.losses import masked_loss
 
@@ -156,7 +157,12 @@ def make_split(cfg: RunConfig, cache: GraphCache, labels: list[dict[str, np.ndar
 
 class Trainer:
     """AdamW, LR schedule, early stopping on the validation loss, gradient clipping,
-    best-validation weights kept, and a resumable state (``state_dict``)."""
+    best-validation weights kept, and a resumable state (``state_dict``).
+
+    Under ``torch.distributed`` (see :mod:`matgnn.training.distributed`) the training
+    forward runs through ``DistributedDataParallel`` and epoch losses and errors are summed
+    over ranks, so every rank takes the same early-stopping and schedule decisions.
+    """
 
     def __init__(self, model: MatgnnModel, heads: list[HeadConfig], cfg, steps_per_epoch: int,
                  console: Console | None = None, device: torch.device | None = None) -> None:
@@ -172,6 +178,12 @@ class Trainer:
         if self.log_vars is not None:
             groups.append({"params": [self.log_vars], "weight_decay": 0.0})
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ddp = None
+        if distributed.active():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(distributed.NormalizedForward(self.model),
+                                               device_ids=[self.device] if self.device.type == "cuda" else None)
         self.batch_sched = False
         if cfg.scheduler == "plateau":
             self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -191,11 +203,13 @@ class Trainer:
         self.best_epoch = 0
         self.stale = 0
 
-    def loss(self, batch, errors: dict[str, list[float]] | None = None) -> torch.Tensor:
+    def loss(self, batch, errors: dict[str, list[float]] | None = None, train: bool = False) -> torch.Tensor:
         """Weighted sum of the heads' masked losses, in normalised units. With ``errors``,
-        also adds each head's summed absolute error and label count, in the target's units."""
+        also adds each head's summed absolute error and label count, in the target's units.
+        ``train``: through DDP when distributed (evaluation passes use the bare model, so
+        ranks with different numbers of evaluation batches never wait on each other)."""
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.model.forward_normalized(batch)
+            out = self.ddp(batch) if train and self.ddp is not None else self.model.forward_normalized(batch)
         total = 0.0
         for k, h in enumerate(self.heads):
             label = batch[keys.target(h.name)]
@@ -220,10 +234,12 @@ class Trainer:
         with torch.set_grad_enabled(train):
             for batch in loader:
                 batch = batch.to(self.device)
-                loss = self.loss(batch, errors)
+                loss = self.loss(batch, errors, train)
                 if train:
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    if self.log_vars is not None:
+                        distributed.average_gradients([self.log_vars])
                     if self.cfg.clip_grad:
                         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
                     self.opt.step()
@@ -231,7 +247,11 @@ class Trainer:
                         self.sched.step()
                 total += float(loss.detach()) * batch.num_graphs
                 n += batch.num_graphs
-        maes = {name: s / c if c else math.nan for name, (s, c) in (errors or {}).items()}
+        errors = errors or {}
+        sums = distributed.all_reduce_sum([total, n] + [v for pair in errors.values() for v in pair], self.device)
+        total, n = sums[0], sums[1]
+        maes = {name: (sums[2 + 2 * k] / sums[3 + 2 * k] if sums[3 + 2 * k] else math.nan)
+                for k, name in enumerate(errors)}
         return total / max(n, 1), maes
 
     def state_dict(self, generator: torch.Generator) -> dict[str, Any]:
@@ -427,9 +447,11 @@ def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: bool = True,
-                     resume: bool = False) -> tuple[GraphCache, list[dict[str, np.ndarray]], dict[str, list[int]]]:
+                     resume: bool = False, write: bool = True
+                     ) -> tuple[GraphCache, list[dict[str, np.ndarray]], dict[str, list[int]]]:
     """Graph cache (built or reused), load report, labels and the split (made and saved in
-    ``split.json``, or with ``resume`` read back from it) of a run folder."""
+    ``split.json``, or with ``resume`` read back from it) of a run folder. ``write=False``
+    (ranks other than 0 of a distributed run) writes nothing into the run folder."""
     source = make_source(cfg.source)
     cache = build_graph_cache(source, cfg.graphs, cache_root=cfg.cache_dir, workers=cfg.workers,
                               on_invalid=cfg.on_invalid, progress=progress)
@@ -437,7 +459,8 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
     console.print(f"graph cache: {cache.path} ({'reused' if stats and stats.built == 0 else f'built {stats.built} graphs in {stats.seconds:.1f} s'})")
     report = cache.report
     report.print(console)
-    report.save(run_dir)
+    if write:
+        report.save(run_dir)
     _check_targets(cache, cfg.targets)
 
     labels = _labels(cache, cfg.targets)
@@ -446,7 +469,8 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
         keep = set(labelled)
         console.print(f"{len(cache) - len(labelled)} structures carry none of the targets "
                       f"{[h.name for h in cfg.targets]} and are left out (listed in unlabelled.txt)")
-        (run_dir / "unlabelled.txt").write_text("\n".join(cache.ids[i] for i in range(len(cache)) if i not in keep) + "\n")
+        if write:
+            (run_dir / "unlabelled.txt").write_text("\n".join(cache.ids[i] for i in range(len(cache)) if i not in keep) + "\n")
     if resume:
         saved = json.loads((run_dir / "split.json").read_text())
         split, missing = splitting.ids_split(cache.ids, {k: saved[k] for k in ("train", "val", "test")})
@@ -455,8 +479,9 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
                              "(did the source change?)")
     else:
         split = make_split(cfg, cache, labels, labelled, console)
-        (run_dir / "split.json").write_text(json.dumps(
-            {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
+        if write:
+            (run_dir / "split.json").write_text(json.dumps(
+                {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
     console.print(f"split ({cfg.split.kind}): {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test")
     if not split["train"]:
         raise ValueError("the training split is empty")
@@ -464,14 +489,39 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
     return cache, labels, split
 
 
+def _device(cfg: RunConfig) -> bool:
+    """Whether the run trains on CUDA."""
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but torch sees no CUDA device")
+    return cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
+
+
 def train(cfg: RunConfig, console: Console | None = None, progress: bool = True, resume: str | Path | None = None,
           on_epoch_end: Callable[[Trainer], None] | None = None) -> Path:
     """Run ``cfg`` end to end; returns the run folder. ``resume``: a run folder whose
     ``checkpoint_last.pt`` is continued exactly (same split, weights, optimizer,
-    schedule and random state)."""
-    from torch_geometric.loader import DataLoader
+    schedule and random state).
 
+    Started by ``torchrun`` with several processes, it trains data-parallel (see
+    :mod:`matgnn.training.distributed`); ``train.batch_size`` is then per process.
+    """
+    info = distributed.from_environment()
+    device = distributed.init(info, _device(cfg))
+    owns_group = info.enabled
+    try:
+        return _train(cfg, info, device, console, progress, resume, on_epoch_end)
+    finally:
+        if owns_group:
+            distributed.shutdown()
+
+
+def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, console: Console | None,
+           progress: bool, resume: str | Path | None, on_epoch_end: Callable[[Trainer], None] | None) -> Path:
+    main = info.main
     console = console or Console(stderr=True)
+    if not main:
+        console = Console(stderr=True, quiet=True)
+        progress = False
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
@@ -482,11 +532,22 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
             raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT} to resume from")
         console.print(f"resuming run folder: {run_dir}")
     else:
-        run_dir = make_run_dir(cfg)
-        cfg.to_yaml(run_dir / "config.yaml")
+        run_dir = None
+        if main:
+            run_dir = make_run_dir(cfg)
+            cfg.to_yaml(run_dir / "config.yaml")
+        run_dir = Path(distributed.broadcast(str(run_dir) if run_dir else None))
         console.print(f"run folder: {run_dir}")
+    if info.enabled:
+        console.print(f"distributed: {info.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
+                      f"batch {cfg.train.batch_size} per process")
 
-    cache, labels, split = prepare_run_data(cfg, run_dir, console, progress, resume=resume is not None)
+    if not main:  # rank 0 builds (or finishes) the graph cache; the others then open it
+        distributed.barrier()
+    cache, labels, split = prepare_run_data(cfg, run_dir, console, progress, resume=resume is not None, write=main)
+    if main:
+        distributed.barrier()
+    split = distributed.broadcast(split)
 
     g_names = [h.name for h in cfg.targets if h.level == "graph"]
     n_names = [h.name for h in cfg.targets if h.level == "node"]
@@ -494,18 +555,17 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     if in_memory == "auto":
         in_memory = sum(cache.meta["n_edges"][i] for i in split["train"]) < 20_000_000
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    bs = cfg.train.batch_size
-    if in_memory:  # whole splits as flat tensors, batched by index arithmetic
-        packed = {k: PackedGraphs(cache, v, g_names, n_names) for k, v in split.items()}
-        loaders = {"train": PackedLoader(packed["train"], bs, shuffle=True, generator=gen)}
-        for k in ("val", "test"):
-            loaders[k] = PackedLoader(packed[k], bs) if len(packed[k]) else None
-    else:  # streamed from LMDB by DataLoader workers
-        ds = {k: GraphDataset(cache, v, graph_targets=g_names, node_targets=n_names) for k, v in split.items()}
-        lw = {"num_workers": cfg.train.loader_workers, "persistent_workers": cfg.train.loader_workers > 0}
-        loaders = {"train": DataLoader(ds["train"], batch_size=bs, shuffle=True, generator=gen, **lw)}
-        for k in ("val", "test"):
-            loaders[k] = DataLoader(ds[k], batch_size=bs, **lw) if len(ds[k]) else None
+    tc = cfg.train
+    # whole splits as flat tensors in RAM, or read from the LMDB cache one batch at a time
+    graphs = {k: (PackedGraphs if in_memory else StreamedGraphs)(cache, v, g_names, n_names) for k, v in split.items()}
+    console.print("graphs " + ("held in RAM" if in_memory else "streamed from the LMDB cache")
+                  + (f"; batches of ~{tc.batch_budget or 'batch_size × mean'} {tc.batch_by}" if tc.batch_by != "graphs" else ""))
+    shape = {"batch_by": tc.batch_by, "budget": tc.batch_budget, "workers": 0 if in_memory else tc.loader_workers}
+    loaders = {"train": make_loader(graphs["train"], tc.batch_size, shuffle=True, generator=gen,
+                                    rank=info.rank, world=info.world, **shape)}
+    for k in ("val", "test"):  # per-epoch validation: each rank scores its share, sums reduced
+        loaders[k] = (make_loader(graphs[k], tc.batch_size, rank=info.rank, world=info.world, pad=False, **shape)
+                      if len(graphs[k]) else None)
 
     heads = [{"name": h.name, "level": h.level, "transform": h.transform, "baseline": h.baseline} for h in cfg.targets]
     m = cfg.model
@@ -519,11 +579,6 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     model.set_normalization(mean, std, baseline)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"model {m.name}: {n_params:,} parameters")
-
-    device = torch.device("cuda" if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but torch sees no CUDA device")
     console.print(f"device: {device}" + (" (bf16 autocast)" if cfg.train.amp and device.type == "cuda" else ""))
     trainer = Trainer(model, cfg.targets, cfg.train, len(loaders["train"]), console, device)
     if resume is not None:
@@ -531,7 +586,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
         console.print(f"continuing after epoch {trainer.epoch}")
 
     writer = None
-    if cfg.train.tensorboard:
+    if cfg.train.tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
@@ -539,31 +594,17 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     saved = {"at": time.perf_counter(), "best_written": None}
 
     def end_of_epoch(tr: Trainer) -> None:
-        last = tr.history[-1]
-        if writer is not None:
-            for key, value in last.items():
-                if key not in ("epoch", "seconds"):
-                    writer.add_scalar(key.replace(".", "/"), value, last["epoch"])
-        final = tr.epoch >= cfg.train.epochs or tr.stale >= cfg.train.patience
-        if final or time.perf_counter() - saved["at"] >= cfg.train.checkpoint_every:
-            # the last state (to resume), the log so far, and the best weights so far
-            _save_checkpoint(tr.state_dict(gen), run_dir / CHECKPOINT)
-            _write_history(tr.history, run_dir / "history.csv")
-            if writer is not None:
-                writer.flush()
-            # (after the last epoch, train() itself saves the best model once fit() has loaded it)
-            if not final and tr.best_epoch != saved["best_written"] and tr.best_state is not None:
-                best = copy.deepcopy(tr.model)
-                best.load_state_dict(tr.best_state)
-                best.save(run_dir / "model", extra=_model_extra(cfg, tr.best_epoch))
-                saved["best_written"] = tr.best_epoch
-            saved["at"] = time.perf_counter()
+        if main:
+            _end_of_epoch_writes(tr, cfg, run_dir, writer, saved, gen)
         if on_epoch_end is not None:
             on_epoch_end(tr)
 
     t0 = time.perf_counter()
     history = trainer.fit(loaders["train"], loaders["val"], on_epoch_end=end_of_epoch)
     train_seconds = time.perf_counter() - t0
+    if not main:
+        distributed.barrier()  # wait for rank 0's evaluation and writes
+        return run_dir
     best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
     model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch))
     if writer is not None:
@@ -575,10 +616,11 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
                                "train_structures_per_s": len(split["train"]) * len(history) / max(
                                    sum(h["seconds"] for h in history), 1e-9),
                                "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
-                               "n_skipped": len(cache.report.skipped)}
+                               "n_skipped": len(cache.report.skipped), "world_size": info.world}
     for k in ("val", "test"):
-        if loaders[k] is not None:
-            metrics.update(evaluate_split(model, loaders[k], cfg.targets, run_dir, k, evaluation=cfg.evaluation))
+        if len(graphs[k]):  # the final evaluation sees every graph once, on rank 0
+            loader = make_loader(graphs[k], tc.batch_size, **shape)
+            metrics.update(evaluate_split(model, loader, cfg.targets, run_dir, k, evaluation=cfg.evaluation))
     metrics["wall_seconds"] = time.perf_counter() - t_start
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     for h in cfg.targets:
@@ -587,4 +629,30 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
             console.print(f"test {h.name}: MAE {metrics[key]:.4g}, RMSE {metrics[f'test.{h.name}.rmse']:.4g}, "
                           f"R² {metrics[f'test.{h.name}.r2']:.3f} (n={metrics[f'test.{h.name}.count']})")
     console.print(f"done in {metrics['wall_seconds']:.0f} s → {run_dir}")
+    distributed.barrier()
     return run_dir
+
+
+def _end_of_epoch_writes(tr: Trainer, cfg: RunConfig, run_dir: Path, writer, saved: dict[str, Any],
+                         gen: torch.Generator) -> None:
+    """TensorBoard scalars every epoch; checkpoint, history and best model every
+    ``train.checkpoint_every`` seconds and after the last epoch (rank 0 only)."""
+    last = tr.history[-1]
+    if writer is not None:
+        for key, value in last.items():
+            if key not in ("epoch", "seconds"):
+                writer.add_scalar(key.replace(".", "/"), value, last["epoch"])
+    final = tr.epoch >= cfg.train.epochs or tr.stale >= cfg.train.patience
+    if final or time.perf_counter() - saved["at"] >= cfg.train.checkpoint_every:
+        # the last state (to resume), the log so far, and the best weights so far
+        _save_checkpoint(tr.state_dict(gen), run_dir / CHECKPOINT)
+        _write_history(tr.history, run_dir / "history.csv")
+        if writer is not None:
+            writer.flush()
+        # (after the last epoch, train() itself saves the best model once fit() has loaded it)
+        if not final and tr.best_epoch != saved["best_written"] and tr.best_state is not None:
+            best = copy.deepcopy(tr.model)
+            best.load_state_dict(tr.best_state)
+            best.save(run_dir / "model", extra=_model_extra(cfg, tr.best_epoch))
+            saved["best_written"] = tr.best_epoch
+        saved["at"] = time.perf_counter()
