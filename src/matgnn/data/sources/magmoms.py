@@ -21,7 +21,9 @@ class MagmomSource(StructureSource):
     ``atomic_numbers``, ``lattice`` (rows), ``cart_coords``, ``magmoms`` (signed, μB).
 
     The node target is ``magmom``: |m| by default (as CHGNet predicts), the signed
-    moment with ``signed=True``. Ids are ``mp_id`` where the line has one, else
+    moment with ``signed=True``. The graph target ``magmom_abs_mean`` is the mean |m| per
+    atom (μB/atom), a structure-level magnetisation that graph-level models (and tools that
+    only predict per structure, such as CGCNN) can learn. Ids are ``mp_id`` where the line has one, else
     ``<file stem>:<line number>`` (1-based).
     """
 
@@ -34,7 +36,7 @@ class MagmomSource(StructureSource):
         self.name = "mp_magmoms" if "magmom" in self.path.name else f"magmoms-{self.path.stem}"
 
     def _fingerprint_parts(self) -> dict[str, Any]:
-        return {"content": file_digest(self.path), "signed": self.signed}
+        return {"content": file_digest(self.path), "signed": self.signed, "targets": 2}
 
     def _entries(self) -> Iterator[Entry]:
         opener = gzip.open if self.path.suffix == ".gz" else open
@@ -49,6 +51,7 @@ class MagmomSource(StructureSource):
                     s = Structure(sid, np.asarray(rec["atomic_numbers"], dtype=np.int64),
                                   np.asarray(rec["cart_coords"], dtype=float).reshape(-1, 3),
                                   np.asarray(rec["lattice"], dtype=float), np.ones(3, bool),
+                                  graph_targets={"magmom_abs_mean": float(np.abs(m).mean()) if len(m) else np.nan},
                                   node_targets={"magmom": m if self.signed else np.abs(m)},
                                   meta={"source": self.name, "file": f"{self.path}:{lineno}"})
                 except (KeyError, TypeError, ValueError) as e:
