@@ -217,19 +217,30 @@ def evaluate_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    model: Path = typer.Argument(..., help="a run folder or a saved model folder"),
-    structures: list[str] = typer.Argument(..., help="structure files (CIF, POSCAR, extxyz), folders or globs"),
-    out: Path = typer.Option(Path("predictions.csv"), help="CSV to write (per-atom heads also go to <stem>_atoms.csv)"),
+    model: str = typer.Argument(..., help="a run folder, a saved model folder, a shipped model's name "
+                                          "(see `matgnn models`), or several joined by commas: an ensemble"),
+    structures: list[str] = typer.Argument(..., help="structure files (CIF, POSCAR, extxyz, traj), ASE databases "
+                                                     "(.db), folders or globs"),
+    out: Path = typer.Option(Path("predictions.csv"), help="CSV or JSON (by suffix); per-atom heads of a CSV also "
+                                                           "go to <stem>_atoms.csv"),
     batch_size: int = typer.Option(64, help="structures per batch"),
+    where: list[str] = typer.Option([], "--where", help="keep structures passing KEY OP VALUE, e.g. "
+                                                        "'optb88vdw_bandgap>=1' (repeat: all must hold)"),
+    sort_by: Optional[str] = typer.Option(None, help="sort by a column, '-' first for descending, e.g. -band_gap_std"),
+    top: Optional[int] = typer.Option(None, help="keep the first N (after sorting)"),
+    atoms_extxyz: Optional[Path] = typer.Option(None, help="also write the structures as extxyz with the per-atom "
+                                                           "predictions as arrays (graph heads in the info line)"),
     magmom_export: Optional[Path] = typer.Option(None, help="folder for DFT warm starts of the per-atom moment head: "
                                                             "<id>.MAGMOM (INCAR line), <id>.extxyz, <id>_gpaw.py"),
     magmom_head: Optional[str] = typer.Option(None, help="the moment head (default: the model's only per-atom head)"),
 ) -> None:
-    """Predict every head of a saved model for new structures."""
+    """Predict every head of a saved or shipped model (or an ensemble, with σ) for new structures."""
     from matgnn.prediction.predict import predict_files
 
+    models = [m for m in model.split(",") if m]
     try:
-        path, report = predict_files(model, structures, out, batch_size, magmom_export, magmom_head)
+        path, report, filtered = predict_files(models, structures, out, batch_size, magmom_export, magmom_head,
+                                               where=where, sort_by=sort_by, top=top, atoms_extxyz=atoms_extxyz)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
@@ -243,7 +254,26 @@ def predict_cmd(
             w.writeheader()
             w.writerows(report.skipped)
         console.print(f"skipped structures listed in {skipped}")
-    console.print(f"{report.kept} predictions → {path}")
+    if where:
+        console.print(f"{filtered} structures failed {' and '.join(where)}")
+    console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → {path}")
+
+
+@app.command("models")
+def models_cmd(name: Optional[str] = typer.Argument(None, help="print this shipped model's card")) -> None:
+    """List the models shipped with matgnn, or print one's model card."""
+    from matgnn.pretrained import available, model_card
+
+    if name:
+        try:
+            print(model_card(name))
+        except FileNotFoundError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+        return
+    for n in available():
+        first = next((ln for ln in model_card(n).splitlines() if ln.strip() and not ln.startswith("#")), "")
+        print(f"{n}\t{first}")
 
 
 @bench_app.command("deploy")

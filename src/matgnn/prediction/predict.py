@@ -1,11 +1,21 @@
-"""Prediction on new structures with a saved model or run: files, folders, globs."""
+"""Prediction on new structures with saved models, shipped models or ensembles.
+
+Inputs: structure files (CIF, POSCAR/CONTCAR, ``*.vasp``, extxyz — every frame), folders, glob
+patterns, ASE trajectories and databases (``*.traj``, ``*.db``: every row). Structures are read,
+turned into graphs and predicted in batches, so memory stays bounded by the batch size however
+many there are (only the per-structure values are held when the output is sorted).
+
+Outputs: CSV or JSON (by the suffix of ``out``) with the id, every graph head (and ``<head>_std``,
+the spread across members, for an ensemble), ``n_atoms`` and ``formula``; per-atom heads as
+``<out stem>_atoms.csv`` and optionally as extxyz arrays; DFT warm starts of a moment head.
+"""
 
 from __future__ import annotations
 
 import csv
 import glob
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +28,29 @@ from matgnn.data.sources.folder import read_structure_file
 from matgnn.data.structure import Structure
 from matgnn.errors import StructureError
 from matgnn.graphs.cache import graph_record
-from matgnn.graphs.dataset import record_to_data
 from matgnn.graphs.neighbors import GraphSettings
+from matgnn.graphs.packed import PackedGraphs
 from matgnn.models.base import MODEL_FILE, MatgnnModel, load_model
 
-STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz")
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".traj", ".db")
+MULTI_SUFFIXES = (".extxyz", ".xyz", ".traj", ".db")
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """A run folder, a model folder, or the name of a model shipped with matgnn."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    from matgnn.pretrained import available, model_path
+
+    if str(spec) in available():
+        return model_path(str(spec))
+    raise FileNotFoundError(f"{spec}: no such run or model folder, and not a shipped model "
+                            f"(shipped: {', '.join(available()) or 'none'})")
 
 
 def model_folder(path: str | Path) -> Path:
-    path = Path(path)
+    path = resolve_model(path)
     return path / "model" if (path / "model" / MODEL_FILE).is_file() else path
 
 
@@ -38,8 +62,40 @@ def graph_settings_of(path: str | Path) -> GraphSettings:
     return GraphSettings(**info["graphs"])
 
 
+class Ensemble:
+    """Saved models with the same heads and graph settings, predicted together: the mean
+    of the members and their standard deviation (σ) per head."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        if not paths:
+            raise ValueError("no model given")
+        self.paths = [model_folder(p) for p in paths]
+        self.members = [load_model(p).eval() for p in self.paths]
+        self.settings = graph_settings_of(self.paths[0])
+        self.head_specs = self.members[0].head_specs
+        names = [(s["name"], s["level"]) for s in self.head_specs]
+        for p, m in zip(self.paths[1:], self.members[1:]):
+            if [(s["name"], s["level"]) for s in m.head_specs] != names:
+                raise ValueError(f"{p}: its heads {[s['name'] for s in m.head_specs]} differ from "
+                                 f"{self.paths[0]}'s {[n for n, _ in names]}; an ensemble needs the same heads")
+            if graph_settings_of(p) != self.settings:
+                raise ValueError(f"{p}: graph settings differ from {self.paths[0]}'s; an ensemble needs the same graphs")
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @torch.inference_mode()
+    def __call__(self, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        outs = [m(batch) for m in self.members]
+        res = {}
+        for s in self.head_specs:
+            stack = torch.stack([o[s["name"]].float() for o in outs])
+            res[s["name"]] = (stack.mean(0), stack.std(0, unbiased=False) if len(outs) > 1 else None)
+        return res
+
+
 def structure_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files named, files of folders (CIF, POSCAR/CONTCAR, *.vasp, extxyz), glob patterns."""
+    """Files named, files of folders (CIF, POSCAR/CONTCAR, *.vasp, extxyz, traj, db), glob patterns."""
     for p in paths:
         p = Path(p)
         if p.is_dir():
@@ -52,32 +108,63 @@ def structure_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield p
 
 
-@torch.no_grad()
-def predict_structures(model: MatgnnModel, structures: Iterable[Structure | StructureError], settings: GraphSettings,
-                       batch_size: int = 64, report: LoadReport | None = None) -> Iterator[dict[str, Any]]:
-    """Yield ``{"id", "structure", <graph head>: value, <node head>: array}`` per usable
-    structure, in batches (memory bounded by ``batch_size``); bad ones go to ``report``.
-    Per-atom values are in the structure's own atom order."""
-    from torch_geometric.data import Batch
+def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureError]:
+    """Every structure of every file (every frame of extxyz/traj, every row of a database);
+    a file that cannot be read becomes a :class:`StructureError` naming it."""
+    from matgnn.data.sources.ase_files import AseSource
 
-    model.eval()
+    for f in files:
+        if f.suffix.lower() in MULTI_SUFFIXES and f.is_file():
+            src = AseSource(f, graph_targets=[], node_targets=[])
+            single = f.suffix.lower() in (".extxyz", ".xyz")
+            entries = list(src) if single else src  # one-frame extxyz keeps the file stem as id
+            if single and len(entries) == 1 and not isinstance(entries[0], StructureError):
+                s = entries[0]
+                s.id = s.id if not s.id.startswith(f"{f.stem}[") else f.stem
+                yield s
+                continue
+            yield from entries
+            continue
+        try:
+            yield read_structure_file(f)
+        except StructureError as e:
+            yield e
+
+
+def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Structure | StructureError],
+                       settings: GraphSettings, batch_size: int = 64,
+                       report: LoadReport | None = None) -> Iterator[dict[str, Any]]:
+    """Yield ``{"id", "structure", <graph head>: value, <node head>: array}`` per usable
+    structure (with an :class:`Ensemble` also ``<head>_std``), in batches (memory bounded
+    by ``batch_size``); bad ones go to ``report``. Per-atom values are in the structure's
+    own atom order."""
+    predictor = model if isinstance(model, Ensemble) else None
+    if predictor is None:
+        model.eval()
+    specs = predictor.head_specs if predictor is not None else model.head_specs
     report = report if report is not None else LoadReport("predict")
-    pending: list = []
+    records: list[dict[str, Any]] = []
     kept: list[Structure] = []
 
     def flush() -> Iterator[dict[str, Any]]:
-        batch = Batch.from_data_list(pending)
-        with torch.inference_mode():
-            out = model(batch)
+        batch = PackedGraphs.from_records(records).batch(torch.arange(len(records)))
+        if predictor is not None:
+            out = predictor(batch)
+        else:
+            with torch.inference_mode():
+                out = {k: (v.float(), None) for k, v in model(batch).items()}
         counts = batch[keys.N_ATOMS].tolist()
         starts = np.cumsum([0] + counts)
         for g, sid in enumerate(batch[keys.STRUCTURE_ID]):
             row: dict[str, Any] = {"id": sid, "structure": kept[g]}
-            for spec in model.head_specs:
-                v = out[spec["name"]]
-                row[spec["name"]] = float(v[g]) if spec["level"] == "graph" else v[starts[g]:starts[g + 1]].numpy()
+            for spec in specs:
+                mean, std = out[spec["name"]]
+                for suffix, v in (("", mean), ("_std", std)):
+                    if v is not None:
+                        row[spec["name"] + suffix] = (float(v[g]) if spec["level"] == "graph"
+                                                      else v[starts[g]:starts[g + 1]].numpy())
             yield row
-        pending.clear()
+        records.clear()
         kept.clear()
 
     for s in structures:
@@ -90,36 +177,49 @@ def predict_structures(model: MatgnnModel, structures: Iterable[Structure | Stru
             report.skip(e)
             continue
         report.kept += 1
-        pending.append(record_to_data(rec))
+        records.append(rec)
         kept.append(s)
-        if len(pending) >= batch_size:
+        if len(records) >= batch_size:
             yield from flush()
-    if pending:
+    if records:
         yield from flush()
 
 
-def _read(files: Iterable[Path]) -> Iterator[Structure | StructureError]:
-    for f in files:
-        try:
-            yield read_structure_file(f)
-        except StructureError as e:
-            yield e
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
 
 
-def predict_files(model_path: str | Path, paths: Iterable[str | Path], out: str | Path,
+def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable[str | Path], out: str | Path,
                   batch_size: int = 64, magmom_export: str | Path | None = None,
-                  magmom_head: str | None = None) -> tuple[Path, LoadReport]:
-    """Predict every structure file under ``paths``; write ``out`` (CSV, one row per
-    structure with every graph head) and, for per-atom heads, ``<out stem>_atoms.csv``.
+                  magmom_head: str | None = None, where: Sequence[str] = (), sort_by: str | None = None,
+                  top: int | None = None, atoms_extxyz: str | Path | None = None) -> tuple[Path, LoadReport, int]:
+    """Predict every structure under ``paths`` with a model, a shipped model's name, or several
+    models (an ensemble: mean and ``<head>_std``); write ``out`` (``.csv`` or ``.json``, one
+    row per structure) and, for per-atom heads, ``<out stem>_atoms.csv`` (CSV output) and with
+    ``atoms_extxyz`` an extxyz file whose frames carry the per-atom predictions as arrays.
+
+    Screening: ``where`` conditions (``"band_gap>=1"``) keep structures whose values pass all of
+    them; ``sort_by`` (``"-band_gap_std"`` descending) orders the rows; ``top`` keeps the first N.
     ``magmom_export``: a folder for DFT warm-start files of the per-atom head ``magmom_head``
-    (default: the model's only per-atom head) — see :mod:`matgnn.prediction.warmstart`."""
-    model = load_model(model_path)
-    settings = graph_settings_of(model_path)
+    (default: the model's only per-atom head) — see :mod:`matgnn.prediction.warmstart`.
+
+    Returns the output path, the load report (structures kept, and every skipped one with the
+    reason) and the number of structures the ``where`` conditions left out.
+    """
+    from matgnn.prediction.screening import parse_condition, parse_sort, sort_rows
+
+    specs_paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
+    predictor = Ensemble(specs_paths)
+    model: MatgnnModel | Ensemble = predictor if len(predictor) > 1 else predictor.members[0]
     report = LoadReport("predict")
     out = Path(out)
-    graph = [s["name"] for s in model.head_specs if s["level"] == "graph"]
-    node = [s["name"] for s in model.head_specs if s["level"] == "node"]
-    atoms_path = out.with_name(out.stem + "_atoms.csv")
+    as_json = out.suffix.lower() == ".json"
+    graph = [s["name"] for s in predictor.head_specs if s["level"] == "graph"]
+    node = [s["name"] for s in predictor.head_specs if s["level"] == "node"]
+    stds = len(predictor) > 1
+    columns = graph + ([f"{n}_std" for n in graph] if stds else []) + ["n_atoms"]
+    conditions = [parse_condition(w, columns) for w in where]
+    sort = parse_sort(sort_by, columns) if sort_by else None
     if magmom_export is not None:
         from matgnn.prediction.warmstart import export_warm_start
 
@@ -129,15 +229,75 @@ def predict_files(model_path: str | Path, paths: Iterable[str | Path], out: str 
             magmom_head = node[0]
         elif magmom_head not in node:
             raise ValueError(f"{magmom_head!r} is not a per-atom head of the model ({node})")
-    with open(out, "w", newline="") as fg, (open(atoms_path, "w", newline="") if node else open("/dev/null", "w")) as fn:
-        wg, wn = csv.writer(fg), csv.writer(fn)
-        wg.writerow(["id"] + graph)
-        if node:
-            wn.writerow(["id", "atom"] + node)
-        for row in predict_structures(model, _read(structure_files(paths)), settings, batch_size, report):
-            wg.writerow([row["id"]] + [f"{row[n]:.6g}" for n in graph])
-            for a in range(len(row[node[0]]) if node else 0):
-                wn.writerow([row["id"], a] + [f"{row[n][a]:.6g}" for n in node])
+    node_cols = node + ([f"{n}_std" for n in node] if stds else [])
+    atoms_path = out.with_name(out.stem + "_atoms.csv")
+    held: list[dict[str, Any]] = []  # rows kept for sorting / JSON (values only, no structures)
+    filtered = written = 0
+    if top is not None and top < 1:
+        raise ValueError(f"top must be >= 1, not {top}")
+    fg = None if (as_json or sort) else open(out, "w", newline="")
+    fn = open(atoms_path, "w", newline="") if node and not as_json else None
+    xyz = None
+    if atoms_extxyz is not None:
+        from ase.io import write as ase_write
+
+        xyz = open(atoms_extxyz, "w")
+    try:
+        wg = csv.writer(fg) if fg else None
+        wn = csv.writer(fn) if fn else None
+        if wg:
+            wg.writerow(["id"] + columns + ["formula"])
+        if wn:
+            wn.writerow(["id", "atom", "z"] + node_cols)
+        for row in predict_structures(model, read_structures(structure_files(paths)), settings=predictor.settings,
+                                      batch_size=batch_size, report=report):
+            s: Structure = row["structure"]
+            row["n_atoms"] = len(s.numbers)
+            if not all(c(row) for c in conditions):
+                filtered += 1
+                continue
+            if top is not None and not sort and written >= top:  # unsorted: the first N that pass
+                break
+            written += 1
+            if wg:
+                wg.writerow([row["id"]] + [_fmt(row[c]) if c != "n_atoms" else row[c] for c in columns] + [s.formula])
+            if wn:
+                for a in range(len(s.numbers)):
+                    wn.writerow([row["id"], a, int(s.numbers[a])] + [_fmt(row[n][a]) for n in node_cols])
+            if xyz is not None:
+                atoms = _to_ase(s)
+                for n in node_cols:
+                    atoms.arrays[n] = np.asarray(row[n], float)
+                atoms.info.update({"id": row["id"], **{c: row[c] for c in columns if c != "n_atoms"}})
+                ase_write(xyz, atoms, format="extxyz")
             if magmom_export is not None:
-                export_warm_start(row["structure"], row[magmom_head], magmom_export)
-    return out, report
+                export_warm_start(s, row[magmom_head], magmom_export)
+            if as_json or sort:
+                keep = {"id": row["id"], "formula": s.formula, **{c: row[c] for c in columns}}
+                if as_json:
+                    keep.update({n: np.asarray(row[n]).round(6).tolist() for n in node_cols})
+                held.append(keep)
+    finally:
+        for f in (fg, fn, xyz):
+            if f is not None:
+                f.close()
+    if sort:
+        held = sort_rows(held, *sort)
+    if top is not None:
+        held = held[:top]
+    if as_json:
+        out.write_text(json.dumps({"models": [str(p) for p in predictor.paths], "conditions": list(where),
+                                   "sort_by": sort_by, "predictions": held}, indent=1))
+    elif sort:
+        with open(out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id"] + columns + ["formula"])
+            for r in held:
+                w.writerow([r["id"]] + [_fmt(r[c]) if c != "n_atoms" else r[c] for c in columns] + [r["formula"]])
+    return out, report, filtered
+
+
+def _to_ase(s: Structure):
+    from ase import Atoms
+
+    return Atoms(numbers=s.numbers, positions=s.positions, cell=s.cell, pbc=s.pbc)
