@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,30 @@ def write_result(name: str, started: float, data: dict, metrics: dict, anchors: 
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     return path
+
+
+class PeakRSS:
+    """Peak summed RSS of a process and its children, sampled every ``every`` seconds."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        import psutil
+
+        self.proc, self.every, self.peak, self._stop = psutil.Process(pid), every, 0, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop:
+            try:
+                procs = [self.proc] + self.proc.children(recursive=True)
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(self.every)
+
+    def stop(self) -> float:
+        self._stop = True
+        self.thread.join()
+        return self.peak / 2**30

@@ -38,14 +38,13 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import RESULTS, ROOT, SHARED_DATA, target, write_result  # noqa: E402
+from _common import RESULTS, ROOT, SHARED_DATA, PeakRSS, target, write_result  # noqa: E402
 
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import MagmomSource  # noqa: E402
@@ -187,33 +186,6 @@ def ours_predict(run: Path, cifs: Path, n_files: int, work: Path) -> dict[str, f
     if proc.returncode != 0:
         raise RuntimeError(f"matgnn predict failed:\n{proc.stderr[-3000:]}")
     return {"predict_structures_per_s_end_to_end": n_files / wall, "predict_wall_s": wall}
-
-
-class PeakRSS:
-    """Peak summed RSS of a process and its children, sampled every ``every`` seconds."""
-
-    def __init__(self, pid: int, every: float = 0.2) -> None:
-        import psutil
-
-        self.proc, self.every, self.peak, self._stop = psutil.Process(pid), every, 0, False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop:
-            try:
-                procs = [self.proc] + self.proc.children(recursive=True)
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(self.every)
-
-    def stop(self) -> float:
-        self._stop = True
-        self.thread.join()
-        return self.peak / 2**30
 
 
 def memory_run(epochs: int, in_memory: bool) -> tuple[dict[str, float], Path | None]:

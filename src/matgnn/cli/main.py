@@ -70,6 +70,38 @@ def data_info(
     console.print(f"saved {folder / 'data_info.json'}, {folder / 'skipped.csv'}")
 
 
+@data_app.command("report")
+def data_report_cmd(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding (or receiving) the dataset zip"),
+    limit: Optional[int] = typer.Option(None, help="read at most this many entries"),
+    cutoff: float = typer.Option(8.0, help="cutoff (Å) for the isolated-atom check"),
+    out: Optional[Path] = typer.Option(None, help="folder for the figures and index.html "
+                                                  "(default ./matgnn-data-report/<source>)"),
+) -> None:
+    """EDA figures: target histograms, counts by dimensionality, most common elements, box plots by group."""
+    from matgnn.data.eda import data_report
+
+    src = _source(source, store_dir, limit)
+    folder = out or Path("matgnn-data-report") / src.name
+    index, info = data_report(src, folder, cutoff)
+    console.print(f"{info['kept']} usable of {info['entries']} entries; figures and {index}")
+
+
+@app.command("report")
+def report_cmd(run: Path = typer.Argument(..., help="a run folder"),
+               out: Optional[Path] = typer.Option(None, help="HTML file (default RUN/report.html)")) -> None:
+    """One self-contained HTML page of a run: config, curves, parity, per-element heatmap, calibration, skipped."""
+    from matgnn.evaluation.report import build_report
+
+    try:
+        path = build_report(run, out)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    console.print(f"report → {path}")
+
+
 @graphs_app.command("build")
 def graphs_build(
     source: str = typer.Argument(..., help=SOURCE_HELP),
@@ -220,7 +252,7 @@ def predict_cmd(
     model: str = typer.Argument(..., help="a run folder, a saved model folder, a shipped model's name "
                                           "(see `matgnn models`), or several joined by commas: an ensemble"),
     structures: list[str] = typer.Argument(..., help="structure files (CIF, POSCAR, extxyz, traj), ASE databases "
-                                                     "(.db), folders or globs"),
+                                                     "(.db), .jsonl[.gz] structure files, folders or globs"),
     out: Path = typer.Option(Path("predictions.csv"), help="CSV or JSON (by suffix); per-atom heads of a CSV also "
                                                            "go to <stem>_atoms.csv"),
     batch_size: int = typer.Option(64, help="structures per batch"),
@@ -233,6 +265,7 @@ def predict_cmd(
     magmom_export: Optional[Path] = typer.Option(None, help="folder for DFT warm starts of the per-atom moment head: "
                                                             "<id>.MAGMOM (INCAR line), <id>.extxyz, <id>_gpaw.py"),
     magmom_head: Optional[str] = typer.Option(None, help="the moment head (default: the model's only per-atom head)"),
+    limit: Optional[int] = typer.Option(None, help="read at most N structures from the inputs"),
 ) -> None:
     """Predict every head of a saved or shipped model (or an ensemble, with σ) for new structures."""
     from matgnn.prediction.predict import predict_files
@@ -240,7 +273,8 @@ def predict_cmd(
     models = [m for m in model.split(",") if m]
     try:
         path, report, filtered = predict_files(models, structures, out, batch_size, magmom_export, magmom_head,
-                                               where=where, sort_by=sort_by, top=top, atoms_extxyz=atoms_extxyz)
+                                               where=where, sort_by=sort_by, top=top, atoms_extxyz=atoms_extxyz,
+                                               limit=limit)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

@@ -15,9 +15,12 @@ from matgnn.errors import StructureError
 from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
 
 
-def source_info(source: StructureSource, cutoff: float = 8.0) -> tuple[dict[str, Any], LoadReport]:
+def source_info(source: StructureSource, cutoff: float = 8.0,
+                values: dict[str, Any] | None = None) -> tuple[dict[str, Any], LoadReport]:
     """Counts, target fields with missing values and statistics, element counts, and
-    the load report (every check of the graph builder at ``cutoff``)."""
+    the load report (every check of the graph builder at ``cutoff``). ``values``: a dict
+    that receives the per-structure values (for plots): ``graph_targets`` (name → list),
+    ``node_targets`` (name → concatenated array), ``n_atoms``, ``n_elements``, ``dimensionality``."""
     report = LoadReport(source=source.describe())
     settings = GraphSettings(cutoff=cutoff, max_neighbors=None)
     graph_vals: dict[str, list[float]] = {}
@@ -25,6 +28,8 @@ def source_info(source: StructureSource, cutoff: float = 8.0) -> tuple[dict[str,
     n_atoms: list[int] = []
     elements: Counter[str] = Counter()
     dims: Counter[str] = Counter()
+    dim_list: list[str] = []
+    n_elements: list[int] = []
     from ase.data import chemical_symbols
 
     for entry in source:
@@ -40,6 +45,8 @@ def source_info(source: StructureSource, cutoff: float = 8.0) -> tuple[dict[str,
         report.kept += 1
         n_atoms.append(entry.n_atoms)
         elements.update(chemical_symbols[z] for z in set(entry.numbers.tolist()))
+        n_elements.append(len(set(entry.numbers.tolist())))
+        dim_list.append(str(entry.meta.get("dimensionality") or ""))
         if entry.meta.get("dimensionality"):
             dims[str(entry.meta["dimensionality"])] += 1
         for k in dict.fromkeys([*graph_vals, *entry.graph_targets]):
@@ -54,6 +61,11 @@ def source_info(source: StructureSource, cutoff: float = 8.0) -> tuple[dict[str,
             out.update(mean=float(lab.mean()), std=float(lab.std()), min=float(lab.min()), max=float(lab.max()))
         return out
 
+    if values is not None:
+        values.update(graph_targets={k: np.asarray(v, float) for k, v in graph_vals.items()},
+                      node_targets={k: np.concatenate(v) for k, v in node_vals.items()},
+                      n_atoms=np.asarray(n_atoms), n_elements=np.asarray(n_elements), dimensionality=dim_list,
+                      elements=elements)
     info = {
         "source": source.describe(),
         "entries": report.total, "kept": report.kept, "skipped": len(report.skipped),

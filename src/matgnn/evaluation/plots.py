@@ -67,3 +67,114 @@ def learning_curve(history: list[dict], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def _pt_position(z: int) -> tuple[int, int]:
+    """(row, column) of element ``z`` in the 18-column periodic table; lanthanides and
+    actinides on rows 8 and 9 (0-based rows 0..9)."""
+    if z == 1:
+        return 0, 0
+    if z == 2:
+        return 0, 17
+    starts = [(3, 1), (11, 2), (19, 3), (37, 4), (55, 5), (87, 6)]
+    for first, row in reversed(starts):
+        if z >= first:
+            k = z - first
+            if row in (1, 2):
+                return row, k if k < 2 else k + 10
+            if row in (5, 6):
+                if k < 2:
+                    return row, k
+                if k < 16:  # La..Yb / Ac..No, f block below
+                    return row + 3, k + 1
+                return row, k - 14
+            return row, k
+    raise ValueError(z)
+
+
+def periodic_table_heatmap(values: dict[int, float], path: str | Path, title: str, label: str,
+                           counts: dict[int, int] | None = None) -> Path:
+    """Value per element (e.g. MAE) coloured on the periodic table; elements without a
+    value are blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ase.data import chemical_symbols
+    from matplotlib.colors import Normalize
+
+    fig, ax = plt.subplots(figsize=(11, 6))
+    vals = [v for v in values.values() if np.isfinite(v)]
+    norm = Normalize(vmin=min(vals, default=0.0), vmax=max(vals, default=1.0))
+    cmap = plt.get_cmap("viridis")
+    for z in range(1, 104):
+        r, c = _pt_position(z)
+        y = r - 0.6 if r >= 7 else r
+        v = values.get(z)
+        face = cmap(norm(v)) if v is not None and np.isfinite(v) else (0.95, 0.95, 0.95, 1)
+        ax.add_patch(plt.Rectangle((c, -y), 0.95, 0.95, facecolor=face, edgecolor="0.6", lw=0.5))
+        dark = v is not None and np.isfinite(v) and norm(v) < 0.6
+        ax.text(c + 0.47, -y + 0.6, chemical_symbols[z], ha="center", va="center", fontsize=8,
+                color="white" if dark else "black")
+        if v is not None and np.isfinite(v):
+            ax.text(c + 0.47, -y + 0.25, f"{v:.2g}", ha="center", va="center", fontsize=5.5,
+                    color="white" if dark else "black")
+    ax.set_xlim(-0.2, 18.2)
+    ax.set_ylim(-8.6, 1.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, fraction=0.025, pad=0.01, label=label)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def metric_curves(history: list[dict], keys: list[str], path: str | Path, ylabel: str) -> Path:
+    """Columns ``keys`` of a run's history against the epoch (e.g. each head's validation MAE)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    epochs = [int(h["epoch"]) for h in history]
+    for k in keys:
+        ax.plot(epochs, [float(h[k]) for h in history], label=k)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def calibration_plot(errors: np.ndarray, sigma: np.ndarray, path: str | Path, title: str) -> tuple[Path, float]:
+    """Observed vs expected fraction of |error| within the central Gaussian interval of each
+    predicted σ; returns the plot and the miscalibration area (0 = calibrated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm as gauss
+
+    ok = np.isfinite(errors) & np.isfinite(sigma) & (sigma > 0)
+    z = np.abs(errors[ok]) / sigma[ok]
+    expected = np.linspace(0, 1, 101)
+    observed = np.array([(z <= gauss.ppf(0.5 + p / 2)).mean() if len(z) else np.nan for p in expected])
+    area = float(np.trapezoid(np.abs(observed - expected), expected)) if len(z) else float("nan")
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], color="0.5", lw=1)
+    ax.plot(expected, observed, label=f"miscalibration area {area:.3f}")
+    ax.fill_between(expected, expected, observed, alpha=0.2)
+    ax.set_xlabel("expected fraction within interval")
+    ax.set_ylabel("observed fraction")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path), area

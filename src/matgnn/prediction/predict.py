@@ -1,7 +1,8 @@
 """Prediction on new structures with saved models, shipped models or ensembles.
 
 Inputs: structure files (CIF, POSCAR/CONTCAR, ``*.vasp``, extxyz — every frame), folders, glob
-patterns, ASE trajectories and databases (``*.traj``, ``*.db``: every row). Structures are read,
+patterns, ASE trajectories and databases (``*.traj``, ``*.db``: every row), JSON Lines structure
+files (``*.jsonl[.gz]`` in the mp_magmoms or mp_cgcnn layout). Structures are read,
 turned into graphs and predicted in batches, so memory stays bounded by the batch size however
 many there are (only the per-structure values are held when the output is sorted).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,7 +34,7 @@ from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
 from matgnn.models.base import MODEL_FILE, MatgnnModel, load_model
 
-STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".traj", ".db")
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".traj", ".db", ".jsonl", ".gz")
 MULTI_SUFFIXES = (".extxyz", ".xyz", ".traj", ".db")
 
 
@@ -111,9 +113,13 @@ def structure_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureError]:
     """Every structure of every file (every frame of extxyz/traj, every row of a database);
     a file that cannot be read becomes a :class:`StructureError` naming it."""
+    from matgnn.data.sources import make_source, parse_source
     from matgnn.data.sources.ase_files import AseSource
 
     for f in files:
+        if f.name.lower().endswith((".jsonl", ".jsonl.gz")):  # mp_magmoms / mp_cgcnn layouts
+            yield from make_source(parse_source(str(f)))
+            continue
         if f.suffix.lower() in MULTI_SUFFIXES and f.is_file():
             src = AseSource(f, graph_targets=[], node_targets=[])
             single = f.suffix.lower() in (".extxyz", ".xyz")
@@ -192,7 +198,8 @@ def _fmt(v: float) -> str:
 def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable[str | Path], out: str | Path,
                   batch_size: int = 64, magmom_export: str | Path | None = None,
                   magmom_head: str | None = None, where: Sequence[str] = (), sort_by: str | None = None,
-                  top: int | None = None, atoms_extxyz: str | Path | None = None) -> tuple[Path, LoadReport, int]:
+                  top: int | None = None, atoms_extxyz: str | Path | None = None,
+                  limit: int | None = None) -> tuple[Path, LoadReport, int]:
     """Predict every structure under ``paths`` with a model, a shipped model's name, or several
     models (an ensemble: mean and ``<head>_std``); write ``out`` (``.csv`` or ``.json``, one
     row per structure) and, for per-atom heads, ``<out stem>_atoms.csv`` (CSV output) and with
@@ -200,6 +207,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
 
     Screening: ``where`` conditions (``"band_gap>=1"``) keep structures whose values pass all of
     them; ``sort_by`` (``"-band_gap_std"`` descending) orders the rows; ``top`` keeps the first N.
+    ``limit``: read at most this many structures from the inputs.
     ``magmom_export``: a folder for DFT warm-start files of the per-atom head ``magmom_head``
     (default: the model's only per-atom head) — see :mod:`matgnn.prediction.warmstart`.
 
@@ -249,7 +257,10 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
             wg.writerow(["id"] + columns + ["formula"])
         if wn:
             wn.writerow(["id", "atom", "z"] + node_cols)
-        for row in predict_structures(model, read_structures(structure_files(paths)), settings=predictor.settings,
+        structures = read_structures(structure_files(paths))
+        if limit is not None:
+            structures = itertools.islice(structures, limit)
+        for row in predict_structures(model, structures, settings=predictor.settings,
                                       batch_size=batch_size, report=report):
             s: Structure = row["structure"]
             row["n_atoms"] = len(s.numbers)

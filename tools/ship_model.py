@@ -1,0 +1,113 @@
+"""Copy a finished run's model into the package as a shipped model, with its model card.
+
+Usage: python tools/ship_model.py RUN NAME   (NAME one of the entries of CARDS below)
+
+The card is written from the run folder itself (config.yaml, metrics.json, split.json,
+load_report.json), so every number on it is the run's own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEST = ROOT / "src" / "matgnn" / "pretrained"
+
+CARDS = {
+    "magmom-mp": {
+        "summary": "Per-atom magnetic moment |m| (μB) of bulk crystals, CGCNN 64 × 3 trained on 47k Materials Project structures.",
+        "use": "Initial magnetic moments for spin-polarised DFT (`matgnn predict magmom-mp DIR --magmom-export OUT`), "
+               "screening for magnetic sites. Predicts |m| (no sign): ferromagnetic starts; flip sublattices yourself "
+               "for antiferromagnetic starts.",
+        "data": "`mp_magmoms.jsonl.gz`: 47,628 Materials Project magnetic ground states (ferro-, ferri- and "
+                "antiferromagnetic; 1–404 atoms; 80 elements), per-site moments from PBE(+U) calculations, as decoded "
+                "by Sanspeur & Kitchin from their repository yurisanspeur/circumventing_data_imbalance_magmom_predictions.",
+        "licence": "Data: Materials Project, CC BY 4.0. Model weights: same terms as matgnn.",
+        "citation": "A. Jain et al., APL Materials 1, 011002 (2013) (Materials Project); R. Sanspeur and J. Kitchin, "
+                    "\"Circumventing data imbalance in magnetic ground state data for magnetic moment predictions\", "
+                    "Mach. Learn.: Sci. Technol. (2023).",
+        "limits": "Labels are DFT moments of one magnetic ordering per structure; the same local environment can carry "
+                  "different moments in different orderings (irreducible noise). Errors are largest for V, Cr, Mn "
+                  "(see the metrics without them). Not trained on molecules, surfaces or 2D materials.",
+    },
+    "bandgap-2d": {
+        "summary": "OptB88vdW band gap (eV) of 2D monolayers, PNA 64 × 3 trained on JARVIS-DFT dft_2d.",
+        "use": "Screening monolayers by band gap (`matgnn predict bandgap-2d DIR --where 'optb88vdw_bandgap>=1'`). "
+               "Structures should be monolayers with vacuum along c, as in JARVIS (periodic in-plane only).",
+        "data": "JARVIS-DFT `dft_2d` (2021.8.18 release as cached by jarvis-tools; 1,076 monolayers in the copy used "
+                "here), target `optb88vdw_bandgap` (OptB88vdW functional, eV).",
+        "licence": "Data: JARVIS-DFT, NIST, public domain (see jarvis.nist.gov). Model weights: same terms as matgnn.",
+        "citation": "K. Choudhary et al., \"The joint automated repository for various integrated simulations (JARVIS) "
+                    "for data-driven materials design\", npj Comput. Mater. 6, 173 (2020).",
+        "limits": "~860 training monolayers: errors of ~0.5 eV are typical (see metrics); semi-local gaps "
+                  "underestimate experiment. Bulk crystals are outside its training data.",
+    },
+}
+
+
+def main() -> None:
+    run, name = Path(sys.argv[1]), sys.argv[2]
+    info = CARDS[name]
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    report = json.loads((run / "load_report.json").read_text())
+    dest = DEST / name
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(run / "model", dest)
+    heads = cfg["targets"]
+    rows = []
+    for h in heads:
+        for part in ("val", "test"):
+            keys = [k for k in metrics if k.startswith(f"{part}.{h['name']}.") and k.endswith((".mae", ".rmse", ".r2", ".count"))]
+            for k in sorted(keys):
+                rows.append(f"| {k} | {metrics[k]:.4g} |")
+    card = f"""# {name}
+
+{info['summary']}
+
+## Intended use
+{info['use']}
+
+## Model
+`{cfg['model']['name']}` ({metrics['n_parameters']:,} parameters), width {cfg['model']['hidden']}, {cfg['model']['layers']} layers;
+graphs: cutoff {cfg['graphs']['cutoff']} Å, {cfg['graphs']['max_neighbors']} nearest neighbours; heads: {', '.join(f"{h['name']} ({h['level']}, {h['loss']}{', residual to the per-element mean' if h.get('baseline') == 'element_mean' else ''})" for h in heads)}.
+Trained {metrics['epochs_run']} epochs (best epoch {metrics['best_epoch']}), {metrics['train_seconds'] / 60:.0f} min on 2 CPU cores;
+the full training config is `config.yaml` in the run folder and the model's constructor arguments are in `model.json`.
+
+## Data
+{info['data']}
+{report['kept']:,} structures used, {report['skipped']} skipped by the loader's checks ({', '.join(f'{k}: {v}' for k, v in report['skipped_by_reason'].items()) or 'none'}).
+
+## Split
+{cfg['split']['kind']} (seed {cfg['split']['seed']}{', by reduced formula' if cfg['split']['kind'] == 'grouped' else ''}): {len(split['train']):,} train / {len(split['val']):,} validation / {len(split['test']):,} test structures.
+
+## Metrics (this model, held-out splits)
+| metric | value |
+|---|---|
+{chr(10).join(rows)}
+
+## Date
+Trained {time.strftime("%Y-%m-%d", time.localtime((run / "metrics.json").stat().st_mtime))} with matgnn {json.loads((run / "model" / "model.json").read_text()).get("matgnn_version", "?")}.
+
+## Licence
+{info['licence']}
+
+## Citation
+{info['citation']}
+
+## Limitations
+{info['limits']}
+"""
+    (dest / "MODEL_CARD.md").write_text(card)
+    print(f"shipped {name} → {dest} ({sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
