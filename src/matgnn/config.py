@@ -121,6 +121,19 @@ class EvaluationConfig(_Strict):
         "node heads: edges of the |label| bins of errors_by_bin_<head>.csv"))
 
 
+class TransferConfig(_Strict):
+    """Start from another model (transfer learning); see :mod:`matgnn.training.transfer`."""
+
+    from_model: str | None = Field(None, description=(
+        "a run folder, model folder or shipped model's name; its architecture and graph settings are used "
+        "(model: and graphs: of this config are then ignored) and its trunk weights initialise the run"))
+    freeze: str | list[str] = Field("none", description=(
+        "none | all_but_embedding_conv0 | all_but_embedding | trunk, or a list of layer groups to freeze "
+        "(embedding, conv_0, conv_1, ..., readout, head)"))
+    keep_heads: bool = Field(False, description="reuse the source's head for a target it also predicted "
+                                                "(default: new heads)")
+
+
 class RunConfig(_Strict):
     """Everything a training run depends on."""
 
@@ -132,6 +145,7 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
     on_invalid: Literal["skip", "error"] = "skip"
     cache_dir: str | None = None
     workers: int | None = None

@@ -180,6 +180,41 @@ def train_cmd(
         raise typer.Exit(1) from None
 
 
+@app.command("finetune")
+def finetune_cmd(
+    source: str = typer.Argument(..., help="the pretrained model: a run folder, model folder or shipped name"),
+    config: Optional[Path] = typer.Argument(None, help="run config (YAML) of the new data and targets"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=50"),
+    freeze: str = typer.Option("none", help="none | all_but_embedding_conv0 | all_but_embedding | trunk, or "
+                                            "comma-separated layer groups (embedding, conv_0, ..., readout, head)"),
+    keep_heads: bool = typer.Option(False, help="reuse the source's heads for targets it also predicted"),
+    two_phase: bool = typer.Option(False, help="phase 1 embedding frozen, phase 2 all layers at a lower LR"),
+    phase1_epochs: Optional[int] = typer.Option(None, help="two-phase: epochs of phase 1 (default half)"),
+    phase2_lr_factor: float = typer.Option(0.1, help="two-phase: phase 2 LR = train.lr × this"),
+) -> None:
+    """Fine-tune a pretrained model on new data (transfer learning); writes run folders with transfer.json
+    (loaded/new tensors, frozen groups, relative weight shift per layer group)."""
+    from matgnn.config import RunConfig
+    from matgnn.training.transfer import FREEZE_POLICIES, finetune
+
+    try:
+        cfg = (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(set_))
+    except Exception as e:
+        console.print(f"[red]invalid config:[/red] {e}")
+        raise typer.Exit(2) from None
+    policy: str | list[str] = freeze if freeze in FREEZE_POLICIES else [g.strip() for g in freeze.split(",") if g.strip()]
+    try:
+        runs = finetune(cfg, source, policy, keep_heads, two_phase, phase1_epochs, phase2_lr_factor, console=console)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    import json as _json
+
+    for r in runs:
+        shift = _json.loads((r / "transfer.json").read_text())["weight_shift"]
+        console.print(f"{r}: weight shift " + ", ".join(f"{g} {v:.3f}" for g, v in shift.items()))
+
+
 @app.command("baseline")
 def baseline_cmd(
     kind: str = typer.Argument(..., help="element_mean, linear, xgboost, chgnet (zero-shot magnetic moments) or "

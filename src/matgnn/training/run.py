@@ -36,7 +36,7 @@ from matgnn.graphs.batching import make_loader
 from matgnn.graphs.cache import GraphCache, build_graph_cache
 from matgnn.graphs.packed import PackedGraphs, StreamedGraphs
 from matgnn.models import MatgnnModel, build_model, model_class
-from matgnn.training import distributed
+from matgnn.training import distributed, transfer
 from matgnn.training import splits as splitting
 from matgnn.training.losses import masked_loss
 
@@ -174,7 +174,7 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.log_vars = (torch.nn.Parameter(torch.zeros(len(heads), device=self.device))
                          if cfg.task_weighting == "uncertainty" else None)
-        groups = [{"params": list(model.parameters())}]
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]  # frozen groups left out
         if self.log_vars is not None:
             groups.append({"params": [self.log_vars], "weight_decay": 0.0})
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -524,6 +524,13 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         progress = False
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
+    if cfg.transfer.from_model:  # the source's graphs: its features depend on them
+        from matgnn.graphs.neighbors import GraphSettings
+
+        src_graphs = transfer.source_info(cfg.transfer.from_model).get("graphs")
+        if src_graphs and GraphSettings(**src_graphs) != cfg.graphs:
+            console.print(f"transfer: using the source model's graph settings {src_graphs}")
+            cfg = cfg.model_copy(update={"graphs": GraphSettings(**src_graphs)})
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if resume is not None:
@@ -572,13 +579,23 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
     extra: dict[str, Any] = {}
     if getattr(model_class(m.name), "needs_degree_histogram", False):
         extra["deg"] = degree_histogram(cache, split["train"])
-    model = build_model(m.name, heads, cutoff=cfg.graphs.cutoff, hidden=m.hidden, layers=m.layers,
-                        atom_features=m.atom_features, n_rbf=m.n_rbf, dropout=m.dropout, pooling=m.pooling,
-                        head_hidden=m.head_hidden, operator=m.operator, **extra)
+    transfer_info: dict[str, Any] | None = None
+    if cfg.transfer.from_model:
+        model, transfer_info = transfer.transferred_model(cfg.transfer.from_model, heads, cfg.transfer.keep_heads)
+        console.print(f"transfer from {transfer_info['source']} ({transfer_info['class']}): "
+                      f"{len(transfer_info['loaded'])} tensors loaded, {len(transfer_info['new'])} new")
+    else:
+        model = build_model(m.name, heads, cutoff=cfg.graphs.cutoff, hidden=m.hidden, layers=m.layers,
+                            atom_features=m.atom_features, n_rbf=m.n_rbf, dropout=m.dropout, pooling=m.pooling,
+                            head_hidden=m.head_hidden, operator=m.operator, **extra)
     mean, std, baseline = _normalization(labels, split["train"], cfg.targets)
     model.set_normalization(mean, std, baseline)
+    frozen = transfer.freeze(model, cfg.transfer.freeze)
+    if frozen:
+        console.print(f"frozen layer groups: {', '.join(frozen)}")
+    initial = transfer.snapshot(model) if transfer_info is not None else None
     n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"model {m.name}: {n_params:,} parameters")
+    console.print(f"model {m.name if transfer_info is None else transfer_info['class']}: {n_params:,} parameters")
     console.print(f"device: {device}" + (" (bf16 autocast)" if cfg.train.amp and device.type == "cuda" else ""))
     trainer = Trainer(model, cfg.targets, cfg.train, len(loaders["train"]), console, device)
     if resume is not None:
@@ -617,6 +634,12 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
                                    sum(h["seconds"] for h in history), 1e-9),
                                "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
                                "n_skipped": len(cache.report.skipped), "world_size": info.world}
+    if transfer_info is not None:  # which parts moved: ‖Δw‖/‖w‖ per layer group
+        shift = transfer.weight_shift(initial, model)
+        metrics.update({f"transfer.weight_shift.{g}": v for g, v in shift.items()})
+        (run_dir / "transfer.json").write_text(json.dumps(
+            {**transfer_info, "freeze": cfg.transfer.freeze, "frozen_groups": frozen, "weight_shift": shift,
+             "keep_heads": cfg.transfer.keep_heads}, indent=1))
     for k in ("val", "test"):
         if len(graphs[k]):  # the final evaluation sees every graph once, on rank 0
             loader = make_loader(graphs[k], tc.batch_size, **shape)

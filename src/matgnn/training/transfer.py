@@ -1,0 +1,170 @@
+"""Transfer learning: start a run from another run's (or a shipped) model, freeze layer groups,
+replace or keep heads, and measure how far each group moved.
+
+Layer groups are named the same for every model family: ``embedding`` (atom embedding, learned
+edge bases), ``conv_k`` (message-passing layer k with its norm), ``readout`` (DimeNet++'s output
+blocks, attention pooling) and ``head`` (the per-target MLPs). Freeze policies, the seed
+research's set:
+
+- ``none``: fine-tune every weight;
+- ``all_but_embedding_conv0``: train the embedding, the first convolution and the heads;
+- ``all_but_embedding``: train the embedding and the heads;
+- ``trunk``: train the heads alone;
+- or an explicit list of groups to freeze.
+
+Two-phase fine-tuning (phase 1 with the embedding frozen, phase 2 everything at a lower learning
+rate) is :func:`matgnn.training.transfer.finetune` with ``two_phase``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from matgnn.models.base import MODEL_FILE, MatgnnModel, load_model
+
+FREEZE_POLICIES: dict[str, tuple[str, ...] | None] = {
+    "none": None,
+    "all_but_embedding_conv0": ("embedding", "conv_0", "head"),
+    "all_but_embedding": ("embedding", "head"),
+    "trunk": ("head",),
+}
+_CONV = re.compile(r"^(convs|norms|interactions)\.(\d+)\.")
+NORMALIZATION_BUFFERS = ("target_mean", "target_std", "element_baseline")
+
+
+def parameter_group(name: str) -> str:
+    """The layer group of a parameter (or buffer) name."""
+    m = _CONV.match(name)
+    if m:
+        return f"conv_{m.group(2)}"
+    if name.startswith("heads."):
+        return "head"
+    if name.startswith(("outputs.", "attention_pool.")):
+        return "readout"
+    if name.startswith(("embed", "emb.", "rbf.", "atom_features", "edge_features")):
+        return "embedding"
+    return "other"
+
+
+def layer_groups(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Group name → the model's parameter names in it, in order."""
+    out: dict[str, list[str]] = {}
+    for name, _ in model.named_parameters():
+        out.setdefault(parameter_group(name), []).append(name)
+    return out
+
+
+def model_dir(spec: str | Path) -> Path:
+    """The model folder of a run folder, model folder or shipped model's name."""
+    from matgnn.prediction.predict import model_folder
+
+    return model_folder(spec)
+
+
+def source_info(spec: str | Path) -> dict[str, Any]:
+    """The saved ``model.json`` of the source model (class, constructor arguments, graphs)."""
+    return json.loads((model_dir(spec) / MODEL_FILE).read_text())
+
+
+def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads: bool = False
+                      ) -> tuple[MatgnnModel, dict[str, Any]]:
+    """The source's architecture with ``heads``, initialised from the source's weights: every
+    trunk weight, and (``keep_heads``) the head of a target the source also predicted. Returns
+    the model and what was loaded and what is new."""
+    info = source_info(spec)
+    source = load_model(model_dir(spec))
+    cls = getattr(importlib.import_module(info["module"]), info["class"])
+    args = dict(info["init_args"], heads=heads)
+    model = cls(**args)
+    src_state = source.state_dict()
+    own = model.state_dict()
+    loaded, new = [], []
+    for name, value in own.items():
+        take = (name in src_state and src_state[name].shape == value.shape
+                and name not in NORMALIZATION_BUFFERS
+                and (parameter_group(name) != "head" or keep_heads))
+        if take:
+            own[name] = src_state[name].clone()
+            loaded.append(name)
+        elif name not in NORMALIZATION_BUFFERS:
+            new.append(name)
+    model.load_state_dict(own)
+    return model, {"source": str(model_dir(spec)), "class": info["class"], "loaded": loaded, "new": new,
+                   "graphs": info.get("graphs")}
+
+
+def freeze(model: MatgnnModel, policy: str | list[str]) -> list[str]:
+    """Freeze layer groups by a named policy or an explicit list of groups; returns the
+    frozen groups. Frozen parameters get ``requires_grad = False``."""
+    groups = layer_groups(model)
+    if isinstance(policy, str):
+        if policy not in FREEZE_POLICIES:
+            raise ValueError(f"unknown freeze policy {policy!r}; use one of {list(FREEZE_POLICIES)} or a list of "
+                             f"groups from {sorted(groups)}")
+        train = FREEZE_POLICIES[policy]
+        frozen = [] if train is None else [g for g in groups if g not in train]
+    else:
+        unknown = [g for g in policy if g not in groups]
+        if unknown:
+            raise ValueError(f"freeze: {unknown} are not layer groups of {type(model).__name__}; groups: {sorted(groups)}")
+        frozen = list(policy)
+    names = {n for g in frozen for n in groups[g]}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n not in names)
+    return frozen
+
+
+def weight_shift(before: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, float]:
+    """Relative change ‖Δw‖/‖w‖ of each layer group between ``before`` (a state dict) and
+    the model now."""
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        g = parameter_group(name)
+        w0 = before[name].float()
+        num[g] = num.get(g, 0.0) + float((p.detach().float().cpu() - w0.cpu()).pow(2).sum())
+        den[g] = den.get(g, 0.0) + float(w0.pow(2).sum())
+    return {g: (num[g] ** 0.5) / max(den[g] ** 0.5, 1e-12) for g in num}
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().cpu() for k, v in copy.deepcopy(model.state_dict()).items()}
+
+
+def finetune(cfg, source: str | Path, freeze_policy: str | list[str] = "none", keep_heads: bool = False,
+             two_phase: bool = False, phase1_epochs: int | None = None, phase2_lr_factor: float = 0.1,
+             **train_kw: Any) -> list[Path]:
+    """Fine-tune ``source`` on ``cfg``'s data and targets; returns the run folder(s).
+
+    One phase: ``freeze_policy`` for all of ``cfg.train.epochs``. Two phases: phase 1 (``phase1_epochs``,
+    default half) with the embedding frozen at ``cfg.train.lr``, then phase 2 from phase 1's model with
+    every layer trainable at ``lr × phase2_lr_factor`` for the remaining epochs.
+    """
+    from matgnn.config import TransferConfig
+    from matgnn.training.run import train
+
+    def with_(c, **upd):
+        tr = c.train.model_copy(update={k: v for k, v in upd.items() if k in ("epochs", "lr")})
+        rest = {k: v for k, v in upd.items() if k not in ("epochs", "lr")}
+        return c.model_copy(update={"train": tr, **rest})
+
+    base = cfg.name or f"finetune-{'+'.join(h.name for h in cfg.targets)}"
+    if not two_phase:
+        return [train(with_(cfg, transfer=TransferConfig(from_model=str(source), freeze=freeze_policy,
+                                                         keep_heads=keep_heads), name=base), **train_kw)]
+    p1 = phase1_epochs or max(1, cfg.train.epochs // 2)
+    if p1 >= cfg.train.epochs:
+        raise ValueError(f"phase 1 ({p1} epochs) leaves no epochs of the {cfg.train.epochs} for phase 2")
+    r1 = train(with_(cfg, epochs=p1, name=f"{base}-phase1",
+                     transfer=TransferConfig(from_model=str(source), freeze=["embedding"], keep_heads=keep_heads)),
+               **train_kw)
+    r2 = train(with_(cfg, epochs=cfg.train.epochs - p1, lr=cfg.train.lr * phase2_lr_factor, name=f"{base}-phase2",
+                     transfer=TransferConfig(from_model=str(r1), freeze="none", keep_heads=True)), **train_kw)
+    return [r1, r2]

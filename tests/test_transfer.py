@@ -1,0 +1,87 @@
+"""Transfer learning: layer groups, freeze policies, new heads, weight shift, two-phase fine-tuning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from matgnn.cli.main import app
+from matgnn.config import RunConfig
+from matgnn.models import build_model, load_model
+from matgnn.training.run import train
+from matgnn.training.transfer import finetune, freeze, layer_groups
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("name,kw", [("cgcnn", {}), ("cgconv_net", {}), ("schnet", {}), ("pna", {"deg": [0, 1, 2]}),
+                                     ("dimenet++", {}), ("zoo", {"operator": "gatv2conv"})])
+def test_every_family_has_the_named_layer_groups(name, kw):
+    m = build_model(name, [{"name": "y", "level": "graph"}], cutoff=5.0, hidden=16, layers=2, head_hidden=16, **kw)
+    groups = layer_groups(m)
+    assert {"embedding", "conv_0", "conv_1", "head"} <= set(groups), sorted(groups)
+    assert "other" not in groups, groups.get("other")
+    frozen = freeze(m, "all_but_embedding_conv0")
+    assert "conv_1" in frozen and "conv_0" not in frozen and "head" not in frozen
+    assert not any(p.requires_grad for n, p in m.named_parameters() if n in groups["conv_1"])
+    with pytest.raises(ValueError, match="not layer groups"):
+        freeze(m, ["conv_9"])
+    with pytest.raises(ValueError, match="unknown freeze policy"):
+        freeze(m, "everything")
+
+
+def _cfg(tmp_path, targets, **kw):
+    return RunConfig.model_validate({
+        "source": {"kind": "emt", "n_structures": 60}, "graphs": {"cutoff": 5.0},
+        "targets": targets, "model": {"hidden": 16, "layers": 2, "head_hidden": 16},
+        "train": {"epochs": 3, "batch_size": 8, "threads": 1, "tensorboard": False},
+        "output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"), **kw})
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pre")
+    return train(_cfg(tmp, [{"name": "mixing_energy"}], name="pre"), progress=False)
+
+
+def test_freeze_all_but_embedding_keeps_the_frozen_trunk_and_reports_shift(tmp_path, pretrained):
+    cfg = _cfg(tmp_path, [{"name": "atom_energy", "level": "node"}],
+               graphs={"cutoff": 4.0}, transfer={"from_model": str(pretrained), "freeze": "all_but_embedding"})
+    run = train(cfg, progress=False)
+    assert yaml.safe_load((run / "config.yaml").read_text())["graphs"]["cutoff"] == 5.0  # the source's graphs
+    info = json.loads((run / "transfer.json").read_text())
+    assert info["frozen_groups"] == ["conv_0", "conv_1"]
+    assert any(n.startswith("convs.0.") for n in info["loaded"]) and all(n.startswith("heads.") for n in info["new"])
+    src, new = load_model(pretrained).state_dict(), load_model(run).state_dict()
+    for k in new:
+        if k.startswith("convs.") and "bn.running" not in k and "num_batches" not in k:
+            torch.testing.assert_close(new[k], src[k], rtol=0, atol=0)  # frozen: unchanged
+    assert info["weight_shift"]["conv_0"] == 0.0 and info["weight_shift"]["embedding"] > 0
+    assert not (new["embed.weight"] == src["embed.weight"]).all()
+
+
+def test_two_phase_finetune(tmp_path, pretrained):
+    cfg = _cfg(tmp_path, [{"name": "mixing_energy"}], train={"epochs": 4, "batch_size": 8, "threads": 1,
+                                                             "lr": 0.002, "tensorboard": False})
+    r1, r2 = finetune(cfg, pretrained, two_phase=True, phase1_epochs=2, progress=False)
+    t1, t2 = (json.loads((r / "transfer.json").read_text()) for r in (r1, r2))
+    assert t1["frozen_groups"] == ["embedding"] and t1["weight_shift"]["embedding"] == 0.0
+    assert t2["frozen_groups"] == [] and t2["weight_shift"]["embedding"] > 0
+    assert any(n.startswith("heads.") for n in t2["loaded"])  # phase 2 continues phase 1's head
+    c2 = yaml.safe_load((r2 / "config.yaml").read_text())
+    assert c2["train"]["lr"] == pytest.approx(0.0002) and c2["train"]["epochs"] == 2
+
+
+def test_finetune_cli(tmp_path, pretrained):
+    cfg = _cfg(tmp_path, [{"name": "atom_energy", "level": "node"}])
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    r = runner.invoke(app, ["finetune", str(pretrained), str(path), "--freeze", "conv_1,head"])
+    assert r.exit_code == 0, r.output
+    assert "weight shift" in r.output
+    r = runner.invoke(app, ["finetune", str(pretrained), str(path), "--freeze", "conv_7"])
+    assert r.exit_code == 1 and "not layer groups" in " ".join(r.output.split())
