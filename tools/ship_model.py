@@ -29,9 +29,8 @@ CARDS = {
                 "antiferromagnetic; 1–404 atoms; 80 elements), per-site moments from PBE(+U) calculations, as decoded "
                 "by Sanspeur & Kitchin from their repository yurisanspeur/circumventing_data_imbalance_magmom_predictions.",
         "licence": "Data: Materials Project, CC BY 4.0. Model weights: same terms as matgnn.",
-        "citation": "A. Jain et al., APL Materials 1, 011002 (2013) (Materials Project); R. Sanspeur and J. Kitchin, "
-                    "\"Circumventing data imbalance in magnetic ground state data for magnetic moment predictions\", "
-                    "Mach. Learn.: Sci. Technol. (2023).",
+        "citation": "A. Jain et al., APL Materials 1, 011002 (2013) (Materials Project); R. Sanspeur and J. Kitchin (2023), "
+                    "the data set of github.com/yurisanspeur/circumventing_data_imbalance_magmom_predictions.",
         "limits": "Labels are DFT moments of one magnetic ordering per structure; the same local environment can carry "
                   "different moments in different orderings (irreducible noise). Errors are largest for V, Cr, Mn "
                   "(see the metrics without them). Not trained on molecules, surfaces or 2D materials.",
@@ -40,8 +39,8 @@ CARDS = {
         "summary": "OptB88vdW band gap (eV) of 2D monolayers, PNA 64 × 3 trained on JARVIS-DFT dft_2d.",
         "use": "Screening monolayers by band gap (`matgnn predict bandgap-2d DIR --where 'optb88vdw_bandgap>=1'`). "
                "Structures should be monolayers with vacuum along c, as in JARVIS (periodic in-plane only).",
-        "data": "JARVIS-DFT `dft_2d` (2021.8.18 release as cached by jarvis-tools; 1,076 monolayers in the copy used "
-                "here), target `optb88vdw_bandgap` (OptB88vdW functional, eV).",
+        "data": "JARVIS-DFT `dft_2d` (the `d2-12-12-2022` file in the layout jarvis-tools caches it; 1,076 monolayers in "
+                "the copy used here), target `optb88vdw_bandgap` (OptB88vdW functional, eV).",
         "licence": "Data: JARVIS-DFT, NIST, public domain (see jarvis.nist.gov). Model weights: same terms as matgnn.",
         "citation": "K. Choudhary et al., \"The joint automated repository for various integrated simulations (JARVIS) "
                     "for data-driven materials design\", npj Comput. Mater. 6, 173 (2020).",
@@ -61,6 +60,7 @@ def main() -> None:
     dest = DEST / name
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(run / "model", dest)
+    shutil.copy(run / "config.yaml", dest / "training_config.yaml")
     heads = cfg["targets"]
     rows = []
     for h in heads:
@@ -79,7 +79,7 @@ def main() -> None:
 `{cfg['model']['name']}` ({metrics['n_parameters']:,} parameters), width {cfg['model']['hidden']}, {cfg['model']['layers']} layers;
 graphs: cutoff {cfg['graphs']['cutoff']} Å, {cfg['graphs']['max_neighbors']} nearest neighbours; heads: {', '.join(f"{h['name']} ({h['level']}, {h['loss']}{', residual to the per-element mean' if h.get('baseline') == 'element_mean' else ''})" for h in heads)}.
 Trained {metrics['epochs_run']} epochs (best epoch {metrics['best_epoch']}), {metrics['train_seconds'] / 60:.0f} min on 2 CPU cores;
-the full training config is `config.yaml` in the run folder and the model's constructor arguments are in `model.json`.
+the full training config is `training_config.yaml` beside this card and the constructor arguments are in `model.json`.
 
 ## Data
 {info['data']}
