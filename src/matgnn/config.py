@@ -109,6 +109,9 @@ class SplitConfig(_Strict):
     stratify_by: str | None = None
     bins: int = Field(10, ge=2)
     ids_file: str | None = None
+    bootstrap: int | None = Field(None, description=(
+        "resample the training split with replacement, seeded by this value (bootstrap ensemble members); "
+        "validation and test are unchanged"))
 
 
 class EvaluationConfig(_Strict):

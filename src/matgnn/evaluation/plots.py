@@ -159,13 +159,11 @@ def calibration_plot(errors: np.ndarray, sigma: np.ndarray, path: str | Path, ti
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy.stats import norm as gauss
 
-    ok = np.isfinite(errors) & np.isfinite(sigma) & (sigma > 0)
-    z = np.abs(errors[ok]) / sigma[ok]
-    expected = np.linspace(0, 1, 101)
-    observed = np.array([(z <= gauss.ppf(0.5 + p / 2)).mean() if len(z) else np.nan for p in expected])
-    area = float(np.trapezoid(np.abs(observed - expected), expected)) if len(z) else float("nan")
+    from matgnn.evaluation.uncertainty import calibration_curve, miscalibration_area
+
+    expected, observed = calibration_curve(errors, sigma)
+    area = miscalibration_area(errors, sigma)
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
     ax.plot([0, 1], [0, 1], color="0.5", lw=1)
     ax.plot(expected, observed, label=f"miscalibration area {area:.3f}")

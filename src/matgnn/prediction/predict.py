@@ -276,7 +276,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
                 for a in range(len(s.numbers)):
                     wn.writerow([row["id"], a, int(s.numbers[a])] + [_fmt(row[n][a]) for n in node_cols])
             if xyz is not None:
-                atoms = _to_ase(s)
+                atoms = s.to_ase()
                 for n in node_cols:
                     atoms.arrays[n] = np.asarray(row[n], float)
                 atoms.info.update({"id": row["id"], **{c: row[c] for c in columns if c != "n_atoms"}})
@@ -307,8 +307,3 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
                 w.writerow([r["id"]] + [_fmt(r[c]) if c != "n_atoms" else r[c] for c in columns] + [r["formula"]])
     return out, report, filtered
 
-
-def _to_ase(s: Structure):
-    from ase import Atoms
-
-    return Atoms(numbers=s.numbers, positions=s.positions, cell=s.cell, pbc=s.pbc)

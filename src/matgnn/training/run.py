@@ -482,6 +482,11 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
         if write:
             (run_dir / "split.json").write_text(json.dumps(
                 {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
+    if cfg.split.bootstrap is not None:  # a bootstrap member: the training split resampled with replacement
+        rng = np.random.default_rng(cfg.split.bootstrap)
+        split["train"] = [split["train"][i] for i in rng.integers(0, len(split["train"]), len(split["train"]))]
+        console.print(f"bootstrap resample of the training split (seed {cfg.split.bootstrap}): "
+                      f"{len(set(split['train']))} distinct structures")
     console.print(f"split ({cfg.split.kind}): {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test")
     if not split["train"]:
         raise ValueError("the training split is empty")

@@ -1,0 +1,55 @@
+"""Calibration of predicted uncertainties σ (ensembles): how well |error| follows σ.
+
+- miscalibration area: area between the observed and expected fraction of errors inside the
+  central Gaussian interval of each σ, over all interval widths (0 = calibrated, 0.5 = worst);
+- mean squared z-score ``mean((error/σ)²)`` (1 when σ is right on average; > 1 overconfident);
+- Spearman rank correlation of σ with |error| (does a larger σ flag a larger error?);
+- recalibration: one factor ``s`` with ``σ' = s σ`` fitted on the validation set by maximum
+  Gaussian likelihood (``s² = mean(z²)``), applied unchanged to the test set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _clean(err: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    err, sigma = np.asarray(err, float), np.asarray(sigma, float)
+    ok = np.isfinite(err) & np.isfinite(sigma)
+    return err[ok], np.maximum(sigma[ok], 1e-12)
+
+
+def calibration_curve(err: np.ndarray, sigma: np.ndarray, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """Expected fractions ``p`` (0..1) and the observed fraction of errors with
+    ``|error| ≤ σ Φ⁻¹(½ + p/2)`` (inside the central ``p`` interval)."""
+    from scipy.stats import norm
+
+    err, sigma = _clean(err, sigma)
+    expected = np.linspace(0, 1, n)
+    z = np.abs(err) / sigma
+    observed = np.array([(z <= norm.ppf(0.5 + p / 2)).mean() if len(z) else np.nan for p in expected])
+    return expected, observed
+
+
+def miscalibration_area(err: np.ndarray, sigma: np.ndarray, n: int = 101) -> float:
+    expected, observed = calibration_curve(err, sigma, n)
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+    return float(trapezoid(np.abs(observed - expected), expected))
+
+
+def calibration_metrics(err: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    err, sigma = _clean(err, sigma)
+    if len(err) < 3:
+        return {"miscalibration_area": float("nan"), "mean_squared_z": float("nan"), "spearman_sigma_abs_error": float("nan")}
+    rho = spearmanr(sigma, np.abs(err)).statistic if np.ptp(sigma) > 0 else float("nan")
+    return {"miscalibration_area": miscalibration_area(err, sigma),
+            "mean_squared_z": float(np.mean((err / sigma) ** 2)),
+            "spearman_sigma_abs_error": float(rho)}
+
+
+def recalibration_factor(err_val: np.ndarray, sigma_val: np.ndarray) -> float:
+    """The ``s`` maximising the Gaussian likelihood of the validation errors under ``s σ``."""
+    err, sigma = _clean(err_val, sigma_val)
+    return float(np.sqrt(np.mean((err / sigma) ** 2))) if len(err) else 1.0

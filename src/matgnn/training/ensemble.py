@@ -1,0 +1,101 @@
+"""Ensembles of one config: N members with different seeds (and optionally bootstrap resamples of
+the training split), scored as members (mean ± std of their metrics) and as an ensemble (the
+members' mean prediction with σ = their spread), with calibration metrics of σ before and after
+a one-factor recalibration on the validation set.
+
+An ensemble folder holds ``members/`` (ordinary run folders), ``predictions_{val,test}.csv``
+(and ``_atoms.csv`` for per-atom heads) with ``<head>_true``, ``<head>_pred``, ``<head>_std``,
+``metrics.json``, ``calibration_<head>.png`` and ``ensemble.json`` (members, recalibration
+factors). ``matgnn predict MEMBER1,MEMBER2,...`` predicts new structures with mean and σ, and
+``matgnn report`` draws the calibration plot from the predictions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matgnn.config import RunConfig
+from matgnn.evaluation.metrics import regression_metrics
+from matgnn.evaluation.uncertainty import calibration_metrics, recalibration_factor
+
+
+def _read(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    with open(path) as f:
+        r = csv.DictReader(f)
+        return list(r), list(r.fieldnames or [])
+
+
+def train_ensemble(cfg: RunConfig, members: int = 5, bootstrap: bool = False, out: str | Path | None = None,
+                   **train_kw: Any) -> Path:
+    """Train ``members`` runs of ``cfg`` (seeds ``train.seed + k``; with ``bootstrap`` each also
+    trains on a resample of the training split) and write the ensemble folder; returns it."""
+    from matgnn.evaluation.plots import calibration_plot
+    from matgnn.training.run import train
+
+    if members < 2:
+        raise ValueError("an ensemble needs at least 2 members")
+    name = cfg.name or f"ensemble-{cfg.model.name}-{'+'.join(h.name for h in cfg.targets)}"
+    folder = Path(out) if out else Path(cfg.output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    (folder / "members").mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(folder / "config.yaml")
+    runs = []
+    for k in range(members):
+        member = cfg.model_copy(update={
+            "train": cfg.train.model_copy(update={"seed": cfg.train.seed + k}),
+            "split": cfg.split.model_copy(update={"bootstrap": (cfg.split.seed + k) if bootstrap else None}),
+            "output_dir": str(folder / "members"), "name": f"member{k}"})
+        runs.append(train(member, **train_kw))
+    metrics: dict[str, Any] = {"members": members, "bootstrap": bootstrap}
+    member_metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    for key in member_metrics[0]:
+        vals = [m[key] for m in member_metrics if isinstance(m.get(key), (int, float))]
+        if key.startswith(("val.", "test.")) and len(vals) == members:
+            metrics[f"members.{key}.mean"] = float(np.mean(vals))
+            metrics[f"members.{key}.std"] = float(np.std(vals))
+    factors: dict[str, float] = {}
+    for split in ("val", "test"):
+        for suffix in ("", "_atoms"):
+            files = [r / f"predictions_{split}{suffix}.csv" for r in runs]
+            if not files[0].is_file():
+                continue
+            tables = [_read(f) for f in files]
+            rows, cols = tables[0]
+            heads = [c[:-5] for c in cols if c.endswith("_pred")]
+            keys = [c for c in cols if not c.endswith(("_pred", "_true"))]
+            for t, _ in tables[1:]:
+                if [[r[k] for k in keys] for r in t] != [[r[k] for k in keys] for r in rows]:
+                    raise RuntimeError(f"{files}: members predicted different rows; cannot combine")
+            combined = [{k: r[k] for k in keys} for r in rows]
+            for h in heads:
+                preds = np.array([[float(r[f"{h}_pred"]) for r in t] for t, _ in tables])
+                true = np.array([float(r[f"{h}_true"]) for r in rows])
+                mean, std = preds.mean(0), preds.std(0)
+                for i, row in enumerate(combined):
+                    row.update({f"{h}_true": f"{true[i]:.6g}", f"{h}_pred": f"{mean[i]:.6g}", f"{h}_std": f"{std[i]:.6g}"})
+                metrics.update({f"{split}.{h}.{k}": v for k, v in regression_metrics(true, mean).items()})
+                best = min(member_metrics, key=lambda m: m.get(f"{split}.{h}.mae", np.inf))
+                metrics[f"{split}.{h}.best_member_mae"] = best.get(f"{split}.{h}.mae")
+                err = mean - true
+                metrics.update({f"{split}.{h}.{k}": v for k, v in calibration_metrics(err, std).items()})
+                if split == "val":
+                    factors[h] = recalibration_factor(err, std)
+                elif h in factors:
+                    metrics[f"test.{h}.recalibration_factor"] = factors[h]
+                    metrics.update({f"test.{h}.recalibrated.{k}": v
+                                    for k, v in calibration_metrics(err, std * factors[h]).items()})
+                    calibration_plot(err, std * factors[h], folder / f"calibration_{h}.png",
+                                     f"{h} (test, σ × {factors[h]:.2f} from validation)")
+            with open(folder / f"predictions_{split}{suffix}.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(combined[0]))
+                w.writeheader()
+                w.writerows(combined)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (folder / "ensemble.json").write_text(json.dumps({"members": [str(r) for r in runs], "bootstrap": bootstrap,
+                                                      "recalibration_factors": factors}, indent=1))
+    return folder

@@ -1,0 +1,65 @@
+"""Ensembles: members, mean and σ, calibration metrics and recalibration; bootstrap members."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from matgnn.cli.main import app
+from matgnn.config import RunConfig
+from matgnn.evaluation.report import build_report
+from matgnn.evaluation.uncertainty import (
+    calibration_metrics,
+    miscalibration_area,
+    recalibration_factor,
+)
+
+runner = CliRunner()
+
+
+def test_calibration_metrics_on_known_distributions():
+    rng = np.random.default_rng(0)
+    sigma = rng.uniform(0.1, 2.0, 20000)
+    err = rng.normal(0, sigma)
+    m = calibration_metrics(err, sigma)
+    assert m["miscalibration_area"] < 0.01 and m["mean_squared_z"] == pytest.approx(1.0, abs=0.05)
+    assert m["spearman_sigma_abs_error"] > 0.4
+    assert miscalibration_area(err, sigma / 3) > 0.2  # overconfident by 3×
+    assert recalibration_factor(err, sigma / 3) == pytest.approx(3.0, rel=0.05)
+
+
+def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_path):
+    cfg = RunConfig.model_validate({
+        "source": {"kind": "emt", "n_structures": 80}, "graphs": {"cutoff": 5.0},
+        "targets": [{"name": "mixing_energy"}, {"name": "atom_energy", "level": "node"}],
+        "model": {"hidden": 16, "layers": 2, "head_hidden": 16},
+        "train": {"epochs": 3, "batch_size": 8, "threads": 1, "tensorboard": False},
+        "output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")})
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    r = runner.invoke(app, ["ensemble", str(path), "--members", "3", "--bootstrap"])
+    assert r.exit_code == 0, r.output
+    (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("ensemble-")]
+    assert len(list((folder / "members").iterdir())) == 3
+    m = json.loads((folder / "metrics.json").read_text())
+    for h in ("mixing_energy", "atom_energy"):
+        for key in ("mae", "best_member_mae", "miscalibration_area", "mean_squared_z", "spearman_sigma_abs_error",
+                    "recalibration_factor", "recalibrated.miscalibration_area"):
+            assert f"test.{h}.{key}" in m, (h, key)
+        assert f"members.test.{h}.mae.std" in m
+    rows = list(csv.DictReader(open(folder / "predictions_test.csv")))
+    assert rows and float(rows[0]["mixing_energy_std"]) >= 0
+    atoms = list(csv.DictReader(open(folder / "predictions_test_atoms.csv")))
+    assert atoms and "atom_energy_std" in atoms[0]
+    assert (folder / "calibration_mixing_energy.png").is_file()
+    # bootstrap members trained on different resamples
+    logs = [json.loads((p / "split.json").read_text()) for p in (folder / "members").iterdir()]
+    assert len({tuple(s["train"]) for s in logs}) == 1  # split.json keeps the base split ...
+    cfgs = [(p / "config.yaml").read_text() for p in (folder / "members").iterdir()]
+    assert len({c.split("bootstrap:")[1].split()[0] for c in cfgs}) == 3  # ... and each member its own resample
+    html = build_report(folder).read_text()
+    assert "miscalibration area" in html
