@@ -85,3 +85,28 @@ def test_finetune_cli(tmp_path, pretrained):
     assert "weight shift" in r.output
     r = runner.invoke(app, ["finetune", str(pretrained), str(path), "--freeze", "conv_7"])
     assert r.exit_code == 1 and "not layer groups" in " ".join(r.output.split())
+
+
+def test_delta_learning_on_a_frozen_base(tmp_path, pretrained):
+    from matgnn.data.sources import make_source
+    from matgnn.graphs.batching import make_loader
+    from matgnn.graphs.cache import build_graph_cache
+    from matgnn.graphs.packed import PackedGraphs
+    from matgnn.models.delta import DeltaModel
+
+    cfg = _cfg(tmp_path, [{"name": "mixing_energy"}], delta={"base_model": str(pretrained)},
+               train={"epochs": 6, "batch_size": 8, "threads": 1, "tensorboard": False, "lr": 0.003})
+    run = train(cfg, progress=False)
+    m = json.loads((run / "metrics.json").read_text())
+    assert "base.test.mixing_energy.mae" in m and "test.mixing_energy.mae" in m
+    model = load_model(run)
+    assert isinstance(model, DeltaModel)
+    base, delta = load_model(pretrained), load_model(run / "delta_model")
+    cache = build_graph_cache(make_source(cfg.source), cfg.graphs, cache_root=cfg.cache_dir, progress=False)
+    batch = next(iter(make_loader(PackedGraphs(cache, range(10), ["mixing_energy"]), 10)))
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch)["mixing_energy"],
+                                   base(batch)["mixing_energy"] + delta(batch)["mixing_energy"])
+    with pytest.raises(ValueError, match="no head"):
+        train(_cfg(tmp_path, [{"name": "atom_energy", "level": "node"}], delta={"base_model": str(pretrained)}),
+              progress=False)

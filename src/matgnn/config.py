@@ -137,6 +137,14 @@ class TransferConfig(_Strict):
                                                 "(default: new heads)")
 
 
+class DeltaConfig(_Strict):
+    """Delta learning: train on the residuals of a frozen base model; see :mod:`matgnn.models.delta`."""
+
+    base_model: str | None = Field(None, description=(
+        "a run folder, model folder or shipped model's name whose predictions are subtracted from the labels; "
+        "its graph settings are used; the saved model predicts base + delta"))
+
+
 class RunConfig(_Strict):
     """Everything a training run depends on."""
 
@@ -149,11 +157,20 @@ class RunConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
+    delta: DeltaConfig = Field(default_factory=DeltaConfig)
     on_invalid: Literal["skip", "error"] = "skip"
     cache_dir: str | None = None
     workers: int | None = None
     output_dir: str = "runs"
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_delta(self) -> RunConfig:
+        if self.delta.base_model:
+            bad = [h.name for h in self.targets if h.transform != "none" or h.baseline != "none"]
+            if bad:
+                raise ValueError(f"delta learning: heads {bad} use a transform or baseline; residuals need neither")
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:

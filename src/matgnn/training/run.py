@@ -35,7 +35,7 @@ from matgnn.evaluation.plots import learning_curve, parity_plot
 from matgnn.graphs.batching import make_loader
 from matgnn.graphs.cache import GraphCache, build_graph_cache
 from matgnn.graphs.packed import PackedGraphs, StreamedGraphs
-from matgnn.models import MatgnnModel, build_model, model_class
+from matgnn.models import MatgnnModel, build_model, load_model, model_class
 from matgnn.training import distributed, transfer
 from matgnn.training import splits as splitting
 from matgnn.training.losses import masked_loss
@@ -117,6 +117,25 @@ def _normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: l
     return torch.tensor(mean), torch.tensor(std), torch.tensor(baseline, dtype=torch.float32)
 
 
+@torch.no_grad()
+def _residual_normalization(base: MatgnnModel, loader, heads: list[HeadConfig]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of ``label − base prediction`` over the training graphs, per head."""
+    base.eval()
+    res: dict[str, list[np.ndarray]] = {h.name: [] for h in heads}
+    for batch in loader:
+        out = base(batch)
+        for h in heads:
+            r = (batch[keys.target(h.name)] - out[h.name].float()).numpy()
+            res[h.name].append(r[~np.isnan(r)])
+    mean, std = [], []
+    for h in heads:
+        v = np.concatenate(res[h.name]) if res[h.name] else np.zeros(0)
+        use = h.normalize and len(v) > 1
+        mean.append(float(v.mean()) if use else 0.0)
+        std.append((float(v.std()) or 1.0) if use else 1.0)
+    return torch.tensor(mean), torch.tensor(std)
+
+
 def degree_histogram(cache: GraphCache, idx: list[int]) -> list[int]:
     """Histogram of atoms' in-degrees over the graphs ``idx`` (PNA's degree scalers)."""
     hist = np.zeros(1, np.int64)
@@ -165,8 +184,10 @@ class Trainer:
     """
 
     def __init__(self, model: MatgnnModel, heads: list[HeadConfig], cfg, steps_per_epoch: int,
-                 console: Console | None = None, device: torch.device | None = None) -> None:
+                 console: Console | None = None, device: torch.device | None = None,
+                 base: MatgnnModel | None = None) -> None:
         self.device = device or torch.device("cpu")
+        self.base = base.to(self.device).eval() if base is not None else None  # delta learning: frozen base
         self.amp = bool(cfg.amp) and self.device.type == "cuda"
         self.model = model.to(self.device)
         self.heads = heads
@@ -211,8 +232,13 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.ddp(batch) if train and self.ddp is not None else self.model.forward_normalized(batch)
         total = 0.0
+        if self.base is not None:
+            with torch.no_grad():
+                base_out = self.base(batch)
         for k, h in enumerate(self.heads):
             label = batch[keys.target(h.name)]
+            if self.base is not None:  # delta learning: the residual of the base is the label
+                label = label - base_out[h.name].float()
             pred = out[h.name].float()
             t = (self.model.transform_target(k, label, batch) - self.model.target_mean[k]) / self.model.target_std[k]
             task = masked_loss(pred, t, h.loss, h.huber_delta)
@@ -529,10 +555,12 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         progress = False
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    if cfg.transfer.from_model:  # the source's graphs: its features depend on them
+    if cfg.transfer.from_model and cfg.delta.base_model:
+        raise ValueError("transfer.from_model and delta.base_model cannot be combined in one run")
+    if cfg.transfer.from_model or cfg.delta.base_model:  # the source's graphs: its features depend on them
         from matgnn.graphs.neighbors import GraphSettings
 
-        src_graphs = transfer.source_info(cfg.transfer.from_model).get("graphs")
+        src_graphs = transfer.source_info(cfg.transfer.from_model or cfg.delta.base_model).get("graphs")
         if src_graphs and GraphSettings(**src_graphs) != cfg.graphs:
             console.print(f"transfer: using the source model's graph settings {src_graphs}")
             cfg = cfg.model_copy(update={"graphs": GraphSettings(**src_graphs)})
@@ -593,7 +621,18 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         model = build_model(m.name, heads, cutoff=cfg.graphs.cutoff, hidden=m.hidden, layers=m.layers,
                             atom_features=m.atom_features, n_rbf=m.n_rbf, dropout=m.dropout, pooling=m.pooling,
                             head_hidden=m.head_hidden, operator=m.operator, **extra)
-    mean, std, baseline = _normalization(labels, split["train"], cfg.targets)
+    base = None
+    if cfg.delta.base_model:
+        base = load_model(transfer.model_dir(cfg.delta.base_model))
+        base_heads = {(s["name"], s["level"]) for s in base.head_specs}
+        missing = [h.name for h in cfg.targets if (h.name, h.level) not in base_heads]
+        if missing:
+            raise ValueError(f"delta learning: the base model {cfg.delta.base_model} has no head for {missing}")
+        mean, std = _residual_normalization(base, make_loader(graphs["train"], tc.batch_size), cfg.targets)
+        baseline = None
+        console.print(f"delta learning on the residuals of {cfg.delta.base_model}")
+    else:
+        mean, std, baseline = _normalization(labels, split["train"], cfg.targets)
     model.set_normalization(mean, std, baseline)
     frozen = transfer.freeze(model, cfg.transfer.freeze)
     if frozen:
@@ -602,7 +641,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"model {m.name if transfer_info is None else transfer_info['class']}: {n_params:,} parameters")
     console.print(f"device: {device}" + (" (bf16 autocast)" if cfg.train.amp and device.type == "cuda" else ""))
-    trainer = Trainer(model, cfg.targets, cfg.train, len(loaders["train"]), console, device)
+    trainer = Trainer(model, cfg.targets, cfg.train, len(loaders["train"]), console, device, base=base)
     if resume is not None:
         trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, weights_only=False, map_location=device), gen)
         console.print(f"continuing after epoch {trainer.epoch}")
@@ -628,6 +667,12 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         distributed.barrier()  # wait for rank 0's evaluation and writes
         return run_dir
     best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
+    if base is not None:  # the run's model is base + delta; the base alone is scored too
+        from matgnn.models.delta import DeltaModel
+
+        delta_only = model
+        model = DeltaModel.of(base.cpu(), model.cpu()).to(device)
+        delta_only.save(run_dir / "delta_model", extra=_model_extra(cfg, best_epoch))
     model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch))
     if writer is not None:
         writer.close()
@@ -645,6 +690,12 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         (run_dir / "transfer.json").write_text(json.dumps(
             {**transfer_info, "freeze": cfg.transfer.freeze, "frozen_groups": frozen, "weight_shift": shift,
              "keep_heads": cfg.transfer.keep_heads}, indent=1))
+    for k in ("val", "test"):
+        if base is not None and len(graphs[k]):
+            res = predict_dataset(base, make_loader(graphs[k], tc.batch_size, **shape))
+            for h in cfg.targets:
+                metrics.update({f"base.{k}.{h.name}.{key}": v for key, v in
+                                regression_metrics(res["heads"][h.name]["true"], res["heads"][h.name]["pred"]).items()})
     for k in ("val", "test"):
         if len(graphs[k]):  # the final evaluation sees every graph once, on rank 0
             loader = make_loader(graphs[k], tc.batch_size, **shape)
