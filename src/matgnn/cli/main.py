@@ -250,6 +250,31 @@ def ensemble_cmd(
     console.print(f"ensemble → {folder}")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: Optional[Path] = typer.Argument(None, help="base run config (YAML); default: the embedded EMT demo"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key of every point"),
+    grid: list[str] = typer.Option([], "--grid", help="KEY=v1,v2,... (repeat: the cartesian product), "
+                                                      "e.g. graphs.cutoff=3,4,6,8"),
+    space: list[str] = typer.Option([], "--space", help="Optuna search space: KEY=loguniform:LO:HI | uniform:LO:HI | "
+                                                        "int:LO:HI | choice:a,b,c"),
+    trials: int = typer.Option(0, help="Optuna TPE trials over --space"),
+    metric: Optional[str] = typer.Option(None, help="validation metric to rank by (default val.<first head>.mae)"),
+) -> None:
+    """Grid or Optuna sweep over config keys; every point a run; one ranking table (CSV and Markdown)."""
+    from matgnn.config import RunConfig
+    from matgnn.training.sweep import parse_grid, parse_space, run_sweep
+
+    try:
+        cfg = (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(set_))
+        folder = run_sweep(cfg, parse_grid(grid), parse_space(space), trials, metric, console=console, progress=False)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    print((folder / "ranking.md").read_text())
+    console.print(f"ranking → {folder / 'ranking.csv'}, {folder / 'ranking.md'}")
+
+
 @app.command("baseline")
 def baseline_cmd(
     kind: str = typer.Argument(..., help="element_mean, linear, xgboost, chgnet (zero-shot magnetic moments) or "
