@@ -67,7 +67,7 @@ def main() -> None:
         for part in ("val", "test"):
             keys = [k for k in metrics if k.startswith(f"{part}.{h['name']}.") and k.endswith((".mae", ".rmse", ".r2", ".count"))]
             for k in sorted(keys):
-                rows.append(f"| {k} | {metrics[k]:.4g} |")
+                rows.append(f"| {k} | {int(metrics[k]):,} |" if k.endswith(".count") else f"| {k} | {metrics[k]:.4g} |")
     card = f"""# {name}
 
 {info['summary']}
