@@ -86,8 +86,12 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
     def one(point: dict[str, Any], k: int) -> float:
         c = cfg.with_overrides([f"{key}={json.dumps(v)}" for key, v in point.items()])
         c = c.model_copy(update={"output_dir": str(folder / "runs"), "name": f"point{k:03d}"})
-        run = train(c, **train_kw)
-        rows.append(_row(run, point, metric, heads))
+        try:
+            run = train(c, **train_kw)
+            rows.append(_row(run, point, metric, heads))
+        except Exception as e:  # a point that cannot run is listed with the reason, not dropped
+            rows.append({"run": f"point{k:03d}", "model": c.model.name, "cutoff": c.graphs.cutoff, **point,
+                         "selection_metric": None, "error": f"{type(e).__name__}: {e}"[:300]})
         _write(folder, rows)
         value = rows[-1]["selection_metric"]
         return float("inf") if value is None else float(value)
