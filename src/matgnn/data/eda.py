@@ -23,19 +23,15 @@ _NAMES = {1: "unary", 2: "binary", 3: "ternary", 4: "quaternary"}
 
 
 def _plt():
-    import matplotlib
+    from matgnn.evaluation.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _plt().close(fig)
-    return path
+    from matgnn.evaluation.plots import save_figure
+
+    return save_figure(fig, path, dpi=100)
 
 
 def data_report(source: StructureSource, out: str | Path, cutoff: float = 8.0,

@@ -7,14 +7,29 @@ from pathlib import Path
 import numpy as np
 
 
-def parity_plot(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, title: str, unit: str = "",
-                groups: list[str] | np.ndarray | None = None, n_colors: int = 8) -> Path:
-    """Parity plot and signed-error histogram. ``groups`` (e.g. each atom's element) colours
-    the ``n_colors`` groups with the largest summed error; the rest are grey."""
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write and close ``fig``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return Path(path)
+
+
+def parity_plot(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, title: str, unit: str = "",
+                groups: list[str] | np.ndarray | None = None, n_colors: int = 8) -> Path:
+    """Parity plot and signed-error histogram. ``groups`` (e.g. each atom's element) colours
+    the ``n_colors`` groups with the largest summed error; the rest are grey."""
+    plt = pyplot()
 
     mask = ~np.isnan(np.asarray(y_true, float))
     t, p = np.asarray(y_true)[mask], np.asarray(y_pred)[mask]
@@ -42,18 +57,11 @@ def parity_plot(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, title:
     ax2.set_xlabel(f"predicted − true {unit}".strip())
     ax2.set_ylabel("count")
     ax2.set_title("signed error")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def learning_curve(history: list[dict], path: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     epochs = [h["epoch"] for h in history]
@@ -63,10 +71,7 @@ def learning_curve(history: list[dict], path: str | Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (normalised units)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _pt_position(z: int) -> tuple[int, int]:
@@ -96,10 +101,7 @@ def periodic_table_heatmap(values: dict[int, float], path: str | Path, title: st
                            counts: dict[int, int] | None = None) -> Path:
     """Value per element (e.g. MAE) coloured on the periodic table; elements without a
     value are blank."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from ase.data import chemical_symbols
     from matplotlib.colors import Normalize
 
@@ -126,18 +128,12 @@ def periodic_table_heatmap(values: dict[int, float], path: str | Path, title: st
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, fraction=0.025, pad=0.01, label=label)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def metric_curves(history: list[dict], keys: list[str], path: str | Path, ylabel: str) -> Path:
     """Columns ``keys`` of a run's history against the epoch (e.g. each head's validation MAE)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     epochs = [int(h["epoch"]) for h in history]
@@ -146,19 +142,13 @@ def metric_curves(history: list[dict], keys: list[str], path: str | Path, ylabel
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def calibration_plot(errors: np.ndarray, sigma: np.ndarray, path: str | Path, title: str) -> tuple[Path, float]:
     """Observed vs expected fraction of |error| within the central Gaussian interval of each
     predicted σ; returns the plot and the miscalibration area (0 = calibrated)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from matgnn.evaluation.uncertainty import calibration_curve, miscalibration_area
 
@@ -172,7 +162,4 @@ def calibration_plot(errors: np.ndarray, sigma: np.ndarray, path: str | Path, ti
     ax.set_ylabel("observed fraction")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path), area
+    return save_figure(fig, path), area
