@@ -63,3 +63,14 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
     assert len({c.split("bootstrap:")[1].split()[0] for c in cfgs}) == 3  # ... and each member its own resample
     html = build_report(folder).read_text()
     assert "miscalibration area" in html
+
+
+def test_two_parameter_recalibration_recovers_scale_and_floor():
+    from matgnn.evaluation.uncertainty import fit_recalibration, recalibrate
+
+    rng = np.random.default_rng(1)
+    sigma = rng.uniform(0.05, 1.0, 20000)
+    err = rng.normal(0, np.sqrt((2 * sigma) ** 2 + 0.3**2))
+    s, floor = fit_recalibration(err, sigma)
+    assert s == pytest.approx(2.0, rel=0.05) and floor == pytest.approx(0.3, rel=0.15)
+    assert miscalibration_area(err, recalibrate(sigma, (s, floor))) < 0.01

@@ -22,7 +22,11 @@ import numpy as np
 
 from matgnn.config import RunConfig
 from matgnn.evaluation.metrics import regression_metrics
-from matgnn.evaluation.uncertainty import calibration_metrics, recalibration_factor
+from matgnn.evaluation.uncertainty import (
+    calibration_metrics,
+    fit_recalibration,
+    recalibrate,
+)
 
 
 def _read(path: Path) -> tuple[list[dict[str, str]], list[str]]:
@@ -35,7 +39,6 @@ def train_ensemble(cfg: RunConfig, members: int = 5, bootstrap: bool = False, ou
                    **train_kw: Any) -> Path:
     """Train ``members`` runs of ``cfg`` (seeds ``train.seed + k``; with ``bootstrap`` each also
     trains on a resample of the training split) and write the ensemble folder; returns it."""
-    from matgnn.evaluation.plots import calibration_plot
     from matgnn.training.run import train
 
     if members < 2:
@@ -51,6 +54,15 @@ def train_ensemble(cfg: RunConfig, members: int = 5, bootstrap: bool = False, ou
             "split": cfg.split.model_copy(update={"bootstrap": (cfg.split.seed + k) if bootstrap else None}),
             "output_dir": str(folder / "members"), "name": f"member{k}"})
         runs.append(train(member, **train_kw))
+    return score_ensemble(folder, runs, bootstrap)
+
+
+def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> Path:
+    """Combine trained members' predictions into the ensemble folder's predictions, metrics,
+    calibration and plots (rerun it to rescore without retraining)."""
+    from matgnn.evaluation.plots import calibration_plot
+
+    members = len(runs)
     metrics: dict[str, Any] = {"members": members, "bootstrap": bootstrap}
     member_metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
     for key in member_metrics[0]:
@@ -58,7 +70,7 @@ def train_ensemble(cfg: RunConfig, members: int = 5, bootstrap: bool = False, ou
         if key.startswith(("val.", "test.")) and len(vals) == members:
             metrics[f"members.{key}.mean"] = float(np.mean(vals))
             metrics[f"members.{key}.std"] = float(np.std(vals))
-    factors: dict[str, float] = {}
+    factors: dict[str, tuple[float, float]] = {}
     for split in ("val", "test"):
         for suffix in ("", "_atoms"):
             files = [r / f"predictions_{split}{suffix}.csv" for r in runs]
@@ -84,13 +96,15 @@ def train_ensemble(cfg: RunConfig, members: int = 5, bootstrap: bool = False, ou
                 err = mean - true
                 metrics.update({f"{split}.{h}.{k}": v for k, v in calibration_metrics(err, std).items()})
                 if split == "val":
-                    factors[h] = recalibration_factor(err, std)
+                    factors[h] = fit_recalibration(err, std)
                 elif h in factors:
-                    metrics[f"test.{h}.recalibration_factor"] = factors[h]
+                    s, floor = factors[h]
+                    metrics[f"test.{h}.recalibration_factor"] = s
+                    metrics[f"test.{h}.recalibration_floor"] = floor
                     metrics.update({f"test.{h}.recalibrated.{k}": v
-                                    for k, v in calibration_metrics(err, std * factors[h]).items()})
-                    calibration_plot(err, std * factors[h], folder / f"calibration_{h}.png",
-                                     f"{h} (test, σ × {factors[h]:.2f} from validation)")
+                                    for k, v in calibration_metrics(err, recalibrate(std, factors[h])).items()})
+                    calibration_plot(err, recalibrate(std, factors[h]), folder / f"calibration_{h}.png",
+                                     f"{h} (test; σ'² = ({s:.2f}σ)² + {floor:.3g}² from validation)")
             with open(folder / f"predictions_{split}{suffix}.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(combined[0]))
                 w.writeheader()
