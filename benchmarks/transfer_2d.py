@@ -53,7 +53,7 @@ def dft2d(fold: int, epochs: int, name: str) -> RunConfig:
         "output_dir": str(OUT / "runs"), "name": name})
 
 
-def pretrain_mp_gap(n: int, epochs: int) -> str:
+def pretrain_mp_gap(n: int | None, epochs: int) -> str:
     cfg = RunConfig.model_validate({
         "source": {"kind": "cif_jsonl", "path": str(SHARED_DATA / "mp_cgcnn" / "mp_cgcnn.jsonl.gz"), "limit": n},
         "graphs": GRAPHS, "targets": [{"name": "band_gap", "level": "graph", "loss": "l1"}], "model": MODEL,
@@ -73,7 +73,7 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--sources", default="mp_gap,magmom")
-    p.add_argument("--pretrain-structures", type=int, default=36738)
+    p.add_argument("--pretrain-structures", type=int, default=None, help="default: all 36,738")
     p.add_argument("--pretrain-epochs", type=int, default=10)
     args = p.parse_args()
     started = time.time()
@@ -108,7 +108,7 @@ def main() -> None:
         write_result("transfer_2d", started,
                      data={"target": TARGET, "folds": f"{args.folds} of the dft2d_bandgap 5-fold split",
                            "epochs": args.epochs, "sources": sources, "best": best,
-                           "pretrain": f"mp_cgcnn band_gap, first {args.pretrain_structures}, "
+                           "pretrain": f"mp_cgcnn band_gap, {args.pretrain_structures or 'all'} structures, "
                                        f"{args.pretrain_epochs} epochs" if "mp_gap" in sources else None},
                      metrics=metrics,
                      anchors={"seed.scratch.mae": 0.94, "seed.freeze_variants.mae_min": 1.04,
