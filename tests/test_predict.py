@@ -49,6 +49,7 @@ def inputs(tmp_path):
         write(folder / f"s{k}.cif", bulk(el, "fcc", a=a, cubic=True))
     # an extxyz with two frames and an ASE database with two rows
     write(folder / "two.extxyz", [bulk("Pt", "fcc", a=3.92), bulk("Al", "fcc", a=4.05)], format="extxyz")
+    write(folder / "one.extxyz", bulk("Cu", "bcc", a=2.9), format="extxyz")
     with connect(str(folder / "more.db")) as db:
         db.write(bulk("Cu", "fcc", a=3.7), id_tag="x")
         db.write(bulk("Ni", "fcc", a=3.5) * (2, 1, 1))
@@ -70,8 +71,8 @@ def test_conditions_and_sort_keys_are_checked():
 def test_every_input_kind_is_read(inputs):
     got = list(read_structures(structure_files([inputs])))
     ids = [s.id for s in got]
-    assert len(got) == 5 + 2 + 2 and all(hasattr(s, "numbers") for s in got)
-    assert "s0" in ids and any(i.startswith("two[") for i in ids) and any(i.startswith("more[") for i in ids)
+    assert len(got) == 5 + 2 + 2 + 1 and all(hasattr(s, "numbers") for s in got)
+    assert "s0" in ids and "one" in ids and any(i.startswith("two[") for i in ids) and any(i.startswith("more[") for i in ids)
 
 
 def test_ensemble_mean_and_spread(runs, inputs):
@@ -91,16 +92,16 @@ def test_screening_cli_filters_sorts_and_writes_json_and_extxyz(runs, inputs, tm
     r = runner.invoke(app, ["predict", models, str(inputs), "--out", str(full)])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(full)))
-    assert len(rows) == 9 and {"mixing_energy", "mixing_energy_std", "n_atoms", "formula"} <= set(rows[0])
+    assert len(rows) == 10 and {"mixing_energy", "mixing_energy_std", "n_atoms", "formula"} <= set(rows[0])
     values = sorted(float(x["mixing_energy"]) for x in rows)
-    cut = values[4]
+    cut = values[5]
 
     out = tmp_path / "screen.json"
     xyz = tmp_path / "screen.extxyz"
     r = runner.invoke(app, ["predict", models, str(inputs), "--out", str(out), "--where", f"mixing_energy>={cut}",
                             "--sort-by=-mixing_energy_std", "--top", "3", "--atoms-extxyz", str(xyz)])
     assert r.exit_code == 0, r.output
-    assert "4 structures failed" in r.output
+    assert "5 structures failed" in r.output
     doc = json.loads(out.read_text())
     got = doc["predictions"]
     assert len(got) == 3 and all(g["mixing_energy"] >= cut for g in got)

@@ -121,14 +121,12 @@ def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureErro
             yield from make_source(parse_source(str(f)))
             continue
         if f.suffix.lower() in MULTI_SUFFIXES and f.is_file():
-            src = AseSource(f, graph_targets=[], node_targets=[])
-            single = f.suffix.lower() in (".extxyz", ".xyz")
-            entries = list(src) if single else src  # one-frame extxyz keeps the file stem as id
-            if single and len(entries) == 1 and not isinstance(entries[0], StructureError):
-                s = entries[0]
-                s.id = s.id if not s.id.startswith(f"{f.stem}[") else f.stem
-                yield s
-                continue
+            entries = iter(AseSource(f, graph_targets=[], node_targets=[]))  # streamed, frame by frame
+            first, second = next(entries, None), next(entries, None)
+            if (second is None and first is not None and not isinstance(first, StructureError)
+                    and f.suffix.lower() in (".extxyz", ".xyz") and first.id == f"{f.stem}[0]"):
+                first.id = f.stem  # a one-structure file is named by its file, like a CIF
+            yield from (e for e in (first, second) if e is not None)
             yield from entries
             continue
         try:
