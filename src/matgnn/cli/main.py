@@ -137,6 +137,18 @@ def graphs_build(
     console.print(f"load report: {cache.path / 'load_report.json'}, skipped list: {cache.path / 'skipped.csv'}")
 
 
+def _run_config(config: Optional[Path], overrides: list[str]):
+    """The run config of ``config`` (default: the embedded demo) with ``key=value`` overrides;
+    an invalid one is reported (pydantic names the key) and exits with 2."""
+    from matgnn.config import RunConfig
+
+    try:
+        return (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(overrides))
+    except Exception as e:  # pydantic errors say which key is wrong
+        console.print(f"[red]invalid config:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
 @app.command("train")
 def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="run config (YAML); default: the embedded EMT demo"),
@@ -149,7 +161,6 @@ def train_cmd(
     """Train a model; writes a self-describing run folder."""
     import yaml
 
-    from matgnn.config import RunConfig
     from matgnn.errors import StructureError
 
     overrides = list(set_)
@@ -162,12 +173,7 @@ def train_cmd(
             console.print("[red]error:[/red] --resume continues a run with its saved config; give no CONFIG or overrides")
             raise typer.Exit(2) from None
         config = resume / "config.yaml"
-    try:
-        cfg = RunConfig.from_yaml(config) if config else RunConfig()
-        cfg = cfg.with_overrides(overrides)
-    except Exception as e:  # pydantic errors say which key is wrong
-        console.print(f"[red]invalid config:[/red] {e}")
-        raise typer.Exit(2) from None
+    cfg = _run_config(config, overrides)
     if print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return
@@ -194,14 +200,9 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a pretrained model on new data (transfer learning); writes run folders with transfer.json
     (loaded/new tensors, frozen groups, relative weight shift per layer group)."""
-    from matgnn.config import RunConfig
     from matgnn.training.transfer import FREEZE_POLICIES, finetune
 
-    try:
-        cfg = (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(set_))
-    except Exception as e:
-        console.print(f"[red]invalid config:[/red] {e}")
-        raise typer.Exit(2) from None
+    cfg = _run_config(config, set_)
     policy: str | list[str] = freeze if freeze in FREEZE_POLICIES else [g.strip() for g in freeze.split(",") if g.strip()]
     try:
         runs = finetune(cfg, source, policy, keep_heads, two_phase, phase1_epochs, phase2_lr_factor, console=console)
@@ -224,14 +225,9 @@ def ensemble_cmd(
 ) -> None:
     """Train an ensemble of one config; writes mean ± std of the members' metrics, the ensemble's
     predictions with σ, and σ's calibration (before and after recalibration on the validation set)."""
-    from matgnn.config import RunConfig
     from matgnn.training.ensemble import train_ensemble
 
-    try:
-        cfg = (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(set_))
-    except Exception as e:
-        console.print(f"[red]invalid config:[/red] {e}")
-        raise typer.Exit(2) from None
+    cfg = _run_config(config, set_)
     try:
         folder = train_ensemble(cfg, members, bootstrap, console=console)
     except (ValueError, FileNotFoundError) as e:
@@ -262,11 +258,10 @@ def sweep_cmd(
     metric: Optional[str] = typer.Option(None, help="validation metric to rank by (default val.<first head>.mae)"),
 ) -> None:
     """Grid or Optuna sweep over config keys; every point a run; one ranking table (CSV and Markdown)."""
-    from matgnn.config import RunConfig
     from matgnn.training.sweep import parse_grid, parse_space, run_sweep
 
+    cfg = _run_config(config, set_)
     try:
-        cfg = (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(set_))
         folder = run_sweep(cfg, parse_grid(grid), parse_space(space), trials, metric, console=console, progress=False)
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
@@ -287,17 +282,12 @@ def baseline_cmd(
 ) -> None:
     """Fit and score a baseline on a config's split; writes a run folder like `train`."""
     from matgnn.baselines import BASELINES, run_baseline
-    from matgnn.config import RunConfig
     from matgnn.errors import StructureError
 
     if kind not in BASELINES:
         console.print(f"[red]error:[/red] unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
         raise typer.Exit(2)
-    try:
-        cfg = (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(set_))
-    except Exception as e:  # pydantic errors say which key is wrong
-        console.print(f"[red]invalid config:[/red] {e}")
-        raise typer.Exit(2) from None
+    cfg = _run_config(config, set_)
     try:
         run_baseline(cfg, kind, console=console, max_train_rows=max_train_rows, finetune_epochs=finetune_epochs)
     except (StructureError, ValueError, FileNotFoundError, ImportError) as e:

@@ -609,15 +609,15 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
 
     heads = [{"name": h.name, "level": h.level, "transform": h.transform, "baseline": h.baseline} for h in cfg.targets]
     m = cfg.model
-    extra: dict[str, Any] = {}
-    if getattr(model_class(m.name), "needs_degree_histogram", False):
-        extra["deg"] = degree_histogram(cache, split["train"])
     transfer_info: dict[str, Any] | None = None
-    if cfg.transfer.from_model:
+    if cfg.transfer.from_model:  # the source's architecture (a PNA keeps its degree histogram)
         model, transfer_info = transfer.transferred_model(cfg.transfer.from_model, heads, cfg.transfer.keep_heads)
         console.print(f"transfer from {transfer_info['source']} ({transfer_info['class']}): "
                       f"{len(transfer_info['loaded'])} tensors loaded, {len(transfer_info['new'])} new")
     else:
+        extra: dict[str, Any] = {}
+        if getattr(model_class(m.name), "needs_degree_histogram", False):
+            extra["deg"] = degree_histogram(cache, split["train"])
         model = build_model(m.name, heads, cutoff=cfg.graphs.cutoff, hidden=m.hidden, layers=m.layers,
                             atom_features=m.atom_features, n_rbf=m.n_rbf, dropout=m.dropout, pooling=m.pooling,
                             head_hidden=m.head_hidden, operator=m.operator, **extra)
@@ -666,7 +666,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
     if not main:
         distributed.barrier()  # wait for rank 0's evaluation and writes
         return run_dir
-    best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
+    best_epoch = trainer.best_epoch
     if base is not None:  # the run's model is base + delta; the base alone is scored too
         from matgnn.models.delta import DeltaModel
 

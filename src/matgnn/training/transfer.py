@@ -18,7 +18,6 @@ rate) is :func:`matgnn.training.transfer.finetune` with ``two_phase``.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 import re
@@ -135,7 +134,8 @@ def weight_shift(before: dict[str, torch.Tensor], model: torch.nn.Module) -> dic
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone().cpu() for k, v in copy.deepcopy(model.state_dict()).items()}
+    """A CPU copy of the model's weights and buffers."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def finetune(cfg, source: str | Path, freeze_policy: str | list[str] = "none", keep_heads: bool = False,
