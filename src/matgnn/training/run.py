@@ -93,6 +93,14 @@ def element_means(labels: list[dict[str, np.ndarray]], idx: list[int], name: str
     return out
 
 
+def _standardisation(vals: np.ndarray, head: HeadConfig) -> tuple[float, float]:
+    """Mean and std a head's labelled training values are standardised with (0 and 1 when the
+    head is not normalised or has fewer than two values)."""
+    if not head.normalize or len(vals) < 2:
+        return 0.0, 1.0
+    return float(vals.mean()), float(vals.std()) or 1.0
+
+
 def _normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: list[HeadConfig]):
     """Per-head mean and std of the training labels in the space the model learns
     (after ``transform`` or minus the element baseline), and the baselines."""
@@ -108,12 +116,9 @@ def _normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: l
             if (vals <= -1).any():
                 raise ValueError(f"target {h.name!r} has values <= -1; transform 'log' (log1p) needs y > -1")
             vals = np.log1p(vals)
-        if not h.normalize or len(vals) < 2:
-            mean.append(0.0)
-            std.append(1.0)
-        else:
-            mean.append(float(vals.mean()))
-            std.append(float(vals.std()) or 1.0)
+        mu, sd = _standardisation(vals, h)
+        mean.append(mu)
+        std.append(sd)
     return torch.tensor(mean), torch.tensor(std), torch.tensor(baseline, dtype=torch.float32)
 
 
@@ -127,13 +132,8 @@ def _residual_normalization(base: MatgnnModel, loader, heads: list[HeadConfig]) 
         for h in heads:
             r = (batch[keys.target(h.name)] - out[h.name].float()).numpy()
             res[h.name].append(r[~np.isnan(r)])
-    mean, std = [], []
-    for h in heads:
-        v = np.concatenate(res[h.name]) if res[h.name] else np.zeros(0)
-        use = h.normalize and len(v) > 1
-        mean.append(float(v.mean()) if use else 0.0)
-        std.append((float(v.std()) or 1.0) if use else 1.0)
-    return torch.tensor(mean), torch.tensor(std)
+    stats = [_standardisation(np.concatenate(res[h.name]) if res[h.name] else np.zeros(0), h) for h in heads]
+    return torch.tensor([m for m, _ in stats]), torch.tensor([sd for _, sd in stats])
 
 
 def degree_histogram(cache: GraphCache, idx: list[int]) -> list[int]:
