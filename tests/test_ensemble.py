@@ -62,7 +62,31 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
     cfgs = [(p / "config.yaml").read_text() for p in (folder / "members").iterdir()]
     assert len({c.split("bootstrap:")[1].split()[0] for c in cfgs}) == 3  # ... and each member its own resample
     html = build_report(folder).read_text()
-    assert "miscalibration area" in html
+    assert "miscalibration area" in html and "recalibrated σ" in html
+    # the folder predicts new structures: the members' mean, σ recalibrated as fitted on validation
+    from ase.build import bulk
+    from ase.io import write
+
+    from matgnn.prediction.predict import Ensemble, predict_structures, read_structures, structure_files
+    from matgnn.training.ensemble import ensemble_members
+
+    members, recal = ensemble_members(folder)
+    assert len(members) == 3 and set(recal) == {"mixing_energy", "atom_energy"}
+    assert 1 <= m["test.mixing_energy.recalibration_bins"] == len(recal["mixing_energy"].params)
+    (tmp_path / "in").mkdir()
+    for k, (el, a) in enumerate([("Cu", 3.6), ("Ni", 3.52), ("Pd", 3.89)]):
+        write(tmp_path / "in" / f"s{k}.cif", bulk(el, "fcc", a=a, cubic=True))
+    structures = list(read_structures(structure_files([tmp_path / "in"])))
+    from_folder, from_members = Ensemble([folder]), Ensemble(members)
+    a = list(predict_structures(from_folder, structures, from_folder.settings))
+    b = list(predict_structures(from_members, structures, from_members.settings))
+    for ra, rb in zip(a, b):
+        assert ra["mixing_energy"] == pytest.approx(rb["mixing_energy"], abs=1e-6)
+        want = recal["mixing_energy"](np.array([rb["mixing_energy_std"]]), np.array([rb["mixing_energy"]]))[0]
+        assert ra["mixing_energy_std"] == pytest.approx(want, rel=1e-5)
+        np.testing.assert_allclose(ra["atom_energy_std"],
+                                   recal["atom_energy"](np.asarray(rb["atom_energy_std"]), np.asarray(rb["atom_energy"])),
+                                   rtol=1e-5)
 
 
 def test_two_parameter_recalibration_recovers_scale_and_floor():
@@ -74,3 +98,34 @@ def test_two_parameter_recalibration_recovers_scale_and_floor():
     s, floor = fit_recalibration(err, sigma)
     assert s == pytest.approx(2.0, rel=0.05) and floor == pytest.approx(0.3, rel=0.15)
     assert miscalibration_area(err, recalibrate(sigma, (s, floor))) < 0.01
+
+
+def test_binned_recalibration_calibrates_errors_that_depend_on_the_prediction():
+    from matgnn.evaluation.uncertainty import (
+        Recalibration,
+        fit_binned_recalibration,
+        fit_recalibration,
+        recalibrate,
+    )
+
+    rng = np.random.default_rng(2)
+
+    def draw(n):  # small predictions are 20x more confident than the spread says, large ones 3x less
+        pred = rng.uniform(0, 3, n)
+        sigma = rng.uniform(0.05, 0.5, n)
+        err = rng.normal(0, np.where(pred < 1.5, 0.05, 3.0) * sigma)
+        return err, sigma, pred
+
+    (ev, sv, pv), (et, st, pt) = draw(20000), draw(20000)
+    one = miscalibration_area(et, recalibrate(st, fit_recalibration(ev, sv)))
+    rec = fit_binned_recalibration(ev, sv, pv, bins=4)
+    assert len(rec.params) == 4
+    binned = miscalibration_area(et, rec(st, pt))
+    assert one > 0.1 and binned < 0.02, (one, binned)
+    again = Recalibration.from_dict(json.loads(json.dumps(rec.to_dict())))
+    np.testing.assert_allclose(again(st, pt), rec(st, pt))
+    assert Recalibration.from_dict([2.0, 0.1])(np.array([1.0]))[0] == pytest.approx(np.sqrt(4.01))
+    # few validation points: fewer bins, each with min_count points; many tied predictions merge bins
+    assert len(fit_binned_recalibration(ev[:70], sv[:70], pv[:70], bins=4, min_count=30).params) <= 2
+    tied = fit_binned_recalibration(ev[:400], sv[:400], np.r_[np.zeros(390), np.ones(10)], bins=4, min_count=30)
+    assert len(tied.params) == 1

@@ -119,12 +119,13 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
     for split_file in (run / "predictions_test.csv", run / "predictions_test_atoms.csv"):
         rows_p = _csv(split_file)
         for h in heads:
-            key = f"{h['name']}_std"
-            if rows_p and key in rows_p[0]:
-                err = np.array([float(r[f"{h['name']}_pred"]) - float(r[f"{h['name']}_true"]) for r in rows_p])
-                sig = np.array([float(r[key]) for r in rows_p])
-                png, area = calibration_plot(err, sig, figs / f"calibration_{h['name']}.png", f"{h['name']} (test)")
-                cal.append(_img(png, f"calibration {h['name']}") + f"<p>miscalibration area {area:.3f}</p>")
+            for key, label in ((f"{h['name']}_std", "raw σ"), (f"{h['name']}_std_recalibrated", "recalibrated σ")):
+                if rows_p and key in rows_p[0]:
+                    err = np.array([float(r[f"{h['name']}_pred"]) - float(r[f"{h['name']}_true"]) for r in rows_p])
+                    sig = np.array([float(r[key]) for r in rows_p])
+                    png, area = calibration_plot(err, sig, figs / f"calibration_{key}.png", f"{h['name']} (test, {label})")
+                    cal.append(_img(png, f"calibration {h['name']} {label}")
+                               + f"<p>{label}: miscalibration area {area:.3f}</p>")
     parts["calibration"] = "".join(cal) or (
         "<p>This run predicts without a spread (one model), so there is no calibration to show; "
         "ensemble predictions with σ get a calibration plot here.</p>")

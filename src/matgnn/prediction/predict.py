@@ -66,12 +66,26 @@ def graph_settings_of(path: str | Path) -> GraphSettings:
 
 class Ensemble:
     """Saved models with the same heads and graph settings, predicted together: the mean
-    of the members and their standard deviation (σ) per head."""
+    of the members and their standard deviation (σ) per head. An ensemble folder written by
+    ``matgnn ensemble`` stands for its members, and its σ is recalibrated as fitted on its
+    validation set (:class:`matgnn.evaluation.uncertainty.Recalibration`)."""
 
     def __init__(self, paths: Sequence[str | Path]) -> None:
+        from matgnn.training.ensemble import ENSEMBLE_FILE, ensemble_members
+
         if not paths:
             raise ValueError("no model given")
-        self.paths = [model_folder(p) for p in paths]
+        self.recalibration: dict = {}
+        expanded: list[str | Path] = []
+        for p in paths:
+            if Path(p).is_dir() and (Path(p) / ENSEMBLE_FILE).is_file():
+                members, recal = ensemble_members(p)
+                if len(paths) == 1:
+                    self.recalibration = recal
+                expanded += members
+            else:
+                expanded.append(p)
+        self.paths = [model_folder(p) for p in expanded]
         self.members = [load_model(p).eval() for p in self.paths]
         self.settings = graph_settings_of(self.paths[0])
         self.head_specs = self.members[0].head_specs
@@ -92,7 +106,11 @@ class Ensemble:
         res = {}
         for s in self.head_specs:
             stack = torch.stack([o[s["name"]].float() for o in outs])
-            res[s["name"]] = (stack.mean(0), stack.std(0, unbiased=False) if len(outs) > 1 else None)
+            mean, std = stack.mean(0), (stack.std(0, unbiased=False) if len(outs) > 1 else None)
+            rec = self.recalibration.get(s["name"])
+            if rec is not None and std is not None:
+                std = torch.as_tensor(rec(std.cpu().numpy(), mean.cpu().numpy()), dtype=mean.dtype, device=mean.device)
+            res[s["name"]] = (mean, std)
         return res
 
 

@@ -1,13 +1,16 @@
 """Ensembles of one config: N members with different seeds (and optionally bootstrap resamples of
 the training split), scored as members (mean ± std of their metrics) and as an ensemble (the
 members' mean prediction with σ = their spread), with calibration metrics of σ before and after
-a one-factor recalibration on the validation set.
+recalibration on the validation set (a scale and a floor per bin of the predicted value,
+:func:`matgnn.evaluation.uncertainty.fit_binned_recalibration`; the one-pair version is
+reported beside it).
 
 An ensemble folder holds ``members/`` (ordinary run folders), ``predictions_{val,test}.csv``
 (and ``_atoms.csv`` for per-atom heads) with ``<head>_true``, ``<head>_pred``, ``<head>_std``,
-``metrics.json``, ``calibration_<head>.png`` and ``ensemble.json`` (members, recalibration
-factors). ``matgnn predict MEMBER1,MEMBER2,...`` predicts new structures with mean and σ, and
-``matgnn report`` draws the calibration plot from the predictions.
+``metrics.json``, ``calibration_<head>.png`` and ``ensemble.json`` (members, recalibration).
+``matgnn predict ENSEMBLE_FOLDER`` predicts new structures with the members' mean and the
+recalibrated σ (``matgnn predict MEMBER1,MEMBER2,...``: the raw spread), and ``matgnn report``
+draws the calibration plot from the predictions.
 """
 
 from __future__ import annotations
@@ -23,10 +26,30 @@ import numpy as np
 from matgnn.config import RunConfig
 from matgnn.evaluation.metrics import regression_metrics
 from matgnn.evaluation.uncertainty import (
+    Recalibration,
     calibration_metrics,
+    fit_binned_recalibration,
     fit_recalibration,
     recalibrate,
 )
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def ensemble_members(folder: str | Path) -> tuple[list[Path], dict[str, Recalibration]]:
+    """The member model folders of an ensemble folder and its per-head σ recalibration."""
+    folder = Path(folder)
+    info = json.loads((folder / ENSEMBLE_FILE).read_text())
+    members = []
+    for m in info["members"]:
+        p = Path(m)
+        if not p.is_absolute():
+            p = folder / p
+        elif not p.exists() and (folder / "members" / p.name).exists():  # the folder was moved
+            p = folder / "members" / p.name
+        members.append(p)
+    recal = info.get("recalibration") or info.get("recalibration_factors") or {}
+    return members, {h: Recalibration.from_dict(v) for h, v in recal.items()}
 
 
 def _read(path: Path) -> tuple[list[dict[str, str]], list[str]]:
@@ -71,6 +94,7 @@ def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> P
             metrics[f"members.{key}.mean"] = float(np.mean(vals))
             metrics[f"members.{key}.std"] = float(np.std(vals))
     factors: dict[str, tuple[float, float]] = {}
+    binned: dict[str, Recalibration] = {}
     for split in ("val", "test"):
         for suffix in ("", "_atoms"):
             files = [r / f"predictions_{split}{suffix}.csv" for r in runs]
@@ -97,19 +121,30 @@ def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> P
                 metrics.update({f"{split}.{h}.{k}": v for k, v in calibration_metrics(err, std).items()})
                 if split == "val":
                     factors[h] = fit_recalibration(err, std)
+                    binned[h] = fit_binned_recalibration(err, std, mean)
                 elif h in factors:
                     s, floor = factors[h]
                     metrics[f"test.{h}.recalibration_factor"] = s
                     metrics[f"test.{h}.recalibration_floor"] = floor
-                    metrics.update({f"test.{h}.recalibrated.{k}": v
+                    metrics.update({f"test.{h}.recalibrated_global.{k}": v
                                     for k, v in calibration_metrics(err, recalibrate(std, factors[h])).items()})
-                    calibration_plot(err, recalibrate(std, factors[h]), folder / f"calibration_{h}.png",
-                                     f"{h} (test; σ'² = ({s:.2f}σ)² + {floor:.3g}² from validation)")
+                    rec_std = binned[h](std, mean)
+                    metrics[f"test.{h}.recalibration_bins"] = len(binned[h].params)
+                    metrics.update({f"test.{h}.recalibrated.{k}": v for k, v in calibration_metrics(err, rec_std).items()})
+                    for i, row in enumerate(combined):
+                        row[f"{h}_std_recalibrated"] = f"{rec_std[i]:.6g}"
+                    calibration_plot(err, rec_std, folder / f"calibration_{h}.png",
+                                     f"{h} (test; σ'² = (s σ)² + σ₀² in {len(binned[h].params)} bins of the "
+                                     "prediction, fitted on validation)")
             with open(folder / f"predictions_{split}{suffix}.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(combined[0]))
                 w.writeheader()
                 w.writerows(combined)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (folder / "ensemble.json").write_text(json.dumps({"members": [str(r) for r in runs], "bootstrap": bootstrap,
-                                                      "recalibration_factors": factors}, indent=1))
+    members_rel = [str(Path(r).resolve().relative_to(folder.resolve())) if Path(r).resolve().is_relative_to(folder.resolve())
+                   else str(Path(r).resolve()) for r in runs]
+    (folder / ENSEMBLE_FILE).write_text(json.dumps({
+        "members": members_rel, "bootstrap": bootstrap,
+        "recalibration": {h: r.to_dict() for h, r in binned.items()},
+        "recalibration_global": factors}, indent=1))
     return folder
