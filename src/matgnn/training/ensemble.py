@@ -134,8 +134,7 @@ def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> P
                     for i, row in enumerate(combined):
                         row[f"{h}_std_recalibrated"] = f"{rec_std[i]:.6g}"
                     calibration_plot(err, rec_std, folder / f"calibration_{h}.png",
-                                     f"{h} (test; σ'² = (s σ)² + σ₀² in {len(binned[h].params)} bins of the "
-                                     "prediction, fitted on validation)")
+                                     f"{h}, test, σ recalibrated ({len(binned[h].params)} bins)")
             with open(folder / f"predictions_{split}{suffix}.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(combined[0]))
                 w.writeheader()
