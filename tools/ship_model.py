@@ -50,9 +50,40 @@ CARDS = {
 }
 
 
+def _run_of(source: str) -> Path | None:
+    """The run folder a ``transfer.from_model`` points at: a run folder, a run's model folder, or a
+    shipped model's name (found through the output_dir/name of its training_config.yaml)."""
+    p = Path(source)
+    p = p if p.is_absolute() else ROOT / p
+    if (p / "config.yaml").is_file():
+        return p
+    if (p.parent / "config.yaml").is_file():
+        return p.parent
+    shipped = DEST / source / "training_config.yaml"
+    if shipped.is_file():
+        cfg = yaml.safe_load(shipped.read_text())
+        out = Path(cfg["output_dir"])
+        runs = sorted((out if out.is_absolute() else ROOT / out).glob(f"{cfg['name']}-*"))
+        return runs[-1] if runs else None
+    return None
+
+
+def lineage(run: Path) -> list[tuple[Path, dict, dict]]:
+    """(run folder, config, metrics) of the run and of every run it was continued or fine-tuned
+    from, oldest first."""
+    stages = []
+    while run is not None and (run / "metrics.json").is_file():
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        stages.append((run, cfg, json.loads((run / "metrics.json").read_text())))
+        source = (cfg.get("transfer") or {}).get("from_model")
+        run = _run_of(source) if source else None
+    return stages[::-1]
+
+
 def main() -> None:
     run, name = Path(sys.argv[1]), sys.argv[2]
     info = CARDS[name]
+    stages = lineage(run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     split = json.loads((run / "split.json").read_text())
@@ -61,6 +92,21 @@ def main() -> None:
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(run / "model", dest)
     shutil.copy(run / "config.yaml", dest / "training_config.yaml")
+    for k, (r, _, _) in enumerate(stages[:-1], 1):  # the configs of the earlier stages, to reproduce the chain
+        shutil.copy(r / "config.yaml", dest / f"training_config_stage{k}.yaml")
+    total_epochs = sum(m["epochs_run"] for _, _, m in stages)
+    total_min = sum(m["train_seconds"] for _, _, m in stages) / 60
+    trained = (f"Trained {metrics['epochs_run']} epochs (best epoch {metrics['best_epoch']}), "
+               f"{metrics['train_seconds'] / 60:.0f} min on 2 CPU cores")
+    if len(stages) > 1:
+        def tests(c: dict, m: dict) -> str:
+            return ", ".join("{} MAE {:.4g}".format(h["name"], m["test." + h["name"] + ".mae"]) for h in c["targets"])
+
+        steps = "; ".join(f"stage {k}: {m['epochs_run']} epochs, lr {c['train']['lr']:g}, {m['train_seconds'] / 60:.0f} min, "
+                          f"test {tests(c, m)}" for k, (_, c, m) in enumerate(stages, 1))
+        trained = (f"Trained in {len(stages)} stages, each continuing the previous one's weights (all trainable) on the "
+                   f"same split with a fresh one-cycle schedule — {steps}; {total_epochs} epochs, {total_min:.0f} min in all "
+                   f"on 2 CPU cores. Configs: `training_config_stage1.yaml` … and `training_config.yaml` (the last)")
     heads = cfg["targets"]
     rows = []
     for h in heads:
@@ -78,7 +124,7 @@ def main() -> None:
 ## Model
 `{cfg['model']['name']}` ({metrics['n_parameters']:,} parameters), width {cfg['model']['hidden']}, {cfg['model']['layers']} layers;
 graphs: cutoff {cfg['graphs']['cutoff']} Å, {cfg['graphs']['max_neighbors']} nearest neighbours; heads: {', '.join(f"{h['name']} ({h['level']}, {h['loss']}{', residual to the per-element mean' if h.get('baseline') == 'element_mean' else ''})" for h in heads)}.
-Trained {metrics['epochs_run']} epochs (best epoch {metrics['best_epoch']}), {metrics['train_seconds'] / 60:.0f} min on 2 CPU cores;
+{trained};
 the full training config is `training_config.yaml` beside this card and the constructor arguments are in `model.json`.
 
 ## Data
