@@ -67,7 +67,12 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
     from ase.build import bulk
     from ase.io import write
 
-    from matgnn.prediction.predict import Ensemble, predict_structures, read_structures, structure_files
+    from matgnn.prediction.predict import (
+        Ensemble,
+        predict_structures,
+        read_structures,
+        structure_files,
+    )
     from matgnn.training.ensemble import ensemble_members
 
     members, recal = ensemble_members(folder)
