@@ -206,8 +206,7 @@ def main() -> None:
               "model": (f"{args.model} (trained by its config.yaml"
                         + (f", continued from {MODEL_CFG.transfer.from_model}" if MODEL_CFG.transfer.from_model else "") + ")"
                         if args.model else f"trained here, {args.epochs} epochs"),
-              "model_config": {"graphs": base_cfg(limit, args.epochs, "x").graphs.model_dump(),
-                               "model": base_cfg(limit, args.epochs, "x").model.model_dump()},
+              "model_config": {"graphs": cfg.graphs.model_dump(), "model": cfg.model.model_dump()},
               "split": "composition-grouped 80/10/10, seed 42", "exclusion_set": EXCLUDE,
               "chgnet_sample": f"{len(ok)} test structures (seed 0)", "epochs": args.epochs,
               "xgboost_max_train_rows": args.max_train_rows, "runs": runs,
