@@ -256,13 +256,16 @@ def sweep_cmd(
                                                         "int:LO:HI | choice:a,b,c"),
     trials: int = typer.Option(0, help="Optuna TPE trials over --space"),
     metric: Optional[str] = typer.Option(None, help="validation metric to rank by (default val.<first head>.mae)"),
+    resume: Optional[Path] = typer.Option(None, help="the folder of an interrupted grid sweep: finished points are "
+                                                     "kept, the others run"),
 ) -> None:
     """Grid or Optuna sweep over config keys; every point a run; one ranking table (CSV and Markdown)."""
     from matgnn.training.sweep import parse_grid, parse_space, run_sweep
 
     cfg = _run_config(config, set_)
     try:
-        folder = run_sweep(cfg, parse_grid(grid), parse_space(space), trials, metric, console=console, progress=False)
+        folder = run_sweep(cfg, parse_grid(grid), parse_space(space), trials, metric, out=resume,
+                           resume=resume is not None, console=console, progress=False)
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

@@ -1,7 +1,12 @@
 """Sweeps over any config keys — a grid, or Optuna's TPE sampler — ranked in one table.
 
 Every point is an ordinary run (its own run folder); graphs are cached per graph settings, so a
-cutoff sweep builds each cutoff's graphs once and every model at that cutoff reuses them. Points
+cutoff sweep builds each cutoff's graphs once and every model at that cutoff reuses them. When the
+points differ in graph settings, the structures with a valid graph differ too (at 3 Å an atom may
+have no neighbour; at 8 Å it has), and a split made per point would differ with them; the sweep
+then makes one split over the structures valid under every graph setting and every point trains,
+validates and tests on exactly those (``shared_split.json`` lists the structures each setting
+loses). Points
 are ranked by a validation metric (default: the first head's validation MAE; the test metrics are
 reported beside it, never used to choose), into ``ranking.csv`` and ``ranking.md`` with model,
 cutoff, the swept values, MAE, RMSE, R², parameters and training time.
@@ -20,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from matgnn.config import RunConfig
@@ -60,15 +66,69 @@ def _row(run: Path, point: dict[str, Any], metric: str, heads: list[str]) -> dic
     for h in heads:
         for k in ("mae", "rmse", "r2"):
             row[f"test.{h}.{k}"] = m.get(f"test.{h}.{k}")
-    row.update(parameters=m["n_parameters"], train_seconds=round(m["train_seconds"], 1))
+    row.update(n_train=m.get("n_train"), n_val=m.get("n_val"), n_test=m.get("n_test"),
+               parameters=m["n_parameters"], train_seconds=round(m["train_seconds"], 1))
     return row
+
+
+def _graph_variants(cfg: RunConfig, grid: dict[str, list[Any]] | None,
+                    space: dict[str, tuple[str, list[Any]]] | None) -> list[RunConfig] | None:
+    """The distinct graph settings a sweep visits, as configs, or None when it has one."""
+    keys = {k: v for k, v in (grid or {}).items() if k.startswith("graphs.")}
+    for k, (kind, args) in (space or {}).items():
+        if k.startswith("graphs."):
+            if kind != "choice":
+                return None  # continuous graph settings: every trial its own; splits made per point
+            keys[k] = args
+    if not keys or cfg.split.kind == "ids":
+        return None
+    if any(k.startswith(("split.", "source.")) for k in list(grid or {}) + list(space or {})):
+        return None  # the sweep varies the data or the split itself
+    names = list(keys)
+    return [cfg.with_overrides([f"{k}={json.dumps(v)}" for k, v in zip(names, values)])
+            for values in itertools.product(*(keys[k] for k in names))]
+
+
+def shared_split(variants: list[RunConfig], folder: Path) -> Path:
+    """One split (under the base config's split settings) over the labelled structures that
+    have a valid graph under every graph setting in ``variants``; written as an ids file
+    (``shared_split.json``) with, per setting, the structures it loses."""
+    from rich.console import Console
+
+    from matgnn.data.sources import make_source
+    from matgnn.graphs.cache import build_graph_cache
+    from matgnn.training.run import _labels, make_split
+
+    cfg = variants[0]
+    source = make_source(cfg.source)
+    caches = [build_graph_cache(source, c.graphs, cache_root=c.cache_dir, workers=c.workers,
+                                on_invalid=c.on_invalid, progress=False) for c in variants]
+    common = set(caches[0].ids)
+    for c in caches[1:]:
+        common &= set(c.ids)
+    cache = caches[0]
+    labels = _labels(cache, cfg.targets)
+    labelled = [i for i, d in enumerate(labels) if cache.ids[i] in common
+                and any((~np.isnan(v)).any() for v in d.values())]
+    parts = make_split(cfg, cache, labels, labelled, Console(stderr=True, quiet=True))
+    all_ids = set().union(*(set(c.ids) for c in caches))
+    lost = {json.dumps(c.graphs.model_dump(mode="json"), sort_keys=True): sorted(all_ids - set(k.ids))
+            for c, k in zip(variants, caches)}
+    path = folder / "shared_split.json"
+    path.write_text(json.dumps({**{k: [cache.ids[i] for i in v] for k, v in parts.items()},
+                                "config": cfg.split.model_dump(mode="json"),
+                                "note": "structures with a valid, labelled graph under every graph setting of the sweep",
+                                "left_out_per_graph_setting": lost}, indent=1))
+    return path
 
 
 def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
               space: dict[str, tuple[str, list[Any]]] | None = None, trials: int = 0,
-              metric: str | None = None, out: str | Path | None = None, seed: int = 0, **train_kw: Any) -> Path:
+              metric: str | None = None, out: str | Path | None = None, seed: int = 0, resume: bool = False,
+              **train_kw: Any) -> Path:
     """Run every grid point (or ``trials`` Optuna TPE trials over ``space``) and write the
-    ranking; returns the sweep folder."""
+    ranking; returns the sweep folder. ``resume`` (grids): points of ``out`` that finished
+    before (their run folder holds ``metrics.json``) are ranked as they are, not run again."""
     from matgnn.training.run import train
 
     if not grid and not (space and trials):
@@ -82,9 +142,20 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(folder / "base_config.yaml")
     rows: list[dict[str, Any]] = []
+    variants = _graph_variants(cfg, grid, space)
+    fixed = [] if variants is None else [
+        "split.kind=ids", f"split.ids_file={json.dumps(str(shared_split(variants, folder).resolve()))}"]
+
+    if resume and not (grid and out):
+        raise ValueError("resume needs a grid and the folder (out) of the sweep to resume")
 
     def one(point: dict[str, Any], k: int) -> float:
-        c = cfg.with_overrides([f"{key}={json.dumps(v)}" for key, v in point.items()])
+        done = [r for r in sorted((folder / "runs").glob(f"point{k:03d}-*")) if (r / "metrics.json").exists()]
+        if resume and done:
+            rows.append(_row(done[-1], point, metric, heads))
+            _write(folder, rows)
+            return float(rows[-1]["selection_metric"])
+        c = cfg.with_overrides([f"{key}={json.dumps(v)}" for key, v in point.items()] + fixed)
         c = c.model_copy(update={"output_dir": str(folder / "runs"), "name": f"point{k:03d}"})
         try:
             run = train(c, **train_kw)
