@@ -134,3 +134,47 @@ def test_binned_recalibration_calibrates_errors_that_depend_on_the_prediction():
     assert len(fit_binned_recalibration(ev[:70], sv[:70], pv[:70], bins=4, min_count=30).params) <= 2
     tied = fit_binned_recalibration(ev[:400], sv[:400], np.r_[np.zeros(390), np.ones(10)], bins=4, min_count=30)
     assert len(tied.params) == 1
+
+
+def test_combined_ensemble_of_different_architectures(tmp_path):
+    """`matgnn ensemble --combine RUN --combine RUN --out F`: runs trained already (here a CGCNN and
+    a SchNet on one split) become an ensemble folder — mean prediction, σ, per-atom metrics with
+    the exclusion set — which `matgnn predict` uses like a trained ensemble."""
+    from ase.build import bulk
+    from ase.io import write
+
+    from matgnn.training.run import train
+
+    def cfg(name, model, seed=42):
+        return RunConfig.model_validate({
+            "source": {"kind": "emt", "n_structures": 60}, "graphs": {"cutoff": 5.0},
+            "targets": [{"name": "atom_energy", "level": "node"}],
+            "model": {"name": model, "hidden": 8, "layers": 1, "head_hidden": 8},
+            "train": {"epochs": 2, "batch_size": 8, "threads": 1, "tensorboard": False},
+            "split": {"seed": seed}, "evaluation": {"exclude_elements": ["Cu"]},
+            "output_dir": str(tmp_path / "runs"), "name": name, "cache_dir": str(tmp_path / "cache")})
+
+    a, b = train(cfg("a", "cgcnn"), progress=False), train(cfg("b", "schnet"), progress=False)
+    out = tmp_path / "ens"
+    r = runner.invoke(app, ["ensemble", "--combine", str(a), "--combine", str(b), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    pa, pb, pe = (list(csv.DictReader(open(f / "predictions_test_atoms.csv"))) for f in (a, b, out))
+    mean = np.array([(float(x["atom_energy_pred"]) + float(y["atom_energy_pred"])) / 2 for x, y in zip(pa, pb)])
+    assert np.allclose([float(r["atom_energy_pred"]) for r in pe], mean, atol=1e-4)
+    true = np.array([float(r["atom_energy_true"]) for r in pe])
+    assert m["test.atom_energy.mae"] == pytest.approx(np.abs(mean - true).mean(), rel=1e-3)
+    no_cu = np.array([r["z"] != "29" for r in pe])
+    assert m["test.atom_energy.without_Cu.mae"] == pytest.approx(np.abs(mean - true)[no_cu].mean(), rel=1e-3)
+    assert json.loads((out / "ensemble.json").read_text())["members"] == ["../runs/" + a.name, "../runs/" + b.name]
+
+    write(tmp_path / "ni.cif", bulk("Ni", "fcc", a=3.52))
+    r = runner.invoke(app, ["predict", str(out), str(tmp_path / "ni.cif"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    assert "atom_energy_std" in (tmp_path / "p_atoms.csv").read_text().splitlines()[0]
+
+    c = train(cfg("c", "cgcnn", seed=7), progress=False)  # another split: refused
+    r = runner.invoke(app, ["ensemble", "--combine", str(a), "--combine", str(c), "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 1 and "split differs" in r.output
+    r = runner.invoke(app, ["ensemble", "--combine", str(a), "--combine", str(b)])
+    assert r.exit_code == 1 and "--out" in r.output

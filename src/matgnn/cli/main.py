@@ -222,14 +222,25 @@ def ensemble_cmd(
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=50"),
     members: int = typer.Option(5, help="number of members (seeds train.seed, train.seed + 1, ...)"),
     bootstrap: bool = typer.Option(False, help="each member also trains on a bootstrap resample of the training split"),
+    combine: list[Path] = typer.Option([], "--combine", help="no training: an ensemble of these finished runs "
+                                                             "(repeat; same split and heads, any architectures)"),
+    out: Optional[Path] = typer.Option(None, help="with --combine: the ensemble folder to write"),
 ) -> None:
     """Train an ensemble of one config; writes mean ± std of the members' metrics, the ensemble's
-    predictions with σ, and σ's calibration (before and after recalibration on the validation set)."""
-    from matgnn.training.ensemble import train_ensemble
+    predictions with σ, and σ's calibration (before and after recalibration on the validation set).
+    With --combine, the same for runs trained already (e.g. a CGCNN and a PNA on one split)."""
+    from matgnn.config import RunConfig
+    from matgnn.training.ensemble import combine_runs, train_ensemble
 
-    cfg = _run_config(config, set_)
     try:
-        folder = train_ensemble(cfg, members, bootstrap, console=console)
+        if combine:
+            if out is None:
+                raise ValueError("--combine needs --out, the ensemble folder to write")
+            folder = combine_runs(combine, out)
+            cfg = RunConfig.from_yaml(folder / "config.yaml")
+        else:
+            cfg = _run_config(config, set_)
+            folder = train_ensemble(cfg, members, bootstrap, console=console)
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None

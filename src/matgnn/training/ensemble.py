@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def ensemble_members(folder: str | Path) -> tuple[list[Path], dict[str, Recalibr
     for m in info["members"]:
         p = Path(m)
         if not p.is_absolute():
-            p = folder / p
+            p = (folder / p).resolve()
         elif not p.exists() and (folder / "members" / p.name).exists():  # the folder was moved
             p = folder / "members" / p.name
         members.append(p)
@@ -80,12 +81,53 @@ def train_ensemble(cfg: RunConfig, members: int = 5, bootstrap: bool = False, ou
     return score_ensemble(folder, runs, bootstrap)
 
 
+def combine_runs(runs: list[str | Path], out: str | Path) -> Path:
+    """An ensemble folder over runs trained already — e.g. different architectures on one
+    split; they must share the split (same train/validation/test ids) and the heads. The
+    members stay where they are (``ensemble.json`` points at them by relative path)."""
+    runs = [Path(r) for r in runs]
+    if len(runs) < 2:
+        raise ValueError("an ensemble needs at least 2 members")
+    first = None
+    for r in runs:
+        if not (r / "metrics.json").is_file() or not (r / "split.json").is_file():
+            raise FileNotFoundError(f"{r}: not a finished run folder (no metrics.json / split.json)")
+        split = json.loads((r / "split.json").read_text())
+        heads = [(h.name, h.level) for h in RunConfig.from_yaml(r / "config.yaml").targets]
+        if first is None:
+            first = (r, split, heads)
+            continue
+        for k in ("train", "val", "test"):
+            if sorted(split[k]) != sorted(first[1][k]):
+                raise ValueError(f"{r}: its {k} split differs from {first[0]}'s; members of an ensemble "
+                                 "must be trained and scored on the same structures")
+        if heads != first[2]:
+            raise ValueError(f"{r}: its heads {heads} differ from {first[0]}'s {first[2]}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    RunConfig.from_yaml(runs[0] / "config.yaml").to_yaml(folder / "config.yaml")
+    return score_ensemble(folder, runs)
+
+
+def _excluded_metrics(rows: list[dict[str, str]], true: np.ndarray, mean: np.ndarray, exclude: list[str]
+                      ) -> dict[str, float]:
+    """Per-atom metrics without the atoms of ``exclude`` (as runs report them)."""
+    from ase.data import atomic_numbers
+
+    if not exclude or not rows or "z" not in rows[0]:
+        return {}
+    gone = {atomic_numbers[e] for e in exclude}
+    keep = np.array([int(r["z"]) not in gone for r in rows])
+    return {f"without_{'-'.join(exclude)}.{k}": v for k, v in regression_metrics(true[keep], mean[keep]).items()}
+
+
 def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> Path:
     """Combine trained members' predictions into the ensemble folder's predictions, metrics,
     calibration and plots (rerun it to rescore without retraining)."""
     from matgnn.evaluation.plots import calibration_plot
 
     members = len(runs)
+    exclude = RunConfig.from_yaml(runs[0] / "config.yaml").evaluation.exclude_elements
     metrics: dict[str, Any] = {"members": members, "bootstrap": bootstrap}
     member_metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
     for key in member_metrics[0]:
@@ -115,6 +157,9 @@ def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> P
                 for i, row in enumerate(combined):
                     row.update({f"{h}_true": f"{true[i]:.6g}", f"{h}_pred": f"{mean[i]:.6g}", f"{h}_std": f"{std[i]:.6g}"})
                 metrics.update({f"{split}.{h}.{k}": v for k, v in regression_metrics(true, mean).items()})
+                if suffix == "_atoms":
+                    metrics.update({f"{split}.{h}.{k}": v
+                                    for k, v in _excluded_metrics(rows, true, mean, exclude).items()})
                 best = min(member_metrics, key=lambda m: m.get(f"{split}.{h}.mae", np.inf))
                 metrics[f"{split}.{h}.best_member_mae"] = best.get(f"{split}.{h}.mae")
                 err = mean - true
@@ -140,8 +185,7 @@ def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> P
                 w.writeheader()
                 w.writerows(combined)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    members_rel = [str(Path(r).resolve().relative_to(folder.resolve())) if Path(r).resolve().is_relative_to(folder.resolve())
-                   else str(Path(r).resolve()) for r in runs]
+    members_rel = [os.path.relpath(Path(r).resolve(), folder.resolve()) for r in runs]
     (folder / ENSEMBLE_FILE).write_text(json.dumps({
         "members": members_rel, "bootstrap": bootstrap,
         "recalibration": {h: r.to_dict() for h, r in binned.items()},
