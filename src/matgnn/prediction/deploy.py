@@ -42,22 +42,31 @@ def _time(fn, repeats: int) -> float:
 
 def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repeats: int = 20,
                 devices: list[str] | None = None) -> dict[str, Any]:
-    """Measured costs in seconds (``*_ms`` in milliseconds) of a saved model on each device."""
+    """Measured costs in seconds (``*_ms`` in milliseconds) of a saved model (or an ensemble
+    folder: all members run, parameters summed) on each device."""
     from torch_geometric.data import Batch
 
+    from matgnn.prediction.predict import Ensemble, resolve_model
+    from matgnn.training.ensemble import ENSEMBLE_FILE
+
     t0 = time.perf_counter()
-    model = load_model(model_path)
+    ensemble = (resolve_model(model_path) / ENSEMBLE_FILE).is_file()
+    model = Ensemble([model_path]) if ensemble else load_model(model_path)
     load_s = time.perf_counter() - t0
-    settings = graph_settings_of(model_path)
+    modules = model.members if ensemble else [model]
+    settings = model.settings if ensemble else graph_settings_of(model_path)
     s = example_cell(n_atoms)
     graph_ms = _time(lambda: graph_record(s, settings), repeats) * 1e3
     data = record_to_data(graph_record(s, settings))
-    res: dict[str, Any] = {"model": str(model_path), "class": type(model).__name__,
-                           "parameters": sum(p.numel() for p in model.parameters()), "load_s": load_s,
+    res: dict[str, Any] = {"model": str(model_path),
+                           "class": "+".join(type(m).__name__ for m in modules) if ensemble else type(model).__name__,
+                           "parameters": sum(p.numel() for m in modules for p in m.parameters()), "load_s": load_s,
                            "n_atoms": n_atoms, "graph_build_ms": graph_ms, "batch": batch}
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     for dev in devices:
-        m = model.to(dev).eval()
+        for module in modules:
+            module.to(dev).eval()
+        m = model
         one = Batch.from_data_list([data]).to(dev)
         many = Batch.from_data_list([data] * batch).to(dev)
 

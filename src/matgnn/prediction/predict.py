@@ -78,8 +78,9 @@ class Ensemble:
         self.recalibration: dict = {}
         expanded: list[str | Path] = []
         for p in paths:
-            if Path(p).is_dir() and (Path(p) / ENSEMBLE_FILE).is_file():
-                members, recal = ensemble_members(p)
+            where = resolve_model(p)  # a folder, or a shipped model's (or ensemble's) name
+            if where.is_dir() and (where / ENSEMBLE_FILE).is_file():
+                members, recal = ensemble_members(where)
                 if len(paths) == 1:
                     self.recalibration = recal
                 expanded += members

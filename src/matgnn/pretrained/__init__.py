@@ -2,8 +2,9 @@
 ``matgnn predict magmom-mp my_structures/`` or ``load_model(model_path("magmom-mp"))``.
 
 Each is a folder ``<name>/`` with ``model.json`` + ``state.pt`` (what :func:`load_model`
-reads) and ``MODEL_CARD.md`` (data, split, metrics, date, licence and citation of the data).
-``matgnn models`` lists them.
+reads) and ``MODEL_CARD.md`` (data, split, metrics, date, licence and citation of the data);
+a shipped ensemble holds ``ensemble.json`` and its members under ``members/`` instead
+(``matgnn predict`` gives their mean and a recalibrated σ). ``matgnn models`` lists them.
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _is_model(path: Path) -> bool:
+    return (path / "model.json").is_file() or (path / "ensemble.json").is_file()
+
+
 def available() -> list[str]:
-    """Names of the shipped models."""
-    return sorted(p.name for p in HERE.iterdir() if (p / "model.json").is_file())
+    """Names of the shipped models (and ensembles)."""
+    return sorted(p.name for p in HERE.iterdir() if _is_model(p))
+
+
+def is_ensemble(name: str) -> bool:
+    """Whether shipped model ``name`` is an ensemble (members' mean with σ)."""
+    return (model_path(name) / "ensemble.json").is_file()
 
 
 def model_path(name: str) -> Path:
     """The folder of shipped model ``name``."""
     path = HERE / name
-    if not (path / "model.json").is_file():
+    if not _is_model(path):
         raise FileNotFoundError(f"no shipped model {name!r}; shipped: {', '.join(available()) or 'none'}")
     return path
 
