@@ -101,6 +101,7 @@ def test_evaluate_and_predict_from_a_run_folder(tmp_path):
     assert r.exit_code == 0, r.output
     ev = json.loads((run / "evaluation" / "metrics_test.json").read_text())
     saved = json.loads((run / "metrics.json").read_text())
+    assert saved["device"].startswith("cpu (")  # where it trained, for its model card
     assert ev["test.mixing_energy.mae"] == pytest.approx(saved["test.mixing_energy.mae"], rel=1e-6)
 
     folder = tmp_path / "new"

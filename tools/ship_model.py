@@ -1,6 +1,7 @@
 """Copy a finished run's model into the package as a shipped model, with its model card.
 
-Usage: python tools/ship_model.py RUN NAME   (NAME one of the entries of CARDS below)
+Usage: python tools/ship_model.py RUN NAME   (NAME one of the entries of CARDS below; RUN may be an
+ensemble folder, shipped with its members)
 
 The card is written from the run folder itself (config.yaml, metrics.json, split.json,
 load_report.json), so every number on it is the run's own.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ DEST = ROOT / "src" / "matgnn" / "pretrained"
 
 CARDS = {
     "magmom-mp": {
-        "summary": "Per-atom magnetic moment |m| (μB) of bulk crystals, CGCNN 64 × 3 trained on 47k Materials Project structures.",
+        "summary": "Per-atom magnetic moment |m| (μB) of bulk crystals, PNA 64 × 3 trained on 47k Materials Project structures.",
         "use": "Initial magnetic moments for spin-polarised DFT (`matgnn predict magmom-mp DIR --magmom-export OUT`), "
                "screening for magnetic sites. Predicts |m| (no sign): ferromagnetic starts; flip sublattices yourself "
                "for antiferromagnetic starts.",
@@ -34,6 +36,19 @@ CARDS = {
         "limits": "Labels are DFT moments of one magnetic ordering per structure; the same local environment can carry "
                   "different moments in different orderings (irreducible noise). Errors are largest for V, Cr, Mn "
                   "(see the metrics without them). Not trained on molecules, surfaces or 2D materials.",
+    },
+    "magmom-mp-ensemble": {
+        "summary": "Per-atom magnetic moment |m| (μB) of bulk crystals with an uncertainty: the mean of two models "
+                   "(CGCNN 64 × 3 and PNA 64 × 3) trained on 47k Materials Project structures, σ recalibrated.",
+        "use": "As magmom-mp, with σ per atom (`matgnn predict magmom-mp-ensemble DIR`: columns magmom and magmom_std), "
+               "e.g. to flag sites whose starting moment is uncertain (two spin states) before a spin-polarised run.",
+        "data": "As magmom-mp: `mp_magmoms.jsonl.gz`, 47,628 Materials Project magnetic ground states, per-site moments "
+                "from PBE(+U) calculations (Sanspeur & Kitchin's decoding).",
+        "licence": "Data: Materials Project, CC BY 4.0. Model weights: same terms as matgnn.",
+        "citation": "A. Jain et al., APL Materials 1, 011002 (2013) (Materials Project); R. Sanspeur and J. Kitchin (2023), "
+                    "the data set of github.com/yurisanspeur/circumventing_data_imbalance_magmom_predictions.",
+        "limits": "As magmom-mp. σ is calibrated on the validation split (per bin of the predicted value) of the same "
+                  "distribution; two members agree on many of their errors, so σ is an estimate, not a guarantee.",
     },
     "bandgap-2d": {
         "summary": "OptB88vdW band gap (eV) of 2D monolayers, PNA 64 × 3 trained on JARVIS-DFT dft_2d.",
@@ -50,38 +65,139 @@ CARDS = {
 }
 
 
-def _run_of(source: str) -> Path | None:
+def _run_of(source: str, before: Path) -> Path | None:
     """The run folder a ``transfer.from_model`` points at: a run folder, a run's model folder, or a
-    shipped model's name (found through the output_dir/name of its training_config.yaml)."""
+    shipped model's name — the model shipped under that name when ``before`` started, found through
+    the output_dir/name of its training_config.yaml as git had it then (the file as it is now when
+    git has no earlier version)."""
     p = Path(source)
     p = p if p.is_absolute() else ROOT / p
     if (p / "config.yaml").is_file():
-        return p
+        return p.resolve()
     if (p.parent / "config.yaml").is_file():
-        return p.parent
-    shipped = DEST / source / "training_config.yaml"
-    if shipped.is_file():
-        cfg = yaml.safe_load(shipped.read_text())
-        out = Path(cfg["output_dir"])
-        runs = sorted((out if out.is_absolute() else ROOT / out).glob(f"{cfg['name']}-*"))
-        return runs[-1] if runs else None
-    return None
+        return p.parent.resolve()
+    rel = f"src/matgnn/pretrained/{source}/training_config.yaml"
+    started = (before / "split.json").stat().st_mtime  # written before the first epoch
+    text = None
+    commit = subprocess.run(["git", "rev-list", "-1", f"--before=@{int(started)}", "HEAD", "--", rel],
+                            cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if commit:
+        text = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=ROOT, capture_output=True, text=True).stdout
+    if not text and (ROOT / rel).is_file():
+        text = (ROOT / rel).read_text()
+    if not text:
+        return None
+    cfg = yaml.safe_load(text)
+    out = Path(cfg["output_dir"])
+    runs = [r for r in (out if out.is_absolute() else ROOT / out).glob(f"{cfg['name']}-*")
+            if (r / "metrics.json").is_file() and (r / "metrics.json").stat().st_mtime < started]
+    return max(runs, key=lambda r: (r / "metrics.json").stat().st_mtime).resolve() if runs else None
+
+
+def where(m: dict) -> str:
+    """The hardware a stage trained on (runs before metrics recorded it trained on our 2-core CPU machine)."""
+    if "device" not in m:
+        return "2 CPU cores"
+    return m["device"].replace("cpu (", "CPU (").replace("cuda:0 (", "one GPU (")
 
 
 def lineage(run: Path) -> list[tuple[Path, dict, dict]]:
     """(run folder, config, metrics) of the run and of every run it was continued or fine-tuned
     from, oldest first."""
-    stages = []
-    while run is not None and (run / "metrics.json").is_file():
+    stages: list[tuple[Path, dict, dict]] = []
+    while run is not None and (run / "metrics.json").is_file() and run.resolve() not in [r.resolve() for r, _, _ in stages]:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         stages.append((run, cfg, json.loads((run / "metrics.json").read_text())))
         source = (cfg.get("transfer") or {}).get("from_model")
-        run = _run_of(source) if source else None
+        run = _run_of(source, run) if source else None
     return stages[::-1]
+
+
+def _stages_text(stages: list[tuple[Path, dict, dict]]) -> str:
+    def tests(c: dict, m: dict) -> str:
+        return ", ".join("{} MAE {:.4g}".format(h["name"], m["test." + h["name"] + ".mae"]) for h in c["targets"])
+
+    return "; ".join(f"stage {k}: {m['epochs_run']} epochs, lr {c['train']['lr']:g}, {m['train_seconds'] / 60:.0f} min on "
+                     f"{where(m)}, test {tests(c, m)}" for k, (_, c, m) in enumerate(stages, 1))
+
+
+def ship_ensemble(folder: Path, name: str) -> None:
+    """An ensemble folder (``matgnn ensemble``, ``--combine``) into the package: each member's model
+    and training configs under ``members/``, ``ensemble.json`` with the σ recalibration, the card."""
+    from matgnn.training.ensemble import ENSEMBLE_FILE, ensemble_members
+
+    info = CARDS[name]
+    members, _ = ensemble_members(folder)
+    source = json.loads((folder / ENSEMBLE_FILE).read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    dest = DEST / name
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "members").mkdir(parents=True)
+    names, lines = [], []
+    for k, run in enumerate(members):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        sub = f"m{k}-{cfg['model']['name']}"
+        names.append(f"members/{sub}")
+        shutil.copytree(run / "model", dest / "members" / sub)
+        stages = lineage(run)
+        shutil.copy(run / "config.yaml", dest / "members" / sub / "training_config.yaml")
+        for j, (r, _, _) in enumerate(stages[:-1], 1):
+            shutil.copy(r / "config.yaml", dest / "members" / sub / f"training_config_stage{j}.yaml")
+        m = stages[-1][2]
+        lines.append(f"- `{sub}`: `{cfg['model']['name']}` ({m['n_parameters']:,} parameters), width {cfg['model']['hidden']}, "
+                     f"{cfg['model']['layers']} layers; {_stages_text(stages)}")
+    (dest / ENSEMBLE_FILE).write_text(json.dumps({**source, "members": names}, indent=1))
+    cfg = yaml.safe_load((members[0] / "config.yaml").read_text())
+    split = json.loads((members[0] / "split.json").read_text())
+    report = json.loads((members[0] / "load_report.json").read_text())
+    keys = [k for k in metrics if k.startswith(("val.", "test.")) and isinstance(metrics[k], (int, float))
+            and k.endswith((".mae", ".rmse", ".r2", ".count", ".best_member_mae", ".miscalibration_area",
+                            ".spearman_sigma_abs_error"))]
+    rows = [f"| {k} | {int(metrics[k]):,} |" if k.endswith(".count") else f"| {k} | {metrics[k]:.4g} |" for k in keys]
+    card = f"""# {name}
+
+{info['summary']}
+
+## Intended use
+{info['use']}
+
+## Model
+The mean of {len(members)} models trained on the same split (graphs: cutoff {cfg['graphs']['cutoff']} Å, {cfg['graphs']['max_neighbors']} nearest neighbours); σ = their spread, recalibrated on the validation split (a scale and a floor per bin of the predicted value, in `ensemble.json`). Members, each with its training stages (the configs are beside each member's `model.json`):
+{chr(10).join(lines)}
+
+## Data
+{info['data']}
+{report['kept']:,} structures used, {report['skipped']} skipped by the loader's checks ({', '.join(f'{k}: {v}' for k, v in report['skipped_by_reason'].items()) or 'none'}).
+
+## Split
+{cfg['split']['kind']} (seed {cfg['split']['seed']}{', by reduced formula' if cfg['split']['kind'] == 'grouped' else ''}): {len(split['train']):,} train / {len(split['val']):,} validation / {len(split['test']):,} test structures.
+
+## Metrics (the ensemble mean, held-out splits; miscalibration area of σ raw and recalibrated)
+| metric | value |
+|---|---|
+{chr(10).join(rows)}
+
+## Date
+Combined {time.strftime("%Y-%m-%d", time.localtime((folder / "metrics.json").stat().st_mtime))}.
+
+## Licence
+{info['licence']}
+
+## Citation
+{info['citation']}
+
+## Limitations
+{info['limits']}
+"""
+    (dest / "MODEL_CARD.md").write_text(card)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"shipped {name} → {dest} ({size / 1e6:.2f} MB)")
 
 
 def main() -> None:
     run, name = Path(sys.argv[1]), sys.argv[2]
+    if (run / "ensemble.json").is_file():
+        return ship_ensemble(run, name)
     info = CARDS[name]
     stages = lineage(run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -97,16 +213,11 @@ def main() -> None:
     total_epochs = sum(m["epochs_run"] for _, _, m in stages)
     total_min = sum(m["train_seconds"] for _, _, m in stages) / 60
     trained = (f"Trained {metrics['epochs_run']} epochs (best epoch {metrics['best_epoch']}), "
-               f"{metrics['train_seconds'] / 60:.0f} min on 2 CPU cores")
+               f"{metrics['train_seconds'] / 60:.0f} min on {where(metrics)}")
     if len(stages) > 1:
-        def tests(c: dict, m: dict) -> str:
-            return ", ".join("{} MAE {:.4g}".format(h["name"], m["test." + h["name"] + ".mae"]) for h in c["targets"])
-
-        steps = "; ".join(f"stage {k}: {m['epochs_run']} epochs, lr {c['train']['lr']:g}, {m['train_seconds'] / 60:.0f} min, "
-                          f"test {tests(c, m)}" for k, (_, c, m) in enumerate(stages, 1))
+        steps = _stages_text(stages)
         trained = (f"Trained in {len(stages)} stages, each continuing the previous one's weights (all trainable) on the "
-                   f"same split with a fresh one-cycle schedule — {steps}; {total_epochs} epochs, {total_min:.0f} min in all "
-                   f"on 2 CPU cores. Configs: `training_config_stage1.yaml` … and `training_config.yaml` (the last)")
+                   f"same split with a fresh one-cycle schedule — {steps}; {total_epochs} epochs, {total_min:.0f} min in all. Configs: `training_config_stage1.yaml` … and `training_config.yaml` (the last)")
     heads = cfg["targets"]
     rows = []
     for h in heads:

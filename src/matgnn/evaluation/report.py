@@ -79,7 +79,7 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
                 rows.append({"head": h["name"], "level": h["level"], "split": split,
                              **{k: metrics.get(f"{split}.{h['name']}.{k}") for k in ("mae", "rmse", "r2", "count")}})
     facts = {k: metrics.get(k) for k in ("n_parameters", "n_train", "n_val", "n_test", "n_skipped", "epochs_run",
-                                         "best_epoch", "train_seconds", "world_size")}
+                                         "best_epoch", "train_seconds", "world_size", "device")}
     parts["summary"] = (f"<p>model <b>{html.escape(str(cfg['model']['name']))}</b>, source "
                         f"<b>{html.escape(str(cfg['source'].get('kind')))}</b>, split <b>{html.escape(cfg['split']['kind'])}</b>"
                         f"</p>{_table([{k: v for k, v in facts.items() if v is not None}])}{_table(rows)}"

@@ -520,6 +520,13 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
     return cache, labels, split
 
 
+def _describe_device(device: torch.device) -> str:
+    """Where a run trained, for its metrics and model card: the GPU's name, or CPU threads."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+
+
 def _device(cfg: RunConfig) -> bool:
     """Whether the run trains on CUDA."""
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
@@ -683,7 +690,8 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
                                "train_structures_per_s": len(split["train"]) * len(history) / max(
                                    sum(h["seconds"] for h in history), 1e-9),
                                "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
-                               "n_skipped": len(cache.report.skipped), "world_size": info.world}
+                               "n_skipped": len(cache.report.skipped), "world_size": info.world,
+                               "device": _describe_device(device)}
     if transfer_info is not None:  # which parts moved: ‖Δw‖/‖w‖ per layer group
         shift = transfer.weight_shift(initial, model)
         metrics.update({f"transfer.weight_shift.{g}": v for g, v in shift.items()})
