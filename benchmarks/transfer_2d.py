@@ -4,12 +4,12 @@ Target: JARVIS dft_2d ``optb88vdw_bandgap`` (eV) on the same 5 folds as ``dft2d_
 the test set, val 10 % of all, seed 42). Every run CGCNN 64 × 3 (8 Å, 12 neighbours), L1, batch 32,
 AdamW one-cycle lr 2e-3, wd 1e-4, ``--epochs`` with early stopping (patience 40).
 
-Pretraining sources (both CGCNN 64 × 3 at the same graph settings):
+Pretraining sources (at the same graph settings; the fine-tuned model takes the source's architecture):
 - ``mp_gap``: Materials Project bulk band gaps (``../shared/data/mp_cgcnn``, the first
   ``--pretrain-structures`` of 36,738, random 90/10 split, ``--pretrain-epochs``), the bulk → monolayer
   transfer of the seed research (which pretrained on ~40k JARVIS bulk crystals);
 - ``magmom``: the shipped ``magmom-mp`` model (per-atom |m| on all 47k mp_magmoms structures), a trunk
-  pretrained on a node task.
+  pretrained on a node task (CGCNN 64 × 3 in the committed results; PNA 64 × 3 since session 5).
 
 Policies (``matgnn finetune``): ``full`` (every layer), ``all_but_embedding_conv0`` (train embedding,
 first convolution and head), ``all_but_embedding`` (train embedding and head), ``two_phase`` (half the
