@@ -121,39 +121,21 @@ def _stages_text(stages: list[tuple[Path, dict, dict]]) -> str:
                      f"{where(m)}, test {tests(c, m)}" for k, (_, c, m) in enumerate(stages, 1))
 
 
-def ship_ensemble(folder: Path, name: str) -> None:
-    """An ensemble folder (``matgnn ensemble``, ``--combine``) into the package: each member's model
-    and training configs under ``members/``, ``ensemble.json`` with the σ recalibration, the card."""
-    from matgnn.training.ensemble import ENSEMBLE_FILE, ensemble_members
+def _copy_training_configs(run: Path, stages: list[tuple[Path, dict, dict]], dest: Path) -> None:
+    """The run's config and those of its earlier stages, to reproduce the chain."""
+    shutil.copy(run / "config.yaml", dest / "training_config.yaml")
+    for k, (r, _, _) in enumerate(stages[:-1], 1):
+        shutil.copy(r / "config.yaml", dest / f"training_config_stage{k}.yaml")
 
+
+def _metric_row(key: str, value: float) -> str:
+    return f"| {key} | {int(value):,} |" if key.endswith(".count") else f"| {key} | {value:.4g} |"
+
+
+def _write_card(dest: Path, name: str, model: str, metrics_title: str, rows: list[str], cfg: dict,
+                split: dict, report: dict, date: str) -> None:
+    """MODEL_CARD.md: the card's fixed sections around the model description and metric rows."""
     info = CARDS[name]
-    members, _ = ensemble_members(folder)
-    source = json.loads((folder / ENSEMBLE_FILE).read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    dest = DEST / name
-    shutil.rmtree(dest, ignore_errors=True)
-    (dest / "members").mkdir(parents=True)
-    names, lines = [], []
-    for k, run in enumerate(members):
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
-        sub = f"m{k}-{cfg['model']['name']}"
-        names.append(f"members/{sub}")
-        shutil.copytree(run / "model", dest / "members" / sub)
-        stages = lineage(run)
-        shutil.copy(run / "config.yaml", dest / "members" / sub / "training_config.yaml")
-        for j, (r, _, _) in enumerate(stages[:-1], 1):
-            shutil.copy(r / "config.yaml", dest / "members" / sub / f"training_config_stage{j}.yaml")
-        m = stages[-1][2]
-        lines.append(f"- `{sub}`: `{cfg['model']['name']}` ({m['n_parameters']:,} parameters), width {cfg['model']['hidden']}, "
-                     f"{cfg['model']['layers']} layers; {_stages_text(stages)}")
-    (dest / ENSEMBLE_FILE).write_text(json.dumps({**source, "members": names}, indent=1))
-    cfg = yaml.safe_load((members[0] / "config.yaml").read_text())
-    split = json.loads((members[0] / "split.json").read_text())
-    report = json.loads((members[0] / "load_report.json").read_text())
-    keys = [k for k in metrics if k.startswith(("val.", "test.")) and isinstance(metrics[k], (int, float))
-            and k.endswith((".mae", ".rmse", ".r2", ".count", ".best_member_mae", ".miscalibration_area",
-                            ".spearman_sigma_abs_error"))]
-    rows = [f"| {k} | {int(metrics[k]):,} |" if k.endswith(".count") else f"| {k} | {metrics[k]:.4g} |" for k in keys]
     card = f"""# {name}
 
 {info['summary']}
@@ -162,8 +144,7 @@ def ship_ensemble(folder: Path, name: str) -> None:
 {info['use']}
 
 ## Model
-The mean of {len(members)} models trained on the same split (graphs: cutoff {cfg['graphs']['cutoff']} Å, {cfg['graphs']['max_neighbors']} nearest neighbours); σ = their spread, recalibrated on the validation split (a scale and a floor per bin of the predicted value, in `ensemble.json`). Members, each with its training stages (the configs are beside each member's `model.json`):
-{chr(10).join(lines)}
+{model}
 
 ## Data
 {info['data']}
@@ -172,13 +153,13 @@ The mean of {len(members)} models trained on the same split (graphs: cutoff {cfg
 ## Split
 {cfg['split']['kind']} (seed {cfg['split']['seed']}{', by reduced formula' if cfg['split']['kind'] == 'grouped' else ''}): {len(split['train']):,} train / {len(split['val']):,} validation / {len(split['test']):,} test structures.
 
-## Metrics (the ensemble mean, held-out splits; miscalibration area of σ raw and recalibrated)
+## Metrics ({metrics_title})
 | metric | value |
 |---|---|
 {chr(10).join(rows)}
 
 ## Date
-Combined {time.strftime("%Y-%m-%d", time.localtime((folder / "metrics.json").stat().st_mtime))}.
+{date}
 
 ## Licence
 {info['licence']}
@@ -194,22 +175,54 @@ Combined {time.strftime("%Y-%m-%d", time.localtime((folder / "metrics.json").sta
     print(f"shipped {name} → {dest} ({size / 1e6:.2f} MB)")
 
 
+def ship_ensemble(folder: Path, name: str) -> None:
+    """An ensemble folder (``matgnn ensemble``, ``--combine``) into the package: each member's model
+    and training configs under ``members/``, ``ensemble.json`` with the σ recalibration, the card."""
+    from matgnn.training.ensemble import ENSEMBLE_FILE, ensemble_members
+
+    members, _ = ensemble_members(folder)
+    source = json.loads((folder / ENSEMBLE_FILE).read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    dest = DEST / name
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "members").mkdir(parents=True)
+    names, lines = [], []
+    for k, run in enumerate(members):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        sub = f"m{k}-{cfg['model']['name']}"
+        names.append(f"members/{sub}")
+        shutil.copytree(run / "model", dest / "members" / sub)
+        stages = lineage(run)
+        _copy_training_configs(run, stages, dest / "members" / sub)
+        m = stages[-1][2]
+        lines.append(f"- `{sub}`: `{cfg['model']['name']}` ({m['n_parameters']:,} parameters), width {cfg['model']['hidden']}, "
+                     f"{cfg['model']['layers']} layers; {_stages_text(stages)}")
+    (dest / ENSEMBLE_FILE).write_text(json.dumps({**source, "members": names}, indent=1))
+    cfg = yaml.safe_load((members[0] / "config.yaml").read_text())
+    keys = [k for k in metrics if k.startswith(("val.", "test.")) and isinstance(metrics[k], (int, float))
+            and k.endswith((".mae", ".rmse", ".r2", ".count", ".best_member_mae", ".miscalibration_area",
+                            ".spearman_sigma_abs_error"))]
+    model = (f"The mean of {len(members)} models trained on the same split (graphs: cutoff {cfg['graphs']['cutoff']} Å, "
+             f"{cfg['graphs']['max_neighbors']} nearest neighbours); σ = their spread, recalibrated on the validation split "
+             "(a scale and a floor per bin of the predicted value, in `ensemble.json`). Members, each with its training "
+             "stages (the configs are beside each member's `model.json`):\n" + "\n".join(lines))
+    _write_card(dest, name, model, "the ensemble mean, held-out splits; miscalibration area of σ raw and recalibrated",
+                [_metric_row(k, metrics[k]) for k in keys], cfg, json.loads((members[0] / "split.json").read_text()),
+                json.loads((members[0] / "load_report.json").read_text()),
+                f"Combined {time.strftime('%Y-%m-%d', time.localtime((folder / 'metrics.json').stat().st_mtime))}.")
+
+
 def main() -> None:
     run, name = Path(sys.argv[1]), sys.argv[2]
     if (run / "ensemble.json").is_file():
         return ship_ensemble(run, name)
-    info = CARDS[name]
     stages = lineage(run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    split = json.loads((run / "split.json").read_text())
-    report = json.loads((run / "load_report.json").read_text())
     dest = DEST / name
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(run / "model", dest)
-    shutil.copy(run / "config.yaml", dest / "training_config.yaml")
-    for k, (r, _, _) in enumerate(stages[:-1], 1):  # the configs of the earlier stages, to reproduce the chain
-        shutil.copy(r / "config.yaml", dest / f"training_config_stage{k}.yaml")
+    _copy_training_configs(run, stages, dest)
     total_epochs = sum(m["epochs_run"] for _, _, m in stages)
     total_min = sum(m["train_seconds"] for _, _, m in stages) / 60
     trained = (f"Trained {metrics['epochs_run']} epochs (best epoch {metrics['best_epoch']}), "
@@ -223,47 +236,17 @@ def main() -> None:
     for h in heads:
         for part in ("val", "test"):
             keys = [k for k in metrics if k.startswith(f"{part}.{h['name']}.") and k.endswith((".mae", ".rmse", ".r2", ".count"))]
-            for k in sorted(keys):
-                rows.append(f"| {k} | {int(metrics[k]):,} |" if k.endswith(".count") else f"| {k} | {metrics[k]:.4g} |")
-    card = f"""# {name}
-
-{info['summary']}
-
-## Intended use
-{info['use']}
-
-## Model
-`{cfg['model']['name']}` ({metrics['n_parameters']:,} parameters), width {cfg['model']['hidden']}, {cfg['model']['layers']} layers;
-graphs: cutoff {cfg['graphs']['cutoff']} Å, {cfg['graphs']['max_neighbors']} nearest neighbours; heads: {', '.join(f"{h['name']} ({h['level']}, {h['loss']}{', residual to the per-element mean' if h.get('baseline') == 'element_mean' else ''})" for h in heads)}.
-{trained};
-the full training config is `training_config.yaml` beside this card and the constructor arguments are in `model.json`.
-
-## Data
-{info['data']}
-{report['kept']:,} structures used, {report['skipped']} skipped by the loader's checks ({', '.join(f'{k}: {v}' for k, v in report['skipped_by_reason'].items()) or 'none'}).
-
-## Split
-{cfg['split']['kind']} (seed {cfg['split']['seed']}{', by reduced formula' if cfg['split']['kind'] == 'grouped' else ''}): {len(split['train']):,} train / {len(split['val']):,} validation / {len(split['test']):,} test structures.
-
-## Metrics (this model, held-out splits)
-| metric | value |
-|---|---|
-{chr(10).join(rows)}
-
-## Date
-Trained {time.strftime("%Y-%m-%d", time.localtime((run / "metrics.json").stat().st_mtime))} with matgnn {json.loads((run / "model" / "model.json").read_text()).get("matgnn_version", "?")}.
-
-## Licence
-{info['licence']}
-
-## Citation
-{info['citation']}
-
-## Limitations
-{info['limits']}
-"""
-    (dest / "MODEL_CARD.md").write_text(card)
-    print(f"shipped {name} → {dest} ({sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.2f} MB)")
+            rows += [_metric_row(k, metrics[k]) for k in sorted(keys)]
+    heads_text = ', '.join(f"{h['name']} ({h['level']}, {h['loss']}{', residual to the per-element mean' if h.get('baseline') == 'element_mean' else ''})" for h in heads)
+    model = (f"`{cfg['model']['name']}` ({metrics['n_parameters']:,} parameters), width {cfg['model']['hidden']}, "
+             f"{cfg['model']['layers']} layers;\ngraphs: cutoff {cfg['graphs']['cutoff']} Å, {cfg['graphs']['max_neighbors']} "
+             f"nearest neighbours; heads: {heads_text}.\n{trained};\nthe full training config is `training_config.yaml` "
+             "beside this card and the constructor arguments are in `model.json`.")
+    version = json.loads((run / "model" / "model.json").read_text()).get("matgnn_version", "?")
+    _write_card(dest, name, model, "this model, held-out splits", rows, cfg, json.loads((run / "split.json").read_text()),
+                json.loads((run / "load_report.json").read_text()),
+                f"Trained {time.strftime('%Y-%m-%d', time.localtime((run / 'metrics.json').stat().st_mtime))} "
+                f"with matgnn {version}.")
 
 
 if __name__ == "__main__":
