@@ -54,6 +54,9 @@ from matgnn.prediction.predict import Ensemble, graph_settings_of, predict_struc
 from matgnn.training.ensemble import ENSEMBLE_FILE, ensemble_members  # noqa: E402
 from matgnn.training.run import train  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tools"))
+from ship_model import lineage  # noqa: E402  (a run's training stages, as the model cards list them)
+
 OUT = ROOT / "benchmarks" / "runs" / "mp_magmom"
 EXCLUDE = ["V", "Cr", "Mn"]
 
@@ -79,36 +82,6 @@ def base_cfg(limit: int | None, epochs: int, name: str, split: dict | None = Non
         "evaluation": {"exclude_elements": EXCLUDE},
         "output_dir": str(OUT), "name": name,
     })
-
-
-def lineage(run: Path) -> list[tuple[Path, dict]]:
-    """(run folder, metrics) of a run and of the runs it continued (``transfer.from_model``), oldest first."""
-    out: list[tuple[Path, dict]] = []
-    while run is not None and (run / "metrics.json").is_file() and run not in [r for r, _ in out]:
-        out.append((run, json.loads((run / "metrics.json").read_text())))
-        run = _run_of(RunConfig.from_yaml(run / "config.yaml").transfer.from_model, before=run)
-    return out[::-1]
-
-
-def _run_of(source: str | None, before: Path) -> Path | None:
-    """The run folder of a ``transfer.from_model``: a run or model folder, or a shipped model's name.
-    A shipped name means the model shipped when ``before`` started: of the runs its card's stage
-    configs name, the newest that finished before ``before`` began."""
-    if not source:
-        return None
-    p = Path(source) if Path(source).is_absolute() else ROOT / source
-    for cand in (p, p.parent):
-        if (cand / "config.yaml").is_file():
-            return cand.resolve()
-    shipped = ROOT / "src" / "matgnn" / "pretrained" / source
-    started = (before / "split.json").stat().st_mtime  # written before the first epoch
-    found = []
-    for f in shipped.glob("training_config*.yaml"):
-        c = RunConfig.from_yaml(f)
-        out = Path(c.output_dir) if Path(c.output_dir).is_absolute() else ROOT / c.output_dir
-        found += [r.resolve() for r in out.glob(f"{c.name}-*")
-                  if (r / "metrics.json").is_file() and (r / "metrics.json").stat().st_mtime < started]
-    return max(found, key=lambda r: (r / "metrics.json").stat().st_mtime) if found else None
 
 
 def atom_rows(run) -> dict[str, list[tuple[float, float]]]:
@@ -151,7 +124,7 @@ def main() -> None:
         members = ensemble_members(ours)[0] if (ours / ENSEMBLE_FILE).is_file() else [ours]
         first = json.loads((members[0] / "metrics.json").read_text())
         m = {**m, "n_train": first["n_train"], "n_test": first["n_test"]}
-        stages = [st for r in members for st in lineage(r)]
+        stages = [(r, sm) for member in members for r, _, sm in lineage(member)]
         metrics["ours.members"] = len(members)
         metrics["ours.train_wall_s"] = sum(sm["train_seconds"] for _, sm in stages)
         metrics["ours.epochs"] = sum(sm["epochs_run"] for _, sm in stages)
