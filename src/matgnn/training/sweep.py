@@ -137,6 +137,8 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
     metric = metric or f"val.{heads[0]}.mae"
     if not metric.startswith("val."):
         raise ValueError(f"rank by a validation metric (val.<head>.mae ...), not {metric!r}: the test set stays unseen")
+    if resume and not (grid and out):
+        raise ValueError("resume needs a grid and the folder (out) of the sweep to resume")
     name = cfg.name or "sweep"
     folder = Path(out) if out else Path(cfg.output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,12 +148,10 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
     fixed = [] if variants is None else [
         "split.kind=ids", f"split.ids_file={json.dumps(str(shared_split(variants, folder).resolve()))}"]
 
-    if resume and not (grid and out):
-        raise ValueError("resume needs a grid and the folder (out) of the sweep to resume")
-
     def one(point: dict[str, Any], k: int) -> float:
-        done = [r for r in sorted((folder / "runs").glob(f"point{k:03d}-*")) if (r / "metrics.json").exists()]
-        if resume and done:
+        done = ([r for r in sorted((folder / "runs").glob(f"point{k:03d}-*")) if (r / "metrics.json").exists()]
+                if resume else [])
+        if done:
             rows.append(_row(done[-1], point, metric, heads))
             _write(folder, rows)
             return float(rows[-1]["selection_metric"])
