@@ -24,6 +24,22 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+def metrics_without(elements, y_true: np.ndarray, y_pred: np.ndarray, exclude: list[str],
+                    node: bool = True) -> dict[str, float]:
+    """:func:`regression_metrics` without the elements ``exclude`` (the atoms of them for per-atom
+    values, whose ``elements`` are atomic numbers; the structures containing any of them for
+    per-structure values, whose ``elements`` are each structure's atomic numbers), keyed
+    ``without_<A>-<B>.<metric>``; empty when nothing is excluded."""
+    from ase.data import atomic_numbers
+
+    if not exclude or not len(y_true):
+        return {}
+    gone = {atomic_numbers[e] for e in exclude}
+    keep = np.array([(int(z) not in gone) if node else not (set(z) & gone) for z in elements])
+    return {f"without_{'-'.join(exclude)}.{k}": v
+            for k, v in regression_metrics(np.asarray(y_true)[keep], np.asarray(y_pred)[keep]).items()}
+
+
 def binned_errors(y_true: np.ndarray, y_pred: np.ndarray, edges: list[float]) -> list[dict[str, float]]:
     """MAE and count of the entries whose ``|label|`` falls in each ``[edges[k], edges[k+1])``
     (the last bin is open above)."""

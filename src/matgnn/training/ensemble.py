@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from matgnn.config import RunConfig
-from matgnn.evaluation.metrics import regression_metrics
+from matgnn.evaluation.metrics import metrics_without, regression_metrics
 from matgnn.evaluation.uncertainty import (
     Recalibration,
     calibration_metrics,
@@ -109,18 +109,6 @@ def combine_runs(runs: list[str | Path], out: str | Path) -> Path:
     return score_ensemble(folder, runs)
 
 
-def _excluded_metrics(rows: list[dict[str, str]], true: np.ndarray, mean: np.ndarray, exclude: list[str]
-                      ) -> dict[str, float]:
-    """Per-atom metrics without the atoms of ``exclude`` (as runs report them)."""
-    from ase.data import atomic_numbers
-
-    if not exclude or not rows or "z" not in rows[0]:
-        return {}
-    gone = {atomic_numbers[e] for e in exclude}
-    keep = np.array([int(r["z"]) not in gone for r in rows])
-    return {f"without_{'-'.join(exclude)}.{k}": v for k, v in regression_metrics(true[keep], mean[keep]).items()}
-
-
 def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> Path:
     """Combine trained members' predictions into the ensemble folder's predictions, metrics,
     calibration and plots (rerun it to rescore without retraining)."""
@@ -157,9 +145,9 @@ def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> P
                 for i, row in enumerate(combined):
                     row.update({f"{h}_true": f"{true[i]:.6g}", f"{h}_pred": f"{mean[i]:.6g}", f"{h}_std": f"{std[i]:.6g}"})
                 metrics.update({f"{split}.{h}.{k}": v for k, v in regression_metrics(true, mean).items()})
-                if suffix == "_atoms":
-                    metrics.update({f"{split}.{h}.{k}": v
-                                    for k, v in _excluded_metrics(rows, true, mean, exclude).items()})
+                if suffix == "_atoms":  # per-atom rows carry the atom's Z
+                    metrics.update({f"{split}.{h}.{k}": v for k, v in
+                                    metrics_without([r["z"] for r in rows], true, mean, exclude).items()})
                 best = min(member_metrics, key=lambda m: m.get(f"{split}.{h}.mae", np.inf))
                 metrics[f"{split}.{h}.best_member_mae"] = best.get(f"{split}.{h}.mae")
                 err = mean - true

@@ -29,7 +29,7 @@ from matgnn import keys
 from matgnn.config import EvaluationConfig, HeadConfig, RunConfig
 from matgnn.data.sources import make_source
 from matgnn.data.structure import MAX_Z
-from matgnn.evaluation.metrics import binned_errors, regression_metrics
+from matgnn.evaluation.metrics import binned_errors, metrics_without, regression_metrics
 from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import learning_curve, parity_plot
 from matgnn.graphs.batching import make_loader
@@ -412,10 +412,9 @@ def evaluate_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: 
                          plots: bool = True, evaluation: EvaluationConfig | None = None) -> dict[str, float]:
     """Everything :func:`evaluate_split` writes, from predictions in the layout of
     :func:`predict_dataset` (so baselines that are not models are scored the same way)."""
-    from ase.data import atomic_numbers, chemical_symbols
+    from ase.data import chemical_symbols
 
     evaluation = evaluation or EvaluationConfig()
-    excluded = {atomic_numbers[e] for e in evaluation.exclude_elements}
     _write_predictions(run_dir, split, res, heads)
     metrics: dict[str, float] = {}
     for h in heads:
@@ -424,10 +423,8 @@ def evaluate_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: 
         metrics.update({f"{split}.{h.name}.{key}": v for key, v in mt.items()})
         node = h.level == "node"
         elements = res["atoms"]["z"] if node else res["graph_z"]
-        if excluded and len(true):
-            keep = np.array([(z not in excluded) if node else not (set(z) & excluded) for z in elements])
-            metrics.update({f"{split}.{h.name}.without_{'-'.join(evaluation.exclude_elements)}.{key}": v
-                            for key, v in regression_metrics(true[keep], pred[keep]).items()})
+        metrics.update({f"{split}.{h.name}.{key}": v
+                        for key, v in metrics_without(elements, true, pred, evaluation.exclude_elements, node).items()})
         if split == "test" and mt["count"]:
             write_per_element(per_element_table(elements, true, pred, node), run_dir / f"per_element_{h.name}.csv")
             if node:
