@@ -133,12 +133,13 @@ def main() -> None:
         ours = train(base_cfg(limit, args.epochs, "cgcnn-magmom"), progress=False)
         metrics["ours.train_wall_s"] = time.perf_counter() - t0
         m = json.loads((ours / "metrics.json").read_text())
+        members = [ours]
     runs["ours"] = str(ours.relative_to(ROOT)) if ours.is_relative_to(ROOT) else str(ours)
     for key in ("mae", "r2", "count"):
         metrics[f"ours.test_{key}"] = m[f"test.magmom.{key}"]
     metrics["ours.test_mae_without_V-Cr-Mn"] = m["test.magmom.without_V-Cr-Mn.mae"]
     metrics["n_train"], metrics["n_test"] = m["n_train"], m["n_test"]
-    split = json.loads(((members[0] if args.model else ours) / "split.json").read_text())
+    split = json.loads((members[0] / "split.json").read_text())
 
     # inference speed of our model on the test structures, from atoms to moments (neighbour lists,
     # featurisation and batching included, as CHGNet's own graph conversion is in its figure)
@@ -223,7 +224,7 @@ def main() -> None:
                          + (f", continued from {MODEL_CFG.transfer.from_model}" if MODEL_CFG.transfer.from_model else "")
                          + ")") if args.model else f"trained here, {args.epochs} epochs"),
               "model_config": {"graphs": cfg.graphs.model_dump(), "model": cfg.model.model_dump()}
-              if not args.model or len(members) == 1 else
+              if len(members) == 1 else
               {"graphs": cfg.graphs.model_dump(), "members": [RunConfig.from_yaml(r / "config.yaml").model.model_dump()
                                                              for r in members]},
               "model_stages": [{"run": str(r.relative_to(ROOT)) if r.is_relative_to(ROOT) else str(r),
