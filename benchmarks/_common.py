@@ -16,6 +16,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED_DATA = Path(os.environ.get("MATGNN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+#: what a measured field holds when it could not be measured (never a made-up default)
+UNKNOWN = "unknown"
 
 
 def hardware() -> str:
@@ -44,18 +46,42 @@ def hardware() -> str:
     return f"{os.cpu_count()} CPU cores ({model}){mem}, {gpu}"
 
 
+#: what a benchmark's numbers depend on: a change here (committed or not) means a rerun
+MEASURED_PATHS = ("src", "benchmarks", "tools", "pyproject.toml")
+
+
+def dirty_paths() -> list[str]:
+    """Uncommitted changes (and untracked files) under the measured paths, results excluded."""
+    out = subprocess.check_output(["git", "status", "--porcelain", "--", *MEASURED_PATHS, ":!benchmarks/results",
+                                   ":!benchmarks/runs"], cwd=ROOT, text=True)
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
 def git_commit() -> str:
+    """HEAD's sha, or "unknown" outside a git checkout."""
     try:
-        sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "src", "benchmarks", ":!benchmarks/results"],
-                                cwd=ROOT) != 0
-        return sha + ("-dirty" if dirty else "")
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 #: the code a benchmark measures is the code at its start (edits made while it runs do not count)
 COMMIT_AT_START = git_commit()
+try:
+    DIRTY_AT_START = dirty_paths()
+except (OSError, subprocess.CalledProcessError):
+    DIRTY_AT_START = ["(git status failed)"]
+
+
+def refuse_dirty_tree() -> None:
+    """Results come only from a clean commit: exit with the changed paths otherwise."""
+    if DIRTY_AT_START:
+        raise SystemExit("refusing to run a benchmark on a dirty tree (commit first; results name the commit "
+                         "they measured): " + ", ".join(DIRTY_AT_START[:10]))
+
+
+if Path(sys.argv[0]).resolve().parent == ROOT / "benchmarks":  # run as a benchmark script: check before the work
+    refuse_dirty_tree()
 
 
 def target(goal: float, direction: str, value: float) -> dict[str, Any]:
@@ -65,6 +91,9 @@ def target(goal: float, direction: str, value: float) -> dict[str, Any]:
 
 def write_result(name: str, started: float, data: dict, metrics: dict, anchors: dict, targets: dict,
                  extra: dict | None = None) -> Path:
+    refuse_dirty_tree()
+    if COMMIT_AT_START != git_commit():
+        raise SystemExit(f"refusing to write {name}.json: HEAD moved from {COMMIT_AT_START} while it ran")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "benchmark": name,

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import ROOT, SHARED_DATA, target, write_result  # noqa: E402
+from _common import ROOT, SHARED_DATA, UNKNOWN, target, write_result  # noqa: E402
 
 from matgnn.baselines import run_baseline  # noqa: E402
 from matgnn.baselines.run import chgnet_finetune, chgnet_magmoms, write_rejected  # noqa: E402
@@ -52,7 +52,11 @@ from matgnn.graphs.cache import build_graph_cache  # noqa: E402
 from matgnn.models import load_model  # noqa: E402
 from matgnn.prediction.predict import Ensemble, graph_settings_of, predict_structures  # noqa: E402
 from matgnn.training.ensemble import ENSEMBLE_FILE, ensemble_members  # noqa: E402
-from matgnn.training.run import train  # noqa: E402
+from matgnn.training.run import evaluate_split, prepare_run_data, train  # noqa: E402
+from matgnn import pretrained  # noqa: E402
+from matgnn.graphs.batching import make_loader  # noqa: E402
+from matgnn.graphs.packed import PackedGraphs  # noqa: E402
+from rich.console import Console  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
 from ship_model import lineage  # noqa: E402  (a run's training stages, as the model cards list them)
@@ -84,6 +88,53 @@ def base_cfg(limit: int | None, epochs: int, name: str, split: dict | None = Non
     })
 
 
+class _MeanOf(torch.nn.Module):
+    """An ensemble's mean as a model (what evaluation scores)."""
+
+    def __init__(self, ens: Ensemble) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(ens.members)
+        self.ens, self.head_specs = ens, ens.head_specs
+
+    def forward(self, batch):  # noqa: ANN001, ANN201
+        return {k: mean for k, (mean, _) in self.ens(batch).items()}
+
+
+def score_shipped(name: str):
+    """A shipped model scored on its test split, re-derived from its training config: the run-folder
+    stand-in (with predictions_test_atoms.csv), its members, test metrics and the split by id."""
+    global MODEL_CFG
+    folder = pretrained.model_path(name)
+    members = ensemble_members(folder)[0] if (folder / ENSEMBLE_FILE).is_file() else [folder]
+    cfg = RunConfig.from_yaml(members[0] / "training_config.yaml")
+    MODEL_CFG = cfg.model_copy(update={"transfer": type(cfg.transfer)(), "delta": type(cfg.delta)()})
+    for mem in members[1:]:  # members must share the split: same source, graphs and split settings
+        other = RunConfig.from_yaml(mem / "training_config.yaml")
+        if (other.source, other.split, other.graphs) != (cfg.source, cfg.split, cfg.graphs):
+            raise SystemExit(f"{mem}: trained on another source/split/graphs than {members[0]}")
+    out = OUT / f"shipped-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    cache, _, pos = prepare_run_data(MODEL_CFG, out, Console(stderr=True), progress=False)
+    split = {k: [cache.ids[i] for i in v] for k, v in pos.items()}
+    graphs = PackedGraphs(cache, pos["test"], [], [h.name for h in MODEL_CFG.targets if h.level == "node"])
+    metrics = evaluate_split(_MeanOf(Ensemble([folder])), make_loader(graphs, 64), MODEL_CFG.targets, out, "test",
+                             plots=False, evaluation=MODEL_CFG.evaluation)
+    metrics.update(n_train=len(pos["train"]), n_test=len(pos["test"]))
+    return out, members, metrics, split
+
+
+def describe_model(args, members) -> str:  # noqa: ANN001
+    if args.shipped:
+        return f"shipped {args.shipped} ({len(members)} member(s); training stages: its model card, not re-measured)"
+    if not args.model:
+        return f"trained here, {args.epochs} epochs"
+    if len(members) > 1:
+        return (f"{args.model}: the mean of {len(members)} models trained on the same split "
+                "(ensemble.json lists them; their stages are in model_stages)")
+    return (f"{args.model} (trained by its config.yaml"
+            + (f", continued from {MODEL_CFG.transfer.from_model}" if MODEL_CFG.transfer.from_model else "") + ")")
+
+
 def atom_rows(run) -> dict[str, list[tuple[float, float]]]:
     """(true, pred) per atom of each test structure of a run folder."""
     out: dict[str, list[tuple[float, float]]] = {}
@@ -108,13 +159,20 @@ def main() -> None:
     p.add_argument("--finetune-epochs", type=int, default=2)
     p.add_argument("--model", help="score this trained run folder (its config, graphs and split) instead of "
                                    "training one; --limit and --epochs then only shape the learning-curve runs")
+    p.add_argument("--shipped", help="score this shipped model (e.g. magmom-mp-ensemble) from its own folder: the "
+                                     "split is re-derived from its training_config.yaml (source, graphs and seeded "
+                                     "split), so a fresh clone reproduces the figures")
     args = p.parse_args()
     started = time.time()
     limit = args.limit or None
     metrics: dict[str, float] = {}
     runs: dict[str, str] = {}
 
-    if args.model:
+    if args.shipped:
+        ours, members, m, split = score_shipped(args.shipped)
+        limit = MODEL_CFG.source.limit
+        metrics["ours.members"] = len(members)
+    elif args.model:
         global MODEL_CFG
         ours = Path(args.model).resolve()
         MODEL_CFG = RunConfig.from_yaml(ours / "config.yaml")
@@ -139,7 +197,8 @@ def main() -> None:
         metrics[f"ours.test_{key}"] = m[f"test.magmom.{key}"]
     metrics["ours.test_mae_without_V-Cr-Mn"] = m["test.magmom.without_V-Cr-Mn.mae"]
     metrics["n_train"], metrics["n_test"] = m["n_train"], m["n_test"]
-    split = json.loads((members[0] / "split.json").read_text())
+    if not args.shipped:
+        split = json.loads((members[0] / "split.json").read_text())
 
     # inference speed of our model on the test structures, from atoms to moments (neighbour lists,
     # featurisation and batching included, as CHGNet's own graph conversion is in its figure)
@@ -149,7 +208,8 @@ def main() -> None:
     test_pos = [where[i] for i in split["test"]]
     structures = [Structure(r["id"], np.asarray(r["z"]), r["pos"], r["cell"], np.asarray(r["pbc"], bool), {}, {})
                   for r in (cache.record(k) for k in test_pos)]
-    model = Ensemble([ours]) if (ours / ENSEMBLE_FILE).is_file() else load_model(ours)
+    model = (Ensemble([pretrained.model_path(args.shipped)]) if args.shipped else
+             Ensemble([ours]) if (ours / ENSEMBLE_FILE).is_file() else load_model(ours))
     t0 = time.perf_counter()
     n_pred = sum(1 for _ in predict_structures(
         model, structures, model.settings if isinstance(model, Ensemble) else graph_settings_of(ours)))
@@ -218,18 +278,15 @@ def main() -> None:
     write_result(
         "mp_magmom", started,
         data={"source": "mp_magmoms (Materials Project per-atom |m|)", "limit": limit,
-              "model": ((f"{args.model}: the mean of {len(members)} models trained on the same split "
-                         "(ensemble.json lists them; their stages are in model_stages)" if len(members) > 1 else
-                         f"{args.model} (trained by its config.yaml"
-                         + (f", continued from {MODEL_CFG.transfer.from_model}" if MODEL_CFG.transfer.from_model else "")
-                         + ")") if args.model else f"trained here, {args.epochs} epochs"),
+              "model": describe_model(args, members),
               "model_config": {"graphs": cfg.graphs.model_dump(), "model": cfg.model.model_dump()}
               if len(members) == 1 else
-              {"graphs": cfg.graphs.model_dump(), "members": [RunConfig.from_yaml(r / "config.yaml").model.model_dump()
-                                                             for r in members]},
+              {"graphs": cfg.graphs.model_dump(),
+               "members": [RunConfig.from_yaml(r / ("training_config.yaml" if args.shipped else "config.yaml")
+                                               ).model.model_dump() for r in members]},
               "model_stages": [{"run": str(r.relative_to(ROOT)) if r.is_relative_to(ROOT) else str(r),
                                 "epochs": sm["epochs_run"], "train_seconds": round(sm["train_seconds"], 1),
-                                "device": sm.get("device", "cpu (2-core machine)"),
+                                "device": sm.get("device", UNKNOWN),
                                 "test_mae": sm["test.magmom.mae"]} for r, sm in stages] if args.model else None,
               "split": "composition-grouped 80/10/10, seed 42", "exclusion_set": EXCLUDE,
               "chgnet_sample": f"{len(ok)} test structures (seed 0)", "epochs": args.epochs,

@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _cgcnn2 import set_folder, train_cli, write_cifs  # noqa: E402
-from _common import RESULTS, ROOT, SHARED_DATA, PeakRSS, target, write_result  # noqa: E402
+from _common import RESULTS, ROOT, SHARED_DATA, UNKNOWN, PeakRSS, target, write_result  # noqa: E402
 
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import MagmomSource  # noqa: E402
@@ -172,11 +172,11 @@ def memory_run(epochs: int, in_memory: bool) -> tuple[dict[str, float], Path | N
         raise RuntimeError(f"matgnn train failed:\n{out[-3000:]}")
     run = Path(re.search(r"done in \d+ s → (.+)", out.replace("\n", "")).group(1).strip()) if "done in" in out else None
     m = json.loads((run / "metrics.json").read_text()) if run else {}
-    return {"peak_rss_gb": peak, "wall_s": time.perf_counter() - t0, "n_train": m.get("n_train", 0),
-            "train_structures_per_s": m.get("train_structures_per_s", 0.0),
-            "test_mae": m.get("test.magmom.mae", float("nan")),
-            "test_mae_without_V_Cr_Mn": m.get("test.magmom.without_V-Cr-Mn.mae", float("nan")),
-            "epochs": m.get("epochs_run", 0)}, run
+    return {"peak_rss_gb": peak, "wall_s": time.perf_counter() - t0, "n_train": m.get("n_train", UNKNOWN),
+            "train_structures_per_s": m.get("train_structures_per_s", UNKNOWN),
+            "test_mae": m.get("test.magmom.mae", UNKNOWN),
+            "test_mae_without_V_Cr_Mn": m.get("test.magmom.without_V-Cr-Mn.mae", UNKNOWN),
+            "epochs": m.get("epochs_run", UNKNOWN)}, run
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ def test_train_writes_a_self_describing_run_that_reloads(tmp_path):
 def test_unknown_target_names_what_exists(tmp_path):
     r = runner.invoke(app, ["train", "--set", "source.n_structures=10", "--set", "targets=[{name: band_gap}]",
                             "--set", f"output_dir={tmp_path}", "--set", f"cache_dir={tmp_path / 'c'}"])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert "band_gap" in r.output and "mixing_energy" in r.output
 
 

@@ -175,6 +175,6 @@ def test_combined_ensemble_of_different_architectures(tmp_path):
 
     c = train(cfg("c", "cgcnn", seed=7), progress=False)  # another split: refused
     r = runner.invoke(app, ["ensemble", "--combine", str(a), "--combine", str(c), "--out", str(tmp_path / "bad")])
-    assert r.exit_code == 1 and "split differs" in r.output
+    assert r.exit_code == 2 and "split differs" in r.output
     r = runner.invoke(app, ["ensemble", "--combine", str(a), "--combine", str(b)])
-    assert r.exit_code == 1 and "--out" in r.output
+    assert r.exit_code == 2 and "--out" in r.output

@@ -108,7 +108,8 @@ def test_screening_cli_filters_sorts_and_writes_json_and_extxyz(runs, inputs, tm
     assert [g["mixing_energy_std"] for g in got] == sorted((g["mixing_energy_std"] for g in got), reverse=True)
     assert len(got[0]["atom_energy"]) == got[0]["n_atoms"]
     frames = read(xyz, index=":", format="extxyz")
-    assert len(frames) == 5  # every structure that passed the filter, with per-atom arrays
+    assert len(frames) == 3  # --top applies to every output: the same 3 structures, with per-atom arrays
+    assert [f.info["id"] for f in frames] == [g["id"] for g in got]
     assert all("atom_energy" in f.arrays and "atom_energy_std" in f.arrays for f in frames)
 
     r = runner.invoke(app, ["predict", models, str(inputs), "--out", str(tmp_path / "x.csv"), "--where", "gap>1"])

@@ -21,6 +21,7 @@ from matgnn.data.sources import (
     parse_source,
 )
 from matgnn.data.structure import Structure, make_contiguous
+from matgnn.errors import StructureError
 from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
 
 from .conftest import shared_path
@@ -73,13 +74,19 @@ def test_folder_with_id_prop(tmp_path):
     write(tmp_path / "POSCAR-x", bulk("Si", "diamond", a=5.43), format="vasp")
     (tmp_path / "m3.vasp").write_text((tmp_path / "POSCAR-x").read_text())
     (tmp_path / "id_prop.csv").write_text("m0,1.0,2\nm1,na,3\nm2,0.5,\nm3,7,8\n")
-    s = list(FolderSource(tmp_path))
+    entries = list(FolderSource(tmp_path))
+    s = [x for x in entries if not isinstance(x, StructureError)]
     assert [x.id for x in s] == ["m0", "m1", "m2", "m3"]
+    # the POSCAR-x file no row names is reported, not dropped silently
+    assert [(e.structure_id, e.code) for e in entries if isinstance(e, StructureError)] == [("POSCAR-x", "not_in_id_prop")]
     assert s[0].graph_targets == {"target_1": 1.0, "target_2": 2.0}
     assert np.isnan(s[1].graph_targets["target_1"]) and np.isnan(s[2].graph_targets["target_2"])
     assert s[3].n_atoms == 2 and s[3].formula == "Si"
     (tmp_path / "id_prop.csv").write_text("material,band_gap\nm0,0\n")
     assert list(FolderSource(tmp_path))[0].graph_targets == {"band_gap": 0.0}
+    (tmp_path / "id_prop.csv").write_text("m0,N/A\nm1,1.5\n")  # a first label N/A is a missing label, not a header
+    first = list(FolderSource(tmp_path))[:2]
+    assert [x.id for x in first] == ["m0", "m1"] and np.isnan(first[0].graph_targets["target"])
 
 
 def test_extxyz_and_ase_db_with_per_atom_arrays(tmp_path):

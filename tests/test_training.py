@@ -113,9 +113,9 @@ def test_evaluate_and_predict_from_a_run_folder(tmp_path):
     r = runner.invoke(app, ["predict", str(run), str(folder), "--out", str(out)])
     assert r.exit_code == 0, r.output
     rows = out.read_text().splitlines()
-    assert rows[0] == "id,mixing_energy,n_atoms,formula" and len(rows) == 3
+    assert rows[0] == "id,mixing_energy,n_atoms,formula,unseen_elements" and len(rows) == 3
     atoms = (tmp_path / "pred_atoms.csv").read_text().splitlines()
-    assert atoms[0] == "id,atom,z,atom_energy" and len(atoms) == 1 + 4 + 1
+    assert atoms[0] == "id,atom,z,atom_energy,unseen_element" and len(atoms) == 1 + 4 + 1
     assert "junk" in (tmp_path / "pred_skipped.csv").read_text()
 
 

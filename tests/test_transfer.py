@@ -84,7 +84,7 @@ def test_finetune_cli(tmp_path, pretrained):
     assert r.exit_code == 0, r.output
     assert "weight shift" in r.output
     r = runner.invoke(app, ["finetune", str(pretrained), str(path), "--freeze", "conv_7"])
-    assert r.exit_code == 1 and "not layer groups" in " ".join(r.output.split())
+    assert r.exit_code == 2 and "not layer groups" in " ".join(r.output.split())
 
 
 def test_delta_learning_on_a_frozen_base(tmp_path, pretrained):

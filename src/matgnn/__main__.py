@@ -1,3 +1,3 @@
-from matgnn.cli.main import app
+from matgnn.cli.main import main
 
-app(prog_name="matgnn")
+main()

@@ -68,8 +68,9 @@ class TrainConfig(_Strict):
     clip_grad: float | None = Field(5.0, gt=0)
     seed: int = 42
     threads: int | None = Field(None, ge=1, description=(
-        "torch CPU threads; default: torch's own choice (all cores). Lower it when several runs or "
-        "torchrun processes share a machine"))
+        "torch CPU threads; default: torch's own choice (all cores), and the matgnn command makes them "
+        "yield (OMP_WAIT_POLICY=PASSIVE) when other processes run as it starts, so a busy machine does not "
+        "collapse the speed; set 1-2 when several runs or torchrun processes share a machine"))
     task_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description=(
         "fixed: the heads' weights; uncertainty: each head's loss scaled by a learned exp(-s_k) plus s_k "
         "(Kendall, Gal & Cipolla 2018) on top of its weight; the learned weights are logged per epoch"))
@@ -149,7 +150,7 @@ class RunConfig(_Strict):
     """Everything a training run depends on."""
 
     source: SourceConfig = Field(default_factory=EmtConfig)
-    graphs: GraphSettings = Field(default_factory=lambda: GraphSettings(cutoff=6.0, max_neighbors=12))
+    graphs: GraphSettings = Field(default_factory=GraphSettings)
     targets: list[HeadConfig] = Field(
         default_factory=lambda: [HeadConfig(name="mixing_energy", level="graph")])
     model: ModelConfig = Field(default_factory=ModelConfig)

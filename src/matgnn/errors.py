@@ -14,10 +14,35 @@ ISOLATED_ATOM = "isolated_atom"
 BAD_TARGET = "bad_target"
 TARGET_LENGTH = "target_length"
 EMPTY_STRUCTURE = "empty_structure"
+NOT_IN_ID_PROP = "not_in_id_prop"
+DUPLICATE_ID = "duplicate_id"
+
+
+#: Exit status of every ``matgnn`` command for a user error (bad input, config, path or
+#: storage fault); an interrupted command exits with :data:`EXIT_INTERRUPTED`; an internal
+#: bug keeps Python's traceback and status 1.
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 class MatgnnError(Exception):
     """Base class of the errors this package raises on purpose."""
+
+
+class UserError(MatgnnError, ValueError):
+    """Bad input that stops a whole command (not one structure): a config, an id file, a
+    folder layout, a model folder, an output path. The message names the file or setting.
+
+    It is a ``ValueError`` too, so callers that catch bad values keep working."""
+
+
+class Interrupted(MatgnnError):
+    """A command stopped by Ctrl-C or SIGTERM; the message says what was kept and how to go on."""
+
+
+class UnsafeArtifactError(UserError):
+    """A model, checkpoint or cache file that asks for something loading must never do
+    (a class outside matgnn's registry, a pickled object, a path outside its folder)."""
 
 
 @dataclass

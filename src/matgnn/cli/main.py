@@ -11,6 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from matgnn.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR
+from matgnn.graphs.neighbors import GraphSettings
+
+#: the one default of graph settings (the run config's, `graphs build`'s and `data info`'s)
+DEFAULT_GRAPHS = GraphSettings()
+
 app = typer.Typer(help="Graph neural networks for materials properties from crystal structures.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 data_app = typer.Typer(help="Inspect structure sources.", no_args_is_help=True)
@@ -32,7 +38,7 @@ def _source(spec: str, store_dir: Optional[str], limit: Optional[int]):
         return make_source(parse_source(spec, store_dir=store_dir, limit=limit))
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 @data_app.command("info")
@@ -40,7 +46,7 @@ def data_info(
     source: str = typer.Argument(..., help=SOURCE_HELP),
     store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding (or receiving) the dataset zip"),
     limit: Optional[int] = typer.Option(None, help="read at most this many entries"),
-    cutoff: float = typer.Option(8.0, help="cutoff (Å) for the isolated-atom check"),
+    cutoff: float = typer.Option(DEFAULT_GRAPHS.cutoff, help="cutoff (Å) for the isolated-atom check"),
     out: Optional[Path] = typer.Option(None, help="folder for data_info.json, load_report.json, skipped.csv "
                                                   "(default ./matgnn-data-info/<source>)"),
 ) -> None:
@@ -75,7 +81,7 @@ def data_report_cmd(
     source: str = typer.Argument(..., help=SOURCE_HELP),
     store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding (or receiving) the dataset zip"),
     limit: Optional[int] = typer.Option(None, help="read at most this many entries"),
-    cutoff: float = typer.Option(8.0, help="cutoff (Å) for the isolated-atom check"),
+    cutoff: float = typer.Option(DEFAULT_GRAPHS.cutoff, help="cutoff (Å) for the isolated-atom check"),
     out: Optional[Path] = typer.Option(None, help="folder for the figures and index.html "
                                                   "(default ./matgnn-data-report/<source>)"),
 ) -> None:
@@ -98,15 +104,16 @@ def report_cmd(run: Path = typer.Argument(..., help="a run folder"),
         path = build_report(run, out)
     except FileNotFoundError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
     console.print(f"report → {path}")
 
 
 @graphs_app.command("build")
 def graphs_build(
     source: str = typer.Argument(..., help=SOURCE_HELP),
-    cutoff: float = typer.Option(8.0, help="neighbour cutoff in Å"),
-    max_neighbors: Optional[int] = typer.Option(12, help="nearest neighbours per atom (ties kept); 0 keeps all"),
+    cutoff: float = typer.Option(DEFAULT_GRAPHS.cutoff, help="neighbour cutoff in Å (the run config's default)"),
+    max_neighbors: Optional[int] = typer.Option(DEFAULT_GRAPHS.max_neighbors,
+                                                help="nearest neighbours per atom (ties kept); 0 keeps all"),
     workers: Optional[int] = typer.Option(None, help="processes (default: all CPU cores)"),
     cache_dir: Optional[Path] = typer.Option(None, help="cache folder (default $MATGNN_CACHE_DIR or ~/.cache/matgnn)"),
     on_invalid: str = typer.Option("skip", help="skip (and report) or error on bad structures"),
@@ -125,7 +132,7 @@ def graphs_build(
                                   workers=workers, on_invalid=on_invalid)
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
     wall = time.perf_counter() - t0
     st = cache.build_stats
     if st is not None and st.built == 0:
@@ -146,7 +153,7 @@ def _run_config(config: Optional[Path], overrides: list[str]):
         return (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(overrides))
     except Exception as e:  # pydantic errors say which key is wrong
         console.print(f"[red]invalid config:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 @app.command("train")
@@ -171,7 +178,11 @@ def train_cmd(
     if resume is not None:
         if config is not None or overrides:
             console.print("[red]error:[/red] --resume continues a run with its saved config; give no CONFIG or overrides")
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        if not (resume / "checkpoint_last.pt").is_file():
+            console.print(f"[red]error:[/red] {resume} has no checkpoint_last.pt to resume from (not a run folder, or "
+                          "the run stopped before its first epoch ended)", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USER_ERROR)
         config = resume / "config.yaml"
     cfg = _run_config(config, overrides)
     if print_config:
@@ -183,7 +194,7 @@ def train_cmd(
         train(cfg, console=console, resume=resume)
     except (StructureError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 @app.command("finetune")
@@ -208,7 +219,7 @@ def finetune_cmd(
         runs = finetune(cfg, source, policy, keep_heads, two_phase, phase1_epochs, phase2_lr_factor, console=console)
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
     import json as _json
 
     for r in runs:
@@ -243,7 +254,7 @@ def ensemble_cmd(
             folder = train_ensemble(cfg, members, bootstrap, console=console)
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
     import json as _json
 
     m = _json.loads((folder / "metrics.json").read_text())
@@ -279,7 +290,7 @@ def sweep_cmd(
                            resume=resume is not None, console=console, progress=False)
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
     print((folder / "ranking.md").read_text())
     console.print(f"ranking → {folder / 'ranking.csv'}, {folder / 'ranking.md'}")
 
@@ -300,13 +311,13 @@ def baseline_cmd(
 
     if kind not in BASELINES:
         console.print(f"[red]error:[/red] unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USER_ERROR)
     cfg = _run_config(config, set_)
     try:
         run_baseline(cfg, kind, console=console, max_train_rows=max_train_rows, finetune_epochs=finetune_epochs)
     except (StructureError, ValueError, FileNotFoundError, ImportError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 @app.command("evaluate")
@@ -328,12 +339,19 @@ def evaluate_cmd(
     cfg = RunConfig.from_yaml(run / "config.yaml")
     model = load_model(run)
     cache = build_graph_cache(make_source(cfg.source), cfg.graphs, workers=cfg.workers, cache_root=cfg.cache_dir)
+    cache.check_unique_ids()
     saved = json.loads((run / "split.json").read_text())
+    if split not in ("val", "test"):
+        console.print(f"[red]error:[/red] --split must be val or test, not {split!r}")
+        raise typer.Exit(EXIT_USER_ERROR)
+    if not saved.get(split):
+        console.print(f"[red]error:[/red] the {split} split of {run / 'split.json'} is empty: nothing to evaluate")
+        raise typer.Exit(EXIT_USER_ERROR)
     positions, missing = ids_split(cache.ids, {split: saved[split]})
     if missing[split]:
         console.print(f"[red]error:[/red] {missing[split]} {split} ids of {run / 'split.json'} are not in the graph "
                       "cache (did the source change?)")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_USER_ERROR)
     ds = GraphDataset(cache, positions[split], [h.name for h in cfg.targets if h.level == "graph"],
                       [h.name for h in cfg.targets if h.level == "node"])
     out = run / "evaluation"
@@ -375,18 +393,14 @@ def predict_cmd(
                                                where=where, sort_by=sort_by, top=top, atoms_extxyz=atoms_extxyz,
                                                limit=limit)
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
     report.print(console)
     if report.skipped:
-        skipped = path.with_name(path.stem + "_skipped.csv")
-        import csv as _csv
-
-        with open(skipped, "w", newline="") as f:
-            w = _csv.DictWriter(f, fieldnames=["id", "file", "code", "detail"])
-            w.writeheader()
-            w.writerows(report.skipped)
-        console.print(f"skipped structures listed in {skipped}")
+        console.print(f"skipped structures listed in {path.with_name(path.stem + '_skipped.csv')}")
+    if getattr(report, "renamed", 0):
+        console.print(f"{report.renamed} structures had an id used before (same file name in another folder) "
+                      "and were renamed <folder>-<id>")
     if where:
         console.print(f"{filtered} structures failed {' and '.join(where)}")
     console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → {path}")
@@ -402,7 +416,7 @@ def models_cmd(name: Optional[str] = typer.Argument(None, help="print this shipp
             print(model_card(name))
         except FileNotFoundError as e:
             console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_USER_ERROR) from None
         return
     for n in available():
         first = next((ln for ln in model_card(n).splitlines() if ln.strip() and not ln.startswith("#")), "")
@@ -424,7 +438,7 @@ def bench_deploy_cmd(
         res = deploy_cost(model, atoms, batch, repeats)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
     if as_json:
         print(json.dumps(res, indent=1))
         return
@@ -442,8 +456,73 @@ def bench_deploy_cmd(
     console.print(table)
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def busy_machine_threading() -> None:
+    """Keep CPU training from collapsing on a shared machine (``benchmarks/busy_threads.py``: with
+    another job running, torch's default OpenMP spin-waiting makes epochs several times slower,
+    sometimes 50×; yielding threads, ``OMP_WAIT_POLICY=PASSIVE``, do not collapse; on an idle
+    machine spinning is faster). So when another task is runnable as the command starts
+    (``/proc/loadavg``), the OpenMP threads yield instead of spinning. Must run before torch is
+    imported; a user's own ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` always wins."""
+    import os
+
+    if "OMP_WAIT_POLICY" in os.environ or "OMP_NUM_THREADS" in os.environ:
+        return
+    try:
+        fields = Path("/proc/loadavg").read_text().split()
+        running = int(fields[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if running - 1 >= 1:  # runnable tasks besides this one
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``matgnn`` executable: every command, with one way of reporting failures.
+
+    A user error (bad input, config, model folder, path, a full or read-only disk) is one line
+    naming the file or setting, exit status 2; Ctrl-C / SIGTERM exits with 130 after saying
+    what was kept; an internal bug keeps Python's traceback (status 1)."""
+    import sys
+
+    from pydantic import ValidationError
+
+    try:  # typer >= 0.2x carries its own click
+        from typer._click.exceptions import ClickException
+        from typer.exceptions import Abort
+    except ImportError:  # older typer: click itself
+        from click.exceptions import Abort, ClickException
+
+    from matgnn.errors import Interrupted, MatgnnError
+
+    busy_machine_threading()
+    cmd = typer.main.get_command(app)
+    try:
+        rc = cmd.main(args=argv, prog_name="matgnn", standalone_mode=False)
+    except ClickException as e:  # usage errors: click's own message
+        e.show()
+        sys.exit(e.exit_code)
+    except (Abort, KeyboardInterrupt):
+        console.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except Interrupted as e:
+        console.print(f"[yellow]interrupted:[/yellow] {e}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except ValidationError as e:
+        console.print(f"[red]invalid config:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+    except MatgnnError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as e:  # permission denied, read-only file system, no space left, missing file
+        where = " → ".join(str(f) for f in (e.filename, e.filename2) if f) or "?"
+        console.print(f"[red]error:[/red] {where}: {e.strerror or e}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+    except Exception as e:
+        if type(e).__module__.split(".")[0] == "lmdb":  # the graph cache's storage (full disk, read-only)
+            console.print(f"[red]error:[/red] graph cache: {e}", highlight=False, soft_wrap=True)
+            sys.exit(EXIT_USER_ERROR)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

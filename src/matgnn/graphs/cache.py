@@ -5,6 +5,10 @@ settings. Each record is written in an LMDB transaction together with the record
 every skipped entry, and the cache is marked complete only in the final transaction,
 so a build killed half way is never used as if complete: the next build resumes it,
 re-using every committed record.
+
+Nothing in a cache is pickled: a record is a JSON header followed by the raw bytes of its
+arrays (:func:`pack_record`), metadata and skipped entries are JSON, so opening a cache
+someone else wrote can never run code.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,12 +28,13 @@ import numpy as np
 from matgnn.data.report import LoadReport
 from matgnn.data.sources.base import StructureSource
 from matgnn.data.structure import Structure, validate_structure
-from matgnn.errors import StructureError
+from matgnn.errors import StructureError, UnsafeArtifactError, UserError
 from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
 
 _META = b"__meta__"
 _MAP_SIZE = 1 << 40  # address space only; the file grows as records are written
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
+_MAGIC = b"MGR3"
 
 
 def default_cache_root() -> Path:
@@ -38,6 +43,10 @@ def default_cache_root() -> Path:
 
 
 _ARRAYS = ("z", "pos", "cell", "pbc", "src", "dst", "offsets")
+
+
+#: dtypes an array in a record may have (anything else in a file is refused)
+_DTYPES = {"|u1", "|i1", "<i4", "<i8", "<f4", "<f8", "|b1", "<u4"}
 
 
 def _enc(a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
@@ -49,22 +58,58 @@ def _dec(t: tuple[str, tuple[int, ...], bytes]) -> np.ndarray:
 
 
 def pack_record(rec: dict[str, Any]) -> bytes:
-    """Serialise a graph record (arrays as raw bytes: several times cheaper than
-    pickling numpy arrays, which matters at thousands of graphs per second)."""
-    d = dict(rec)
-    for k in _ARRAYS:
-        d[k] = _enc(d[k])
-    d["node_targets"] = {k: _enc(v) for k, v in rec["node_targets"].items()}
-    return pickle.dumps(d, protocol=5)
+    """Serialise a graph record: ``MGR3``, the header's length, a JSON header (plain
+    fields, and dtype/shape/offset of each array) and the arrays' raw bytes (several times
+    cheaper than pickling numpy arrays, and loading it cannot run code)."""
+    arrays = [(k, np.ascontiguousarray(rec[k])) for k in _ARRAYS]
+    arrays += [("node:" + k, np.ascontiguousarray(v)) for k, v in rec["node_targets"].items()]
+    layout, offset, chunks = [], 0, []
+    for name, a in arrays:
+        b = a.tobytes()
+        layout.append([name, a.dtype.str, list(a.shape), offset, len(b)])
+        chunks.append(b)
+        offset += len(b)
+    plain = {k: v for k, v in rec.items() if k not in _ARRAYS and k != "node_targets"}
+    header = json.dumps({"plain": plain, "arrays": layout}, separators=(",", ":"), default=_plain).encode()
+    return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *chunks])
 
 
 def unpack_record(blob: bytes) -> dict[str, Any]:
-    """Inverse of :func:`pack_record` (arrays are read-only views of the blob)."""
-    d = pickle.loads(blob)
-    for k in _ARRAYS:
-        d[k] = _dec(d[k])
-    d["node_targets"] = {k: _dec(v) for k, v in d["node_targets"].items()}
+    """Inverse of :func:`pack_record` (arrays are read-only views of the blob); anything
+    else is refused with :class:`UnsafeArtifactError`."""
+    view = memoryview(blob)
+    if bytes(view[:4]) != _MAGIC:
+        raise UnsafeArtifactError("a graph-cache record is not in matgnn's format (stale or foreign cache); "
+                                  "delete the cache folder to rebuild it")
+    (n,) = struct.unpack("<I", view[4:8])
+    header = json.loads(bytes(view[8:8 + n]))
+    payload = view[8 + n:]
+    d = dict(header["plain"])
+    d["node_targets"] = {}
+    for name, dtype, shape, offset, size in header["arrays"]:
+        if dtype not in _DTYPES:
+            raise UnsafeArtifactError(f"a graph-cache record holds an array of dtype {dtype!r}")
+        a = np.frombuffer(payload[offset:offset + size], dtype=dtype).reshape(shape)
+        if name.startswith("node:"):
+            d["node_targets"][name[5:]] = a
+        else:
+            d[name] = a
     return d
+
+
+def _plain(v: Any) -> Any:
+    """JSON for numpy scalars and small arrays in plain fields."""
+    if isinstance(v, (np.generic, np.ndarray)):
+        return v.tolist()
+    raise TypeError(f"{type(v).__name__} cannot go into a graph cache")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, default=_plain).encode()
+
+
+def _loads(blob: Any) -> Any:
+    return json.loads(bytes(blob))
 
 
 def _pack_structure(s: Structure) -> tuple:
@@ -163,6 +208,17 @@ class GraphCache:
     def ids(self) -> list[str]:
         return self.meta["ids"]
 
+    def check_unique_ids(self) -> None:
+        """A :class:`UserError` naming the ids that occur more than once (a split by id, the
+        saved split of a run, and predictions by id are only exact when ids are unique)."""
+        from collections import Counter
+
+        dup = [i for i, n in Counter(self.ids).items() if n > 1]
+        if dup:
+            raise UserError(f"source {self.meta['source']}: {len(dup)} ids occur more than once "
+                            f"({', '.join(map(repr, dup[:5]))}{', ...' if len(dup) > 5 else ''}); ids must be "
+                            "unique so that no structure lands in two splits")
+
     @property
     def report(self) -> LoadReport:
         return LoadReport.from_dict(self.meta["report"])
@@ -203,7 +259,14 @@ def read_meta(path: Path) -> dict[str, Any] | None:
     if blob is None:  # incomplete: let a writer open it
         _drop_reader(path)
         return None
-    return pickle.loads(blob)
+    try:
+        meta = _loads(blob)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UnsafeArtifactError(f"{path}: the graph cache's metadata is not matgnn's JSON (a stale or foreign "
+                                  "cache); delete the folder to rebuild it") from None
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        raise UnsafeArtifactError(f"{path}: not a graph cache of format {CACHE_FORMAT}; delete it to rebuild")
+    return meta
 
 
 def build_graph_cache(source: StructureSource, settings: GraphSettings | None = None, *,
@@ -236,7 +299,11 @@ def build_graph_cache(source: StructureSource, settings: GraphSettings | None = 
         cache.build_stats = BuildStats(0, len(cache), 0.0)
         return cache
     path.mkdir(parents=True, exist_ok=True)
-    env = lmdb.open(str(path), map_size=_MAP_SIZE, readahead=False, meminit=False)
+    try:
+        env = lmdb.open(str(path), map_size=_MAP_SIZE, readahead=False, meminit=False)
+    except lmdb.Error as e:
+        raise UserError(f"graph cache {path}: cannot open for writing: {e} (set MATGNN_CACHE_DIR or "
+                        "cache_dir to a writable folder)") from None
     t0 = time.perf_counter()
     try:
         with env.begin() as txn:
@@ -246,7 +313,7 @@ def build_graph_cache(source: StructureSource, settings: GraphSettings | None = 
         wire = (lambda e: _pack_structure(e) if isinstance(e, Structure) else e) if workers > 1 else (lambda e: e)
         todo = ((idx, wire(entry), settings) for idx, entry in enumerate(source) if idx not in done)
         built = _write_records(env, todo, workers, on_invalid, progress, chunk, source.describe(),
-                               len(done), on_chunk)
+                               len(done), on_chunk, source.size_hint())
         _finalise(env, path, source, settings, time.perf_counter() - t0)
     finally:
         env.close()
@@ -267,7 +334,7 @@ def _results(todo: Iterable, workers: int) -> Iterator:
 
 
 def _write_records(env, todo, workers: int, on_invalid: str, progress: bool, chunk: int,
-                   label: str, already: int, on_chunk) -> int:
+                   label: str, already: int, on_chunk, total: int | None = None) -> int:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -283,7 +350,7 @@ def _write_records(env, todo, workers: int, on_invalid: str, progress: bool, chu
                    disable=not progress, transient=False)
     t0 = time.perf_counter()
     with bar:
-        task = bar.add_task(label, total=None, completed=already, rate=0.0)
+        task = bar.add_task(label, total=total, completed=already, rate=0.0)
 
         def commit() -> None:
             with env.begin(write=True) as txn:
@@ -299,7 +366,7 @@ def _write_records(env, todo, workers: int, on_invalid: str, progress: bool, chu
                     if pending:
                         commit()
                     raise result
-                pending.append((b"s:%09d" % idx, pickle.dumps(result.as_dict())))
+                pending.append((b"s:%09d" % idx, _dumps(result.as_dict())))
             else:
                 pending.append((b"g:%09d" % idx, result))
             built += 1
@@ -325,7 +392,7 @@ def _finalise(env, path: Path, source: StructureSource, settings: GraphSettings,
         for key, value in txn.cursor():
             key = bytes(key)
             if key.startswith(b"s:"):
-                report.skipped.append(pickle.loads(value))
+                report.skipped.append(_loads(value))
             elif key.startswith(b"g:"):
                 rec = unpack_record(value)
                 index.append(int(key[2:]))
@@ -350,5 +417,5 @@ def _finalise(env, path: Path, source: StructureSource, settings: GraphSettings,
                    total_edges=int(sum(n_edges)))
     (path / "meta.json").write_text(json.dumps(summary, indent=1))
     with env.begin(write=True) as txn:  # the completion mark: last, in its own transaction
-        txn.put(_META, pickle.dumps(meta, protocol=5))
+        txn.put(_META, _dumps(meta))
     env.sync(True)

@@ -38,7 +38,17 @@ class GraphSettings(BaseModel):
     def cache_key(self) -> dict:
         """What the graphs depend on (goes into the graph-cache key)."""
         return {"cutoff": self.cutoff, "max_neighbors": self.max_neighbors, "tie_tolerance": self.tie_tolerance,
-                "builder": "vesin", "format": 1}
+                "builder": "vesin", "vesin": vesin_version(), "format": 1}
+
+
+def vesin_version() -> str:
+    """The installed vesin's version (part of the cache key: its private C entry point is used)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vesin")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass

@@ -1,11 +1,17 @@
 """Model base class: heads, target normalisation inside the model, save/load with
-constructor arguments next to the weights (``load_model(path)`` needs nothing else)."""
+constructor arguments next to the weights (``load_model(path)`` needs nothing else).
+
+Loading is data, never code: ``model.json`` may only name a class of matgnn's own registry
+(every model class defined in the package registers itself); anything else is refused
+before any module is imported, and weights load with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
+import io
 import json
+import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,11 +23,37 @@ from torch_geometric.utils import scatter
 
 from matgnn import keys
 from matgnn.data.structure import MAX_Z
+from matgnn.errors import UnsafeArtifactError, UserError
 
 MODEL_FILE = "model.json"
 #: buffers newer than some saved models; absent from a file, they keep their neutral default
 OPTIONAL_BUFFERS = {"element_baseline"}
 WEIGHTS_FILE = "state.pt"
+
+#: (module, class name) -> class of every model class that may be named in a model.json
+_REGISTRY: dict[tuple[str, str], type] = {}
+
+
+def register_model_class(cls: type) -> type:
+    """Allow ``cls`` to be named in saved ``model.json`` files (matgnn's own classes only)."""
+    if not cls.__module__.startswith("matgnn."):
+        raise ValueError(f"only matgnn's own classes can be registered, not {cls.__module__}.{cls.__name__}")
+    _REGISTRY[(cls.__module__, cls.__name__)] = cls
+    return cls
+
+
+def registered_class(module: Any, name: Any, where: str | Path) -> type:
+    """The registered class ``module.name``; anything else is an :class:`UnsafeArtifactError`
+    raised before anything is imported."""
+    import matgnn.models  # noqa: F401 - defining the model classes fills the registry
+    import matgnn.models.delta  # noqa: F401
+
+    cls = _REGISTRY.get((module, name)) if isinstance(module, str) and isinstance(name, str) else None
+    if cls is None:
+        known = ", ".join(sorted(c for _, c in _REGISTRY))
+        raise UnsafeArtifactError(f"{where} names class {module}.{name}, which is not one of matgnn's model classes "
+                                  f"({known}); refused: a model folder is data and cannot name code to run")
+    return cls
 
 
 class Head(nn.Module):
@@ -76,6 +108,8 @@ class MatgnnModel(nn.Module):
     # -- saving -----------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("matgnn."):
+            register_model_class(cls)
         init = cls.__init__
 
         def wrapped(self, *args: Any, **kw: Any) -> None:
@@ -98,8 +132,8 @@ class MatgnnModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         info = {"class": type(self).__name__, "module": type(self).__module__, "version": self.VERSION,
                 "init_args": self.init_args, "matgnn_version": _package_version(), **(extra or {})}
-        (path / MODEL_FILE).write_text(json.dumps(info, indent=1))
-        torch.save(self.state_dict(), path / WEIGHTS_FILE)
+        write_atomic(path / MODEL_FILE, json.dumps(info, indent=1).encode())
+        save_tensors(self.state_dict(), path / WEIGHTS_FILE)
         return path
 
     # -- normalisation ----------------------------------------------------------
@@ -159,6 +193,38 @@ class MatgnnModel(nn.Module):
         return {spec["name"]: self.denormalize(k, out[spec["name"]], batch) for k, spec in enumerate(self.head_specs)}
 
 
+def write_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so a full disk or a
+    kill never leaves a truncated file where a good one was (the OSError names the path)."""
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(obj: Any, path: Path) -> None:
+    """``torch.save`` of tensors and plain values, serialised in memory and written with
+    :func:`write_atomic` (torch's own file writer hides the OS error of a full disk)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(Path(path), buf.getbuffer())
+
+
+def read_model_info(path: Path) -> dict[str, Any]:
+    """``model.json`` of model folder ``path`` as a dict (a bad file is a :class:`UserError`)."""
+    try:
+        info = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path / MODEL_FILE}: not a matgnn model file (not JSON: {e})") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path / MODEL_FILE}: not a matgnn model file (not a JSON object)")
+    return info
+
+
 def _package_version() -> str:
     from matgnn import __version__
 
@@ -172,13 +238,27 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
         path = path / "model"
     if not (path / MODEL_FILE).is_file():
         raise FileNotFoundError(f"no {MODEL_FILE} in {path}: not a saved matgnn model or run")
-    info = json.loads((path / MODEL_FILE).read_text())
-    cls = getattr(importlib.import_module(info["module"]), info["class"])
+    info = read_model_info(path)
+    cls = registered_class(info.get("module"), info.get("class"), path / MODEL_FILE)
     if info.get("version") != getattr(cls, "VERSION", None):
         warnings.warn(f"{path} was saved by {info['class']} version {info.get('version')}; "
                       f"this code has version {cls.VERSION}", stacklevel=2)
-    model = cls(**info["init_args"])
-    state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    init_args = info.get("init_args")
+    if not isinstance(init_args, dict):
+        raise UserError(f"{path / MODEL_FILE}: 'init_args' is not a mapping of constructor arguments")
+    try:
+        model = cls(**init_args)
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserError(f"{path / MODEL_FILE}: its constructor arguments do not fit {info['class']}: {e}") from None
+    try:
+        state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no {WEIGHTS_FILE} beside {MODEL_FILE}") from None
+    except pickle.UnpicklingError:
+        raise UnsafeArtifactError(f"{path / WEIGHTS_FILE}: refused, it holds more than tensors "
+                                  "(torch.load with weights_only=True failed)") from None
+    except RuntimeError as e:
+        raise UserError(f"{path / WEIGHTS_FILE}: not a readable weights file: {str(e).splitlines()[0]}") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     # buffers added after a model was saved keep their neutral defaults (zeros: no element baseline)
     missing = [k for k in missing if k not in OPTIONAL_BUFFERS]

@@ -6,14 +6,13 @@ constructor specs), so ``load_model`` and ``matgnn predict`` use it like any mod
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, register_model_class, registered_class
 
 
 def model_spec(model: MatgnnModel) -> dict[str, Any]:
@@ -23,10 +22,11 @@ def model_spec(model: MatgnnModel) -> dict[str, Any]:
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    cls = getattr(importlib.import_module(spec["module"]), spec["class"])
+    cls = registered_class(spec.get("module"), spec.get("class"), "a delta model's spec")
     return cls(**spec["init_args"])
 
 
+@register_model_class
 class DeltaModel(nn.Module):
     """``base(batch) + delta(batch)`` for every head of ``delta`` (each must be a head of
     ``base`` with the same level). The base is kept frozen."""

@@ -17,24 +17,27 @@ import csv
 import glob
 import itertools
 import json
+import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from matgnn import keys
 from matgnn.data.report import LoadReport
 from matgnn.data.sources.folder import read_structure_file
 from matgnn.data.structure import Structure
-from matgnn.errors import StructureError
+from matgnn.errors import StructureError, UserError
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
 from matgnn.models.base import MODEL_FILE, MatgnnModel, load_model
 
-STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".traj", ".db", ".jsonl", ".gz")
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".json", ".traj", ".db", ".jsonl", ".gz")
 MULTI_SUFFIXES = (".extxyz", ".xyz", ".traj", ".db")
 
 
@@ -101,6 +104,17 @@ class Ensemble:
     def __len__(self) -> int:
         return len(self.members)
 
+    @property
+    def train_elements(self) -> set[int] | None:
+        """Atomic numbers every member saw in training (None when a member does not record them)."""
+        sets = []
+        for p in self.paths:
+            info = json.loads((p / MODEL_FILE).read_text())
+            if not info.get("train_elements"):
+                return None
+            sets.append({int(z) for z in info["train_elements"]})
+        return set.intersection(*sets)
+
     @torch.inference_mode()
     def __call__(self, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
         outs = [m(batch) for m in self.members]
@@ -116,17 +130,36 @@ class Ensemble:
 
 
 def structure_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files named, files of folders (CIF, POSCAR/CONTCAR, *.vasp, extxyz, traj, db), glob patterns."""
+    """Files named, the structure files of folders (CIF, POSCAR/CONTCAR, *.vasp, extxyz, pymatgen
+    JSON, traj, db, JSON Lines; an ``id_prop.csv`` beside them is ignored), glob patterns. A path
+    that does not exist, or a pattern that matches nothing, is a :class:`UserError` naming it."""
     for p in paths:
         p = Path(p)
         if p.is_dir():
             for f in sorted(p.iterdir()):
                 if f.is_file() and (f.suffix.lower() in STRUCTURE_SUFFIXES or f.name.startswith(("POSCAR", "CONTCAR"))):
                     yield f
-        elif any(ch in str(p) for ch in "*?["):
-            yield from (Path(x) for x in sorted(glob.glob(str(p))))
-        else:
+        elif p.exists():
             yield p
+        elif any(ch in str(p) for ch in "*?["):
+            hits = sorted(glob.glob(str(p)))
+            if not hits:
+                raise UserError(f"{p}: the pattern matches no file")
+            yield from (Path(x) for x in hits)
+        else:
+            raise UserError(f"{p}: no such file or folder")
+
+
+def check_inputs(paths: Sequence[str | Path]) -> None:
+    """Every input exists (a pattern matches something) — checked before any work."""
+    if not paths:
+        raise UserError("no structure files, folders or patterns given")
+    for p in paths:
+        p = Path(p)
+        if p.exists() or (any(ch in str(p) for ch in "*?[") and glob.glob(str(p))):
+            continue
+        raise UserError(f"{p}: " + ("the pattern matches no file" if any(ch in str(p) for ch in "*?[")
+                                    else "no such file or folder"))
 
 
 def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureError]:
@@ -212,6 +245,78 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
+class _Outputs:
+    """The files one prediction writes, each first as a hidden temporary file beside its
+    destination and moved into place only when everything succeeded (``commit``), so a failure
+    or Ctrl-C never truncates or overwrites earlier results. Side files of an earlier run with
+    the same output stem that this run does not write are removed on success (no stale files)."""
+
+    def __init__(self) -> None:
+        self.final: list[tuple[Path, Path]] = []
+        self.stale: list[Path] = []
+        self.dirs: list[tuple[Path, Path]] = []
+
+    def file(self, path: Path) -> Path:
+        path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder; name an output file")
+        if not path.parent.is_dir():
+            raise UserError(f"{path}: its folder {path.parent} does not exist")
+        tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+        tmp.open("w").close()  # fails now (permission, read-only, ...) rather than after the work
+        self.final.append((tmp, path))
+        return tmp
+
+    def folder(self, path: Path) -> Path:
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path}: exists and is not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / f".part-{os.getpid()}"
+        tmp.mkdir(exist_ok=True)
+        self.dirs.append((tmp, path))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, path in self.final:
+            os.replace(tmp, path)
+        for tmp, path in self.dirs:
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, path / f.name)
+            tmp.rmdir()
+        for p in self.stale:
+            p.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        for tmp, _ in self.final:
+            tmp.unlink(missing_ok=True)
+        for tmp, _ in self.dirs:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unique_id(sid: str, file: str | None, seen: set[str]) -> str:
+    """``sid``, or when an earlier structure has that id (``calc1/POSCAR``, ``calc2/POSCAR``)
+    ``<parent folder>-<sid>`` and then ``-2``, ``-3``, ...; compared as the file-safe stems
+    that warm-start files are named by, so no output overwrites another."""
+    def safe(x: str) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in x)
+
+    new = sid
+    if safe(new) in seen and file:
+        new = f"{Path(file).parent.name}-{sid}"
+    k = 2
+    base = new
+    while safe(new) in seen:
+        new = f"{base}-{k}"
+        k += 1
+    seen.add(safe(new))
+    return new
+
+
+def _unseen(numbers: np.ndarray, known: set[int] | None) -> list[int]:
+    return [] if known is None else sorted({int(z) for z in numbers} - known)
+
+
 def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable[str | Path], out: str | Path,
                   batch_size: int = 64, magmom_export: str | Path | None = None,
                   magmom_head: str | None = None, where: Sequence[str] = (), sort_by: str | None = None,
@@ -221,18 +326,28 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
     models (an ensemble: mean and ``<head>_std``); write ``out`` (``.csv`` or ``.json``, one
     row per structure) and, for per-atom heads, ``<out stem>_atoms.csv`` (CSV output) and with
     ``atoms_extxyz`` an extxyz file whose frames carry the per-atom predictions as arrays.
+    Structures that could not be read go to ``<out stem>_skipped.csv``.
 
     Screening: ``where`` conditions (``"band_gap>=1"``) keep structures whose values pass all of
-    them; ``sort_by`` (``"-band_gap_std"`` descending) orders the rows; ``top`` keeps the first N.
-    ``limit``: read at most this many structures from the inputs.
+    them; ``sort_by`` (``"-band_gap_std"`` descending) orders the rows; ``top`` keeps the first N
+    — in every output (side files and warm starts too). ``limit``: read at most this many structures.
     ``magmom_export``: a folder for DFT warm-start files of the per-atom head ``magmom_head``
     (default: the model's only per-atom head) — see :mod:`matgnn.prediction.warmstart`.
+
+    Safety: inputs and output locations are checked before any work; outputs are written to
+    temporary files and moved into place only on success; ids are made unique when file stems
+    collide (said in the report); elements the model never saw in training are flagged
+    (``unseen_elements`` per structure, ``unseen_element`` per atom) when the model records them.
 
     Returns the output path, the load report (structures kept, and every skipped one with the
     reason) and the number of structures the ``where`` conditions left out.
     """
-    from matgnn.prediction.screening import parse_condition, parse_sort, sort_rows
+    from matgnn.prediction.screening import parse_condition, parse_sort
 
+    paths = list(paths)
+    check_inputs(paths)
+    if top is not None and top < 1:
+        raise UserError(f"--top must be >= 1, not {top}")
     specs_paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
     predictor = Ensemble(specs_paths)
     model: MatgnnModel | Ensemble = predictor if len(predictor) > 1 else predictor.members[0]
@@ -246,81 +361,175 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
     conditions = [parse_condition(w, columns) for w in where]
     sort = parse_sort(sort_by, columns) if sort_by else None
     if magmom_export is not None:
-        from matgnn.prediction.warmstart import export_warm_start
 
         if magmom_head is None:
             if len(node) != 1:
-                raise ValueError(f"the model has per-atom heads {node}; name the moment head (magmom_head)")
+                raise UserError(f"the model has per-atom heads {node}; name the moment head (--magmom-head)")
             magmom_head = node[0]
         elif magmom_head not in node:
-            raise ValueError(f"{magmom_head!r} is not a per-atom head of the model ({node})")
+            raise UserError(f"{magmom_head!r} is not a per-atom head of the model ({node})")
+    known = predictor.train_elements
     node_cols = node + ([f"{n}_std" for n in node] if stds else [])
     atoms_path = out.with_name(out.stem + "_atoms.csv")
-    held: list[dict[str, Any]] = []  # rows kept for sorting / JSON (values only, no structures)
-    filtered = written = 0
-    if top is not None and top < 1:
-        raise ValueError(f"top must be >= 1, not {top}")
-    fg = None if (as_json or sort) else open(out, "w", newline="")
-    fn = open(atoms_path, "w", newline="") if node and not as_json else None
-    xyz = None
-    if atoms_extxyz is not None:
-        from ase.io import write as ase_write
-
-        xyz = open(atoms_extxyz, "w")
+    skipped_path = out.with_name(out.stem + "_skipped.csv")
+    files = _Outputs()
+    sink = None
     try:
-        wg = csv.writer(fg) if fg else None
-        wn = csv.writer(fn) if fn else None
-        if wg:
-            wg.writerow(["id"] + columns + ["formula"])
-        if wn:
-            wn.writerow(["id", "atom", "z"] + node_cols)
-        structures = read_structures(structure_files(paths))
-        if limit is not None:
-            structures = itertools.islice(structures, limit)
-        for row in predict_structures(model, structures, settings=predictor.settings,
-                                      batch_size=batch_size, report=report):
-            s: Structure = row["structure"]
-            row["n_atoms"] = len(s.numbers)
-            if not all(c(row) for c in conditions):
-                filtered += 1
-                continue
-            if top is not None and not sort and written >= top:  # unsorted: the first N that pass
-                break
-            written += 1
-            if wg:
-                wg.writerow([row["id"]] + [_fmt(row[c]) if c != "n_atoms" else row[c] for c in columns] + [s.formula])
-            if wn:
-                for a in range(len(s.numbers)):
-                    wn.writerow([row["id"], a, int(s.numbers[a])] + [_fmt(row[n][a]) for n in node_cols])
-            if xyz is not None:
-                atoms = s.to_ase()
-                for n in node_cols:
-                    atoms.arrays[n] = np.asarray(row[n], float)
-                atoms.info.update({"id": row["id"], **{c: row[c] for c in columns if c != "n_atoms"}})
-                ase_write(xyz, atoms, format="extxyz")
-            if magmom_export is not None:
-                export_warm_start(s, row[magmom_head], magmom_export)
-            if as_json or sort:
-                keep = {"id": row["id"], "formula": s.formula, **{c: row[c] for c in columns}}
-                if as_json:
-                    keep.update({n: np.asarray(row[n]).round(6).tolist() for n in node_cols})
-                held.append(keep)
-    finally:
-        for f in (fg, fn, xyz):
-            if f is not None:
-                f.close()
-    if sort:
-        held = sort_rows(held, *sort)
-    if top is not None:
-        held = held[:top]
-    if as_json:
-        out.write_text(json.dumps({"models": [str(p) for p in predictor.paths], "conditions": list(where),
-                                   "sort_by": sort_by, "predictions": held}, indent=1))
-    elif sort:
-        with open(out, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["id"] + columns + ["formula"])
-            for r in held:
-                w.writerow([r["id"]] + [_fmt(r[c]) if c != "n_atoms" else r[c] for c in columns] + [r["formula"]])
+        tmp_out = files.file(out)
+        tmp_atoms = files.file(atoms_path) if node and not as_json else None
+        if tmp_atoms is None:
+            files.stale.append(atoms_path)
+        tmp_xyz = files.file(Path(atoms_extxyz)) if atoms_extxyz is not None else None
+        tmp_warm = files.folder(Path(magmom_export)) if magmom_export is not None else None
+        sink = _RowWriter(columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head)
+        filtered, renamed = _predict_rows(model, predictor.settings, paths, batch_size, limit, report,
+                                          conditions, sort, top, sink)
+        if report.total == 0:
+            raise UserError("no structures found in " + ", ".join(str(p) for p in paths))
+        if report.kept == 0:
+            first = report.skipped[0]
+            raise UserError(f"none of the {report.total} structures could be used (first: {first['id']}: "
+                            f"{first['detail']}); nothing written")
+        sink.close(sort, top, {"models": [str(p) for p in predictor.paths], "conditions": list(where),
+                               "sort_by": sort_by})
+        if report.skipped:
+            _write_skipped(report, files.file(skipped_path))
+        else:
+            files.stale.append(skipped_path)
+        files.commit()
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        files.discard()
+        raise
+    report.renamed = renamed  # type: ignore[attr-defined]
     return out, report, filtered
 
+
+def _predict_rows(model, settings: GraphSettings, paths: list, batch_size: int, limit: int | None,
+                  report: LoadReport, conditions, sort, top: int | None, sink: _RowWriter) -> tuple[int, int]:
+    """Predict, make ids unique, filter, and hand each passing row to ``sink``."""
+    structures = read_structures(structure_files(paths))
+    if limit is not None:
+        structures = itertools.islice(structures, limit)
+    filtered = renamed = written = 0
+    seen: set[str] = set()
+    for row in predict_structures(model, structures, settings=settings, batch_size=batch_size, report=report):
+        s: Structure = row["structure"]
+        sid = _unique_id(row["id"], s.meta.get("file"), seen)
+        if sid != row["id"]:
+            renamed += 1
+            row["id"] = s.id = sid
+        row["n_atoms"] = len(s.numbers)
+        if not all(c(row) for c in conditions):
+            filtered += 1
+            continue
+        if top is not None and not sort and written >= top:  # unsorted: the first N that pass
+            break
+        written += 1
+        sink.add(row, sort, top)
+    return filtered, renamed
+
+
+class _RowWriter:
+    """Writes prediction rows to the (temporary) output files. Unsorted rows stream straight
+    to every file (memory bounded by the batch); sorted rows keep their values for the main
+    output, and with ``top`` the best ``top`` rows are kept whole so that side files and warm
+    starts hold exactly the rows of the main output."""
+
+    def __init__(self, columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head):
+        self.columns, self.node_cols, self.known, self.as_json = columns, node_cols, known, as_json
+        self.flag = known is not None
+        self.tmp_out, self.tmp_warm, self.magmom_head = tmp_out, tmp_warm, magmom_head
+        self.held: list[dict[str, Any]] = []  # values of rows for a sorted / JSON main output
+        self.whole: list[dict[str, Any]] = []  # complete rows (sorted with top)
+        self.f_out = None if as_json else open(tmp_out, "w", newline="")
+        self.f_atoms = open(tmp_atoms, "w", newline="") if tmp_atoms is not None else None
+        self.f_xyz = open(tmp_xyz, "w") if tmp_xyz is not None else None
+        self.w_out = csv.writer(self.f_out) if self.f_out else None
+        self.w_atoms = csv.writer(self.f_atoms) if self.f_atoms else None
+        if self.w_out:
+            self.w_out.writerow(["id"] + columns + ["formula"] + (["unseen_elements"] if self.flag else []))
+        if self.w_atoms:
+            self.w_atoms.writerow(["id", "atom", "z"] + node_cols + (["unseen_element"] if self.flag else []))
+
+    def _unseen(self, s: Structure) -> list[str]:
+        return [chemical_symbols[z] for z in _unseen(s.numbers, self.known)]
+
+    def add(self, row: dict[str, Any], sort, top: int | None) -> None:
+        from matgnn.prediction.screening import sort_rows
+
+        if sort and top is not None:
+            self.whole.append(row)
+            if len(self.whole) >= 4 * top + 64:  # keep the best `top` so far
+                self.whole = sort_rows(self.whole, *sort)[:top]
+            return
+        self._sides(row)
+        if sort or self.as_json:
+            self.held.append(self._values(row))
+        else:
+            self._main_row(self._values(row))
+
+    def _values(self, row: dict[str, Any]) -> dict[str, Any]:
+        s: Structure = row["structure"]
+        keep = {"id": row["id"], "formula": s.formula, **{c: row[c] for c in self.columns}}
+        if self.flag:
+            keep["unseen_elements"] = self._unseen(s)
+        if self.as_json:
+            keep.update({n: np.asarray(row[n]).round(6).tolist() for n in self.node_cols})
+        return keep
+
+    def _main_row(self, v: dict[str, Any]) -> None:
+        self.w_out.writerow([v["id"]] + [_fmt(v[c]) if c != "n_atoms" else v[c] for c in self.columns] + [v["formula"]]
+                            + ([" ".join(v["unseen_elements"])] if self.flag else []))
+
+    def _sides(self, row: dict[str, Any]) -> None:
+        s: Structure = row["structure"]
+        if self.w_atoms:
+            for a in range(len(s.numbers)):
+                self.w_atoms.writerow([row["id"], a, int(s.numbers[a])] + [_fmt(row[n][a]) for n in self.node_cols]
+                                      + ([int(int(s.numbers[a]) not in self.known)] if self.flag else []))
+        if self.f_xyz is not None:
+            from ase.io import write as ase_write
+
+            atoms = s.to_ase()
+            for n in self.node_cols:
+                atoms.arrays[n] = np.asarray(row[n], float)
+            if self.flag:
+                atoms.arrays["unseen_element"] = np.array([int(z) not in self.known for z in s.numbers], int)
+            atoms.info.update({"id": row["id"], **{c: row[c] for c in self.columns if c != "n_atoms"}})
+            ase_write(self.f_xyz, atoms, format="extxyz")
+        if self.tmp_warm is not None:
+            from matgnn.prediction.warmstart import export_warm_start
+
+            export_warm_start(s, row[self.magmom_head], self.tmp_warm)
+
+    def close(self, sort, top: int | None, json_head: dict[str, Any]) -> None:
+        from matgnn.prediction.screening import sort_rows
+
+        if self.whole:
+            for row in sort_rows(self.whole, *sort)[:top]:
+                self._sides(row)
+                self.held.append(self._values(row))
+        elif sort:
+            self.held = sort_rows(self.held, *sort)
+        if top is not None:
+            self.held = self.held[:top]
+        if self.as_json:
+            self.tmp_out.write_text(json.dumps({**json_head, "predictions": self.held}, indent=1))
+        elif sort:
+            for v in self.held:
+                self._main_row(v)
+        self.abort()
+
+    def abort(self) -> None:
+        for f in (self.f_out, self.f_atoms, self.f_xyz):
+            if f is not None and not f.closed:
+                f.close()
+
+
+def _write_skipped(report: LoadReport, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "file", "code", "detail"])
+        w.writeheader()
+        w.writerows(report.skipped)

@@ -10,12 +10,16 @@ interrupted run resumes exactly (``matgnn train --resume RUN``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
 import math
 import os
 import random
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +33,7 @@ from matgnn import keys
 from matgnn.config import EvaluationConfig, HeadConfig, RunConfig
 from matgnn.data.sources import make_source
 from matgnn.data.structure import MAX_Z
+from matgnn.errors import Interrupted, UnsafeArtifactError, UserError
 from matgnn.evaluation.metrics import binned_errors, metrics_without, regression_metrics
 from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import learning_curve, parity_plot
@@ -36,6 +41,7 @@ from matgnn.graphs.batching import make_loader
 from matgnn.graphs.cache import GraphCache, build_graph_cache
 from matgnn.graphs.packed import PackedGraphs, StreamedGraphs
 from matgnn.models import MatgnnModel, build_model, load_model, model_class
+from matgnn.models.base import save_tensors
 from matgnn.training import distributed, transfer
 from matgnn.training import splits as splitting
 from matgnn.training.losses import masked_loss
@@ -159,6 +165,16 @@ def make_split(cfg: RunConfig, cache: GraphCache, labels: list[dict[str, np.ndar
         if any(missing.values()):
             console.print(f"split file {sp.ids_file}: ids without a (usable, labelled) structure here, left out: "
                           + ", ".join(f"{k} {v}" for k, v in missing.items()))
+        if not parts["val"] and sp.val > 0 and len(parts["train"]) > 1:
+            # public folds often give train/test only: validation is carved from the training ids alone
+            # (seeded, split.val of them), never from the test ids
+            rng = np.random.default_rng(sp.seed)
+            order = rng.permutation(parts["train"])
+            n_val = max(1, int(round(sp.val * len(order))))
+            parts = {"train": sorted(order[n_val:].tolist()), "val": sorted(order[:n_val].tolist()),
+                     "test": parts["test"]}
+            console.print(f"split file {sp.ids_file} has no validation ids: {n_val} of its training ids "
+                          f"(split.val = {sp.val}, seed {sp.seed}) are the validation split")
     elif sp.kind == "kfold":
         parts = splitting.kfold_split(len(labelled), sp.folds, sp.fold, sp.val, sp.seed)
     elif sp.kind == "grouped":
@@ -172,6 +188,19 @@ def make_split(cfg: RunConfig, cache: GraphCache, labels: list[dict[str, np.ndar
     else:
         parts = splitting.random_split(len(labelled), sp.train, sp.val, sp.seed)
     return {k: [labelled[i] for i in v] for k, v in parts.items()}
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state as tensors and plain values (a checkpoint holds nothing else,
+    so it loads with ``torch.load(weights_only=True)``)."""
+    kind, keys_, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys_, np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(st: dict[str, Any]) -> None:
+    np.random.set_state((st["kind"], st["keys"].numpy().astype(np.uint32), st["pos"], st["has_gauss"],
+                         st["cached_gaussian"]))
 
 
 class Trainer:
@@ -286,7 +315,7 @@ class Trainer:
                 "sched": self.sched.state_dict() if self.sched is not None else None,
                 "history": self.history, "best": self.best, "best_state": self.best_state, "stale": self.stale,
                 "best_epoch": self.best_epoch,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate(),
                         "loader": generator.get_state()}}
 
     def load_state_dict(self, st: dict[str, Any], generator: torch.Generator) -> None:
@@ -301,12 +330,16 @@ class Trainer:
         self.history, self.best, self.best_state, self.stale = st["history"], st["best"], st["best_state"], st["stale"]
         self.best_epoch = st["best_epoch"]
         torch.set_rng_state(st["rng"]["torch"].cpu())
-        np.random.set_state(st["rng"]["numpy"])
+        _set_numpy_rng_state(st["rng"]["numpy"])
         random.setstate(st["rng"]["python"])
         generator.set_state(st["rng"]["loader"])
 
     def fit(self, train_loader, val_loader,
             on_epoch_end: Callable[[Trainer], None] | None = None) -> list[dict[str, Any]]:
+        """Train until ``epochs`` or early stopping. Without a validation split the training
+        loss drives early stopping, the schedule and the best weights (said once); the history's
+        validation columns then stay empty (NaN), never a copy of the training loss. On a
+        terminal a progress bar; otherwise (logs, batch jobs) one line per epoch."""
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -315,9 +348,10 @@ class Trainer:
             TimeElapsedColumn,
         )
 
+        live = self.console.is_terminal
         bar = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
                        TextColumn("train {task.fields[tl]:.4f}  val {task.fields[vl]:.4f}  best {task.fields[best]:.4f}"),
-                       TimeElapsedColumn(), console=self.console)
+                       TimeElapsedColumn(), console=self.console, disable=not live)
         with bar:
             task = bar.add_task("train", total=self.cfg.epochs, completed=self.epoch, tl=math.nan, vl=math.nan,
                                 best=self.best)
@@ -326,9 +360,10 @@ class Trainer:
                 t0 = time.perf_counter()
                 lr = self.opt.param_groups[0]["lr"]
                 tl, _ = self.run_epoch(train_loader, True)
-                vl, vmae = self.run_epoch(val_loader, False) if val_loader is not None else (tl, {})
+                vl, vmae = self.run_epoch(val_loader, False) if val_loader is not None else (math.nan, {})
+                monitor = vl if val_loader is not None else tl
                 if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.sched.step(vl)
+                    self.sched.step(monitor)
                 elif self.sched is not None and not self.batch_sched:
                     self.sched.step()
                 self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl,
@@ -336,12 +371,15 @@ class Trainer:
                                      **({f"task_weight.{h.name}": float(torch.exp(-self.log_vars[k].detach()))
                                          for k, h in enumerate(self.heads)} if self.log_vars is not None else {}),
                                      "lr": lr, "seconds": time.perf_counter() - t0})
-                if vl < self.best:
-                    self.best, self.stale, self.best_epoch = vl, 0, self.epoch
+                if monitor < self.best:
+                    self.best, self.stale, self.best_epoch = monitor, 0, self.epoch
                     self.best_state = copy.deepcopy(self.model.state_dict())
                 else:
                     self.stale += 1
                 bar.update(task, completed=self.epoch, tl=tl, vl=vl, best=self.best)
+                if not live:
+                    self.console.print(epoch_line(self.history[-1], self.cfg.epochs, [h.name for h in self.heads]),
+                                       highlight=False, soft_wrap=True)
                 if on_epoch_end is not None:
                     on_epoch_end(self)
             if self.stale >= self.cfg.patience:
@@ -349,6 +387,16 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return self.history
+
+
+def epoch_line(row: dict[str, Any], epochs: int, heads: list[str]) -> str:
+    """One log line of an epoch: losses, each head's validation MAE in its units, LR, time."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4g}"]
+    if not math.isnan(row["val_loss"]):
+        parts.append(f"val loss {row['val_loss']:.4g}")
+        parts += [f"val MAE {h} {row[f'val_mae.{h}']:.4g}" for h in heads]
+    parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s"]
+    return "  ".join(parts)
 
 
 @torch.no_grad()
@@ -440,15 +488,21 @@ def evaluate_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: 
 
 
 def make_run_dir(cfg: RunConfig) -> Path:
+    """A new run folder ``<output_dir>/<name>-<time>[-k]``, created atomically: two runs
+    started in the same second (or by two processes) never share one."""
     name = cfg.name or f"{cfg.model.name}-{'+'.join(h.name for h in cfg.targets)}"
+    name = "".join(c if c.isalnum() or c in "+-_.=" else "_" for c in name).strip(".") or "run"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.output_dir) / f"{name}-{stamp}"
-    k = 1
-    while run_dir.exists():
-        k += 1
-        run_dir = Path(cfg.output_dir) / f"{name}-{stamp}-{k}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+    root = Path(cfg.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 10_000):
+        run_dir = root / (f"{name}-{stamp}" if k == 1 else f"{name}-{stamp}-{k}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise UserError(f"{root}: could not find a free run folder name for {name}-{stamp}")
 
 
 def _write_history(history: list[dict[str, Any]], path: Path) -> None:
@@ -458,15 +512,39 @@ def _write_history(history: list[dict[str, Any]], path: Path) -> None:
         w.writerows(history)
 
 
-def _model_extra(cfg: RunConfig, epoch: int) -> dict[str, Any]:
-    """Saved next to the weights so a model folder alone can featurise new structures."""
-    return {"epoch": epoch, "graphs": cfg.graphs.model_dump(), "targets": [h.model_dump() for h in cfg.targets]}
+def _model_extra(cfg: RunConfig, epoch: int, train_elements: list[int] | None = None) -> dict[str, Any]:
+    """Saved next to the weights so a model folder alone can featurise new structures (and
+    flag predictions for elements absent from its training split)."""
+    extra = {"epoch": epoch, "graphs": cfg.graphs.model_dump(), "targets": [h.model_dump() for h in cfg.targets]}
+    if train_elements is not None:
+        extra["train_elements"] = train_elements
+    return extra
+
+
+def train_elements(cache: GraphCache, idx: list[int]) -> list[int]:
+    """Atomic numbers present in the graphs ``idx`` (the training split)."""
+    seen = np.zeros(MAX_Z + 1, bool)
+    for k in set(idx):
+        seen[np.asarray(cache.record(k)["z"], np.int64)] = True
+    return np.flatnonzero(seen).tolist()
 
 
 def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+    """Atomic: a kill, a full disk or a read-only folder never leaves a half-written checkpoint
+    (the last good one stays); the OS error names the file."""
+    save_tensors(state, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A training checkpoint, loaded as data (``weights_only=True``: tensors and plain types)."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location=device)
+    except pickle.UnpicklingError:
+        raise UnsafeArtifactError(f"{path}: refused, it holds more than tensors and plain values (torch.load "
+                                  "with weights_only=True failed); checkpoints written before matgnn stored "
+                                  "them as data cannot be resumed") from None
 
 
 def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: bool = True,
@@ -484,6 +562,7 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
     report.print(console)
     if write:
         report.save(run_dir)
+    cache.check_unique_ids()
     _check_targets(cache, cfg.targets)
 
     labels = _labels(cache, cfg.targets)
@@ -512,7 +591,12 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
                       f"{len(set(split['train']))} distinct structures")
     console.print(f"split ({cfg.split.kind}): {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test")
     if not split["train"]:
-        raise ValueError("the training split is empty")
+        raise UserError(f"the training split is empty ({len(labelled)} labelled structures; split {cfg.split.kind})")
+    if not split["val"]:
+        console.print("[yellow]warning:[/yellow] the validation split is empty: early stopping, the LR schedule and "
+                      "the best weights follow the training loss; history.csv's validation columns stay empty")
+    if not split["test"]:
+        console.print("[yellow]warning:[/yellow] the test split is empty: the run reports no test metrics")
 
     return cache, labels, split
 
@@ -521,7 +605,9 @@ def _describe_device(device: torch.device) -> str:
     """Where a run trained, for its metrics and model card: the GPU's name, or CPU threads."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    return (f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores"
+            + (f", OMP_WAIT_POLICY={policy}" if policy else "") + ")")
 
 
 def _device(cfg: RunConfig) -> bool:
@@ -540,18 +626,83 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     Started by ``torchrun`` with several processes, it trains data-parallel (see
     :mod:`matgnn.training.distributed`); ``train.batch_size`` is then per process.
     """
+    check_config(cfg)
     info = distributed.from_environment()
     device = distributed.init(info, _device(cfg))
     owns_group = info.enabled
+    state: dict[str, Any] = {}
     try:
-        return _train(cfg, info, device, console, progress, resume, on_epoch_end)
+        with _sigterm_as_interrupt():
+            return _train(cfg, info, device, console, progress, resume, on_epoch_end, state)
+    except BaseException:
+        made = state.get("created")
+        if made is not None and not state.get("training"):  # failed before any epoch: leave nothing half-made
+            shutil.rmtree(made, ignore_errors=True)
+            (console or Console(stderr=True)).print(f"removed the unfinished run folder {made}")
+        raise
     finally:
         if owns_group:
             distributed.shutdown()
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's kill, ``timeout``) handled like Ctrl-C while training."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    owner = os.getpid()
+
+    def handler(signum, frame):  # noqa: ANN001
+        if os.getpid() != owner:  # a forked worker (graph build, loader) inherits this: die as usual
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Settings that can be checked before any work (model name, split settings, files named):
+    a :class:`UserError` naming the setting, raised before a run folder exists."""
+    if cfg.transfer.from_model and cfg.delta.base_model:
+        raise UserError("transfer.from_model and delta.base_model cannot be combined in one run")
+    if not cfg.transfer.from_model:
+        try:
+            model_class(cfg.model.name)
+        except ValueError as e:
+            raise UserError(f"model.name: {e}") from None
+    for spec in (cfg.transfer.from_model, cfg.delta.base_model):
+        if spec:
+            transfer.model_dir(spec)  # a missing model is a FileNotFoundError naming it
+    sp = cfg.split
+    if sp.kind == "ids":
+        if not sp.ids_file:
+            raise UserError("split.kind 'ids' needs split.ids_file (a JSON/zip file of ids per split)")
+        if not Path(sp.ids_file).is_file():
+            raise UserError(f"split.ids_file {sp.ids_file}: no such file")
+    if sp.kind == "kfold" and sp.fold >= sp.folds:
+        raise UserError(f"split.fold {sp.fold} is not one of the {sp.folds} folds (0..{sp.folds - 1})")
+    if sp.kind in ("random", "grouped", "stratified") and sp.train + sp.val >= 1.0 + 1e-9:
+        raise UserError(f"split.train ({sp.train}) + split.val ({sp.val}) must leave something for test")
+    if sp.kind == "stratified" and sp.stratify_by and sp.stratify_by not in [h.name for h in cfg.targets]:
+        raise UserError(f"split.stratify_by {sp.stratify_by!r} is not one of the run's targets "
+                        f"{[h.name for h in cfg.targets]}")
+    names = [h.name for h in cfg.targets]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"targets: {dup} listed twice")
+
+
 def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, console: Console | None,
-           progress: bool, resume: str | Path | None, on_epoch_end: Callable[[Trainer], None] | None) -> Path:
+           progress: bool, resume: str | Path | None, on_epoch_end: Callable[[Trainer], None] | None,
+           state: dict[str, Any]) -> Path:
     main = info.main
     console = console or Console(stderr=True)
     if not main:
@@ -559,8 +710,6 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         progress = False
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    if cfg.transfer.from_model and cfg.delta.base_model:
-        raise ValueError("transfer.from_model and delta.base_model cannot be combined in one run")
     if cfg.transfer.from_model or cfg.delta.base_model:  # the source's graphs: its features depend on them
         from matgnn.graphs.neighbors import GraphSettings
 
@@ -579,6 +728,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         run_dir = None
         if main:
             run_dir = make_run_dir(cfg)
+            state["created"] = run_dir
             cfg.to_yaml(run_dir / "config.yaml")
         run_dir = Path(distributed.broadcast(str(run_dir) if run_dir else None))
         console.print(f"run folder: {run_dir}")
@@ -644,10 +794,10 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
     initial = transfer.snapshot(model) if transfer_info is not None else None
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"model {m.name if transfer_info is None else transfer_info['class']}: {n_params:,} parameters")
-    console.print(f"device: {device}" + (" (bf16 autocast)" if cfg.train.amp and device.type == "cuda" else ""))
+    console.print(f"device: {_describe_device(device)}" + (" (bf16 autocast)" if cfg.train.amp and device.type == "cuda" else ""))
     trainer = Trainer(model, cfg.targets, cfg.train, len(loaders["train"]), console, device, base=base)
     if resume is not None:
-        trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, weights_only=False, map_location=device), gen)
+        trainer.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, device), gen)
         console.print(f"continuing after epoch {trainer.epoch}")
 
     writer = None
@@ -656,28 +806,44 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    saved = {"at": time.perf_counter(), "best_written": None}
+    saved: dict[str, Any] = {"at": time.perf_counter(), "best_written": None, "unwritten": None}
 
     def end_of_epoch(tr: Trainer) -> None:
+        state["training"] = True  # an epoch finished: the run folder is worth keeping
         if main:
             _end_of_epoch_writes(tr, cfg, run_dir, writer, saved, gen)
         if on_epoch_end is not None:
             on_epoch_end(tr)
 
     t0 = time.perf_counter()
-    history = trainer.fit(loaders["train"], loaders["val"], on_epoch_end=end_of_epoch)
+    try:
+        history = trainer.fit(loaders["train"], loaders["val"], on_epoch_end=end_of_epoch)
+    except KeyboardInterrupt:
+        pending = saved["unwritten"]
+        if main and pending is not None:  # the last finished epoch, not yet on disk
+            _save_checkpoint(pending, run_dir / CHECKPOINT)
+            _write_history(pending["history"], run_dir / "history.csv")
+        if main and (run_dir / CHECKPOINT).is_file():
+            done = load_checkpoint(run_dir / CHECKPOINT)["epoch"]
+            raise Interrupted(f"interrupted during epoch {done + 1}; the checkpoint after epoch {done} is in "
+                              f"{run_dir / CHECKPOINT}; continue with: matgnn train --resume {run_dir}") from None
+        raise Interrupted("interrupted before the first epoch finished: nothing to resume") from None
+    finally:
+        if writer is not None:
+            writer.flush()
     train_seconds = time.perf_counter() - t0
     if not main:
         distributed.barrier()  # wait for rank 0's evaluation and writes
         return run_dir
     best_epoch = trainer.best_epoch
+    seen_z = train_elements(cache, split["train"])
     if base is not None:  # the run's model is base + delta; the base alone is scored too
         from matgnn.models.delta import DeltaModel
 
         delta_only = model
         model = DeltaModel.of(base.cpu(), model.cpu()).to(device)
-        delta_only.save(run_dir / "delta_model", extra=_model_extra(cfg, best_epoch))
-    model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch))
+        delta_only.save(run_dir / "delta_model", extra=_model_extra(cfg, best_epoch, seen_z))
+    model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch, seen_z))
     if writer is not None:
         writer.close()
     learning_curve(history, run_dir / "learning_curve.png")
@@ -727,9 +893,14 @@ def _end_of_epoch_writes(tr: Trainer, cfg: RunConfig, run_dir: Path, writer, sav
             if key not in ("epoch", "seconds"):
                 writer.add_scalar(key.replace(".", "/"), value, last["epoch"])
     final = tr.epoch >= cfg.train.epochs or tr.stale >= cfg.train.patience
-    if final or time.perf_counter() - saved["at"] >= cfg.train.checkpoint_every:
+    if not (final or time.perf_counter() - saved["at"] >= cfg.train.checkpoint_every):
+        # kept in memory (assigned only once complete): an interrupt (Ctrl-C, SIGTERM) before the
+        # next write saves this epoch
+        saved["unwritten"] = copy.deepcopy(tr.state_dict(gen))
+    else:
         # the last state (to resume), the log so far, and the best weights so far
         _save_checkpoint(tr.state_dict(gen), run_dir / CHECKPOINT)
+        saved["unwritten"] = None
         _write_history(tr.history, run_dir / "history.csv")
         if writer is not None:
             writer.flush()

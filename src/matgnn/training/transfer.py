@@ -18,15 +18,13 @@ rate) is :func:`matgnn.training.transfer.finetune` with ``two_phase``.
 
 from __future__ import annotations
 
-import importlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from matgnn.models.base import MODEL_FILE, MatgnnModel, load_model
+from matgnn.models.base import MatgnnModel, load_model
 
 FREEZE_POLICIES: dict[str, tuple[str, ...] | None] = {
     "none": None,
@@ -69,7 +67,9 @@ def model_dir(spec: str | Path) -> Path:
 
 def source_info(spec: str | Path) -> dict[str, Any]:
     """The saved ``model.json`` of the source model (class, constructor arguments, graphs)."""
-    return json.loads((model_dir(spec) / MODEL_FILE).read_text())
+    from matgnn.models.base import read_model_info
+
+    return read_model_info(model_dir(spec))
 
 
 def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads: bool = False
@@ -79,7 +79,7 @@ def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads:
     the model and what was loaded and what is new."""
     info = source_info(spec)
     source = load_model(model_dir(spec))
-    cls = getattr(importlib.import_module(info["module"]), info["class"])
+    cls = type(source)  # load_model admitted only a registered class
     args = dict(info["init_args"], heads=heads)
     model = cls(**args)
     src_state = source.state_dict()

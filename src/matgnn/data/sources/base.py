@@ -56,6 +56,17 @@ class StructureSource(ABC):
     def describe(self) -> str:
         return self.name
 
+    def _size(self) -> int | None:
+        """Number of entries when known without parsing them (progress bars), else None."""
+        return None
+
+    def size_hint(self) -> int | None:
+        """How many entries iterating yields, when known cheaply (``limit`` applied), else None."""
+        n = self._size()
+        if n is None:
+            return self.limit
+        return n if self.limit is None else min(n, self.limit)
+
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes."""

@@ -89,6 +89,9 @@ class EmtAlloySource(StructureSource):
     def _fingerprint_parts(self) -> dict[str, Any]:
         return {"n": self.n_structures, "seed": self.seed, "version": GENERATOR_VERSION}
 
+    def _size(self) -> int:
+        return self.n_structures
+
     def _entries(self) -> Iterator[Entry]:
         for k in range(self.n_structures):
             yield emt_structure(k, self.seed)

@@ -1,10 +1,20 @@
-"""A folder of CIF / POSCAR / extxyz files with an ``id_prop.csv`` (CGCNN/ALIGNN layout)."""
+"""A folder of structure files with an ``id_prop.csv`` (the CGCNN/ALIGNN layout, and the
+2DMatPedia export of the research this project comes from), and the one reader of single
+structure files that every command uses.
+
+Structure files: CIF, POSCAR/CONTCAR/``*.vasp``/``*.poscar``, extxyz/xyz (first frame) and
+pymatgen ``Structure.as_dict()`` JSON. Reading a file never runs code: JSON structures are
+read field by field here (pymatgen's own ``from_dict`` would import any ``@module`` named in
+a site property), CIF and POSCAR through pymatgen's text parsers.
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,20 +22,44 @@ from typing import Any
 import numpy as np
 
 from matgnn import errors
-from matgnn.data.sources.base import Entry, StructureSource, parse_label
-from matgnn.data.structure import Structure
-from matgnn.errors import StructureError
+from matgnn.data.sources.base import Entry, StructureSource, numbers_from_symbols, parse_label
+from matgnn.data.structure import Structure, missing_value
+from matgnn.errors import StructureError, UserError
 
+#: Suffixes tried, in order, for the file of id ``X`` (``X`` itself first: POSCAR-style names).
 _SUFFIXES = ("", ".cif", ".vasp", ".poscar", ".POSCAR", ".extxyz", ".xyz", ".json")
+#: Suffixes of single-structure files a folder may hold.
+STRUCTURE_FILE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".json")
+
+
+def is_structure_file_name(name: str) -> bool:
+    """Whether a file name looks like a single-structure file (by suffix, or POSCAR/CONTCAR)."""
+    low = name.lower()
+    return low.endswith(STRUCTURE_FILE_SUFFIXES) or name.startswith(("POSCAR", "CONTCAR"))
+
+
+def check_id(sid: str, where: str) -> str:
+    """``sid`` if it can name a file inside its folder; an id with a path separator, ``..``, a
+    leading ``/`` or a NUL byte is a :class:`UserError` naming ``where`` (file and line)."""
+    if not sid:
+        raise UserError(f"{where}: empty id")
+    if "/" in sid or "\\" in sid or sid in (".", "..") or "\x00" in sid or Path(sid).is_absolute():
+        raise UserError(f"{where}: id {sid!r} is not a plain file name (ids may not contain '/', '\\\\', "
+                        "'..' or be absolute paths: a structure file must lie in the folder itself)")
+    return sid
 
 
 def read_structure_file(path: str | Path, sid: str | None = None) -> Structure:
-    """Read one CIF, POSCAR/CONTCAR or extxyz file. Raises :class:`StructureError`
-    naming the file when it cannot be parsed."""
+    """Read one CIF, POSCAR/CONTCAR, extxyz or pymatgen-JSON file. Raises
+    :class:`StructureError` naming the file when it cannot be parsed."""
     path = Path(path)
     sid = sid if sid is not None else path.stem
     name = path.name.lower()
     try:
+        if path.stat().st_size == 0:
+            raise StructureError(sid, errors.UNPARSABLE, "the file is empty", str(path))
+        if name.endswith(".json"):
+            return structure_from_json(path.read_text(encoding="utf-8"), sid, str(path))
         if name.endswith((".xyz", ".extxyz")):
             from ase.io import read
 
@@ -42,9 +76,56 @@ def read_structure_file(path: str | Path, sid: str | None = None) -> Structure:
         raise
     except FileNotFoundError:
         raise StructureError(sid, errors.UNPARSABLE, "file not found", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise StructureError(sid, errors.UNPARSABLE, f"not UTF-8 text (byte {e.start}: {e.reason})", str(path)) from None
     except Exception as e:  # pymatgen/ASE raise many different types on bad files
         raise StructureError(sid, errors.UNPARSABLE, f"cannot parse: {type(e).__name__}: {e}", str(path)) from e
     return structure_from_pymatgen(pmg, sid, str(path))
+
+
+def structure_from_json(text: str, sid: str, file: str | None = None) -> Structure:
+    """A structure from pymatgen's ``Structure.as_dict()`` JSON, read as data: the lattice
+    matrix (and ``pbc`` when present), each site's element and Cartesian (``xyz``) or
+    fractional (``abc``) coordinates. Partial occupancies are an error (disordered)."""
+    def bad(detail: str) -> StructureError:
+        return StructureError(sid, errors.UNPARSABLE, detail, file)
+
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise bad(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("lattice"), dict) or not isinstance(d.get("sites"), list):
+        raise bad("not a pymatgen Structure JSON (needs 'lattice' and 'sites')")
+    try:
+        cell = np.asarray(d["lattice"]["matrix"], float).reshape(3, 3)
+        pbc = np.asarray(d["lattice"].get("pbc", (True, True, True)), bool).reshape(3)
+        symbols, frac, cart = [], [], []
+        for k, site in enumerate(d["sites"]):
+            species = site["species"]
+            if len(species) != 1 or abs(float(species[0].get("occu", 1.0)) - 1.0) > 1e-6:
+                raise StructureError(sid, errors.UNPARSABLE,
+                                     f"site {k} is partially occupied (disordered structures are not supported)", file)
+            symbols.append(str(species[0]["element"]))
+            if "xyz" in site:
+                cart.append(site["xyz"])
+            else:
+                frac.append((k, site["abc"]))
+    except StructureError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise bad(f"malformed pymatgen Structure JSON: {type(e).__name__}: {e}") from None
+    if not symbols:
+        raise StructureError(sid, errors.EMPTY_STRUCTURE, "no sites", file)
+    pos = np.zeros((len(symbols), 3))
+    try:
+        if cart:
+            pos[[k for k in range(len(symbols)) if "xyz" in d["sites"][k]]] = np.asarray(cart, float).reshape(-1, 3)
+        for k, abc in frac:
+            pos[k] = np.asarray(abc, float).reshape(3) @ cell
+    except (TypeError, ValueError) as e:
+        raise bad(f"malformed coordinates: {e}") from None
+    numbers = numbers_from_symbols(symbols, sid, file)
+    return Structure(sid, numbers, pos, cell, pbc, meta={"file": file})
 
 
 def structure_from_pymatgen(pmg: Any, sid: str, file: str | None = None) -> Structure:
@@ -63,77 +144,151 @@ def structure_from_pymatgen(pmg: Any, sid: str, file: str | None = None) -> Stru
 
 
 def _is_number(text: str) -> bool:
+    """A cell that reads as a label: a number or a missing-value marker."""
+    if missing_value(text) or text.strip().lower() == "nan":
+        return True
     try:
         float(text)
     except ValueError:
-        return text.strip().lower() in ("", "na", "nan")
+        return False
     return True
 
 
+def read_id_prop(path: Path, folder: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The target names and the ``(line number, cells)`` data rows of an ``id_prop.csv``.
+
+    The first row is a header only when its id names no structure file in ``folder`` and
+    one of its other cells is not a label (a number or a missing marker such as ``N/A``);
+    so a first data row is never taken for a header. Empty files, undecodable bytes, a
+    single column (wrong delimiter) and rows with another number of cells than the first
+    are :class:`UserError` naming the file and line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"{path} line {line}: not UTF-8 text (byte {e.start}: {e.reason}); "
+                        "save the file as UTF-8") from None
+    rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(text.splitlines()), 1)
+            if r and any(c.strip() for c in r)]
+    if not rows:
+        raise UserError(f"{path}: the file is empty (expected rows 'id,target[,target...]')")
+    line, first = rows[0]
+    if len(first) < 2:
+        delim = next((d for d in (";", "\t", "|", " ") if d in first[0]), None)
+        hint = f" (found {delim!r}: the file must be comma-separated)" if delim else ""
+        raise UserError(f"{path} line {line}: one column; expected 'id,target[,target...]'{hint}")
+    header = (_find_file(folder, first[0]) is None and not all(_is_number(c) for c in first[1:]))
+    if header:
+        names = first[1:]
+        dup = [n for n, c in Counter(names).items() if c > 1]
+        if dup:
+            raise UserError(f"{path} line {line}: the header names target {dup[0]!r} twice")
+        rows = rows[1:]
+    else:
+        names = ["target"] if len(first) == 2 else [f"target_{k + 1}" for k in range(len(first) - 1)]
+    for n, r in rows:
+        if len(r) != len(names) + 1:
+            raise UserError(f"{path} line {n}: {len(r)} cells where {'the header' if header else 'line ' + str(line)} "
+                            f"has {len(names) + 1} (id + {len(names)} target{'s' if len(names) > 1 else ''})")
+    return names, rows
+
+
+def _find_file(folder: Path, sid: str) -> Path | None:
+    """The file of id ``sid`` in ``folder``: the first of ``sid``, ``sid.cif``, ... that exists."""
+    if not sid or "/" in sid or "\\" in sid or sid in (".", ".."):
+        return None
+    for suffix in _SUFFIXES:
+        p = folder / f"{sid}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
 class FolderSource(StructureSource):
-    """Structures in ``folder`` listed by ``folder/id_prop.csv``.
+    """Structures in folder ``path`` listed by ``path/id_prop.csv``.
 
     The CSV's first column is the structure id, the others are graph-level targets.
     With a header row the columns keep its names; without one (CGCNN's layout) they
     are called ``target`` (one column) or ``target_1``, ``target_2`` .... The file of
     id ``X`` is the first of ``X``, ``X.cif``, ``X.vasp``, ``X.poscar``, ``X.extxyz``,
-    ``X.xyz`` found in the folder. Empty cells and ``na`` are missing labels.
+    ``X.xyz``, ``X.json`` found in the folder itself (ids are plain file names). Empty
+    cells, ``na`` and ``N/A`` are missing labels.
+
+    Nothing is dropped silently: an id without a file, and a structure file of the folder
+    that no row names, are entries of the load report (code ``unparsable`` /
+    ``not_in_id_prop``). A duplicated id is an error naming it.
     """
 
-    def __init__(self, folder: str | Path, id_prop: str = "id_prop.csv",
-                 limit: int | None = None) -> None:
+    def __init__(self, path: str | Path, id_prop: str = "id_prop.csv", limit: int | None = None) -> None:
         super().__init__(limit)
-        self.folder = Path(folder)
+        self.folder = Path(path)
         self.id_prop = self.folder / id_prop
-        self.name = f"folder-{self.folder.name}"
+        self.name = f"folder-{self.folder.resolve().name}"
+        if not self.folder.is_dir():
+            raise UserError(f"{self.folder}: no such folder")
         if not self.id_prop.is_file():
-            raise FileNotFoundError(f"{self.id_prop} not found: a structure folder needs an id_prop.csv "
-                                    "whose first column is the id and the others the targets")
+            raise UserError(f"{self.id_prop} not found: a structure folder needs an id_prop.csv whose first "
+                            "column is the id and the others the targets (to predict a folder without labels, "
+                            "use `matgnn predict MODEL FOLDER`)")
+        self._plan: tuple[list[str], list[tuple[str, Path | None, list[str], int]], list[Path]] | None = None
 
-    def _rows(self) -> tuple[list[str], list[list[str]]]:
-        with open(self.id_prop, newline="") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-        if not rows:
-            return [], []
-        first = rows[0]
-        if len(first) > 1 and not all(_is_number(c) for c in first[1:]):
-            return [c.strip() for c in first[1:]], rows[1:]
-        n = len(first) - 1
-        return (["target"] if n == 1 else [f"target_{k + 1}" for k in range(n)]), rows
+    def plan(self) -> tuple[list[str], list[tuple[str, Path | None, list[str], int]], list[Path]]:
+        """Target names, ``(id, file or None, label cells, line)`` per row, and the structure
+        files of the folder that no row names. Checks ids (plain names, no duplicates)."""
+        if self._plan is None:
+            names, rows = read_id_prop(self.id_prop, self.folder)
+            planned, seen = [], {}
+            for line, r in rows:
+                sid = check_id(r[0], f"{self.id_prop} line {line}")
+                if sid in seen:
+                    raise UserError(f"{self.id_prop}: id {sid!r} appears twice (lines {seen[sid]} and {line}); "
+                                    "ids must be unique (one structure, one row)")
+                seen[sid] = line
+                planned.append((sid, _find_file(self.folder, sid), r[1:], line))
+            used = {p.resolve() for _, p, _, _ in planned if p is not None}
+            orphans = sorted(p for p in self.folder.iterdir()
+                             if p.is_file() and p != self.id_prop and is_structure_file_name(p.name)
+                             and p.resolve() not in used)
+            self._plan = (names, planned, orphans)
+        return self._plan
+
+    def _size(self) -> int:
+        _, planned, orphans = self.plan()
+        return len(planned) + len(orphans)
 
     def _fingerprint_parts(self) -> dict[str, Any]:
-        h = hashlib.sha256()
-        for p in sorted(self.folder.iterdir()):
-            if p.is_file():
-                h.update(p.name.encode())
-                h.update(hashlib.sha256(p.read_bytes()).digest())
-        return {"folder": str(self.folder.resolve()), "content": h.hexdigest(), "id_prop": self.id_prop.name}
-
-    def _find(self, sid: str) -> Path | None:
-        for suffix in _SUFFIXES:
-            p = self.folder / f"{sid}{suffix}"
-            if p.is_file() and p != self.id_prop:
-                return p
-        return None
+        """Every file the source reads (id_prop.csv and each row's structure file) by content."""
+        _, planned, orphans = self.plan()
+        h = hashlib.sha256(self.id_prop.read_bytes())
+        for sid, p, _, _ in planned:
+            h.update(sid.encode() + b"\0")
+            if p is not None:
+                h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+        for p in orphans:
+            h.update(b"orphan\0" + p.name.encode())
+        return {"folder": str(self.folder.resolve()), "content": h.hexdigest(), "id_prop": self.id_prop.name,
+                "reader": 2}
 
     def _entries(self) -> Iterator[Entry]:
-        names, rows = self._rows()
-        for row in rows:
-            sid = row[0].strip()
-            path = self._find(sid)
+        names, planned, orphans = self.plan()
+        for sid, path, cells, line in planned:
+            where = f"{self.id_prop}:{line}"
             if path is None:
-                yield StructureError(sid, errors.UNPARSABLE, f"no structure file for this id in {self.folder}",
-                                     str(self.id_prop))
+                yield StructureError(sid, errors.UNPARSABLE, f"no structure file for this id in {self.folder} "
+                                     f"(tried {', '.join(sid + s for s in _SUFFIXES if s)})", where)
                 continue
             try:
-                if len(row) - 1 != len(names):
-                    raise StructureError(sid, errors.BAD_TARGET,
-                                         f"id_prop.csv row has {len(row) - 1} values for {len(names)} targets",
-                                         str(self.id_prop))
                 s = read_structure_file(path, sid)
-                s.graph_targets = {n: parse_label(v, n, sid, str(path)) for n, v in zip(names, row[1:])}
+                s.graph_targets = {n: parse_label(v, n, sid, where) for n, v in zip(names, cells)}
             except StructureError as e:
                 yield e
                 continue
             s.meta["source"] = self.name
             yield s
+        for p in orphans:
+            yield StructureError(p.stem, errors.NOT_IN_ID_PROP,
+                                 f"structure file without a row in {self.id_prop.name} (no labels: not used)", str(p))

@@ -71,8 +71,13 @@ class JarvisSource(StructureSource):
         """The raw JARVIS records (jarvis-tools' own loader; its chatter is silenced)."""
         from jarvis.db.figshare import data
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            return data(self.dataset, store_dir=self.store_dir)
+        if getattr(self, "_records", None) is None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._records = data(self.dataset, store_dir=self.store_dir)
+        return self._records
+
+    def _size(self) -> int:
+        return len(self.records())
 
     def _entries(self) -> Iterator[Entry]:
         for k, rec in enumerate(self.records()):

@@ -1,0 +1,263 @@
+"""Journey tests: every source of the README's source table and every command of its
+command-line block, run as users run them — the installed ``matgnn`` executable as a
+subprocess on small files in the real formats — checking exit code, message and files written.
+
+Where a README line names a large input, the test runs the same command on a small one (said
+at the test). Commands that need ../shared/data skip with the reason when it is absent."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import shared_path
+from tests.userdata import cif_folder, cif_jsonl, crystal, magmom_jsonl, ok, run, run_yaml, runs_in, world_readable_tmp
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """A user's folder: CIF folder + id_prop.csv, a run config, and one trained run."""
+    w = world_readable_tmp()
+    cif_folder(w / "my_cifs")
+    cfg = run_yaml(w / "my_run.yaml", f"{{kind: folder, path: {w / 'my_cifs'}}}", w / "runs", epochs=3)
+    r = ok(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(w / "cache")}))
+    (run_dir,) = runs_in(w / "runs")
+    assert "run folder" in r.out and (run_dir / "model" / "model.json").is_file()
+    yield {"w": w, "cfg": cfg, "run": run_dir, "env": {"MATGNN_CACHE_DIR": str(w / "cache")}}
+    shutil.rmtree(w, ignore_errors=True)
+
+
+def test_train_writes_a_self_describing_run_folder(user):
+    run_dir = user["run"]
+    for name in ("config.yaml", "split.json", "metrics.json", "history.csv", "load_report.json", "skipped.csv",
+                 "predictions_test.csv", "checkpoint_last.pt", "learning_curve.png", "model/state.pt"):
+        assert (run_dir / name).is_file(), name
+    hist = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert len(hist) == 3 and all(float(h["val_loss"]) >= 0 for h in hist)
+    info = json.loads((run_dir / "model" / "model.json").read_text())
+    assert info["train_elements"] and set(info["train_elements"]) <= {13, 28, 29, 46, 47, 79}
+
+
+def test_train_logs_one_line_per_epoch_when_not_a_terminal(tmp_path):
+    cif_folder(tmp_path / "d")
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {tmp_path / 'd'}}}", tmp_path / "runs", epochs=3)
+    r = ok(run("train", str(cfg)))
+    lines = [ln for ln in r.out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/3", "2/3", "3/3"], r.out
+    assert all("val MAE lattice" in ln and "train loss" in ln for ln in lines)
+
+
+def test_train_with_overrides_from_the_readme(user, tmp_path):
+    """`matgnn train my_run.yaml --set train.epochs=50 --set model.hidden=64` (2 epochs here)."""
+    r = ok(run("train", str(user["cfg"]), "--set", "train.epochs=2", "--set", "model.hidden=24",
+               "--set", f"output_dir={tmp_path}", env=user["env"]))
+    (run_dir,) = runs_in(tmp_path)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["hidden"] == 24 and saved["train"]["epochs"] == 2
+    assert "test lattice: MAE" in r.out
+
+
+def test_embedded_default_train(tmp_path):
+    """`matgnn train` (the EMT demo; 60 structures and 2 epochs here instead of 1,000 and 100)."""
+    r = ok(run("train", "--set", "source.n_structures=60", "--epochs", "2", "--output-dir", str(tmp_path)))
+    (run_dir,) = runs_in(tmp_path)
+    assert json.loads((run_dir / "metrics.json").read_text())["test.mixing_energy.count"] > 0
+    assert "done in" in r.out
+
+
+def test_print_config_is_the_one_default(tmp_path):
+    r = ok(run("train", "--print-config"))
+    cfg = yaml.safe_load(r.stdout)
+    from matgnn.config import RunConfig
+    from matgnn.graphs.neighbors import GraphSettings
+
+    assert cfg == RunConfig().model_dump(mode="json")
+    assert cfg["graphs"]["cutoff"] == GraphSettings().cutoff == 8.0 and cfg["graphs"]["max_neighbors"] == 12
+    helptext = " ".join(run("graphs", "build", "--help").out.split())
+    assert "default: 8.0" in helptext and "default: 12" in helptext
+
+
+def test_evaluate_reproduces_the_runs_test_metrics(user):
+    r = ok(run("evaluate", str(user["run"]), env=user["env"]))
+    m = json.loads((user["run"] / "metrics.json").read_text())
+    again = json.loads((user["run"] / "evaluation" / "metrics_test.json").read_text())
+    assert again["test.lattice.mae"] == pytest.approx(m["test.lattice.mae"], rel=1e-5)
+    assert "test.lattice.mae" in r.out
+
+
+def test_predict_folder_and_glob(user):
+    w = user["w"]
+    more = w / "more"
+    more.mkdir(exist_ok=True)
+    from ase.io import write
+
+    write(more / "extra1.cif", crystal(1, "Cu", 3.7))
+    write(more / "extra2.cif", crystal(2, "Ag", 4.1))
+    out = w / "screen.csv"
+    r = ok(run("predict", str(user["run"]), str(w / "my_cifs"), str(more) + "/*.cif", "--out", str(out)))
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 14 and {"id", "lattice", "n_atoms", "formula", "unseen_elements"} <= set(rows[0])
+    assert "14 predictions" in " ".join(r.out.split())
+
+
+def test_predict_shipped_model_with_warm_starts(tmp_path):
+    from ase.build import bulk
+    from ase.io import write
+
+    (tmp_path / "candidates").mkdir()
+    write(tmp_path / "candidates" / "Fe.cif", bulk("Fe", "bcc", a=2.87, cubic=True))
+    write(tmp_path / "candidates" / "NiO.vasp", bulk("NiO", "rocksalt", a=4.17), format="vasp")
+    ok(run("predict", "magmom-mp", str(tmp_path / "candidates"), "--magmom-export", str(tmp_path / "dft_starts"),
+           "--out", str(tmp_path / "p.csv")))
+    names = sorted(p.name for p in (tmp_path / "dft_starts").iterdir())
+    assert names == ["Fe.MAGMOM", "Fe.extxyz", "Fe_gpaw.py", "NiO.MAGMOM", "NiO.extxyz", "NiO_gpaw.py"]
+    atoms = list(csv.DictReader(open(tmp_path / "p_atoms.csv")))
+    assert len(atoms) == 2 + 2 and all(float(a["magmom"]) >= -0.5 for a in atoms)
+
+
+def test_predict_ensemble_screening_of_an_ase_database(user, tmp_path):
+    """`matgnn predict RUN1,RUN2,RUN3 db.db --where ... --sort-by=-X_std --top 50 --out shortlist.json`."""
+    from ase.db import connect
+
+    second = tmp_path / "second"
+    ok(run("train", str(user["cfg"]), "--set", "train.seed=7", "--set", f"output_dir={second}", env=user["env"]))
+    db = connect(tmp_path / "db.db")
+    for k in range(6):
+        db.write(crystal(k, "Cu", 3.6))
+    runs = f"{user['run']},{runs_in(second)[0]}"
+    out = tmp_path / "shortlist.json"
+    r = ok(run("predict", runs, str(tmp_path / "db.db"), "--where", "lattice>=-100", "--sort-by=-lattice_std",
+               "--top", "3", "--out", str(out)))
+    got = json.loads(out.read_text())["predictions"]
+    assert len(got) == 3 and all("lattice_std" in g for g in got)
+    stds = [g["lattice_std"] for g in got]
+    assert stds == sorted(stds, reverse=True)
+    assert "0 structures failed" in r.out
+
+
+def test_predict_per_atom_extxyz(tmp_path):
+    from ase.io import read, write
+
+    frames = [crystal(k, *c) for k, c in enumerate([("Ni", 3.52), ("Cu", 3.61), ("Pd", 3.89)])]
+    write(tmp_path / "big.extxyz", frames)
+    ok(run("predict", "magmom-mp", str(tmp_path / "big.extxyz"), "--atoms-extxyz", str(tmp_path / "with_moments.extxyz"),
+           "--out", str(tmp_path / "p.csv")))
+    back = read(tmp_path / "with_moments.extxyz", index=":", format="extxyz")
+    # ASE reads a per-atom column named like a calculator property into atoms.calc.results
+    assert len(back) == 3 and all(len(a.calc.results["magmom"]) == len(a) for a in back)
+
+
+def test_models_lists_and_prints_cards():
+    r = ok(run("models"))
+    assert {"magmom-mp", "magmom-mp-ensemble", "bandgap-2d"} <= {ln.split("\t")[0] for ln in r.stdout.splitlines()}
+    card = ok(run("models", "magmom-mp")).stdout
+    assert "Licen" in card and "Materials Project" in card
+
+
+def test_report_of_a_run(user):
+    r = ok(run("report", str(user["run"])))
+    page = (user["run"] / "report.html").read_text()
+    assert "<html" in page.lower() and "lattice" in page and "report →" in r.out
+
+
+def test_data_report_of_a_folder(user, tmp_path):
+    ok(run("data", "report", str(user["w"] / "my_cifs"), "--out", str(tmp_path / "eda")))
+    assert (tmp_path / "eda" / "index.html").is_file()
+
+
+def test_baseline_on_the_same_split(user, tmp_path):
+    ok(run("baseline", "xgboost", str(user["cfg"]), "--set", f"output_dir={tmp_path}", env=user["env"]))
+    (run_dir,) = runs_in(tmp_path)
+    assert json.loads((run_dir / "split.json").read_text())["test"] == \
+        json.loads((user["run"] / "split.json").read_text())["test"]
+    assert "test.lattice.mae" in json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_finetune_two_phase(user, tmp_path):
+    r = ok(run("finetune", str(user["run"]), str(user["cfg"]), "--two-phase", "--set", f"output_dir={tmp_path}",
+               env=user["env"]))
+    assert len(runs_in(tmp_path)) == 2 and r.out.count("weight shift") == 2
+    assert all((d / "transfer.json").is_file() for d in runs_in(tmp_path))
+
+
+def test_ensemble_and_sweep(user, tmp_path):
+    r = ok(run("ensemble", str(user["cfg"]), "--members", "2", "--set", f"output_dir={tmp_path / 'ens'}",
+               env=user["env"]))
+    assert "ensemble test MAE" in r.out and "ensemble →" in r.out
+    r = ok(run("sweep", str(user["cfg"]), "--grid", "graphs.cutoff=5,6", "--set", f"output_dir={tmp_path / 'sw'}",
+               env=user["env"]))
+    assert "ranking →" in r.out and r.stdout.count("|") > 4
+
+
+# -- sources of the README's table ---------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["cif", "vasp", "extxyz", "json"])
+def test_folder_source_reads_each_file_format(tmp_path, fmt):
+    cif_folder(tmp_path / "d", fmt=fmt, header=False)
+    r = ok(run("graphs", "build", str(tmp_path / "d")))
+    assert "12 kept" in r.out
+
+
+def test_ase_and_jsonl_sources(tmp_path):
+    from ase.db import connect
+    from ase.io import write
+
+    frames = []
+    for k in range(5):
+        a = crystal(k, "Cu", 3.6)
+        a.info["energy"] = -float(k)
+        frames.append(a)
+    write(tmp_path / "s.extxyz", frames)
+    db = connect(tmp_path / "s.db")
+    for a in frames:
+        db.write(a, energy_ref=1.0)
+    for src in ("s.extxyz", "s.db"):
+        r = ok(run("data", "info", str(tmp_path / src), "--out", str(tmp_path / f"info-{src}")))
+        assert "5 usable of 5" in " ".join(r.out.split())
+    r = ok(run("data", "info", str(magmom_jsonl(tmp_path / "m.jsonl.gz")), "--out", str(tmp_path / "i1")))
+    assert "magmom" in r.out
+    r = ok(run("data", "info", str(cif_jsonl(tmp_path / "c.jsonl")), "--out", str(tmp_path / "i2")))
+    assert "band_gap" in r.out and "8 usable of 8" in " ".join(r.out.split())
+
+
+def test_jarvis_commands_of_the_readme(tmp_path):
+    store = str(shared_path("jarvis"))
+    r = ok(run("data", "info", "jarvis:dft_2d", "--store-dir", store, "--out", str(tmp_path / "info")))
+    assert "optb88vdw_bandgap" in r.out and (tmp_path / "info" / "skipped.csv").is_file()
+    r = ok(run("graphs", "build", "jarvis:dft_2d", "--store-dir", store, "--cutoff", "8", "--max-neighbors", "12"))
+    assert "graphs" in r.out and "load report" in r.out
+
+
+def test_magmoms_graph_build_of_the_readme():
+    """`matgnn graphs build mp_magmoms.jsonl.gz --limit 10000` (200 here)."""
+    path = shared_path("mp_magmoms", "mp_magmoms.jsonl.gz")
+    r = ok(run("graphs", "build", str(path), "--limit", "200"))
+    assert "mp_magmoms: 200 entries" in " ".join(r.out.split()) and "skipped.csv" in r.out
+
+
+@pytest.fixture(scope="module")
+def matpedia(tmp_path_factory):
+    z = shared_path("2dmatpedia", "structure_database.zip")
+    where = tmp_path_factory.mktemp("2dm")
+    with zipfile.ZipFile(z) as f:
+        f.extractall(where)
+    return where / "structure_database"
+
+
+def test_2dmatpedia_folder_as_a_source_and_for_predict(matpedia, tmp_path):
+    r = ok(run("data", "info", str(matpedia), "--limit", "60", "--out", str(tmp_path / "i")))
+    assert "60 usable of 60" in " ".join(r.out.split()) and "target" in r.out
+    out = tmp_path / "p.csv"
+    r = ok(run("predict", "magmom-mp", str(matpedia), "--limit", "40", "--out", str(out)))
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 40 and all(r_["id"].startswith("2dm-") for r_ in rows)
+    atoms = list(csv.DictReader(open(tmp_path / "p_atoms.csv")))
+    assert np.isfinite([float(a["magmom"]) for a in atoms]).all()
