@@ -11,7 +11,6 @@ import csv
 import json
 import shutil
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
