@@ -115,12 +115,15 @@ def test_predict_shipped_model_with_warm_starts(tmp_path):
     (tmp_path / "candidates").mkdir()
     write(tmp_path / "candidates" / "Fe.cif", bulk("Fe", "bcc", a=2.87, cubic=True))
     write(tmp_path / "candidates" / "NiO.vasp", bulk("NiO", "rocksalt", a=4.17), format="vasp")
+    write(tmp_path / "candidates" / "EuO.cif", bulk("EuO", "rocksalt", a=5.14))
     ok(run("predict", "magmom-mp", str(tmp_path / "candidates"), "--magmom-export", str(tmp_path / "dft_starts"),
            "--out", str(tmp_path / "p.csv")))
     names = sorted(p.name for p in (tmp_path / "dft_starts").iterdir())
-    assert names == ["Fe.MAGMOM", "Fe.extxyz", "Fe_gpaw.py", "NiO.MAGMOM", "NiO.extxyz", "NiO_gpaw.py"]
+    assert names == [f"{s}{x}" for s in ("EuO", "Fe", "NiO") for x in (".MAGMOM", ".extxyz", "_gpaw.py")]
     atoms = list(csv.DictReader(open(tmp_path / "p_atoms.csv")))
-    assert len(atoms) == 2 + 2 and all(float(a["magmom"]) >= -0.5 for a in atoms)
+    assert len(atoms) == 2 + 2 + 2 and all(float(a["magmom"]) >= -0.5 for a in atoms)
+    # Eu is absent from magmom-mp's training split: flagged per structure and per atom
+    assert [a["unseen_element"] for a in atoms if a["id"] == "EuO"] == ["1", "0"]
 
 
 def test_predict_ensemble_screening_of_an_ase_database(user, tmp_path):
