@@ -106,7 +106,8 @@ def test_packed_batches_equal_pyg_collation(tmp_path):
     """The in-memory loader's index-arithmetic batches hold exactly what PyG's collate makes."""
     from torch_geometric.data import Batch
 
-    from matgnn.graphs.packed import PackedGraphs, PackedLoader
+    from matgnn.graphs.batching import make_loader
+    from matgnn.graphs.packed import PackedGraphs
 
     cache = build_graph_cache(EmtAlloySource(12), GraphSettings(cutoff=5.0), cache_root=tmp_path, workers=1,
                               progress=False)
@@ -123,6 +124,6 @@ def test_packed_batches_equal_pyg_collation(tmp_path):
         else:
             assert ours[key] == ref[key], key
     assert ours.num_graphs == 4 and ours.num_nodes == ref.num_nodes
-    loader = PackedLoader(packed, 3, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = make_loader(packed, 3, shuffle=True, generator=torch.Generator().manual_seed(0))
     seen = [sid for b in loader for sid in b.structure_id]
     assert len(loader) == 3 and sorted(seen) == sorted(cache.ids[i] for i in positions)

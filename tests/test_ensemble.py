@@ -73,7 +73,7 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
         read_structures,
         structure_files,
     )
-    from matgnn.training.ensemble import ensemble_members
+    from matgnn.artifacts import ensemble_members
 
     members, recal = ensemble_members(folder)
     assert len(members) == 3 and set(recal) == {"mixing_energy", "atom_energy"}

@@ -511,7 +511,7 @@ def test_full_disk_during_training(tmp_path):
 
 # -- configs -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("override,words", [
-    ("model.name=cgcnnn", ["unknown model 'cgcnnn'"]),
+    ("model.name=cgcnnn", ["invalid config", "'cgcnnn'", "expected tags"]),
     ("split={kind: kfold, fold: 7}", ["split.fold 7"]),
     ("split.kind=ids", ["split.ids_file"]),
     ("targets=[{name: band_gap}]", ["band_gap", "graph-level targets"]),

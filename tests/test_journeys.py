@@ -165,6 +165,21 @@ def test_models_lists_and_prints_cards():
     assert "Licen" in card and "Materials Project" in card
 
 
+def test_models_found_in_matgnn_models(user, tmp_path):
+    """A folder listed in $MATGNN_MODELS: its models are listed, named and predicted with."""
+    shutil.copytree(user["run"] / "model", tmp_path / "lib" / "my-lattice")
+    (tmp_path / "lib" / "my-lattice" / "MODEL_CARD.md").write_text("# my-lattice\n\nLattice constants of fcc metals.\n")
+    env = {"MATGNN_MODELS": str(tmp_path / "lib")}
+    listed = {ln.split("\t")[0]: ln.split("\t") for ln in ok(run("models", env=env)).stdout.splitlines()}
+    assert listed["my-lattice"][1:] == [str(tmp_path / "lib"), "Lattice constants of fcc metals."]
+    assert listed["magmom-mp"][1] == "shipped"
+    ok(run("predict", "my-lattice", str(user["w"] / "my_cifs"), "--out", str(tmp_path / "p.csv"), env=env))
+    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 12
+    from tests.userdata import user_error
+
+    user_error(run("predict", "no-such-model", str(user["w"] / "my_cifs"), env=env), "no-such-model", "MATGNN_MODELS")
+
+
 def test_report_of_a_run(user):
     r = ok(run("report", str(user["run"])))
     page = (user["run"] / "report.html").read_text()

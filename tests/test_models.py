@@ -1,6 +1,6 @@
-"""Every model: identical outputs when atoms are translated and wrapped, permutation
-invariance (graph heads) / equivariance (node heads), and the same intensive prediction
-for a 2x2x1 supercell; DimeNet++ keeps all periodic triplets."""
+"""Every model: identical outputs when atoms are translated and wrapped, when the whole crystal
+(atoms and cell) is rotated, permutation invariance (graph heads) / equivariance (node heads),
+and the same intensive prediction for a 2x2x1 supercell; DimeNet++ keeps all periodic triplets."""
 
 from __future__ import annotations
 
@@ -41,8 +41,16 @@ def _model(name):
         pytest.importorskip("torch_spline_conv", reason="splineconv needs the compiled torch-spline-conv extension")
     torch.manual_seed(0)
     extra = {"deg": [0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 30]} if name == "pna" else {}
-    m = build_model(name, HEADS, cutoff=SETTINGS.cutoff, hidden=16, layers=2, head_hidden=16, n_rbf=8, **extra)
+    radial = {"num_radial": 6} if name == "dimenet++" else {"n_rbf": 8}  # DimeNet++'s own radial basis
+    m = build_model(name, HEADS, cutoff=SETTINGS.cutoff, hidden=16, layers=2, head_hidden=16, **radial, **extra)
     return m.eval()
+
+
+def _rotation(axis, angle: float) -> np.ndarray:
+    """Rodrigues' rotation matrix about ``axis`` by ``angle`` radians."""
+    k = np.asarray(axis, float) / np.linalg.norm(axis)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,6 +70,14 @@ def test_invariances(name):
         out = model(_graph(atoms[perm]))
         torch.testing.assert_close(out["y"], ref["y"], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(out["m"], ref["m"][perm], atol=1e-4, rtol=1e-4)
+
+        turned = atoms.copy()  # a proper rotation of atoms and cell (DimeNet++ reads angles)
+        rot = _rotation([0.3, -0.8, 0.5], 1.1)
+        turned.set_cell(atoms.cell[:] @ rot.T, scale_atoms=False)
+        turned.positions = atoms.positions @ rot.T
+        out = model(_graph(turned))
+        torch.testing.assert_close(out["y"], ref["y"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out["m"], ref["m"], atol=1e-4, rtol=1e-4)
 
         big = model(_graph(atoms.repeat((2, 2, 1))))
         torch.testing.assert_close(big["y"], ref["y"], atol=1e-4, rtol=1e-4)  # intensive (mean pooling)
@@ -161,3 +177,40 @@ def test_gated_conv_mixes_fp32_atoms_with_bf16_messages():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = conv(x, edge_index, e)
     assert out.shape == (10, 8) and torch.isfinite(out.float()).all()
+
+
+def test_each_model_takes_exactly_its_own_settings():
+    """The `model:` section is the chosen model's own config class: settings reach the model,
+    and a setting it would not use is an error (SchNet and DimeNet++ embed Z themselves; DimeNet++'s
+    radial basis is num_radial Bessel functions)."""
+    from pydantic import ValidationError
+
+    from matgnn.config import RunConfig
+
+    cfg = RunConfig.model_validate({"model": {"name": "dimenet++", "hidden": 8, "layers": 1, "num_radial": 4}})
+    model = build_model(cfg.model, HEADS, cutoff=4.0)
+    assert model.init_args["num_radial"] == 4 and model.init_args["hidden"] == 8
+    for bad in ({"name": "schnet", "atom_features": "onehot"}, {"name": "dimenet++", "n_rbf": 20},
+                {"name": "pna", "operator": "gcnconv"}, {"name": "zoo"}, {"name": "gcnconv", "operator": "sageconv"}):
+        with pytest.raises(ValidationError):
+            RunConfig.model_validate({"model": bad})
+    # an operator's name selects the zoo model with that operator
+    zoo = build_model(RunConfig.model_validate({"model": {"name": "gcnconv", "hidden": 8}}).model, HEADS, cutoff=4.0)
+    assert zoo.operator == "gcnconv"
+    # configs of matgnn < 0.2 wrote every key for every model; their unused defaults are dropped on reading
+    legacy = {"name": "schnet", "operator": None, "hidden": 16, "layers": 2, "atom_features": "cgcnn", "n_rbf": 40,
+              "dropout": 0.0, "pooling": "mean", "head_hidden": 16}
+    assert RunConfig.model_validate({"model": legacy}).model.model_dump() == {
+        "name": "schnet", "hidden": 16, "layers": 2, "dropout": 0.0, "pooling": "mean", "head_hidden": 16,
+        "n_rbf": 40, "n_filters": None}
+
+
+def test_training_statistics_hook():
+    """A model computes what it needs from the training graphs through one hook (PNA: degrees)."""
+    from matgnn.models import PNA, model_class
+
+    recs = [graph_record(Structure("a", np.array([11, 17]), np.array([[0, 0, 0], [2.5, 0, 0.0]]), np.eye(3) * 5.0,
+                                   np.ones(3, bool)), SETTINGS)]
+    stats = model_class("pna").training_statistics(recs)
+    assert set(stats) == {"deg"} and sum(stats["deg"]) == 2 and model_class("cgcnn").training_statistics(recs) == {}
+    assert model_class("pna") is PNA

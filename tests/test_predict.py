@@ -115,4 +115,4 @@ def test_screening_cli_filters_sorts_and_writes_json_and_extxyz(runs, inputs, tm
     r = runner.invoke(app, ["predict", models, str(inputs), "--out", str(tmp_path / "x.csv"), "--where", "gap>1"])
     assert r.exit_code == 2 and "not a column" in r.output
     r = runner.invoke(app, ["predict", "no-such-model", str(inputs)])
-    assert r.exit_code == 2 and "not a shipped model" in r.output
+    assert r.exit_code == 2 and "no model of that name" in r.output

@@ -178,7 +178,7 @@ def _write_card(dest: Path, name: str, model: str, metrics_title: str, rows: lis
 def ship_ensemble(folder: Path, name: str) -> None:
     """An ensemble folder (``matgnn ensemble``, ``--combine``) into the package: each member's model
     and training configs under ``members/``, ``ensemble.json`` with the σ recalibration, the card."""
-    from matgnn.training.ensemble import ENSEMBLE_FILE, ensemble_members
+    from matgnn.artifacts import ENSEMBLE_FILE, ensemble_members
 
     members, _ = ensemble_members(folder)
     source = json.loads((folder / ENSEMBLE_FILE).read_text())

@@ -7,13 +7,15 @@ command-line flags override its keys, and every run saves the resolved config.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from matgnn.data.sources import EmtConfig, SourceConfig
 from matgnn.graphs.neighbors import GraphSettings
+from matgnn.models import ModelConfig, model_settings
+from matgnn.models.cgcnn import CGCNNConfig
 
 
 class _Strict(BaseModel):
@@ -42,19 +44,6 @@ class HeadConfig(_Strict):
         if self.baseline != "none" and self.transform != "none":
             raise ValueError(f"head {self.name!r}: baseline and transform 'log' cannot be combined")
         return self
-
-
-class ModelConfig(_Strict):
-    name: str = Field("cgcnn", description="model from the registry: cgcnn, cgconv_net, schnet, pna, dimenet++, "
-                                           "zoo (with operator), or a zoo operator name such as gatv2conv")
-    operator: str | None = Field(None, description="zoo model: the PyG operator (cgconv, gatv2conv, ...)")
-    hidden: int = Field(64, ge=1, description="trunk width (CGCNN's published atom_fea_len is 64)")
-    layers: int = Field(3, ge=1)
-    atom_features: str = "cgcnn"
-    n_rbf: int = Field(40, ge=2)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    pooling: Literal["mean", "sum", "attention"] = "mean"
-    head_hidden: int = Field(128, ge=1)
 
 
 class TrainConfig(_Strict):
@@ -153,7 +142,8 @@ class RunConfig(_Strict):
     graphs: GraphSettings = Field(default_factory=GraphSettings)
     targets: list[HeadConfig] = Field(
         default_factory=lambda: [HeadConfig(name="mixing_energy", level="graph")])
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=CGCNNConfig, description=(
+        "the model and its own settings, chosen by name (see matgnn.models: each model's config class)"))
     train: TrainConfig = Field(default_factory=TrainConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -164,6 +154,13 @@ class RunConfig(_Strict):
     workers: int | None = None
     output_dir: str = "runs"
     name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_model_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            data = {**data, "model": model_settings(data["model"])}
+        return data
 
     @model_validator(mode="after")
     def _check_delta(self) -> RunConfig:

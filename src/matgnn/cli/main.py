@@ -326,13 +326,12 @@ def evaluate_cmd(
     split: str = typer.Option("test", help="val or test"),
 ) -> None:
     """Re-evaluate a saved run on its own split (metrics, predictions, per-element table, parity plot)."""
-    from torch_geometric.loader import DataLoader
-
     from matgnn import load_model
     from matgnn.config import RunConfig
     from matgnn.data.sources import make_source
     from matgnn.graphs.cache import build_graph_cache
-    from matgnn.graphs.dataset import GraphDataset
+    from matgnn.graphs.batching import make_loader
+    from matgnn.graphs.packed import PackedGraphs
     from matgnn.training.run import evaluate_split
     from matgnn.training.splits import ids_split
 
@@ -352,11 +351,11 @@ def evaluate_cmd(
         console.print(f"[red]error:[/red] {missing[split]} {split} ids of {run / 'split.json'} are not in the graph "
                       "cache (did the source change?)")
         raise typer.Exit(EXIT_USER_ERROR)
-    ds = GraphDataset(cache, positions[split], [h.name for h in cfg.targets if h.level == "graph"],
-                      [h.name for h in cfg.targets if h.level == "node"])
+    graphs = PackedGraphs(cache, positions[split], [h.name for h in cfg.targets if h.level == "graph"],
+                          [h.name for h in cfg.targets if h.level == "node"])
     out = run / "evaluation"
     out.mkdir(exist_ok=True)
-    metrics = evaluate_split(model, DataLoader(ds, batch_size=cfg.train.batch_size), cfg.targets, out, split,
+    metrics = evaluate_split(model, make_loader(graphs, cfg.train.batch_size), cfg.targets, out, split,
                              evaluation=cfg.evaluation)
     (out / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=1))
     for k, v in metrics.items():
@@ -407,20 +406,25 @@ def predict_cmd(
 
 
 @app.command("models")
-def models_cmd(name: Optional[str] = typer.Argument(None, help="print this shipped model's card")) -> None:
-    """List the models shipped with matgnn, or print one's model card."""
-    from matgnn.pretrained import available, model_card
+def models_cmd(name: Optional[str] = typer.Argument(None, help="print this model's card")) -> None:
+    """List the models that can be named (shipped with matgnn, then the folders of $MATGNN_MODELS) with
+    their card's one-line summary, or print one's model card."""
+    from matgnn import artifacts
 
     if name:
         try:
-            print(model_card(name))
-        except FileNotFoundError as e:
-            console.print(f"[red]error:[/red] {e}")
+            folder = artifacts.resolve(name).path
+        except ValueError as e:
+            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
+        card = folder / "MODEL_CARD.md"
+        if not card.is_file():
+            console.print(f"[red]error:[/red] {folder} has no MODEL_CARD.md")
+            raise typer.Exit(EXIT_USER_ERROR)
+        print(card.read_text())
         return
-    for n in available():
-        first = next((ln for ln in model_card(n).splitlines() if ln.strip() and not ln.startswith("#")), "")
-        print(f"{n}\t{first}")
+    for n, (folder, origin) in artifacts.named_models().items():
+        print(f"{n}\t{origin}\t{artifacts.card_summary(folder)}")
 
 
 @bench_app.command("deploy")
@@ -468,11 +472,12 @@ def busy_machine_threading() -> None:
     if "OMP_WAIT_POLICY" in os.environ or "OMP_NUM_THREADS" in os.environ:
         return
     try:
-        fields = Path("/proc/loadavg").read_text().split()
-        running = int(fields[3].split("/")[0])
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        own = sum(1 for t in Path("/proc/self/task").iterdir()  # this process's runnable threads
+                  if (t / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R")
     except (OSError, ValueError, IndexError):
         return
-    if running - 1 >= 1:  # runnable tasks besides this one
+    if running - own >= 1:  # runnable tasks besides this process
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 

@@ -56,8 +56,10 @@ def record_to_data(rec: dict[str, Any]) -> Data:
 
 
 class GraphDataset(torch.utils.data.Dataset):
-    """Graphs of a :class:`GraphCache`, read from LMDB on demand (nothing held in RAM),
-    or all read once and held in RAM with ``in_memory=True``.
+    """Graphs of a :class:`GraphCache` as PyG ``Data`` objects, read from LMDB on demand: the
+    reference the packed batches are tested against, and an interface for code that wants PyG's
+    own ``DataLoader``. Training, evaluation and prediction batch through
+    :mod:`matgnn.graphs.packed` (one batch path).
 
     Args:
         cache: a complete graph cache.
@@ -69,19 +71,16 @@ class GraphDataset(torch.utils.data.Dataset):
 
     def __init__(self, cache: GraphCache, indices: Sequence[int] | None = None,
                  graph_targets: Sequence[str] | None = None,
-                 node_targets: Sequence[str] | None = None, in_memory: bool = False) -> None:
+                 node_targets: Sequence[str] | None = None) -> None:
         self.cache = cache
         self.indices = list(range(len(cache))) if indices is None else list(indices)
         self.graph_targets = list(cache.meta["graph_targets"] if graph_targets is None else graph_targets)
         self.node_targets = list(cache.meta["node_targets"] if node_targets is None else node_targets)
-        self._memory: list[Data] | None = [self._load(k) for k in range(len(self.indices))] if in_memory else None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> Data:
-        if self._memory is not None:
-            return self._memory[k]
         return self._load(k)
 
     def _load(self, k: int) -> Data:

@@ -3,7 +3,7 @@
 PyG's ``DataLoader`` collates a batch by walking a list of ``Data`` objects (tens of
 microseconds per graph), which on a CPU costs as much as the model step for small
 crystals. :class:`PackedGraphs` stores a split once as flat arrays (atoms, edges and
-per-graph offsets) and :class:`PackedLoader` cuts a batch out of them with a handful
+per-graph offsets) and :func:`matgnn.graphs.batching.make_loader` cuts a batch out of them with a handful
 of vectorised gathers; the batch it yields is an ordinary PyG ``Batch`` with the
 fields of :mod:`matgnn.keys`, so models see no difference.
 """
@@ -138,13 +138,3 @@ class StreamedGraphs:
         packed = PackedGraphs.from_records((self.cache.record(self.indices[i]) for i in idx.tolist()),
                                            self.graph_targets, self.node_targets)
         return packed.batch(torch.arange(len(idx)))
-
-
-def PackedLoader(graphs: PackedGraphs, batch_size: int, shuffle: bool = False,  # noqa: N802
-                 generator: torch.Generator | None = None, drop_last: bool = False):
-    """Batches of ``batch_size`` graphs of a :class:`PackedGraphs` (kept for the API of
-    earlier versions; :class:`matgnn.graphs.batching.GraphLoader` is the general form)."""
-    from matgnn.graphs.batching import BatchPlan, GraphLoader
-
-    return GraphLoader(graphs, BatchPlan(len(graphs), batch_size, shuffle=shuffle, generator=generator,
-                                         drop_last=drop_last))

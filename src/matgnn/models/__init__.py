@@ -1,9 +1,16 @@
-"""Models, chosen by name from one registry; all read the same cached graphs."""
+"""Models, chosen by name from one registry; all read the same cached graphs.
+
+Each model class owns its settings (``config_class``, a pydantic model with a fixed ``name``);
+:data:`ModelConfig` is their union, discriminated by ``name`` (a zoo operator's name selects the
+zoo model), so the ``model:`` section of a run config accepts exactly what the chosen model
+takes: a setting it would not use is an error naming it.
+"""
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import Annotated, Any, Union
+
+from pydantic import Discriminator, Tag, TypeAdapter
 
 from matgnn.models.base import MatgnnModel, load_model
 from matgnn.models.cgcnn import CGCNN, CGConvNet
@@ -37,15 +44,48 @@ def model_class(name: str) -> type[MatgnnModel]:
     raise ValueError(f"unknown model {name!r}; available: {', '.join(model_names())}")
 
 
-def build_model(name: str, heads: list[dict[str, Any]], cutoff: float, **kwargs: Any) -> MatgnnModel:
-    """A model from the registry. Keyword arguments a model does not take (e.g.
-    ``atom_features`` for SchNet, which embeds Z) are dropped; None values are ignored."""
-    cls = model_class(name)
-    if name in OPERATORS and name not in MODELS:
-        kwargs["operator"] = name
-    params = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in kwargs.items() if k in params and v is not None}
-    return cls(heads=heads, cutoff=cutoff, **kwargs)
+#: settings a flat config of matgnn < 0.2 wrote for every model, at the values it used when the
+#: model ignored them: dropped on reading (any other value of a setting the model lacks is an error)
+LEGACY_DEFAULTS = {"operator": None, "atom_features": "cgcnn", "n_rbf": 40}
 
 
-__all__ = ["MODELS", "MatgnnModel", "OPERATORS", "build_model", "load_model", "model_class", "model_names"]
+def _model_tag(value: Any) -> str:
+    name = value.get("name", "cgcnn") if isinstance(value, dict) else getattr(value, "name", "cgcnn")
+    return "zoo" if name in OPERATORS else str(name)
+
+
+#: the ``model:`` section of a run config: one class per model, chosen by ``name``
+ModelConfig = Annotated[
+    Union[tuple(Annotated[cls.config_class, Tag(name)] for name, cls in MODELS.items())],  # noqa: UP007
+    Discriminator(_model_tag)]
+
+
+def model_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``model:`` mapping with the legacy defaults the chosen model does not take removed."""
+    if not isinstance(data, dict):
+        return data
+    tag = _model_tag(data)
+    cls = MODELS.get(tag)
+    if cls is None:
+        return data
+    fields = cls.config_class.model_fields
+    return {k: v for k, v in data.items() if k in fields or k not in LEGACY_DEFAULTS or v != LEGACY_DEFAULTS[k]}
+
+
+def build_model(settings: Any, heads: list[dict[str, Any]], cutoff: float, **kwargs: Any) -> MatgnnModel:
+    """The model ``settings`` describe (one of the :data:`ModelConfig` classes, or a model name
+    with its settings among ``kwargs``), with ``heads``, the graphs' ``cutoff`` and constructor
+    arguments computed from the training graphs (``training_statistics``, e.g. PNA's ``deg``).
+    A setting the model does not take is an error."""
+    if isinstance(settings, str):
+        cls = model_class(settings)
+        fields = cls.config_class.model_fields
+        own = {k: v for k, v in kwargs.items() if k in fields}
+        kwargs = {k: v for k, v in kwargs.items() if k not in fields}
+        settings = TypeAdapter(ModelConfig).validate_python({"name": settings, **own})
+    cls = model_class(settings.name)
+    return cls(heads=heads, cutoff=cutoff, **settings.constructor_args(), **kwargs)
+
+
+__all__ = ["MODELS", "MatgnnModel", "ModelConfig", "OPERATORS", "build_model", "load_model", "model_class",
+           "model_names", "model_settings"]

@@ -14,9 +14,11 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter
@@ -56,6 +58,24 @@ def registered_class(module: Any, name: Any, where: str | Path) -> type:
     return cls
 
 
+class ModelSettings(BaseModel):
+    """Settings every model takes; each model's own config class (``config_class``) adds its
+    fields and fixes ``name``, so a setting a model does not use is an error, never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("cgcnn", description="the model (each config class fixes it)")
+    hidden: int = Field(64, ge=1, description="trunk width (CGCNN's published atom_fea_len is 64)")
+    layers: int = Field(3, ge=1, description="message-passing layers (interaction blocks)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    pooling: Literal["mean", "sum", "attention"] = "mean"
+    head_hidden: int = Field(128, ge=1)
+
+    def constructor_args(self) -> dict[str, Any]:
+        """Keyword arguments of the model class (everything but ``name``)."""
+        return self.model_dump(exclude={"name"})
+
+
 class Head(nn.Module):
     """An MLP mapping trunk features to one value per graph (after pooling) or per atom."""
 
@@ -79,6 +99,15 @@ class MatgnnModel(nn.Module):
 
     #: Bump when the meaning of saved weights changes; loading an older file warns.
     VERSION = 1
+    #: the pydantic class of ``model:`` settings this model takes (see :mod:`matgnn.models`)
+    config_class: type[ModelSettings] = ModelSettings
+
+    @classmethod
+    def training_statistics(cls, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """Constructor arguments computed from the training graphs' records (the statistics
+        hook: PNA's degree histogram); none by default. Called only when the run builds the
+        model itself (a transferred model keeps its source's)."""
+        return {}
 
     def __init__(self, heads: list[dict[str, Any]], trunk_dim: int, head_hidden: int = 128,
                  pooling: str = "mean", dropout: float = 0.0) -> None:
@@ -135,6 +164,15 @@ class MatgnnModel(nn.Module):
         write_atomic(path / MODEL_FILE, json.dumps(info, indent=1).encode())
         save_tensors(self.state_dict(), path / WEIGHTS_FILE)
         return path
+
+    def train(self, mode: bool = True) -> MatgnnModel:
+        """``nn.Module.train``, except that modules of frozen layer groups (``frozen_modules``,
+        set by :func:`matgnn.training.transfer.freeze`) stay in eval mode: frozen means their
+        normalisation statistics do not move either."""
+        super().train(mode)
+        for name in getattr(self, "frozen_modules", ()):
+            self.get_submodule(name).eval()
+        return self
 
     # -- normalisation ----------------------------------------------------------
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor,
@@ -232,12 +270,15 @@ def _package_version() -> str:
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MatgnnModel:
-    """Rebuild a saved model from its folder (or a run folder holding ``model/``)."""
+    """Rebuild a saved model from its folder, a run folder holding ``model/``, or a model's name
+    (shipped, or a folder of ``$MATGNN_MODELS``): see :mod:`matgnn.artifacts`."""
+    from matgnn.artifacts import model_folder
+
     path = Path(path)
-    if not (path / MODEL_FILE).is_file() and (path / "model" / MODEL_FILE).is_file():
-        path = path / "model"
-    if not (path / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"no {MODEL_FILE} in {path}: not a saved matgnn model or run")
+    if not (path / MODEL_FILE).is_file():  # a run folder, a shipped name, a name in $MATGNN_MODELS
+        if not path.exists() and ("/" in str(path) or path.is_absolute()):
+            raise FileNotFoundError(f"{path}: no such run or model folder")
+        path = model_folder(path)
     info = read_model_info(path)
     cls = registered_class(info.get("module"), info.get("class"), path / MODEL_FILE)
     if info.get("version") != getattr(cls, "VERSION", None):

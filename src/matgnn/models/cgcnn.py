@@ -3,22 +3,39 @@ factorised gated convolution (:class:`matgnn.models.layers.GatedConv`, the funct
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, EdgeFeatures
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, ModelSettings
 from matgnn.models.layers import GatedConv
 
+
+class CGCNNConfig(ModelSettings):
+    """``model: {name: cgcnn, ...}``: CGCNN as published."""
+
+    name: Literal["cgcnn"] = "cgcnn"
+    atom_features: str = Field("cgcnn", description="atom encoding: cgcnn (92 features) or onehot")
+    n_rbf: int = Field(40, ge=2, description="Gaussian RBF functions of the edge length")
+
+
+class CGConvNetConfig(ModelSettings):
+    """``model: {name: cgconv_net, ...}``: the seed research's CGConv network."""
+
+    name: Literal["cgconv_net"] = "cgconv_net"
+    atom_features: str = Field("cgcnn", description="atom encoding: cgcnn (92 features) or onehot")
+    n_rbf: int = Field(40, ge=2, description="Gaussian RBF functions of the edge length")
 
 class CGCNN(MatgnnModel):
     """Atom features (CGCNN's 92) → linear embedding → ``layers`` gated graph
     convolutions ``x_i + Σ_j σ(z_ij W_f) ⊙ softplus(z_ij W_s)`` with batch norm →
     pooling → one softplus MLP per head. Edges carry a Gaussian RBF of the distance."""
 
+    config_class = CGCNNConfig
     VERSION = 2  # 2: GatedConv weights (lin_centre/lin_neighbour/lin_edge) instead of PyG CGConv's
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3,
@@ -45,6 +62,7 @@ class CGConvNet(MatgnnModel):
     """The seed research's improved CGCNN: atom features → linear embedding → ``layers``
     CGConv layers, each followed by batch norm, ReLU and dropout → mean pool → heads."""
 
+    config_class = CGConvNetConfig
     VERSION = 2
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3,

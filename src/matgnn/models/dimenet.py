@@ -10,9 +10,10 @@ be its own or another image of the centre atom, which is a genuine triplet.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch_geometric.nn.models.dimenet import (
     BesselBasisLayer,
@@ -25,7 +26,7 @@ from torch_geometric.nn.resolver import activation_resolver
 
 from matgnn import keys
 from matgnn.data.structure import MAX_Z
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, ModelSettings
 
 
 def periodic_triplets(edge_index: torch.Tensor, offsets: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +49,22 @@ def periodic_triplets(edge_index: torch.Tensor, offsets: torch.Tensor, num_nodes
     return idx_kj[keep], idx_ji[keep]
 
 
+class DimeNetConfig(ModelSettings):
+    """``model: {name: dimenet++, ...}``: periodic DimeNet++ (embeds Z itself; its radial basis is
+    ``num_radial`` Bessel functions, not a Gaussian ``n_rbf``)."""
+
+    name: Literal["dimenet++"] = "dimenet++"
+    int_emb_size: int = Field(64, ge=1)
+    basis_emb_size: int = Field(8, ge=1)
+    out_emb_channels: int = Field(128, ge=1)
+    num_spherical: int = Field(7, ge=1)
+    num_radial: int = Field(6, ge=1)
+    envelope_exponent: int = Field(5, ge=1)
+
+
 class DimeNetPP(MatgnnModel):
+    config_class = DimeNetConfig
+
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3, cutoff: float = 8.0,
                  int_emb_size: int = 64, basis_emb_size: int = 8, out_emb_channels: int = 128,
                  num_spherical: int = 7, num_radial: int = 6, envelope_exponent: int = 5,

@@ -3,20 +3,41 @@ degree scalers; edges carry a Gaussian RBF of the distance."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
+import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch_geometric.nn import BatchNorm, PNAConv
 
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, EdgeFeatures
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, ModelSettings
+
+
+class PNAConfig(ModelSettings):
+    """``model: {name: pna, ...}``: principal neighbourhood aggregation (HydraGNN's default)."""
+
+    name: Literal["pna"] = "pna"
+    atom_features: str = Field("cgcnn", description="atom encoding: cgcnn (92 features) or onehot")
+    n_rbf: int = Field(40, ge=2, description="Gaussian RBF functions of the edge length")
 
 
 class PNA(MatgnnModel):
-    #: The run computes the in-degree histogram of the training graphs for this model.
-    needs_degree_histogram = True
+    config_class = PNAConfig
+
+    @classmethod
+    def training_statistics(cls, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """PNA's degree scalers need the histogram of atoms' in-degrees over the training graphs."""
+        hist = np.zeros(1, np.int64)
+        for rec in records:
+            counts = np.bincount(np.bincount(rec["dst"]))
+            if len(counts) > len(hist):
+                hist = np.pad(hist, (0, len(counts) - len(hist)))
+            hist[: len(counts)] += counts
+        return {"deg": hist.tolist()}
 
     def __init__(self, heads: list[dict[str, Any]], deg: list[int], hidden: int = 64, layers: int = 3,
                  atom_features: str = "cgcnn", cutoff: float = 8.0, n_rbf: int = 40, dropout: float = 0.0,

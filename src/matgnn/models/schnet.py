@@ -4,9 +4,10 @@ precomputed periodic edges (never a neighbour search on raw positions)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch_geometric.nn.models.schnet import (
     GaussianSmearing,
@@ -16,10 +17,20 @@ from torch_geometric.nn.models.schnet import (
 
 from matgnn import keys
 from matgnn.data.structure import MAX_Z
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, ModelSettings
+
+
+class SchNetConfig(ModelSettings):
+    """``model: {name: schnet, ...}``: SchNet (embeds Z itself: no atom_features)."""
+
+    name: Literal["schnet"] = "schnet"
+    n_rbf: int = Field(40, ge=2, description="Gaussian RBF functions of the edge length")
+    n_filters: int | None = Field(None, ge=1, description="filter width (default: hidden)")
 
 
 class SchNet(MatgnnModel):
+    config_class = SchNetConfig
+
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3, cutoff: float = 8.0,
                  n_rbf: int = 50, n_filters: int | None = None, dropout: float = 0.0, pooling: str = "mean",
                  head_hidden: int = 128, atom_features: str = "embedding") -> None:

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from torch_geometric import nn as gnn
 
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, CosineCutoff, EdgeFeatures
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, ModelSettings
 from matgnn.models.schnet import InteractionBlock
 
 
@@ -70,9 +71,35 @@ OPERATORS: dict[str, tuple[Callable[[int, int, float], nn.Module], str]] = {
 }
 
 
+class ZooConfig(ModelSettings):
+    """``model: {name: zoo, operator: gatv2conv, ...}`` or ``model: {name: gatv2conv, ...}``: one of
+    the PyG operators in :data:`OPERATORS` in a common residual trunk."""
+
+    name: str = "zoo"
+    operator: str | None = Field(None, description="the PyG operator (with name: zoo)")
+    atom_features: str = Field("cgcnn", description="atom encoding: cgcnn (92 features) or onehot")
+    n_rbf: int = Field(40, ge=2, description="Gaussian RBF functions of the edge length")
+
+    @model_validator(mode="after")
+    def _operator(self) -> ZooConfig:
+        op = self.operator or (self.name if self.name != "zoo" else None)
+        if op is None:
+            raise ValueError("model zoo needs an operator (model.operator: " + ", ".join(OPERATORS) + ")")
+        if op not in OPERATORS:
+            raise ValueError(f"unknown operator {op!r}; available: {', '.join(OPERATORS)}")
+        if self.name != "zoo" and self.operator not in (None, self.name):
+            raise ValueError(f"model.name {self.name!r} is an operator; model.operator {self.operator!r} contradicts it")
+        return self
+
+    def constructor_args(self) -> dict[str, Any]:
+        return {**self.model_dump(exclude={"name", "operator"}), "operator": self.operator or self.name}
+
+
 class ZooModel(MatgnnModel):
     """Embedding of fixed atom features → ``layers`` × (operator, batch norm, SiLU,
     residual) → pooling → heads."""
+
+    config_class = ZooConfig
 
     def __init__(self, heads: list[dict[str, Any]], operator: str = "cgconv", hidden: int = 64, layers: int = 3,
                  atom_features: str = "cgcnn", cutoff: float = 8.0, n_rbf: int = 40, dropout: float = 0.0,

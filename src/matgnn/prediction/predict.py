@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from matgnn import keys
+from matgnn import artifacts, keys
 from matgnn.data.report import LoadReport
 from matgnn.data.sources.folder import read_structure_file
 from matgnn.data.structure import Structure
@@ -42,28 +42,20 @@ MULTI_SUFFIXES = (".extxyz", ".xyz", ".traj", ".db")
 
 
 def resolve_model(spec: str | Path) -> Path:
-    """A run folder, a model folder, or the name of a model shipped with matgnn."""
-    path = Path(spec)
-    if path.exists():
-        return path
-    from matgnn.pretrained import available, model_path
-
-    if str(spec) in available():
-        return model_path(str(spec))
-    raise FileNotFoundError(f"{spec}: no such run or model folder, and not a shipped model "
-                            f"(shipped: {', '.join(available()) or 'none'})")
+    """The folder a single model spec names (see :func:`matgnn.artifacts.resolve`)."""
+    return artifacts.resolve(spec).path
 
 
 def model_folder(path: str | Path) -> Path:
-    path = resolve_model(path)
-    return path / "model" if (path / "model" / MODEL_FILE).is_file() else path
+    """The ``model.json`` folder of a run, model folder or model name."""
+    return artifacts.model_folder(path)
 
 
 def graph_settings_of(path: str | Path) -> GraphSettings:
     """The graph settings a saved model was trained with."""
-    info = json.loads((model_folder(path) / MODEL_FILE).read_text())
+    info = artifacts.model_info(path)
     if "graphs" not in info:
-        raise ValueError(f"{path}: the model does not record its graph settings; pass them explicitly")
+        raise UserError(f"{path}: the model does not record its graph settings; pass them explicitly")
     return GraphSettings(**info["graphs"])
 
 
@@ -74,22 +66,7 @@ class Ensemble:
     validation set (:class:`matgnn.evaluation.uncertainty.Recalibration`)."""
 
     def __init__(self, paths: Sequence[str | Path]) -> None:
-        from matgnn.training.ensemble import ENSEMBLE_FILE, ensemble_members
-
-        if not paths:
-            raise ValueError("no model given")
-        self.recalibration: dict = {}
-        expanded: list[str | Path] = []
-        for p in paths:
-            where = resolve_model(p)  # a folder, or a shipped model's (or ensemble's) name
-            if where.is_dir() and (where / ENSEMBLE_FILE).is_file():
-                members, recal = ensemble_members(where)
-                if len(paths) == 1:
-                    self.recalibration = recal
-                expanded += members
-            else:
-                expanded.append(p)
-        self.paths = [model_folder(p) for p in expanded]
+        self.paths, self.recalibration = artifacts.expand(list(paths))
         self.members = [load_model(p).eval() for p in self.paths]
         self.settings = graph_settings_of(self.paths[0])
         self.head_specs = self.members[0].head_specs

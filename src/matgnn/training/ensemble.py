@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from matgnn.artifacts import ENSEMBLE_FILE, ensemble_members  # noqa: F401 - re-exported
 from matgnn.config import RunConfig
 from matgnn.evaluation.metrics import metrics_without, regression_metrics
 from matgnn.evaluation.uncertainty import (
@@ -34,23 +35,6 @@ from matgnn.evaluation.uncertainty import (
     recalibrate,
 )
 
-ENSEMBLE_FILE = "ensemble.json"
-
-
-def ensemble_members(folder: str | Path) -> tuple[list[Path], dict[str, Recalibration]]:
-    """The member model folders of an ensemble folder and its per-head σ recalibration."""
-    folder = Path(folder)
-    info = json.loads((folder / ENSEMBLE_FILE).read_text())
-    members = []
-    for m in info["members"]:
-        p = Path(m)
-        if not p.is_absolute():
-            p = (folder / p).resolve()
-        elif not p.exists() and (folder / "members" / p.name).exists():  # the folder was moved
-            p = folder / "members" / p.name
-        members.append(p)
-    recal = info.get("recalibration") or info.get("recalibration_factors") or {}
-    return members, {h: Recalibration.from_dict(v) for h, v in recal.items()}
 
 
 def _read(path: Path) -> tuple[list[dict[str, str]], list[str]]:

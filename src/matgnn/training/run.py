@@ -142,17 +142,6 @@ def _residual_normalization(base: MatgnnModel, loader, heads: list[HeadConfig]) 
     return torch.tensor([m for m, _ in stats]), torch.tensor([sd for _, sd in stats])
 
 
-def degree_histogram(cache: GraphCache, idx: list[int]) -> list[int]:
-    """Histogram of atoms' in-degrees over the graphs ``idx`` (PNA's degree scalers)."""
-    hist = np.zeros(1, np.int64)
-    for k in idx:
-        counts = np.bincount(np.bincount(cache.record(k)["dst"]))
-        if len(counts) > len(hist):
-            hist = np.pad(hist, (0, len(counts) - len(hist)))
-        hist[: len(counts)] += counts
-    return hist.tolist()
-
-
 def make_split(cfg: RunConfig, cache: GraphCache, labels: list[dict[str, np.ndarray]], labelled: list[int],
                console: Console) -> dict[str, list[int]]:
     """Cache positions of train/val/test under ``cfg.split`` (over labelled graphs)."""
@@ -645,23 +634,28 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
             distributed.shutdown()
 
 
+def _raise_interrupt(signum, frame):  # noqa: ANN001
+    raise KeyboardInterrupt
+
+
+def _default_sigterm_in_child() -> None:
+    """A forked child (graph-build pool, loader workers) must die on SIGTERM as usual: a
+    Python-level handler cannot run while a worker blocks in C, so ``Pool.terminate`` would hang."""
+    if signal.getsignal(signal.SIGTERM) is _raise_interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_default_sigterm_in_child)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (a scheduler's kill, ``timeout``) handled like Ctrl-C while training."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    owner = os.getpid()
-
-    def handler(signum, frame):  # noqa: ANN001
-        if os.getpid() != owner:  # a forked worker (graph build, loader) inherits this: die as usual
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         yield
     finally:
@@ -769,12 +763,8 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         console.print(f"transfer from {transfer_info['source']} ({transfer_info['class']}): "
                       f"{len(transfer_info['loaded'])} tensors loaded, {len(transfer_info['new'])} new")
     else:
-        extra: dict[str, Any] = {}
-        if getattr(model_class(m.name), "needs_degree_histogram", False):
-            extra["deg"] = degree_histogram(cache, split["train"])
-        model = build_model(m.name, heads, cutoff=cfg.graphs.cutoff, hidden=m.hidden, layers=m.layers,
-                            atom_features=m.atom_features, n_rbf=m.n_rbf, dropout=m.dropout, pooling=m.pooling,
-                            head_hidden=m.head_hidden, operator=m.operator, **extra)
+        stats = model_class(m.name).training_statistics(cache.record(k) for k in split["train"])
+        model = build_model(m, heads, cutoff=cfg.graphs.cutoff, **stats)
     base = None
     if cfg.delta.base_model:
         base = load_model(transfer.model_dir(cfg.delta.base_model))

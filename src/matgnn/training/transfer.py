@@ -60,7 +60,7 @@ def layer_groups(model: torch.nn.Module) -> dict[str, list[str]]:
 
 def model_dir(spec: str | Path) -> Path:
     """The model folder of a run folder, model folder or shipped model's name."""
-    from matgnn.prediction.predict import model_folder
+    from matgnn.artifacts import model_folder
 
     return model_folder(spec)
 
@@ -117,6 +117,12 @@ def freeze(model: MatgnnModel, policy: str | list[str]) -> list[str]:
     names = {n for g in frozen for n in groups[g]}
     for n, p in model.named_parameters():
         p.requires_grad_(n not in names)
+    # a frozen group's normalisation statistics stay fixed too (BatchNorm running mean/var):
+    # those modules stay in eval mode whenever the model trains
+    model.frozen_modules = [name for name, mod in model.named_modules()
+                            if name and isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+                            and parameter_group(name + ".") in frozen]
+    model.train(model.training)
     return frozen
 
 
