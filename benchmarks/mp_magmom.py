@@ -163,6 +163,7 @@ def main() -> None:
                                      "split is re-derived from its training_config.yaml (source, graphs and seeded "
                                      "split), so a fresh clone reproduces the figures")
     args = p.parse_args()
+    global MODEL_CFG
     started = time.time()
     limit = args.limit or None
     metrics: dict[str, float] = {}
@@ -173,7 +174,6 @@ def main() -> None:
         limit = MODEL_CFG.source.limit
         metrics["ours.members"] = len(members)
     elif args.model:
-        global MODEL_CFG
         ours = Path(args.model).resolve()
         MODEL_CFG = RunConfig.from_yaml(ours / "config.yaml")
         limit = MODEL_CFG.source.limit

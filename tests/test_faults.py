@@ -119,6 +119,7 @@ def test_missing_file_and_file_without_row_are_listed(folder, tmp_path):
     with open(folder / "id_prop.csv", "a") as f:
         f.write("ghost,1.0\n")
     (folder / "extra.cif").write_text((folder / "s0.cif").read_text())
+    (folder / "atom_init.json").write_text("{}")  # CGCNN's element table: not a structure, not listed
     r = ok(info(folder, tmp_path))
     assert "11 usable of 14" in " ".join(r.out.split())
     assert skipped_ids(tmp_path) == {"s2": "unparsable", "ghost": "unparsable", "extra": "not_in_id_prop"}

@@ -29,7 +29,7 @@ from ase.data import chemical_symbols
 
 from matgnn import artifacts, keys
 from matgnn.data.report import LoadReport
-from matgnn.data.sources.folder import read_structure_file
+from matgnn.data.sources.folder import NOT_STRUCTURES, read_structure_file
 from matgnn.data.structure import Structure
 from matgnn.errors import StructureError, UserError
 from matgnn.graphs.cache import graph_record
@@ -114,7 +114,8 @@ def structure_files(paths: Iterable[str | Path]) -> Iterator[Path]:
         p = Path(p)
         if p.is_dir():
             for f in sorted(p.iterdir()):
-                if f.is_file() and (f.suffix.lower() in STRUCTURE_SUFFIXES or f.name.startswith(("POSCAR", "CONTCAR"))):
+                if f.is_file() and f.name.lower() not in NOT_STRUCTURES and (
+                        f.suffix.lower() in STRUCTURE_SUFFIXES or f.name.startswith(("POSCAR", "CONTCAR"))):
                     yield f
         elif p.exists():
             yield p

@@ -30,11 +30,15 @@ from matgnn.errors import StructureError, UserError
 _SUFFIXES = ("", ".cif", ".vasp", ".poscar", ".POSCAR", ".extxyz", ".xyz", ".json")
 #: Suffixes of single-structure files a folder may hold.
 STRUCTURE_FILE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".json")
+#: Files of the CGCNN/ALIGNN layouts that are not structures (CGCNN's element embedding table).
+NOT_STRUCTURES = ("atom_init.json",)
 
 
 def is_structure_file_name(name: str) -> bool:
     """Whether a file name looks like a single-structure file (by suffix, or POSCAR/CONTCAR)."""
     low = name.lower()
+    if low in NOT_STRUCTURES:
+        return False
     return low.endswith(STRUCTURE_FILE_SUFFIXES) or name.startswith(("POSCAR", "CONTCAR"))
 
 

@@ -1,0 +1,95 @@
+"""matgnn models as ASE calculators.
+
+    from matgnn.ase import MatgnnCalculator
+    atoms.calc = MatgnnCalculator("magmom-mp")           # any model spec: run, folder, name, ensemble
+    atoms.get_magnetic_moments()                          # a per-atom moment head -> ASE's "magmoms"
+    atoms.calc.results["optb88vdw_bandgap"]               # graph heads under their own names
+
+Properties are what the model predicts: each graph head under its name, each per-atom head
+under its name (a head named ``magmom`` also as ASE's ``magmoms``, so ``get_magnetic_moments``
+works), and for an ensemble ``<head>_std`` (σ, recalibrated when the ensemble folder says so).
+Elements the model never saw in training are listed in ``results["unseen_elements"]``.
+:meth:`MatgnnCalculator.predict_many` predicts many structures in batches (screening).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from matgnn.data.structure import Structure
+from matgnn.errors import StructureError, UserError
+
+#: per-atom head names that ASE knows by another name
+_ASE_NAMES = {"magmom": "magmoms"}
+
+
+class MatgnnCalculator(Calculator):
+    """An ASE calculator for any matgnn model spec (see :mod:`matgnn.artifacts`)."""
+
+    def __init__(self, model: str | Sequence[str] = "magmom-mp", batch_size: int = 64, **kwargs: Any) -> None:
+        from matgnn.prediction.predict import Ensemble
+
+        self.predictor = Ensemble(model if isinstance(model, (list, tuple)) else [model])
+        self.batch_size = batch_size
+        self.known = self.predictor.train_elements
+        props: list[str] = []
+        for spec in self.predictor.head_specs:
+            names = [spec["name"]] + ([_ASE_NAMES[spec["name"]]] if spec["name"] in _ASE_NAMES else [])
+            props += names
+            if len(self.predictor) > 1:
+                props += [f"{n}_std" for n in names]
+        self.implemented_properties = props
+        super().__init__(**kwargs)
+
+    def _results(self, row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for spec in self.predictor.head_specs:
+            for suffix in ("", "_std"):
+                key = spec["name"] + suffix
+                if key not in row:
+                    continue
+                v = row[key] if spec["level"] == "graph" else np.asarray(row[key], float)
+                out[key] = v
+                if spec["name"] in _ASE_NAMES:
+                    out[_ASE_NAMES[spec["name"]] + suffix] = v
+        if self.known is not None:
+            from ase.data import chemical_symbols
+
+            out["unseen_elements"] = [chemical_symbols[z] for z in sorted({int(z) for z in row["structure"].numbers}
+                                                                         - self.known)]
+        return out
+
+    def predict_many(self, images: Iterable[Any]) -> list[dict[str, Any]]:
+        """The results of every ``Atoms`` in ``images``, in batches of ``batch_size``, in order.
+        A structure matgnn cannot use (bad cell, overlapping atoms, ...) is a
+        :class:`StructureError` naming its position."""
+        from matgnn.prediction.predict import predict_structures
+
+        structures = [structure_from_atoms(a, f"atoms[{k}]") for k, a in enumerate(images)]
+        model = self.predictor if len(self.predictor) > 1 else self.predictor.members[0]
+        from matgnn.data.report import LoadReport
+
+        report = LoadReport("ase")
+        rows = list(predict_structures(model, structures, self.predictor.settings, self.batch_size, report))
+        if report.skipped:
+            s = report.skipped[0]
+            raise StructureError(s["id"], s["code"], s["detail"])
+        return [self._results(r) for r in rows]
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:  # noqa: ANN001
+        super().calculate(atoms, properties, system_changes)
+        self.results = self.predict_many([self.atoms])[0]
+
+
+def structure_from_atoms(atoms: Any, sid: str = "atoms") -> Structure:
+    """A matgnn structure from ASE ``Atoms`` (a crystal: a cell with non-zero volume along the
+    periodic axes)."""
+    if len(atoms) == 0:
+        raise UserError(f"{sid}: no atoms")
+    return Structure(str(atoms.info.get("id", sid)), np.asarray(atoms.numbers, np.int64),
+                     np.asarray(atoms.positions, float), np.asarray(atoms.cell[:], float),
+                     np.asarray(atoms.pbc, bool))

@@ -1,0 +1,73 @@
+"""matgnn models inside ASE workflows: ``atoms.calc = MatgnnCalculator(spec)``, over an ASE
+database with results written back as key-value pairs, batched screening, ensembles with σ."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.db import connect
+from ase.io import write
+
+from matgnn.ase import MatgnnCalculator
+from matgnn.errors import StructureError
+from tests.userdata import ok, run
+
+
+def _crystals():
+    return [bulk("Fe", "bcc", a=2.87, cubic=True), bulk("NiO", "rocksalt", a=4.17), bulk("Cu", "fcc", a=3.61),
+            bulk("EuO", "rocksalt", a=5.14)]
+
+
+def test_magnetic_moments_through_ase_match_the_cli(tmp_path):
+    calc = MatgnnCalculator("magmom-mp")
+    assert {"magmom", "magmoms"} <= set(calc.implemented_properties)
+    fe = _crystals()[0]
+    fe.calc = calc
+    m = fe.get_magnetic_moments()
+    assert m.shape == (2,) and np.isfinite(m).all()
+    write(tmp_path / "fe.cif", fe)
+    ok(run("predict", "magmom-mp", str(tmp_path / "fe.cif"), "--out", str(tmp_path / "p.csv")))
+    cli = [float(r["magmom"]) for r in csv.DictReader(open(tmp_path / "p_atoms.csv"))]
+    np.testing.assert_allclose(m, cli, rtol=1e-4, atol=1e-5)
+
+
+def test_ase_database_workflow_writes_results_back(tmp_path):
+    db = connect(tmp_path / "candidates.db")
+    for a in _crystals():
+        db.write(a)
+    calc = MatgnnCalculator("magmom-mp-ensemble")
+    for row in db.select():
+        atoms = row.toatoms()
+        atoms.calc = calc
+        moments = atoms.get_magnetic_moments()
+        sigma = calc.get_property("magmoms_std", atoms)
+        db.update(row.id, max_magmom=float(np.abs(moments).max()), max_magmom_std=float(sigma.max()),
+                  unseen=" ".join(calc.results["unseen_elements"]))
+    rows = list(connect(tmp_path / "candidates.db").select())
+    assert len(rows) == 4 and all(r.max_magmom >= 0 and r.max_magmom_std >= 0 for r in rows)
+    assert [r.unseen for r in rows] == ["", "", "", "Eu"]
+    assert rows[0].max_magmom > rows[2].max_magmom  # bcc Fe is magnetic, fcc Cu is not
+
+
+def test_batched_screening_equals_one_by_one():
+    calc = MatgnnCalculator("magmom-mp", batch_size=3)
+    many = calc.predict_many(_crystals())
+    for a, res in zip(_crystals(), many):
+        a.calc = MatgnnCalculator("magmom-mp")
+        np.testing.assert_allclose(a.get_magnetic_moments(), res["magmoms"], rtol=1e-5, atol=1e-6)
+
+
+def test_graph_head_model_and_bad_structures():
+    calc = MatgnnCalculator("bandgap-2d")
+    assert calc.implemented_properties == ["optb88vdw_bandgap"]
+    a = _crystals()[2]
+    a.calc = calc
+    assert isinstance(a.calc.get_property("optb88vdw_bandgap", a), float)
+    squashed = bulk("Cu", "fcc", a=3.61) * (2, 1, 1)
+    squashed.positions[1] = squashed.positions[0] + 0.1
+    squashed.calc = calc
+    with pytest.raises(StructureError, match="overlapping"):
+        squashed.calc.get_property("optb88vdw_bandgap", squashed)
