@@ -52,7 +52,8 @@ from matgnn.graphs.cache import build_graph_cache  # noqa: E402
 from matgnn.models import load_model  # noqa: E402
 from matgnn.prediction.predict import Ensemble, graph_settings_of, predict_structures  # noqa: E402
 from matgnn.artifacts import ENSEMBLE_FILE, ensemble_members  # noqa: E402
-from matgnn.training.run import evaluate_split, prepare_run_data, train  # noqa: E402
+from matgnn.evaluation.scoring import evaluate_split  # noqa: E402
+from matgnn.training.run import prepare_run_data, train  # noqa: E402
 from matgnn import pretrained  # noqa: E402
 from matgnn.graphs.batching import make_loader  # noqa: E402
 from matgnn.graphs.packed import PackedGraphs  # noqa: E402

@@ -329,10 +329,10 @@ def evaluate_cmd(
     from matgnn import load_model
     from matgnn.config import RunConfig
     from matgnn.data.sources import make_source
-    from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.batching import make_loader
+    from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.packed import PackedGraphs
-    from matgnn.training.run import evaluate_split
+    from matgnn.evaluation.scoring import evaluate_split
     from matgnn.training.splits import ids_split
 
     cfg = RunConfig.from_yaml(run / "config.yaml")

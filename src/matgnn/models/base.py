@@ -13,8 +13,8 @@ import json
 import os
 import pickle
 import warnings
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch

@@ -46,8 +46,8 @@ def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repe
     folder: all members run, parameters summed) on each device."""
     from torch_geometric.data import Batch
 
-    from matgnn.prediction.predict import Ensemble, resolve_model
     from matgnn.artifacts import ENSEMBLE_FILE
+    from matgnn.prediction.predict import Ensemble, resolve_model
 
     t0 = time.perf_counter()
     ensemble = (resolve_model(model_path) / ENSEMBLE_FILE).is_file()

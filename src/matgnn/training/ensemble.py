@@ -36,7 +36,6 @@ from matgnn.evaluation.uncertainty import (
 )
 
 
-
 def _read(path: Path) -> tuple[list[dict[str, str]], list[str]]:
     with open(path) as f:
         r = csv.DictReader(f)

@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 
 from matgnn import errors
-from matgnn.data.sources.base import Entry, StructureSource, numbers_from_symbols, parse_label
+from matgnn.data.sources.base import (
+    Entry,
+    StructureSource,
+    numbers_from_symbols,
+    parse_label,
+)
 from matgnn.data.structure import Structure, missing_value
 from matgnn.errors import StructureError, UserError
 

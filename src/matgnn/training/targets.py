@@ -1,0 +1,113 @@
+"""Target statistics of a run: each graph's labels per head, the per-element baseline, the
+standardisation (mean/std in the space the model learns) and, for delta learning, the residuals'
+statistics; the elements of the training split (recorded in the model so predictions can flag
+elements it never saw)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from matgnn import keys
+from matgnn.config import HeadConfig
+from matgnn.data.structure import MAX_Z
+from matgnn.graphs.cache import GraphCache
+from matgnn.models import MatgnnModel
+
+
+def check_targets(cache: GraphCache, heads: list[HeadConfig]) -> None:
+    available = {"graph": cache.meta["graph_targets"], "node": cache.meta["node_targets"]}
+    for h in heads:
+        if h.name not in available[h.level]:
+            raise ValueError(
+                f"target {h.name!r} ({h.level}-level) is not in source {cache.meta['source']}; "
+                f"graph-level targets: {available['graph'] or 'none'}; node-level: {available['node'] or 'none'}")
+
+
+def head_labels(rec: dict[str, Any], head: HeadConfig) -> np.ndarray:
+    """A graph record's labels for ``head``: one value (graph heads) or one per atom (node
+    heads), float64, NaN where the label is missing."""
+    if head.level == "graph":
+        return np.array([rec["graph_targets"].get(head.name, math.nan)], float)
+    return np.asarray(rec["node_targets"].get(head.name, np.full(len(rec["z"]), np.nan)), float)
+
+
+def target_labels(cache: GraphCache, heads: list[HeadConfig]) -> list[dict[str, np.ndarray]]:
+    """Every graph's labels for the heads (one pass over the cache); ``"z"`` holds its
+    atoms' Z when a head needs per-element statistics."""
+    need_z = any(h.baseline != "none" for h in heads)
+    out = []
+    for rec in cache.records():
+        d = {h.name: head_labels(rec, h) for h in heads}
+        if need_z:
+            d["z"] = np.asarray(rec["z"], np.int64)
+        out.append(d)
+    return out
+
+
+def element_means(labels: list[dict[str, np.ndarray]], idx: list[int], name: str) -> np.ndarray:
+    """Mean label of each element over the labelled atoms of graphs ``idx``; elements
+    without a labelled atom get the overall mean."""
+    z = np.concatenate([labels[i]["z"] for i in idx])
+    y = np.concatenate([labels[i][name] for i in idx])
+    ok = ~np.isnan(y)
+    z, y = z[ok], y[ok]
+    out = np.full(MAX_Z + 1, float(y.mean()) if len(y) else 0.0)
+    counts = np.bincount(z, minlength=MAX_Z + 1)
+    sums = np.bincount(z, weights=y, minlength=MAX_Z + 1)
+    out[counts > 0] = sums[counts > 0] / counts[counts > 0]
+    return out
+
+
+def standardisation(vals: np.ndarray, head: HeadConfig) -> tuple[float, float]:
+    """Mean and std a head's labelled training values are standardised with (0 and 1 when the
+    head is not normalised or has fewer than two values)."""
+    if not head.normalize or len(vals) < 2:
+        return 0.0, 1.0
+    return float(vals.mean()), float(vals.std()) or 1.0
+
+
+def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: list[HeadConfig]):
+    """Per-head mean and std of the training labels in the space the model learns
+    (after ``transform`` or minus the element baseline), and the baselines."""
+    mean, std = [], []
+    baseline = np.zeros((len(heads), MAX_Z + 1))
+    for k, h in enumerate(heads):
+        vals = np.concatenate([labels[i][h.name] for i in idx])
+        if h.baseline == "element_mean":
+            baseline[k] = element_means(labels, idx, h.name)
+            vals = vals - baseline[k][np.concatenate([labels[i]["z"] for i in idx])]
+        vals = vals[~np.isnan(vals)]
+        if h.transform == "log":
+            if (vals <= -1).any():
+                raise ValueError(f"target {h.name!r} has values <= -1; transform 'log' (log1p) needs y > -1")
+            vals = np.log1p(vals)
+        mu, sd = standardisation(vals, h)
+        mean.append(mu)
+        std.append(sd)
+    return torch.tensor(mean), torch.tensor(std), torch.tensor(baseline, dtype=torch.float32)
+
+
+@torch.no_grad()
+def residual_normalization(base: MatgnnModel, loader, heads: list[HeadConfig]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of ``label − base prediction`` over the training graphs, per head."""
+    base.eval()
+    res: dict[str, list[np.ndarray]] = {h.name: [] for h in heads}
+    for batch in loader:
+        out = base(batch)
+        for h in heads:
+            r = (batch[keys.target(h.name)] - out[h.name].float()).numpy()
+            res[h.name].append(r[~np.isnan(r)])
+    stats = [standardisation(np.concatenate(res[h.name]) if res[h.name] else np.zeros(0), h) for h in heads]
+    return torch.tensor([m for m, _ in stats]), torch.tensor([sd for _, sd in stats])
+
+
+def train_elements(cache: GraphCache, idx: list[int]) -> list[int]:
+    """Atomic numbers present in the graphs ``idx`` (the training split)."""
+    seen = np.zeros(MAX_Z + 1, bool)
+    for k in set(idx):
+        seen[np.asarray(cache.record(k)["z"], np.int64)] = True
+    return np.flatnonzero(seen).tolist()

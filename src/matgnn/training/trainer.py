@@ -1,0 +1,268 @@
+"""The Trainer (AdamW, LR schedule, early stopping, gradient clipping, best weights, resumable
+state) and its checkpoint files: tensors and plain values only, written atomically, loaded with
+``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import pickle
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from matgnn import keys
+from matgnn.config import HeadConfig
+from matgnn.errors import UnsafeArtifactError
+from matgnn.models import MatgnnModel
+from matgnn.models.base import save_tensors
+from matgnn.training import distributed
+from matgnn.training.losses import masked_loss
+
+CHECKPOINT = "checkpoint_last.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state as tensors and plain values (a checkpoint holds nothing else,
+    so it loads with ``torch.load(weights_only=True)``)."""
+    kind, keys_, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys_, np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(st: dict[str, Any]) -> None:
+    np.random.set_state((st["kind"], st["keys"].numpy().astype(np.uint32), st["pos"], st["has_gauss"],
+                         st["cached_gaussian"]))
+
+
+class Trainer:
+    """AdamW, LR schedule, early stopping on the validation loss, gradient clipping,
+    best-validation weights kept, and a resumable state (``state_dict``).
+
+    Under ``torch.distributed`` (see :mod:`matgnn.training.distributed`) the training
+    forward runs through ``DistributedDataParallel`` and epoch losses and errors are summed
+    over ranks, so every rank takes the same early-stopping and schedule decisions.
+    """
+
+    def __init__(self, model: MatgnnModel, heads: list[HeadConfig], cfg, steps_per_epoch: int,
+                 console: Console | None = None, device: torch.device | None = None,
+                 base: MatgnnModel | None = None) -> None:
+        self.device = device or torch.device("cpu")
+        self.base = base.to(self.device).eval() if base is not None else None  # delta learning: frozen base
+        self.amp = bool(cfg.amp) and self.device.type == "cuda"
+        self.model = model.to(self.device)
+        self.heads = heads
+        self.cfg = cfg
+        self.console = console or Console(stderr=True)
+        self.log_vars = (torch.nn.Parameter(torch.zeros(len(heads), device=self.device))
+                         if cfg.task_weighting == "uncertainty" else None)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]  # frozen groups left out
+        if self.log_vars is not None:
+            groups.append({"params": [self.log_vars], "weight_decay": 0.0})
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ddp = None
+        if distributed.active():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(distributed.NormalizedForward(self.model),
+                                               device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.batch_sched = False
+        if cfg.scheduler == "plateau":
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.opt, factor=0.5, patience=cfg.scheduler_patience or max(cfg.patience // 3, 1))
+        elif cfg.scheduler == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.epochs)
+        elif cfg.scheduler == "onecycle":
+            self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr,
+                                                             total_steps=cfg.epochs * max(steps_per_epoch, 1))
+            self.batch_sched = True
+        else:
+            self.sched = None
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best = math.inf
+        self.best_state: dict[str, Any] | None = None
+        self.best_epoch = 0
+        self.stale = 0
+
+    def loss(self, batch, errors: dict[str, list[float]] | None = None, train: bool = False) -> torch.Tensor:
+        """Weighted sum of the heads' masked losses, in normalised units. With ``errors``,
+        also adds each head's summed absolute error and label count, in the target's units.
+        ``train``: through DDP when distributed (evaluation passes use the bare model, so
+        ranks with different numbers of evaluation batches never wait on each other)."""
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.ddp(batch) if train and self.ddp is not None else self.model.forward_normalized(batch)
+        total = 0.0
+        if self.base is not None:
+            with torch.no_grad():
+                base_out = self.base(batch)
+        for k, h in enumerate(self.heads):
+            label = batch[keys.target(h.name)]
+            if self.base is not None:  # delta learning: the residual of the base is the label
+                label = label - base_out[h.name].float()
+            pred = out[h.name].float()
+            t = (self.model.transform_target(k, label, batch) - self.model.target_mean[k]) / self.model.target_std[k]
+            task = masked_loss(pred, t, h.loss, h.huber_delta)
+            if self.log_vars is not None:  # learned uncertainty weighting
+                task = torch.exp(-self.log_vars[k]) * task + self.log_vars[k]
+            total = total + h.weight * task
+            if errors is not None:
+                mask = ~torch.isnan(label)
+                err = (self.model.denormalize(k, pred.detach(), batch)[mask] - label[mask]).abs()
+                errors[h.name][0] += float(err.sum())
+                errors[h.name][1] += int(mask.sum())
+        return total
+
+    def run_epoch(self, loader, train: bool) -> tuple[float, dict[str, float]]:
+        """Mean loss over the epoch, and (evaluation passes) each head's MAE in its own units."""
+        self.model.train(train)
+        total, n = 0.0, 0
+        errors = None if train else {h.name: [0.0, 0] for h in self.heads}
+        with torch.set_grad_enabled(train):
+            for batch in loader:
+                batch = batch.to(self.device)
+                loss = self.loss(batch, errors, train)
+                if train:
+                    self.opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if self.log_vars is not None:
+                        distributed.average_gradients([self.log_vars])
+                    if self.cfg.clip_grad:
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+                    self.opt.step()
+                    if self.batch_sched:
+                        self.sched.step()
+                total += float(loss.detach()) * batch.num_graphs
+                n += batch.num_graphs
+        errors = errors or {}
+        sums = distributed.all_reduce_sum([total, n] + [v for pair in errors.values() for v in pair], self.device)
+        total, n = sums[0], sums[1]
+        maes = {name: (sums[2 + 2 * k] / sums[3 + 2 * k] if sums[3 + 2 * k] else math.nan)
+                for k, name in enumerate(errors)}
+        return total / max(n, 1), maes
+
+    def state_dict(self, generator: torch.Generator) -> dict[str, Any]:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "log_vars": None if self.log_vars is None else self.log_vars.detach().clone(),
+                "sched": self.sched.state_dict() if self.sched is not None else None,
+                "history": self.history, "best": self.best, "best_state": self.best_state, "stale": self.stale,
+                "best_epoch": self.best_epoch,
+                "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate(),
+                        "loader": generator.get_state()}}
+
+    def load_state_dict(self, st: dict[str, Any], generator: torch.Generator) -> None:
+        self.epoch = st["epoch"]
+        self.model.load_state_dict(st["model"])  # load_state_dict copies onto the model's device
+        self.opt.load_state_dict(st["opt"])
+        if self.log_vars is not None and st.get("log_vars") is not None:
+            with torch.no_grad():
+                self.log_vars.copy_(st["log_vars"])
+        if self.sched is not None and st["sched"] is not None:
+            self.sched.load_state_dict(st["sched"])
+        self.history, self.best, self.best_state, self.stale = st["history"], st["best"], st["best_state"], st["stale"]
+        self.best_epoch = st["best_epoch"]
+        torch.set_rng_state(st["rng"]["torch"].cpu())
+        _set_numpy_rng_state(st["rng"]["numpy"])
+        random.setstate(st["rng"]["python"])
+        generator.set_state(st["rng"]["loader"])
+
+    def fit(self, train_loader, val_loader,
+            on_epoch_end: Callable[[Trainer], None] | None = None) -> list[dict[str, Any]]:
+        """Train until ``epochs`` or early stopping. Without a validation split the training
+        loss drives early stopping, the schedule and the best weights (said once); the history's
+        validation columns then stay empty (NaN), never a copy of the training loss. On a
+        terminal a progress bar; otherwise (logs, batch jobs) one line per epoch."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        live = self.console.is_terminal
+        bar = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                       TextColumn("train {task.fields[tl]:.4f}  val {task.fields[vl]:.4f}  best {task.fields[best]:.4f}"),
+                       TimeElapsedColumn(), console=self.console, disable=not live)
+        with bar:
+            task = bar.add_task("train", total=self.cfg.epochs, completed=self.epoch, tl=math.nan, vl=math.nan,
+                                best=self.best)
+            while self.epoch < self.cfg.epochs and self.stale < self.cfg.patience:
+                self.epoch += 1
+                t0 = time.perf_counter()
+                lr = self.opt.param_groups[0]["lr"]
+                tl, _ = self.run_epoch(train_loader, True)
+                vl, vmae = self.run_epoch(val_loader, False) if val_loader is not None else (math.nan, {})
+                monitor = vl if val_loader is not None else tl
+                if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.sched.step(monitor)
+                elif self.sched is not None and not self.batch_sched:
+                    self.sched.step()
+                self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl,
+                                     **{f"val_mae.{h.name}": vmae.get(h.name, math.nan) for h in self.heads},
+                                     **({f"task_weight.{h.name}": float(torch.exp(-self.log_vars[k].detach()))
+                                         for k, h in enumerate(self.heads)} if self.log_vars is not None else {}),
+                                     "lr": lr, "seconds": time.perf_counter() - t0})
+                if monitor < self.best:
+                    self.best, self.stale, self.best_epoch = monitor, 0, self.epoch
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    self.stale += 1
+                bar.update(task, completed=self.epoch, tl=tl, vl=vl, best=self.best)
+                if not live:
+                    self.console.print(epoch_line(self.history[-1], self.cfg.epochs, [h.name for h in self.heads]),
+                                       highlight=False, soft_wrap=True)
+                if on_epoch_end is not None:
+                    on_epoch_end(self)
+            if self.stale >= self.cfg.patience:
+                self.console.print(f"early stop after epoch {self.epoch} (no improvement for {self.stale} epochs)")
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.history
+
+
+def epoch_line(row: dict[str, Any], epochs: int, heads: list[str]) -> str:
+    """One log line of an epoch: losses, each head's validation MAE in its units, LR, time."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4g}"]
+    if not math.isnan(row["val_loss"]):
+        parts.append(f"val loss {row['val_loss']:.4g}")
+        parts += [f"val MAE {h} {row[f'val_mae.{h}']:.4g}" for h in heads]
+    parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s"]
+    return "  ".join(parts)
+
+
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Atomic: a kill, a full disk or a read-only folder never leaves a half-written checkpoint
+    (the last good one stays); the OS error names the file."""
+    save_tensors(state, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A training checkpoint, loaded as data (``weights_only=True``: tensors and plain types)."""
+
+    try:
+        return torch.load(path, weights_only=True, map_location=device)
+    except pickle.UnpicklingError:
+        raise UnsafeArtifactError(f"{path}: refused, it holds more than tensors and plain values (torch.load "
+                                  "with weights_only=True failed); checkpoints written before matgnn stored "
+                                  "them as data cannot be resumed") from None
