@@ -55,6 +55,9 @@ def test_freeze_all_but_embedding_keeps_the_frozen_trunk_and_reports_shift(tmp_p
     assert yaml.safe_load((run / "config.yaml").read_text())["graphs"]["cutoff"] == 5.0  # the source's graphs
     info = json.loads((run / "transfer.json").read_text())
     assert info["frozen_groups"] == ["conv_0", "conv_1"]
+    from matgnn.artifacts import fingerprint
+
+    assert info["source_sha256"] == fingerprint(pretrained / "model")  # the parent, by content
     assert any(n.startswith("convs.0.") for n in info["loaded"]) and all(n.startswith("heads.") for n in info["new"])
     src, new = load_model(pretrained).state_dict(), load_model(run).state_dict()
     for k in new:
@@ -99,6 +102,9 @@ def test_delta_learning_on_a_frozen_base(tmp_path, pretrained):
     run = train(cfg, progress=False)
     m = json.loads((run / "metrics.json").read_text())
     assert "base.test.mixing_energy.mae" in m and "test.mixing_energy.mae" in m
+    from matgnn.artifacts import fingerprint
+
+    assert json.loads((run / "delta.json").read_text())["base_sha256"] == fingerprint(pretrained / "model")
     model = load_model(run)
     assert isinstance(model, DeltaModel)
     base, delta = load_model(pretrained), load_model(run / "delta_model")

@@ -155,6 +155,17 @@ def model_info(spec: str | Path) -> dict:
     return read_model_info(model_folder(spec))
 
 
+def fingerprint(model_dir: Path) -> str:
+    """SHA-256 of a model folder's ``model.json`` and ``state.pt``: names exactly the weights a
+    run started from (its lineage never has to be guessed from git history or file times)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in (MODEL_FILE, WEIGHTS_FILE):
+        h.update(name.encode() + b"\0" + (Path(model_dir) / name).read_bytes())
+    return h.hexdigest()
+
+
 def card_summary(folder: Path) -> str:
     """The first line of text of a model folder's ``MODEL_CARD.md`` (empty without one)."""
     card = folder / "MODEL_CARD.md"

@@ -429,6 +429,12 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, device: torch.device, con
         delta_only = model
         model = DeltaModel.of(base.cpu(), model.cpu()).to(device)
         delta_only.save(run_dir / "delta_model", extra=_model_extra(cfg, best_epoch, seen_z))
+        from matgnn.artifacts import fingerprint
+
+        base_dir = transfer.model_dir(cfg.delta.base_model)
+        (run_dir / "delta.json").write_text(json.dumps(
+            {"base_model": cfg.delta.base_model, "base_dir": str(base_dir), "base_sha256": fingerprint(base_dir)},
+            indent=1))
     model.save(run_dir / "model", extra=_model_extra(cfg, best_epoch, seen_z))
     if writer is not None:
         writer.close()

@@ -95,7 +95,10 @@ def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads:
         elif name not in NORMALIZATION_BUFFERS:
             new.append(name)
     model.load_state_dict(own)
-    return model, {"source": str(model_dir(spec)), "class": info["class"], "loaded": loaded, "new": new,
+    from matgnn.artifacts import fingerprint
+
+    return model, {"source": str(model_dir(spec)), "source_sha256": fingerprint(model_dir(spec)),
+                   "class": info["class"], "loaded": loaded, "new": new,
                    "graphs": info.get("graphs")}
 
 
