@@ -568,3 +568,13 @@ def test_id_split_with_only_train_and_test_carves_validation_from_train(folder, 
     split = json.loads((runs_in(tmp_path / "runs")[0] / "split.json").read_text())
     assert split["test"] == ["s9", "s10", "s11"] and len(split["val"]) == 2
     assert set(split["val"]) | set(split["train"]) == {f"s{k}" for k in range(9)}
+
+
+def test_nonsense_numbers_and_an_output_dir_that_is_a_file(trained, tmp_path):
+    r = run("predict", str(trained["run"]), str(trained["w"] / "data"), "--batch-size", "0",
+            "--out", str(tmp_path / "p.csv"))
+    assert r.returncode == 2 and "--batch-size" in r.out and "Traceback" not in r.out
+    assert not (tmp_path / "p.csv").exists()
+    (tmp_path / "afile").write_text("mine")
+    user_error(run("train", str(trained["cfg"]), "--set", f"output_dir={tmp_path / 'afile'}"), "afile")
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -371,7 +371,7 @@ def predict_cmd(
                                                      "(.db), .jsonl[.gz] structure files, folders or globs"),
     out: Path = typer.Option(Path("predictions.csv"), help="CSV or JSON (by suffix); per-atom heads of a CSV also "
                                                            "go to <stem>_atoms.csv"),
-    batch_size: int = typer.Option(64, help="structures per batch"),
+    batch_size: int = typer.Option(64, min=1, help="structures per batch"),
     where: list[str] = typer.Option([], "--where", help="keep structures passing KEY OP VALUE, e.g. "
                                                         "'optb88vdw_bandgap>=1' (repeat: all must hold)"),
     sort_by: Optional[str] = typer.Option(None, help="sort by a column, '-' first for descending, e.g. -band_gap_std"),
