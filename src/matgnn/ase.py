@@ -90,6 +90,4 @@ def structure_from_atoms(atoms: Any, sid: str = "atoms") -> Structure:
     periodic axes)."""
     if len(atoms) == 0:
         raise UserError(f"{sid}: no atoms")
-    return Structure(str(atoms.info.get("id", sid)), np.asarray(atoms.numbers, np.int64),
-                     np.asarray(atoms.positions, float), np.asarray(atoms.cell[:], float),
-                     np.asarray(atoms.pbc, bool))
+    return Structure.from_ase(atoms, str(atoms.info.get("id", sid)))

@@ -329,23 +329,23 @@ def evaluate_cmd(
     from matgnn import load_model
     from matgnn.config import RunConfig
     from matgnn.data.sources import make_source
+    from matgnn.evaluation.scoring import evaluate_split
     from matgnn.graphs.batching import make_loader
     from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.packed import PackedGraphs
-    from matgnn.evaluation.scoring import evaluate_split
     from matgnn.training.splits import ids_split
 
-    cfg = RunConfig.from_yaml(run / "config.yaml")
-    model = load_model(run)
-    cache = build_graph_cache(make_source(cfg.source), cfg.graphs, workers=cfg.workers, cache_root=cfg.cache_dir)
-    cache.check_unique_ids()
-    saved = json.loads((run / "split.json").read_text())
     if split not in ("val", "test"):
         console.print(f"[red]error:[/red] --split must be val or test, not {split!r}")
         raise typer.Exit(EXIT_USER_ERROR)
+    cfg = RunConfig.from_yaml(run / "config.yaml")
+    saved = json.loads((run / "split.json").read_text())
+    model = load_model(run)
     if not saved.get(split):
         console.print(f"[red]error:[/red] the {split} split of {run / 'split.json'} is empty: nothing to evaluate")
         raise typer.Exit(EXIT_USER_ERROR)
+    cache = build_graph_cache(make_source(cfg.source), cfg.graphs, workers=cfg.workers, cache_root=cfg.cache_dir)
+    cache.check_unique_ids()
     positions, missing = ids_split(cache.ids, {split: saved[split]})
     if missing[split]:
         console.print(f"[red]error:[/red] {missing[split]} {split} ids of {run / 'split.json'} are not in the graph "
@@ -397,7 +397,7 @@ def predict_cmd(
     report.print(console)
     if report.skipped:
         console.print(f"skipped structures listed in {path.with_name(path.stem + '_skipped.csv')}")
-    if getattr(report, "renamed", 0):
+    if report.renamed:
         console.print(f"{report.renamed} structures had an id used before (same file name in another folder) "
                       "and were renamed <folder>-<id>")
     if where:
@@ -462,9 +462,8 @@ def bench_deploy_cmd(
 
 def busy_machine_threading() -> None:
     """Keep CPU training from collapsing on a shared machine (``benchmarks/busy_threads.py``: with
-    another job running, torch's default OpenMP spin-waiting makes epochs several times slower,
-    sometimes 50×; yielding threads, ``OMP_WAIT_POLICY=PASSIVE``, do not collapse; on an idle
-    machine spinning is faster). So when another task is runnable as the command starts
+    another job running, torch's default OpenMP spin-waiting made epochs 4× slower; yielding threads,
+    ``OMP_WAIT_POLICY=PASSIVE``, do not collapse; on an idle machine spinning is faster). So when another task is runnable as the command starts
     (``/proc/loadavg``), the OpenMP threads yield instead of spinning. Must run before torch is
     imported; a user's own ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` always wins."""
     import os

@@ -19,6 +19,8 @@ class LoadReport:
     source: str
     kept: int = 0
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    #: entries whose id an earlier entry already had and that were given a new one (prediction)
+    renamed: int = 0
 
     def skip(self, error: StructureError) -> None:
         self.skipped.append(error.as_dict())
@@ -44,11 +46,15 @@ class LoadReport:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "load_report.json").write_text(json.dumps(self.as_dict(), indent=1))
-        with open(folder / "skipped.csv", "w", newline="") as f:
+        self.write_skipped(folder / "skipped.csv")
+        return folder / "load_report.json"
+
+    def write_skipped(self, path: str | Path) -> None:
+        """The skipped entries as CSV (id, file, code, detail)."""
+        with open(path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["id", "file", "code", "detail"])
             w.writeheader()
             w.writerows(self.skipped)
-        return folder / "load_report.json"
 
     def summary_lines(self, max_listed: int = 10) -> list[str]:
         lines = [f"{self.source}: {self.total} entries, {self.kept} kept, {len(self.skipped)} skipped"]

@@ -57,6 +57,14 @@ class Structure:
 
         return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
 
+    @classmethod
+    def from_ase(cls, atoms: Any, sid: str, graph_targets: dict[str, float] | None = None,
+                 node_targets: dict[str, np.ndarray] | None = None, meta: dict[str, Any] | None = None) -> Structure:
+        """The structure of ASE ``Atoms`` (numbers, Cartesian positions, cell rows, per-axis pbc)."""
+        return cls(sid, np.array(atoms.numbers, np.int64), np.array(atoms.positions, float),
+                   np.asarray(atoms.cell[:], float), np.asarray(atoms.pbc, bool), graph_targets or {},
+                   node_targets or {}, meta or {})
+
 
 def reduced_formula(numbers: np.ndarray) -> str:
     """Reduced formula in Hill-like order (C, H first if carbon present, then alphabetical)."""

@@ -14,6 +14,7 @@ or on the choice of origin (12 neighbours in bcc cut through the 6-fold second s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,7 @@ class GraphSettings(BaseModel):
                 "builder": "vesin", "vesin": vesin_version(), "format": 1}
 
 
+@functools.cache
 def vesin_version() -> str:
     """The installed vesin's version (part of the cache key: its private C entry point is used)."""
     from importlib.metadata import PackageNotFoundError, version

@@ -24,13 +24,12 @@ from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter
 
 from matgnn import keys
+from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE
 from matgnn.data.structure import MAX_Z
 from matgnn.errors import UnsafeArtifactError, UserError
 
-MODEL_FILE = "model.json"
 #: buffers newer than some saved models; absent from a file, they keep their neutral default
 OPTIONAL_BUFFERS = {"element_baseline"}
-WEIGHTS_FILE = "state.pt"
 
 #: (module, class name) -> class of every model class that may be named in a model.json
 _REGISTRY: dict[tuple[str, str], type] = {}

@@ -29,15 +29,16 @@ from ase.data import chemical_symbols
 
 from matgnn import artifacts, keys
 from matgnn.data.report import LoadReport
-from matgnn.data.sources.folder import NOT_STRUCTURES, read_structure_file
+from matgnn.data.sources.folder import is_structure_file_name, read_structure_file
 from matgnn.data.structure import Structure
 from matgnn.errors import StructureError, UserError
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
-from matgnn.models.base import MODEL_FILE, MatgnnModel, load_model
+from matgnn.models.base import MatgnnModel, load_model, read_model_info
 
-STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".json", ".traj", ".db", ".jsonl", ".gz")
+#: files a folder may hold besides single-structure files: trajectories, databases, JSON Lines
+MULTI_FILE_SUFFIXES = (".traj", ".db", ".jsonl", ".gz")
 MULTI_SUFFIXES = (".extxyz", ".xyz", ".traj", ".db")
 
 
@@ -86,7 +87,7 @@ class Ensemble:
         """Atomic numbers every member saw in training (None when a member does not record them)."""
         sets = []
         for p in self.paths:
-            info = json.loads((p / MODEL_FILE).read_text())
+            info = read_model_info(p)
             if not info.get("train_elements"):
                 return None
             sets.append({int(z) for z in info["train_elements"]})
@@ -106,26 +107,32 @@ class Ensemble:
         return res
 
 
+def _input_problem(p: Path) -> str | None:
+    """Why an input path gives nothing to read (it does not exist, or a pattern matches no file)."""
+    if p.exists():
+        return None
+    if any(ch in str(p) for ch in "*?["):
+        return None if glob.glob(str(p)) else "the pattern matches no file"
+    return "no such file or folder"
+
+
 def structure_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     """Files named, the structure files of folders (CIF, POSCAR/CONTCAR, *.vasp, extxyz, pymatgen
     JSON, traj, db, JSON Lines; an ``id_prop.csv`` beside them is ignored), glob patterns. A path
     that does not exist, or a pattern that matches nothing, is a :class:`UserError` naming it."""
     for p in paths:
         p = Path(p)
+        problem = _input_problem(p)
+        if problem:
+            raise UserError(f"{p}: {problem}")
         if p.is_dir():
             for f in sorted(p.iterdir()):
-                if f.is_file() and f.name.lower() not in NOT_STRUCTURES and (
-                        f.suffix.lower() in STRUCTURE_SUFFIXES or f.name.startswith(("POSCAR", "CONTCAR"))):
+                if f.is_file() and (is_structure_file_name(f.name) or f.suffix.lower() in MULTI_FILE_SUFFIXES):
                     yield f
         elif p.exists():
             yield p
-        elif any(ch in str(p) for ch in "*?["):
-            hits = sorted(glob.glob(str(p)))
-            if not hits:
-                raise UserError(f"{p}: the pattern matches no file")
-            yield from (Path(x) for x in hits)
         else:
-            raise UserError(f"{p}: no such file or folder")
+            yield from (Path(x) for x in sorted(glob.glob(str(p))))
 
 
 def check_inputs(paths: Sequence[str | Path]) -> None:
@@ -133,11 +140,9 @@ def check_inputs(paths: Sequence[str | Path]) -> None:
     if not paths:
         raise UserError("no structure files, folders or patterns given")
     for p in paths:
-        p = Path(p)
-        if p.exists() or (any(ch in str(p) for ch in "*?[") and glob.glob(str(p))):
-            continue
-        raise UserError(f"{p}: " + ("the pattern matches no file" if any(ch in str(p) for ch in "*?[")
-                                    else "no such file or folder"))
+        problem = _input_problem(Path(p))
+        if problem:
+            raise UserError(f"{p}: {problem}")
 
 
 def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureError]:
@@ -291,10 +296,6 @@ def _unique_id(sid: str, file: str | None, seen: set[str]) -> str:
     return new
 
 
-def _unseen(numbers: np.ndarray, known: set[int] | None) -> list[int]:
-    return [] if known is None else sorted({int(z) for z in numbers} - known)
-
-
 def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable[str | Path], out: str | Path,
                   batch_size: int = 64, magmom_export: str | Path | None = None,
                   magmom_head: str | None = None, where: Sequence[str] = (), sort_by: str | None = None,
@@ -359,19 +360,19 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
             files.stale.append(atoms_path)
         tmp_xyz = files.file(Path(atoms_extxyz)) if atoms_extxyz is not None else None
         tmp_warm = files.folder(Path(magmom_export)) if magmom_export is not None else None
-        sink = _RowWriter(columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head)
-        filtered, renamed = _predict_rows(model, predictor.settings, paths, batch_size, limit, report,
-                                          conditions, sort, top, sink)
+        sink = _RowWriter(columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head,
+                          sort, top)
+        filtered = _predict_rows(model, predictor.settings, paths, batch_size, limit, report, conditions, sort, top,
+                                 sink)
         if report.total == 0:
             raise UserError("no structures found in " + ", ".join(str(p) for p in paths))
         if report.kept == 0:
             first = report.skipped[0]
             raise UserError(f"none of the {report.total} structures could be used (first: {first['id']}: "
                             f"{first['detail']}); nothing written")
-        sink.close(sort, top, {"models": [str(p) for p in predictor.paths], "conditions": list(where),
-                               "sort_by": sort_by})
+        sink.close({"models": [str(p) for p in predictor.paths], "conditions": list(where), "sort_by": sort_by})
         if report.skipped:
-            _write_skipped(report, files.file(skipped_path))
+            report.write_skipped(files.file(skipped_path))
         else:
             files.stale.append(skipped_path)
         files.commit()
@@ -380,23 +381,23 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
             sink.abort()
         files.discard()
         raise
-    report.renamed = renamed  # type: ignore[attr-defined]
     return out, report, filtered
 
 
 def _predict_rows(model, settings: GraphSettings, paths: list, batch_size: int, limit: int | None,
-                  report: LoadReport, conditions, sort, top: int | None, sink: _RowWriter) -> tuple[int, int]:
-    """Predict, make ids unique, filter, and hand each passing row to ``sink``."""
+                  report: LoadReport, conditions, sort, top: int | None, sink: _RowWriter) -> int:
+    """Predict, make ids unique (counted in ``report.renamed``), filter, and hand each passing row
+    to ``sink``; returns how many rows the conditions left out."""
     structures = read_structures(structure_files(paths))
     if limit is not None:
         structures = itertools.islice(structures, limit)
-    filtered = renamed = written = 0
+    filtered = written = 0
     seen: set[str] = set()
     for row in predict_structures(model, structures, settings=settings, batch_size=batch_size, report=report):
         s: Structure = row["structure"]
         sid = _unique_id(row["id"], s.meta.get("file"), seen)
         if sid != row["id"]:
-            renamed += 1
+            report.renamed += 1
             row["id"] = s.id = sid
         row["n_atoms"] = len(s.numbers)
         if not all(c(row) for c in conditions):
@@ -405,8 +406,8 @@ def _predict_rows(model, settings: GraphSettings, paths: list, batch_size: int, 
         if top is not None and not sort and written >= top:  # unsorted: the first N that pass
             break
         written += 1
-        sink.add(row, sort, top)
-    return filtered, renamed
+        sink.add(row)
+    return filtered
 
 
 class _RowWriter:
@@ -415,8 +416,10 @@ class _RowWriter:
     output, and with ``top`` the best ``top`` rows are kept whole so that side files and warm
     starts hold exactly the rows of the main output."""
 
-    def __init__(self, columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head):
+    def __init__(self, columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head,
+                 sort, top: int | None):
         self.columns, self.node_cols, self.known, self.as_json = columns, node_cols, known, as_json
+        self.sort, self.top = sort, top
         self.flag = known is not None
         self.tmp_out, self.tmp_warm, self.magmom_head = tmp_out, tmp_warm, magmom_head
         self.held: list[dict[str, Any]] = []  # values of rows for a sorted / JSON main output
@@ -432,18 +435,19 @@ class _RowWriter:
             self.w_atoms.writerow(["id", "atom", "z"] + node_cols + (["unseen_element"] if self.flag else []))
 
     def _unseen(self, s: Structure) -> list[str]:
-        return [chemical_symbols[z] for z in _unseen(s.numbers, self.known)]
+        """Symbols of the structure's elements absent from the training split."""
+        return [chemical_symbols[z] for z in sorted({int(z) for z in s.numbers} - self.known)]
 
-    def add(self, row: dict[str, Any], sort, top: int | None) -> None:
+    def add(self, row: dict[str, Any]) -> None:
         from matgnn.prediction.screening import sort_rows
 
-        if sort and top is not None:
+        if self.sort and self.top is not None:
             self.whole.append(row)
-            if len(self.whole) >= 4 * top + 64:  # keep the best `top` so far
-                self.whole = sort_rows(self.whole, *sort)[:top]
+            if len(self.whole) >= 4 * self.top + 64:  # keep the best `top` so far
+                self.whole = sort_rows(self.whole, *self.sort)[:self.top]
             return
         self._sides(row)
-        if sort or self.as_json:
+        if self.sort or self.as_json:
             self.held.append(self._values(row))
         else:
             self._main_row(self._values(row))
@@ -463,10 +467,11 @@ class _RowWriter:
 
     def _sides(self, row: dict[str, Any]) -> None:
         s: Structure = row["structure"]
+        unseen = [int(int(z) not in self.known) for z in s.numbers] if self.flag else None  # per atom, 0/1
         if self.w_atoms:
             for a in range(len(s.numbers)):
                 self.w_atoms.writerow([row["id"], a, int(s.numbers[a])] + [_fmt(row[n][a]) for n in self.node_cols]
-                                      + ([int(int(s.numbers[a]) not in self.known)] if self.flag else []))
+                                      + ([unseen[a]] if self.flag else []))
         if self.f_xyz is not None:
             from ase.io import write as ase_write
 
@@ -474,7 +479,7 @@ class _RowWriter:
             for n in self.node_cols:
                 atoms.arrays[n] = np.asarray(row[n], float)
             if self.flag:
-                atoms.arrays["unseen_element"] = np.array([int(z) not in self.known for z in s.numbers], int)
+                atoms.arrays["unseen_element"] = np.array(unseen, int)
             atoms.info.update({"id": row["id"], **{c: row[c] for c in self.columns if c != "n_atoms"}})
             ase_write(self.f_xyz, atoms, format="extxyz")
         if self.tmp_warm is not None:
@@ -482,20 +487,20 @@ class _RowWriter:
 
             export_warm_start(s, row[self.magmom_head], self.tmp_warm)
 
-    def close(self, sort, top: int | None, json_head: dict[str, Any]) -> None:
+    def close(self, json_head: dict[str, Any]) -> None:
         from matgnn.prediction.screening import sort_rows
 
         if self.whole:
-            for row in sort_rows(self.whole, *sort)[:top]:
+            for row in sort_rows(self.whole, *self.sort)[:self.top]:
                 self._sides(row)
                 self.held.append(self._values(row))
-        elif sort:
-            self.held = sort_rows(self.held, *sort)
-        if top is not None:
-            self.held = self.held[:top]
+        elif self.sort:
+            self.held = sort_rows(self.held, *self.sort)
+        if self.top is not None:
+            self.held = self.held[:self.top]
         if self.as_json:
             self.tmp_out.write_text(json.dumps({**json_head, "predictions": self.held}, indent=1))
-        elif sort:
+        elif self.sort:
             for v in self.held:
                 self._main_row(v)
         self.abort()
@@ -504,10 +509,3 @@ class _RowWriter:
         for f in (self.f_out, self.f_atoms, self.f_xyz):
             if f is not None and not f.closed:
                 f.close()
-
-
-def _write_skipped(report: LoadReport, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["id", "file", "code", "detail"])
-        w.writeheader()
-        w.writerows(report.skipped)

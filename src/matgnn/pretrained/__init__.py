@@ -15,7 +15,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def _is_model(path: Path) -> bool:
-    return (path / "model.json").is_file() or (path / "ensemble.json").is_file()
+    from matgnn.artifacts import kind_of
+
+    return kind_of(path) in ("model", "ensemble")
 
 
 def available() -> list[str]:

@@ -259,15 +259,11 @@ def _sigterm_as_interrupt():
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Settings that can be checked before any work (model name, split settings, files named):
-    a :class:`UserError` naming the setting, raised before a run folder exists."""
+    """Settings that can be checked before any work (split settings, models and files named):
+    a :class:`UserError` naming the setting, raised before a run folder exists. (The model's name
+    and settings were checked when the config was read: each model's own config class.)"""
     if cfg.transfer.from_model and cfg.delta.base_model:
         raise UserError("transfer.from_model and delta.base_model cannot be combined in one run")
-    if not cfg.transfer.from_model:
-        try:
-            model_class(cfg.model.name)
-        except ValueError as e:
-            raise UserError(f"model.name: {e}") from None
     for spec in (cfg.transfer.from_model, cfg.delta.base_model):
         if spec:
             transfer.model_dir(spec)  # a missing model is a FileNotFoundError naming it

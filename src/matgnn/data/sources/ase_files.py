@@ -103,9 +103,7 @@ class AseSource(StructureSource):
                 except StructureError as e:
                     yield e
                     continue
-                yield Structure(sid, atoms.numbers.astype(np.int64), atoms.positions.astype(float),
-                                np.asarray(atoms.cell[:], float), np.asarray(atoms.pbc, bool),
-                                graph, node, meta={"source": self.name, "file": file})
+                yield Structure.from_ase(atoms, sid, graph, node, meta={"source": self.name, "file": file})
         except StructureError:
             raise
         except Exception as e:  # a broken file stops the whole read: say where

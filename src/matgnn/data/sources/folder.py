@@ -47,12 +47,18 @@ def is_structure_file_name(name: str) -> bool:
     return low.endswith(STRUCTURE_FILE_SUFFIXES) or name.startswith(("POSCAR", "CONTCAR"))
 
 
+def _is_plain_name(sid: str) -> bool:
+    """Whether ``sid`` can only name a file inside its folder: no path separator, not ``.``/``..``,
+    no NUL byte (an absolute path always holds a separator)."""
+    return bool(sid) and "/" not in sid and "\\" not in sid and sid not in (".", "..") and "\x00" not in sid
+
+
 def check_id(sid: str, where: str) -> str:
     """``sid`` if it can name a file inside its folder; an id with a path separator, ``..``, a
     leading ``/`` or a NUL byte is a :class:`UserError` naming ``where`` (file and line)."""
     if not sid:
         raise UserError(f"{where}: empty id")
-    if "/" in sid or "\\" in sid or sid in (".", "..") or "\x00" in sid or Path(sid).is_absolute():
+    if not _is_plain_name(sid):
         raise UserError(f"{where}: id {sid!r} is not a plain file name (ids may not contain '/', '\\\\', "
                         "'..' or be absolute paths: a structure file must lie in the folder itself)")
     return sid
@@ -72,10 +78,7 @@ def read_structure_file(path: str | Path, sid: str | None = None) -> Structure:
         if name.endswith((".xyz", ".extxyz")):
             from ase.io import read
 
-            atoms = read(path, index=0)
-            return Structure(sid, atoms.numbers.astype(np.int64), atoms.positions.astype(float),
-                             np.asarray(atoms.cell[:], float), np.asarray(atoms.pbc, bool),
-                             meta={"file": str(path)})
+            return Structure.from_ase(read(path, index=0), sid, meta={"file": str(path)})
         from pymatgen.core import Structure as PmgStructure
 
         with warnings.catch_warnings():
@@ -208,7 +211,7 @@ def read_id_prop(path: Path, folder: Path) -> tuple[list[str], list[tuple[int, l
 
 def _find_file(folder: Path, sid: str) -> Path | None:
     """The file of id ``sid`` in ``folder``: the first of ``sid``, ``sid.cif``, ... that exists."""
-    if not sid or "/" in sid or "\\" in sid or sid in (".", ".."):
+    if not _is_plain_name(sid):
         return None
     for suffix in _SUFFIXES:
         p = folder / f"{sid}{suffix}"

@@ -60,6 +60,7 @@ class JarvisSource(StructureSource):
         self.targets = targets
         self.dimensionality = dimensionality
         self.name = f"jarvis-{dataset}"
+        self._records: list[dict[str, Any]] | None = None  # read once (size hint and entries)
 
     def _fingerprint_parts(self) -> dict[str, Any]:
         path = _zip_path(self.dataset, self.store_dir)
@@ -71,7 +72,7 @@ class JarvisSource(StructureSource):
         """The raw JARVIS records (jarvis-tools' own loader; its chatter is silenced)."""
         from jarvis.db.figshare import data
 
-        if getattr(self, "_records", None) is None:
+        if self._records is None:
             with contextlib.redirect_stdout(io.StringIO()):
                 self._records = data(self.dataset, store_dir=self.store_dir)
         return self._records
