@@ -42,25 +42,23 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import ROOT, SHARED_DATA, UNKNOWN, target, write_result  # noqa: E402
+from rich.console import Console  # noqa: E402
 
+from matgnn import pretrained  # noqa: E402
+from matgnn.artifacts import ENSEMBLE_FILE, ensemble_members, lineage  # noqa: E402
 from matgnn.baselines import run_baseline  # noqa: E402
 from matgnn.baselines.run import chgnet_finetune, chgnet_magmoms, write_rejected  # noqa: E402
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import make_source  # noqa: E402
 from matgnn.data.structure import Structure  # noqa: E402
+from matgnn.evaluation.scoring import evaluate_split  # noqa: E402
+from matgnn.graphs.batching import make_loader  # noqa: E402
 from matgnn.graphs.cache import build_graph_cache  # noqa: E402
+from matgnn.graphs.packed import PackedGraphs  # noqa: E402
 from matgnn.models import load_model  # noqa: E402
 from matgnn.prediction.predict import Ensemble, graph_settings_of, predict_structures  # noqa: E402
-from matgnn.artifacts import ENSEMBLE_FILE, ensemble_members  # noqa: E402
-from matgnn.evaluation.scoring import evaluate_split  # noqa: E402
 from matgnn.training.run import prepare_run_data, train  # noqa: E402
-from matgnn import pretrained  # noqa: E402
-from matgnn.graphs.batching import make_loader  # noqa: E402
-from matgnn.graphs.packed import PackedGraphs  # noqa: E402
-from rich.console import Console  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "tools"))
-from ship_model import lineage  # noqa: E402  (a run's training stages, as the model cards list them)
 
 OUT = ROOT / "benchmarks" / "runs" / "mp_magmom"
 EXCLUDE = ["V", "Cr", "Mn"]
@@ -183,7 +181,7 @@ def main() -> None:
         members = ensemble_members(ours)[0] if (ours / ENSEMBLE_FILE).is_file() else [ours]
         first = json.loads((members[0] / "metrics.json").read_text())
         m = {**m, "n_train": first["n_train"], "n_test": first["n_test"]}
-        stages = [(r, sm) for member in members for r, _, sm in lineage(member)]
+        stages = [(r, sm) for member in members for r, _, sm in lineage(member, [ROOT / "runs", ROOT / "benchmarks" / "runs"])]
         metrics["ours.members"] = len(members)
         metrics["ours.train_wall_s"] = sum(sm["train_seconds"] for _, sm in stages)
         metrics["ours.epochs"] = sum(sm["epochs_run"] for _, sm in stages)

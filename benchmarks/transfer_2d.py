@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import ROOT, SHARED_DATA, target, write_result  # noqa: E402
 
 from matgnn.config import RunConfig  # noqa: E402
+from matgnn.training.finetune import finetune  # noqa: E402
 from matgnn.training.run import train  # noqa: E402
-from matgnn.training.transfer import finetune  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "runs" / "transfer_2d"
 TARGET = "optb88vdw_bandgap"

@@ -67,13 +67,13 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
     from ase.build import bulk
     from ase.io import write
 
+    from matgnn.artifacts import ensemble_members
     from matgnn.prediction.predict import (
         Ensemble,
         predict_structures,
         read_structures,
         structure_files,
     )
-    from matgnn.artifacts import ensemble_members
 
     members, recal = ensemble_members(folder)
     assert len(members) == 3 and set(recal) == {"mixing_energy", "atom_energy"}
@@ -178,3 +178,50 @@ def test_combined_ensemble_of_different_architectures(tmp_path):
     assert r.exit_code == 2 and "split differs" in r.output
     r = runner.invoke(app, ["ensemble", "--combine", str(a), "--combine", str(b)])
     assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_an_ensemble_is_one_model_that_saves_loads_and_travels_alone(tmp_path):
+    """`load_model(ENSEMBLE_FOLDER)` is one EnsembleModel (mean and σ of its members); the folder's
+    model/ holds the same ensemble as an ordinary model folder (nested member specs + all weights),
+    so a `--combine` folder mailed without the runs it points at still predicts, with σ."""
+    import shutil
+
+    import torch
+    from ase.build import bulk
+    from ase.io import write
+
+    from matgnn.models import load_model
+    from matgnn.models.ensemble import EnsembleModel
+    from matgnn.training.run import train
+
+    def cfg(name, model):
+        return RunConfig.model_validate({
+            "source": {"kind": "emt", "n_structures": 50}, "graphs": {"cutoff": 5.0},
+            "targets": [{"name": "mixing_energy"}],
+            "model": {"name": model, "hidden": 8, "layers": 1, "head_hidden": 8},
+            "train": {"epochs": 2, "batch_size": 8, "threads": 1, "tensorboard": False},
+            "output_dir": str(tmp_path / "runs"), "name": name, "cache_dir": str(tmp_path / "cache")})
+
+    a, b = train(cfg("a", "cgcnn"), progress=False), train(cfg("b", "schnet"), progress=False)
+    out = tmp_path / "ens"
+    assert runner.invoke(app, ["ensemble", "--combine", str(a), "--combine", str(b), "--out", str(out)]).exit_code == 0
+    whole = load_model(out)
+    assert isinstance(whole, EnsembleModel) and len(whole.members) == 2
+    saved = json.loads((out / "model" / "model.json").read_text())
+    assert saved["class"] == "EnsembleModel" and [m["class"] for m in saved["init_args"]["members"]] == ["CGCNN", "SchNet"]
+    again = load_model(out / "model")
+    for x, y in zip(whole.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(x, y)
+
+    write(tmp_path / "cu.cif", bulk("Cu", "fcc", a=3.6))
+    here = tmp_path / "p1.csv"
+    assert runner.invoke(app, ["predict", str(out), str(tmp_path / "cu.cif"), "--out", str(here)]).exit_code == 0
+    mailed = tmp_path / "inbox" / "ens"
+    shutil.copytree(out, mailed)  # ensemble.json points at ../runs/..., which the recipient does not have
+    there = tmp_path / "p2.csv"
+    r = runner.invoke(app, ["predict", str(mailed), str(tmp_path / "cu.cif"), "--out", str(there)])
+    assert r.exit_code == 0, r.output
+    (r1,), (r2,) = csv.DictReader(open(here)), csv.DictReader(open(there))
+    assert float(r1["mixing_energy"]) == pytest.approx(float(r2["mixing_energy"]), abs=1e-6)
+    assert float(r1["mixing_energy_std"]) == pytest.approx(float(r2["mixing_energy_std"]), rel=1e-5)
+    assert float(r2["mixing_energy_std"]) > 0

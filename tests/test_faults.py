@@ -21,14 +21,14 @@ import pytest
 
 from tests.userdata import (
     MATGNN,
+    READ_ONLY_WORDS,
     cif_folder,
     crystal,
     ok,
+    read_only,
     run,
     run_yaml,
     runs_in,
-    READ_ONLY_WORDS,
-    read_only,
     user_error,
     user_error_any,
     world_readable_tmp,

@@ -17,7 +17,17 @@ import pytest
 import yaml
 
 from tests.conftest import shared_path
-from tests.userdata import cif_folder, cif_jsonl, crystal, magmom_jsonl, ok, run, run_yaml, runs_in, world_readable_tmp
+from tests.userdata import (
+    cif_folder,
+    cif_jsonl,
+    crystal,
+    magmom_jsonl,
+    ok,
+    run,
+    run_yaml,
+    runs_in,
+    world_readable_tmp,
+)
 
 pytestmark = pytest.mark.slow
 

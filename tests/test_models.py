@@ -19,7 +19,7 @@ from matgnn.models.dimenet import periodic_triplets
 
 SETTINGS = GraphSettings(cutoff=4.5, max_neighbors=12)
 HEADS = [{"name": "y", "level": "graph"}, {"name": "m", "level": "node"}]
-NAMES = ["cgcnn", "cgconv_net", "schnet", "pna", "dimenet++"] + [op for op in OPERATORS]
+NAMES = ["cgcnn", "cgconv_net", "schnet", "pna", "dimenet++", "alignn"] + [op for op in OPERATORS]
 
 
 def _atoms():
@@ -42,6 +42,8 @@ def _model(name):
     torch.manual_seed(0)
     extra = {"deg": [0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 30]} if name == "pna" else {}
     radial = {"num_radial": 6} if name == "dimenet++" else {"n_rbf": 8}  # DimeNet++'s own radial basis
+    if name == "alignn":
+        radial.update(n_angle=8, embedding=8, gcn_layers=1)
     m = build_model(name, HEADS, cutoff=SETTINGS.cutoff, hidden=16, layers=2, head_hidden=16, **radial, **extra)
     return m.eval()
 
@@ -214,3 +216,22 @@ def test_training_statistics_hook():
     stats = model_class("pna").training_statistics(recs)
     assert set(stats) == {"deg"} and sum(stats["deg"]) == 2 and model_class("cgcnn").training_statistics(recs) == {}
     assert model_class("pna") is PNA
+
+
+@pytest.mark.parametrize("name", ["cgcnn", "schnet", "pna", "dimenet++", "alignn", "gatv2conv"])
+def test_edge_vectors_inside_the_model_carry_gradients(name):
+    """With positions that require grad, every model computes its edge vectors from positions, cell
+    and offsets: the same numbers as the cached ones, gradients reach the positions (forces by
+    autograd), and a translation-invariant output has forces summing to zero."""
+    from matgnn.graphs.geometry import edge_vectors
+
+    model = _model(name)
+    batch = _graph(_atoms())
+    cached = model(batch)["y"]
+    np.testing.assert_allclose(edge_vectors(batch, from_positions=True).numpy(), batch.edge_vec.numpy(), atol=1e-5)
+    batch.pos.requires_grad_(True)
+    energy = model(batch)["y"]
+    assert torch.allclose(energy, cached, atol=1e-5)
+    (forces,) = torch.autograd.grad(-energy.sum(), batch.pos)
+    assert forces.abs().sum() > 0 and torch.isfinite(forces).all()
+    assert forces.sum(0).abs().max() < 1e-4 * max(1.0, float(forces.abs().max()))

@@ -12,19 +12,23 @@ from typer.testing import CliRunner
 from matgnn.cli.main import app
 from matgnn.config import RunConfig
 from matgnn.models import build_model, load_model
+from matgnn.training.finetune import finetune
 from matgnn.training.run import train
-from matgnn.training.transfer import finetune, freeze, layer_groups
+from matgnn.training.transfer import freeze, layer_groups
 
 runner = CliRunner()
 
 
 @pytest.mark.parametrize("name,kw", [("cgcnn", {}), ("cgconv_net", {}), ("schnet", {}), ("pna", {"deg": [0, 1, 2]}),
-                                     ("dimenet++", {}), ("zoo", {"operator": "gatv2conv"})])
+                                     ("dimenet++", {}), ("zoo", {"operator": "gatv2conv"}),
+                                     ("alignn", {"gcn_layers": 1})])
 def test_every_family_has_the_named_layer_groups(name, kw):
     m = build_model(name, [{"name": "y", "level": "graph"}], cutoff=5.0, hidden=16, layers=2, head_hidden=16, **kw)
     groups = layer_groups(m)
     assert {"embedding", "conv_0", "conv_1", "head"} <= set(groups), sorted(groups)
     assert "other" not in groups, groups.get("other")
+    if name == "alignn":  # its bond-graph layers continue the count after the ALIGNN layers
+        assert any(n.startswith("gcn_layers.0.") for n in groups["conv_2"])
     frozen = freeze(m, "all_but_embedding_conv0")
     assert "conv_1" in frozen and "conv_0" not in frozen and "head" not in frozen
     assert not any(p.requires_grad for n, p in m.named_parameters() if n in groups["conv_1"])
@@ -116,3 +120,28 @@ def test_delta_learning_on_a_frozen_base(tmp_path, pretrained):
     with pytest.raises(ValueError, match="no head"):
         train(_cfg(tmp_path, [{"name": "atom_energy", "level": "node"}], delta={"base_model": str(pretrained)}),
               progress=False)
+
+
+def test_lineage_is_found_by_hash_not_by_name_or_time(tmp_path, pretrained):
+    """ship_model's lineage: a fine-tuned run's parent run folder is the one whose model hashes to the
+    recorded source_sha256 — also after the parent folder moved; a parent whose weights changed is
+    not taken for it."""
+    import shutil
+
+    from matgnn.artifacts import parent_of, parent_run
+
+    parent_copy = tmp_path / "elsewhere" / "pre-run"
+    shutil.copytree(pretrained, parent_copy)
+    child = train(_cfg(tmp_path, [{"name": "mixing_energy"}], name="child",
+                       transfer={"from_model": str(parent_copy)}), progress=False)
+    rec = parent_of(child)
+    assert rec.relation == "transfer" and rec.sha256 and parent_run(child) == parent_copy
+    moved = tmp_path / "archive" / "pre-run"
+    shutil.move(parent_copy, moved)
+    assert parent_run(child) is None  # not where it was, and no roots to search
+    assert parent_run(child, [tmp_path / "archive"]) == moved
+    state = torch.load(moved / "model" / "state.pt", weights_only=True)
+    state["target_std"] = state["target_std"] * 2
+    torch.save(state, moved / "model" / "state.pt")
+    assert parent_run(child, [tmp_path / "archive"]) is None
+    assert parent_of(pretrained) is None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,35 +64,6 @@ CARDS = {
 }
 
 
-def _run_of(source: str, before: Path) -> Path | None:
-    """The run folder a ``transfer.from_model`` points at: a run folder, a run's model folder, or a
-    shipped model's name — the model shipped under that name when ``before`` started, found through
-    the output_dir/name of its training_config.yaml as git had it then (the file as it is now when
-    git has no earlier version)."""
-    p = Path(source)
-    p = p if p.is_absolute() else ROOT / p
-    if (p / "config.yaml").is_file():
-        return p.resolve()
-    if (p.parent / "config.yaml").is_file():
-        return p.parent.resolve()
-    rel = f"src/matgnn/pretrained/{source}/training_config.yaml"
-    started = (before / "split.json").stat().st_mtime  # written before the first epoch
-    text = None
-    commit = subprocess.run(["git", "rev-list", "-1", f"--before=@{int(started)}", "HEAD", "--", rel],
-                            cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    if commit:
-        text = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=ROOT, capture_output=True, text=True).stdout
-    if not text and (ROOT / rel).is_file():
-        text = (ROOT / rel).read_text()
-    if not text:
-        return None
-    cfg = yaml.safe_load(text)
-    out = Path(cfg["output_dir"])
-    runs = [r for r in (out if out.is_absolute() else ROOT / out).glob(f"{cfg['name']}-*")
-            if (r / "metrics.json").is_file() and (r / "metrics.json").stat().st_mtime < started]
-    return max(runs, key=lambda r: (r / "metrics.json").stat().st_mtime).resolve() if runs else None
-
-
 def where(m: dict) -> str:
     """The hardware a stage trained on (runs before metrics recorded it trained on our 2-core CPU machine)."""
     if "device" not in m:
@@ -102,15 +72,11 @@ def where(m: dict) -> str:
 
 
 def lineage(run: Path) -> list[tuple[Path, dict, dict]]:
-    """(run folder, config, metrics) of the run and of every run it was continued or fine-tuned
-    from, oldest first."""
-    stages: list[tuple[Path, dict, dict]] = []
-    while run is not None and (run / "metrics.json").is_file() and run.resolve() not in [r.resolve() for r, _, _ in stages]:
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
-        stages.append((run, cfg, json.loads((run / "metrics.json").read_text())))
-        source = (cfg.get("transfer") or {}).get("from_model")
-        run = _run_of(source, run) if source else None
-    return stages[::-1]
+    """(run folder, config, metrics) of the run and of every run it was fine-tuned from, oldest
+    first (:func:`matgnn.artifacts.lineage`: parents found by hash)."""
+    from matgnn.artifacts import lineage as run_lineage
+
+    return run_lineage(run, [ROOT / "runs", ROOT / "benchmarks" / "runs"])
 
 
 def _stages_text(stages: list[tuple[Path, dict, dict]]) -> str:

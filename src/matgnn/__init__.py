@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from matgnn.version import __version__
 
 
 def load_model(path: str | Path, map_location: Any = "cpu") -> Any:
     """Rebuild a saved model from its folder or from a run folder (see
-    :func:`matgnn.models.base.load_model`)."""
-    from matgnn.models.base import load_model as _load
+    :func:`matgnn.models.loading.load_model`)."""
+    from matgnn.models.loading import load_model as _load
 
     return _load(path, map_location)
 

@@ -20,8 +20,65 @@ from matgnn.errors import UserError
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "state.pt"
 ENSEMBLE_FILE = "ensemble.json"
+CHECKPOINT_FILE = "checkpoint_last.pt"
+#: the models shipped inside the package (:mod:`matgnn.pretrained`)
+SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"
 #: environment variable: directories holding more named model folders
 MODELS_PATH_VARIABLE = "MATGNN_MODELS"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A training run's folder and what it holds, by name: ``config.yaml`` (the resolved config),
+    ``split.json`` (ids per split), ``load_report.json`` / ``skipped.csv``, ``history.csv``,
+    ``metrics.json``, ``checkpoint_last.pt`` (to resume), ``model/`` (``load_model``),
+    ``predictions_<split>.csv`` (``_atoms.csv`` for per-atom heads), per-element tables and plots;
+    ``transfer.json`` / ``delta.json`` / ``delta_model/`` name the parent model by hash."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, output_dir: str | Path, name: str) -> RunFolder:
+        """A new folder ``<output_dir>/<name>-<time>[-k]``, created atomically: two runs started in
+        the same second (or by two processes) never share one."""
+        import time
+
+        name = "".join(c if c.isalnum() or c in "+-_.=" else "_" for c in name).strip(".") or "run"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        for k in range(1, 10_000):
+            path = root / (f"{name}-{stamp}" if k == 1 else f"{name}-{stamp}-{k}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise UserError(f"{root}: could not find a free run folder name for {name}-{stamp}")
+
+    config = property(lambda self: self.path / "config.yaml")
+    split = property(lambda self: self.path / "split.json")
+    metrics = property(lambda self: self.path / "metrics.json")
+    history = property(lambda self: self.path / "history.csv")
+    checkpoint = property(lambda self: self.path / CHECKPOINT_FILE)
+    model = property(lambda self: self.path / "model")
+    delta_model = property(lambda self: self.path / "delta_model")
+
+    def predictions(self, split: str, atoms: bool = False) -> Path:
+        return self.path / f"predictions_{split}{'_atoms' if atoms else ''}.csv"
+
+    def read_split(self) -> dict[str, list[str]]:
+        """Ids per split (``train``, ``val``, ``test``) as saved."""
+        saved = json.loads(self.split.read_text())
+        return {k: list(saved.get(k, [])) for k in ("train", "val", "test")}
+
+    def read_metrics(self) -> dict:
+        return json.loads(self.metrics.read_text())
+
+    def write_json(self, name: str, obj: object) -> Path:
+        path = self.path / name
+        path.write_text(json.dumps(obj, indent=1))
+        return path
 
 
 @dataclass(frozen=True)
@@ -47,12 +104,24 @@ class Resolved:
 def kind_of(path: Path) -> str | None:
     """``run``, ``model``, ``ensemble`` or None for a folder that is none of them."""
     if (path / ENSEMBLE_FILE).is_file():
+        # an ensemble folder stands for its members; when they are not beside it (a folder of
+        # `--combine` mailed on its own), its model/ — the same ensemble saved as one model
+        if (path / "model" / MODEL_FILE).is_file() and not _members_present(path):
+            return "run"
         return "ensemble"
     if (path / MODEL_FILE).is_file():
         return "model"
     if (path / "model" / MODEL_FILE).is_file():
         return "run"
     return None
+
+
+def _members_present(folder: Path) -> bool:
+    try:
+        members, _ = ensemble_members(folder)
+    except UserError:
+        return False
+    return all(kind_of(m) in ("run", "model") for m in members)
 
 
 def search_path() -> list[Path]:
@@ -64,10 +133,8 @@ def search_path() -> list[Path]:
 def named_models() -> dict[str, tuple[Path, str]]:
     """Every model that can be named: shipped ones, then those of ``$MATGNN_MODELS`` (a name
     shipped with matgnn is never shadowed). Name -> (folder, origin)."""
-    from matgnn.pretrained import HERE
-
     out: dict[str, tuple[Path, str]] = {}
-    for root, origin in [(HERE, "shipped"), *((d, str(d)) for d in search_path())]:
+    for root, origin in [(SHIPPED_DIR, "shipped"), *((d, str(d)) for d in search_path())]:
         for p in sorted(root.iterdir()):
             if p.is_dir() and p.name not in out and kind_of(p) is not None:
                 out[p.name] = (p, origin)
@@ -148,10 +215,19 @@ def expand(spec: str | Path | list[str | Path]) -> tuple[list[Path], dict]:
     return folders, recal
 
 
+def read_model_info(path: Path) -> dict:
+    """``model.json`` of model folder ``path`` as a dict (a bad file is a :class:`UserError`)."""
+    try:
+        info = json.loads((Path(path) / MODEL_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{Path(path) / MODEL_FILE}: not a matgnn model file (not JSON: {e})") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{Path(path) / MODEL_FILE}: not a matgnn model file (not a JSON object)")
+    return info
+
+
 def model_info(spec: str | Path) -> dict:
     """``model.json`` of a single run/model spec as a dict."""
-    from matgnn.models.base import read_model_info
-
     return read_model_info(model_folder(spec))
 
 
@@ -164,6 +240,81 @@ def fingerprint(model_dir: Path) -> str:
     for name in (MODEL_FILE, WEIGHTS_FILE):
         h.update(name.encode() + b"\0" + (Path(model_dir) / name).read_bytes())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The model a run started from: ``relation`` ``transfer`` (fine-tuned from it) or ``delta``
+    (the frozen base), the spec and folder it was named by, and the SHA-256 of its files."""
+
+    relation: str
+    spec: str
+    folder: Path
+    sha256: str | None
+
+
+def parent_of(run_dir: str | Path) -> Parent | None:
+    """The parent recorded in a run folder's ``transfer.json`` / ``delta.json`` (None: a run
+    trained from scratch)."""
+    run_dir = Path(run_dir)
+    for relation, name, spec_key, dir_key, sha_key in (("transfer", "transfer.json", "source", "source", "source_sha256"),
+                                                       ("delta", "delta.json", "base_model", "base_dir", "base_sha256")):
+        if (run_dir / name).is_file():
+            info = json.loads((run_dir / name).read_text())
+            return Parent(relation, str(info.get(spec_key)), Path(str(info.get(dir_key))), info.get(sha_key))
+    return None
+
+
+def find_by_fingerprint(sha256: str, roots: list[Path]) -> Path | None:
+    """A model folder under ``roots`` (searched recursively) whose files hash to ``sha256``."""
+    for root in roots:
+        if not Path(root).is_dir():
+            continue
+        for info in sorted(Path(root).rglob(MODEL_FILE)):
+            if (info.parent / WEIGHTS_FILE).is_file() and fingerprint(info.parent) == sha256:
+                return info.parent
+    return None
+
+
+def parent_run(run_dir: str | Path, roots: list[Path] = ()) -> Path | None:
+    """The run folder that trained a run's parent model, found by the parent's hash: the folder it
+    was named by when its files still match, else a model folder under ``roots`` that matches.
+    None for a run from scratch, a parent recorded without a hash, or one no longer found."""
+    parent = parent_of(run_dir)
+    if parent is None or not parent.sha256:
+        return None
+    folder = parent.folder if parent.folder.is_dir() and (parent.folder / MODEL_FILE).is_file() else None
+    if folder is None or fingerprint(folder) != parent.sha256:
+        folder = find_by_fingerprint(parent.sha256, list(roots))
+    if folder is None:
+        return None
+    run = folder.parent  # a run's model/ folder
+    return run if (run / "config.yaml").is_file() and (run / "metrics.json").is_file() else None
+
+
+def lineage(run_dir: str | Path, roots: list[Path] = ()) -> list[tuple[Path, dict, dict]]:
+    """(run folder, config, metrics) of a run and of every run it was fine-tuned from, oldest
+    first: each parent found by the SHA-256 its child recorded (:func:`parent_run`, searching the
+    child's own output folder and ``roots``), never guessed from names, git history or file times.
+    A parent recorded without a hash, or no longer found, ends the chain (said on stderr)."""
+    import sys
+
+    import yaml
+
+    run: Path | None = Path(run_dir)
+    stages: list[tuple[Path, dict, dict]] = []
+    while run is not None and (run / "metrics.json").is_file() and run.resolve() not in [r.resolve() for r, _, _ in stages]:
+        stages.append((run, yaml.safe_load((run / "config.yaml").read_text()),
+                       json.loads((run / "metrics.json").read_text())))
+        parent = parent_of(run)
+        if parent is None or parent.relation != "transfer":
+            break
+        found = parent_run(run, [run.parent, *roots])
+        if found is None:
+            print(f"lineage of {run}: its parent {parent.spec} (sha256 {parent.sha256 or 'not recorded'}) was not "
+                  "found as a run folder; the stages are listed from here on", file=sys.stderr)
+        run = found
+    return stages[::-1]
 
 
 def card_summary(folder: Path) -> str:

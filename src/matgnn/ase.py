@@ -50,6 +50,10 @@ class MatgnnCalculator(Calculator):
         for spec in self.predictor.head_specs:
             for suffix in ("", "_std"):
                 key = spec["name"] + suffix
+                if spec.get("components"):  # a vector head: an array of its components
+                    if spec["name"] + "." + spec["components"][0] + suffix in row:
+                        out[key] = np.array([row[f"{spec['name']}.{c}{suffix}"] for c in spec["components"]])
+                    continue
                 if key not in row:
                     continue
                 v = row[key] if spec["level"] == "graph" else np.asarray(row[key], float)

@@ -36,14 +36,42 @@ class HeadConfig(_Strict):
     baseline: Literal["none", "element_mean"] = Field("none", description=(
         "node heads: element_mean makes the model learn the residual to each element's mean label over the "
         "training atoms (the table is stored in the model and added back to predictions)"))
+    components: list[str] | None = Field(None, description=(
+        "a vector-valued graph head: these graph-level targets of the source are predicted together as one "
+        "output of len(components) values (e.g. several band gaps, or a spectrum's bins); each component is "
+        "standardised on its own and gets its own metrics and prediction columns; `name` names the head"))
+
+    @property
+    def dim(self) -> int:
+        """Values the head predicts per graph (or atom): 1, or the number of its components."""
+        return len(self.components) if self.components else 1
+
+    def spec(self) -> dict[str, Any]:
+        """The head as a model stores it (``head_specs``)."""
+        out = {"name": self.name, "level": self.level, "transform": self.transform, "baseline": self.baseline}
+        if self.components:
+            out["components"] = list(self.components)
+        return out
 
     @model_validator(mode="after")
     def _check_baseline(self) -> HeadConfig:
+        if self.components is not None:
+            if self.level != "graph":
+                raise ValueError(f"head {self.name!r}: components (a vector head) are for graph-level heads")
+            if len(self.components) < 2 or len(set(self.components)) != len(self.components):
+                raise ValueError(f"head {self.name!r}: components must name at least two distinct targets")
         if self.baseline != "none" and self.level != "node":
             raise ValueError(f"head {self.name!r}: baseline 'element_mean' is for node-level heads")
         if self.baseline != "none" and self.transform != "none":
             raise ValueError(f"head {self.name!r}: baseline and transform 'log' cannot be combined")
         return self
+
+
+def batch_targets(heads: list[HeadConfig]) -> tuple[list, list[str]]:
+    """The graph-level and node-level target fields a batch carries for ``heads`` (in the form
+    :class:`~matgnn.graphs.packed.PackedGraphs` takes: a vector head as ``(name, components)``)."""
+    graph = [(h.name, list(h.components)) if h.components else h.name for h in heads if h.level == "graph"]
+    return graph, [h.name for h in heads if h.level == "node"]
 
 
 class TrainConfig(_Strict):

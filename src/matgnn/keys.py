@@ -30,6 +30,12 @@ N_ATOMS = "n_atoms"
 #: Structure identifier (a Python string per graph; a list in a batch).
 STRUCTURE_ID = "structure_id"
 
+#: Triplets ``(k→j, j→i)`` of edges sharing atom ``j`` (line-graph edges), shape ``[n_triplets]``
+#: each: the edge index of ``k→j`` and of ``j→i``; the reverse edge of ``j→i`` is never its partner.
+#: Present when a model declares ``batch_fields = ("triplets",)``.
+TRIPLET_KJ = "idx_kj"
+TRIPLET_JI = "idx_ji"
+
 #: Prefix of target fields: a graph-level target has shape ``[n_graphs]``, a node-level
 #: target ``[n_atoms]``. Missing labels are NaN and are masked by the losses.
 TARGET_PREFIX = "y_"

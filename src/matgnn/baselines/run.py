@@ -17,7 +17,8 @@ from rich.console import Console
 from matgnn.baselines.descriptors import DescriptorSpace
 from matgnn.config import HeadConfig, RunConfig
 from matgnn.evaluation.scoring import evaluate_predictions
-from matgnn.training.run import make_run_dir, prepare_run_data
+from matgnn.training.data import prepare_run_data
+from matgnn.training.run import make_run_dir
 from matgnn.training.targets import element_means, head_labels
 
 BASELINES = ("element_mean", "linear", "xgboost", "chgnet", "chgnet_finetuned")

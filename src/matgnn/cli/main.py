@@ -211,7 +211,8 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a pretrained model on new data (transfer learning); writes run folders with transfer.json
     (loaded/new tensors, frozen groups, relative weight shift per layer group)."""
-    from matgnn.training.transfer import FREEZE_POLICIES, finetune
+    from matgnn.training.finetune import finetune
+    from matgnn.training.transfer import FREEZE_POLICIES
 
     cfg = _run_config(config, set_)
     policy: str | list[str] = freeze if freeze in FREEZE_POLICIES else [g.strip() for g in freeze.split(",") if g.strip()]
@@ -327,12 +328,13 @@ def evaluate_cmd(
 ) -> None:
     """Re-evaluate a saved run on its own split (metrics, predictions, per-element table, parity plot)."""
     from matgnn import load_model
-    from matgnn.config import RunConfig
+    from matgnn.config import RunConfig, batch_targets
     from matgnn.data.sources import make_source
     from matgnn.evaluation.scoring import evaluate_split
     from matgnn.graphs.batching import make_loader
     from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.packed import PackedGraphs
+    from matgnn.models.base import batch_fields_of
     from matgnn.training.splits import ids_split
 
     if split not in ("val", "test"):
@@ -351,8 +353,7 @@ def evaluate_cmd(
         console.print(f"[red]error:[/red] {missing[split]} {split} ids of {run / 'split.json'} are not in the graph "
                       "cache (did the source change?)")
         raise typer.Exit(EXIT_USER_ERROR)
-    graphs = PackedGraphs(cache, positions[split], [h.name for h in cfg.targets if h.level == "graph"],
-                          [h.name for h in cfg.targets if h.level == "node"])
+    graphs = PackedGraphs(cache, positions[split], *batch_targets(cfg.targets), extras=batch_fields_of(model))
     out = run / "evaluation"
     out.mkdir(exist_ok=True)
     metrics = evaluate_split(model, make_loader(graphs, cfg.train.batch_size), cfg.targets, out, split,

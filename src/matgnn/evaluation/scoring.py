@@ -51,15 +51,25 @@ def predict_dataset(model: MatgnnModel, loader) -> dict[str, Any]:
     return res
 
 
+def columns(h: HeadConfig, true: np.ndarray, pred: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """A head's values as named columns: the head itself, or one ``<head>.<component>`` per
+    component of a vector head."""
+    if not h.components:
+        return [(h.name, true, pred)]
+    true, pred = true.reshape(-1, h.dim), pred.reshape(-1, h.dim)
+    return [(f"{h.name}.{c}", true[:, j], pred[:, j]) for j, c in enumerate(h.components)]
+
+
 def _write_predictions(run_dir: Path, split: str, res: dict[str, Any], heads: list[HeadConfig]) -> None:
-    graph = [h.name for h in heads if h.level == "graph"]
+    graph = [c for h in heads if h.level == "graph"
+             for c in columns(h, res["heads"][h.name]["true"], res["heads"][h.name]["pred"])]
     node = [h.name for h in heads if h.level == "node"]
     if graph:
         with open(run_dir / f"predictions_{split}.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["id"] + [f"{n}_{k}" for n in graph for k in ("true", "pred")])
+            w.writerow(["id"] + [f"{n}_{k}" for n, _, _ in graph for k in ("true", "pred")])
             for r, sid in enumerate(res["ids"]):
-                w.writerow([sid] + [f"{res['heads'][n][k][r]:.6g}" for n in graph for k in ("true", "pred")])
+                w.writerow([sid] + [f"{v[r]:.6g}" for _, t, p in graph for v in (t, p)])
     if node:
         with open(run_dir / f"predictions_{split}_atoms.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -86,22 +96,26 @@ def evaluate_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: 
     _write_predictions(run_dir, split, res, heads)
     metrics: dict[str, float] = {}
     for h in heads:
-        true, pred = res["heads"][h.name]["true"], res["heads"][h.name]["pred"]
-        mt = regression_metrics(true, pred)
-        metrics.update({f"{split}.{h.name}.{key}": v for key, v in mt.items()})
         node = h.level == "node"
         elements = res["atoms"]["z"] if node else res["graph_z"]
-        metrics.update({f"{split}.{h.name}.{key}": v
-                        for key, v in metrics_without(elements, true, pred, evaluation.exclude_elements, node).items()})
-        if split == "test" and mt["count"]:
-            write_per_element(per_element_table(elements, true, pred, node), run_dir / f"per_element_{h.name}.csv")
-            if node:
-                rows = binned_errors(true, pred, evaluation.error_bins)
-                with open(run_dir / f"errors_by_bin_{h.name}.csv", "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                    w.writeheader()
-                    w.writerows(rows)
-            if plots:
-                groups = [chemical_symbols[z] for z in elements] if node else None
-                parity_plot(true, pred, run_dir / f"parity_{h.name}.png", f"{h.name} (test)", groups=groups)
+        head_true, head_pred = res["heads"][h.name]["true"], res["heads"][h.name]["pred"]
+        if h.components:  # a vector head: pooled over its components, then each component
+            metrics.update({f"{split}.{h.name}.{key}": v for key, v in
+                            regression_metrics(head_true.ravel(), head_pred.ravel()).items()})
+        for name, true, pred in columns(h, head_true, head_pred):
+            mt = regression_metrics(true, pred)
+            metrics.update({f"{split}.{name}.{key}": v for key, v in mt.items()})
+            metrics.update({f"{split}.{name}.{key}": v for key, v in
+                            metrics_without(elements, true, pred, evaluation.exclude_elements, node).items()})
+            if split == "test" and mt["count"]:
+                write_per_element(per_element_table(elements, true, pred, node), run_dir / f"per_element_{name}.csv")
+                if node:
+                    rows = binned_errors(true, pred, evaluation.error_bins)
+                    with open(run_dir / f"errors_by_bin_{name}.csv", "w", newline="") as f:
+                        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                        w.writeheader()
+                        w.writerows(rows)
+                if plots:
+                    groups = [chemical_symbols[z] for z in elements] if node else None
+                    parity_plot(true, pred, run_dir / f"parity_{name}.png", f"{name} (test)", groups=groups)
     return metrics

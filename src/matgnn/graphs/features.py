@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from matgnn import keys
 from matgnn.data.structure import MAX_Z
+from matgnn.graphs.geometry import edge_lengths
 
 # CGCNN's categories (Xie & Grossman, PRL 2018, Table S2), built from pymatgen/ASE
 # element data: (name, number of bins). The period one-hot has 8 bins (periods 1-7
@@ -175,7 +175,7 @@ class EdgeFeatures(nn.Module):
         return self.rbf.n
 
     def forward(self, batch) -> torch.Tensor:  # noqa: ANN001 - a PyG Batch
-        d = batch[keys.EDGE_DIST]
+        d = edge_lengths(batch)
         e = self.rbf(d)
         if self.envelope is not None:
             e = e * self.envelope(d).unsqueeze(-1)

@@ -19,6 +19,27 @@ from torch_geometric.data import Batch
 from matgnn import keys
 from matgnn.graphs.cache import GraphCache
 from matgnn.graphs.dataset import edge_geometry
+from matgnn.graphs.triplets import BUILDERS
+
+#: a graph target to pack: its name, or (head name, component names) for a vector head
+TargetSpec = str | tuple[str, Sequence[str]]
+
+
+def _target_key(t: TargetSpec) -> str | tuple[str, tuple[str, ...]]:
+    return t if isinstance(t, str) else (t[0], tuple(t[1]))
+
+
+def _label_table(rows: list[list[float]], vector: bool, width: int) -> torch.Tensor:
+    """Graph labels as ``[n_graphs]`` (a scalar target) or ``[n_graphs, width]`` (a vector head)."""
+    table = torch.tensor(rows, dtype=torch.float32).reshape(len(rows), width)
+    return table if vector else table[:, 0]
+
+
+def _check_extras(extras: Sequence[str]) -> list[str]:
+    unknown = [e for e in extras if e not in BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown extra batch fields {unknown}; known: {sorted(BUILDERS)}")
+    return list(dict.fromkeys(extras))
 
 
 def _cumsum0(x: torch.Tensor) -> torch.Tensor:
@@ -31,27 +52,35 @@ class PackedGraphs:
     """The graphs ``indices`` of ``cache`` (a split), concatenated.
 
     Graph labels missing for a graph are NaN; node labels missing for a graph are NaN
-    for each of its atoms (so every batch carries the same fields).
+    for each of its atoms (so every batch carries the same fields). A ``graph_targets``
+    entry is a target's name, or ``(name, components)`` for a vector head: the batch field
+    ``y_<name>`` then has shape ``[n_graphs, len(components)]``, one column per component.
+    ``extras``: fields a model declares (``batch_fields``, e.g. ``"triplets"``), added to every
+    batch by :data:`matgnn.graphs.triplets.BUILDERS`.
     """
 
     def __init__(self, cache: GraphCache, indices: Sequence[int] | None = None,
-                 graph_targets: Sequence[str] = (), node_targets: Sequence[str] = ()) -> None:
+                 graph_targets: Sequence[TargetSpec] = (), node_targets: Sequence[str] = (),
+                 extras: Sequence[str] = ()) -> None:
         self.indices = list(range(len(cache))) if indices is None else list(indices)
+        self.extras = _check_extras(extras)
         self._pack((cache.record(i) for i in self.indices), graph_targets, node_targets)
 
     @classmethod
-    def from_records(cls, records: Iterable[dict], graph_targets: Sequence[str] = (),
-                     node_targets: Sequence[str] = ()) -> PackedGraphs:
+    def from_records(cls, records: Iterable[dict], graph_targets: Sequence[TargetSpec] = (),
+                     node_targets: Sequence[str] = (), extras: Sequence[str] = ()) -> PackedGraphs:
         """Pack graph records already read (the streaming loader packs one batch at a time)."""
         self = cls.__new__(cls)
+        self.extras = _check_extras(extras)
         self._pack(records, graph_targets, node_targets)
         self.indices = list(range(len(self.ids)))
         return self
 
-    def _pack(self, records: Iterable[dict], graph_targets: Sequence[str], node_targets: Sequence[str]) -> None:
+    def _pack(self, records: Iterable[dict], graph_targets: Sequence[TargetSpec], node_targets: Sequence[str]) -> None:
         self.graph_targets, self.node_targets = list(graph_targets), list(node_targets)
+        columns = {t: (t,) if isinstance(t, str) else tuple(t[1]) for t in map(_target_key, self.graph_targets)}
         z, pos, cells, pbc, src, dst, off, vec, dist = [], [], [], [], [], [], [], [], []
-        gt = {t: [] for t in self.graph_targets}
+        gt = {t: [] for t in columns}
         nt = {t: [] for t in self.node_targets}
         n_atoms, n_edges, self.ids = [], [], []
         for rec in records:
@@ -60,8 +89,8 @@ class PackedGraphs:
             z.append(rec["z"]), pos.append(rec["pos"]), cells.append(rec["cell"]), pbc.append(rec["pbc"])
             src.append(rec["src"]), dst.append(rec["dst"]), off.append(rec["offsets"]), vec.append(v), dist.append(d)
             n_atoms.append(n), n_edges.append(len(d)), self.ids.append(rec["id"])
-            for t in self.graph_targets:
-                gt[t].append(rec["graph_targets"].get(t, np.nan))
+            for t, comps in columns.items():
+                gt[t].append([rec["graph_targets"].get(c, np.nan) for c in comps])
             for t in self.node_targets:
                 nt[t].append(rec["node_targets"].get(t, np.full(n, np.nan, np.float32)))
 
@@ -80,7 +109,8 @@ class PackedGraphs:
         self.n_edges = torch.tensor(n_edges, dtype=torch.long)
         self.atom_start = _cumsum0(self.n_atoms)
         self.edge_start = _cumsum0(self.n_edges)
-        self.graph_labels = {t: torch.tensor(v, dtype=torch.float32) for t, v in gt.items()}
+        self.graph_labels = {(t if isinstance(t, str) else t[0]): _label_table(v, not isinstance(t, str), len(columns[t]))
+                             for t, v in gt.items()}
         self.node_labels = {t: cat(v, np.float32) for t, v in nt.items()}
 
     def __len__(self) -> int:
@@ -110,6 +140,8 @@ class PackedGraphs:
         b = Batch(**fields)
         b.num_nodes = n_tot
         b._num_graphs = len(idx)
+        for name in self.extras:  # fields the model declared (triplets), built once per batch here
+            BUILDERS[name](b)
         return b
 
 
@@ -119,8 +151,10 @@ class StreamedGraphs:
     models see no difference. Memory is bounded by the batch size, not the data set."""
 
     def __init__(self, cache: GraphCache, indices: Sequence[int] | None = None,
-                 graph_targets: Sequence[str] = (), node_targets: Sequence[str] = ()) -> None:
+                 graph_targets: Sequence[TargetSpec] = (), node_targets: Sequence[str] = (),
+                 extras: Sequence[str] = ()) -> None:
         self.cache = cache
+        self.extras = _check_extras(extras)
         self.indices = list(range(len(cache))) if indices is None else list(indices)
         self.graph_targets, self.node_targets = list(graph_targets), list(node_targets)
         self.n_atoms = torch.tensor([cache.meta["n_atoms"][i] for i in self.indices], dtype=torch.long)
@@ -136,5 +170,5 @@ class StreamedGraphs:
     def batch(self, idx: torch.Tensor) -> Batch:
         idx = torch.as_tensor(idx, dtype=torch.long)
         packed = PackedGraphs.from_records((self.cache.record(self.indices[i]) for i in idx.tolist()),
-                                           self.graph_targets, self.node_targets)
+                                           self.graph_targets, self.node_targets, self.extras)
         return packed.batch(torch.arange(len(idx)))

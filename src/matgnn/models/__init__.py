@@ -12,9 +12,11 @@ from typing import Annotated, Any, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter
 
-from matgnn.models.base import MatgnnModel, load_model
+from matgnn.models.alignn import ALIGNN
+from matgnn.models.base import MatgnnModel
 from matgnn.models.cgcnn import CGCNN, CGConvNet
 from matgnn.models.dimenet import DimeNetPP
+from matgnn.models.loading import load_model
 from matgnn.models.pna import PNA
 from matgnn.models.schnet import SchNet
 from matgnn.models.zoo import OPERATORS, ZooModel
@@ -28,6 +30,7 @@ MODELS: dict[str, type[MatgnnModel]] = {
     "pna": PNA,
     "dimenet++": DimeNetPP,
     "zoo": ZooModel,
+    "alignn": ALIGNN,
 }
 
 

@@ -11,8 +11,6 @@ import inspect
 import io
 import json
 import os
-import pickle
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -26,35 +24,8 @@ from torch_geometric.utils import scatter
 from matgnn import keys
 from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE
 from matgnn.data.structure import MAX_Z
-from matgnn.errors import UnsafeArtifactError, UserError
-
-#: buffers newer than some saved models; absent from a file, they keep their neutral default
-OPTIONAL_BUFFERS = {"element_baseline"}
-
-#: (module, class name) -> class of every model class that may be named in a model.json
-_REGISTRY: dict[tuple[str, str], type] = {}
-
-
-def register_model_class(cls: type) -> type:
-    """Allow ``cls`` to be named in saved ``model.json`` files (matgnn's own classes only)."""
-    if not cls.__module__.startswith("matgnn."):
-        raise ValueError(f"only matgnn's own classes can be registered, not {cls.__module__}.{cls.__name__}")
-    _REGISTRY[(cls.__module__, cls.__name__)] = cls
-    return cls
-
-
-def registered_class(module: Any, name: Any, where: str | Path) -> type:
-    """The registered class ``module.name``; anything else is an :class:`UnsafeArtifactError`
-    raised before anything is imported."""
-    import matgnn.models  # noqa: F401 - defining the model classes fills the registry
-    import matgnn.models.delta  # noqa: F401
-
-    cls = _REGISTRY.get((module, name)) if isinstance(module, str) and isinstance(name, str) else None
-    if cls is None:
-        known = ", ".join(sorted(c for _, c in _REGISTRY))
-        raise UnsafeArtifactError(f"{where} names class {module}.{name}, which is not one of matgnn's model classes "
-                                  f"({known}); refused: a model folder is data and cannot name code to run")
-    return cls
+from matgnn.models.registry import register_model_class
+from matgnn.version import __version__
 
 
 class ModelSettings(BaseModel):
@@ -76,15 +47,40 @@ class ModelSettings(BaseModel):
 
 
 class Head(nn.Module):
-    """An MLP mapping trunk features to one value per graph (after pooling) or per atom."""
+    """An MLP mapping trunk features to one value per graph (after pooling) or per atom, or to
+    ``out_dim`` values (a vector head: shape ``[n, out_dim]``)."""
 
-    def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0, out_dim: int = 1) -> None:
         super().__init__()
+        self.out_dim = out_dim
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.Softplus(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, 1))
+                                 nn.Linear(hidden, out_dim))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.mlp(h).squeeze(-1)
+        out = self.mlp(h)
+        return out.squeeze(-1) if self.out_dim == 1 else out
+
+
+def head_dim(spec: dict[str, Any]) -> int:
+    """Values a head predicts per graph or atom (its components, else 1)."""
+    return len(spec["components"]) if spec.get("components") else 1
+
+
+def batch_fields_of(*models: Any) -> tuple[str, ...]:
+    """The extra batch fields ``models`` (and the models inside composites: delta, ensembles)
+    declare, each once."""
+    fields: dict[str, None] = {}
+    for model in models:
+        if model is not None:
+            for m in model.modules():
+                fields.update(dict.fromkeys(getattr(type(m), "batch_fields", ())))
+    return tuple(fields)
+
+
+def value_names(spec: dict[str, Any]) -> list[str]:
+    """The names a head's values are written under: its name, or ``<head>.<component>`` for
+    each component of a vector head (prediction columns, metrics)."""
+    return [f"{spec['name']}.{c}" for c in spec["components"]] if spec.get("components") else [spec["name"]]
 
 
 class MatgnnModel(nn.Module):
@@ -100,6 +96,35 @@ class MatgnnModel(nn.Module):
     VERSION = 1
     #: the pydantic class of ``model:`` settings this model takes (see :mod:`matgnn.models`)
     config_class: type[ModelSettings] = ModelSettings
+    #: extra batch fields the packer builds for this model (:data:`matgnn.graphs.triplets.BUILDERS`)
+    batch_fields: tuple[str, ...] = ()
+    #: layer groups (freeze policies, transfer, weight shift) by top-level module name: modules
+    #: with one entry per layer (group ``conv_<k>``), the input embedding, the readout; the heads
+    #: are group ``head``
+    block_modules: tuple[str, ...] = ("convs", "norms")
+    embedding_modules: tuple[str, ...] = ("embed", "atom_features", "edge_features")
+    readout_modules: tuple[str, ...] = ("attention_pool",)
+
+    def parameter_group(self, name: str) -> str:
+        """The layer group of a parameter, buffer or module name (``other``: none of them)."""
+        first, _, rest = name.partition(".")
+        if first == "heads":
+            return "head"
+        layer = rest.split(".", 1)[0]
+        if first in self.block_modules and layer.isdigit():
+            return f"conv_{layer}"
+        if first in self.readout_modules:
+            return "readout"
+        if first in self.embedding_modules:
+            return "embedding"
+        return "other"
+
+    def layer_groups(self) -> dict[str, list[str]]:
+        """Group name → the model's parameter names in it, in order."""
+        out: dict[str, list[str]] = {}
+        for name, _ in self.named_parameters():
+            out.setdefault(self.parameter_group(name), []).append(name)
+        return out
 
     @classmethod
     def training_statistics(cls, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -115,7 +140,10 @@ class MatgnnModel(nn.Module):
             raise ValueError("a model needs at least one head")
         self.head_specs = [{"name": h["name"], "level": h.get("level", "graph"),
                             "transform": h.get("transform", "none"), "baseline": h.get("baseline", "none")}
+                           | ({"components": list(h["components"])} if h.get("components") else {})
                            for h in heads]
+        if any(s.get("components") and s["level"] != "graph" for s in self.head_specs):
+            raise ValueError("vector heads (components) are graph-level heads")
         bad = [h["name"] for h in self.head_specs if h["baseline"] not in ("none", "element_mean")
                or (h["baseline"] == "element_mean" and h["level"] != "node")]
         if bad:
@@ -127,9 +155,14 @@ class MatgnnModel(nn.Module):
             raise ValueError(f"unknown pooling {pooling!r}; use mean, sum or attention")
         self.pooling = pooling
         self.attention_pool = (AttentionalAggregation(nn.Linear(trunk_dim, 1)) if pooling == "attention" else None)
-        self.heads = nn.ModuleDict({h["name"]: Head(trunk_dim, head_hidden, dropout) for h in self.head_specs})
-        self.register_buffer("target_mean", torch.zeros(len(heads)))
-        self.register_buffer("target_std", torch.ones(len(heads)))
+        self.heads = nn.ModuleDict({h["name"]: Head(trunk_dim, head_hidden, dropout, head_dim(h))
+                                    for h in self.head_specs})
+        # standardisation of every head's values, concatenated (one entry per scalar head, one per
+        # component of a vector head): head k's are [offset k, offset k + dim k)
+        dims = [head_dim(h) for h in self.head_specs]
+        self._slices = [slice(a, a + d) for a, d in zip([0, *torch.tensor(dims).cumsum(0).tolist()], dims)]
+        self.register_buffer("target_mean", torch.zeros(sum(dims)))
+        self.register_buffer("target_std", torch.ones(sum(dims)))
         #: per-head, per-element reference added to node predictions (``baseline: element_mean``)
         self.register_buffer("element_baseline", torch.zeros(len(heads), MAX_Z + 1))
 
@@ -159,7 +192,7 @@ class MatgnnModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         info = {"class": type(self).__name__, "module": type(self).__module__, "version": self.VERSION,
-                "init_args": self.init_args, "matgnn_version": _package_version(), **(extra or {})}
+                "init_args": self.init_args, "matgnn_version": __version__, **(extra or {})}
         write_atomic(path / MODEL_FILE, json.dumps(info, indent=1).encode())
         save_tensors(self.state_dict(), path / WEIGHTS_FILE)
         return path
@@ -190,6 +223,15 @@ class MatgnnModel(nn.Module):
             return self.attention_pool(h, batch[keys.BATCH], dim_size=batch.num_graphs)
         return scatter(h, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce=self.pooling)
 
+    def head_mean(self, k: int) -> torch.Tensor:
+        """Head ``k``'s standardisation mean: a scalar, or one per component of a vector head."""
+        s = self._slices[k]
+        return self.target_mean[s.start] if s.stop - s.start == 1 else self.target_mean[s]
+
+    def head_std(self, k: int) -> torch.Tensor:
+        s = self._slices[k]
+        return self.target_std[s.start] if s.stop - s.start == 1 else self.target_std[s]
+
     def transform_target(self, k: int, y: torch.Tensor, batch: Any = None) -> torch.Tensor:
         """Head ``k``'s label in the space the model is trained in (before standardising):
         ``log1p`` for ``transform: log`` (positive, skewed targets); minus each atom's
@@ -219,7 +261,7 @@ class MatgnnModel(nn.Module):
         """Head ``k``'s normalised prediction in the target's own units (node heads with an
         element baseline need the batch)."""
         spec = self.head_specs[k]
-        v = v * self.target_std[k] + self.target_mean[k]
+        v = v * self.head_std(k) + self.head_mean(k)
         if spec["baseline"] == "element_mean":
             v = v + self.element_baseline[k][batch[keys.Z]]
         return torch.expm1(v) if spec["transform"] == "log" else v
@@ -249,61 +291,3 @@ def save_tensors(obj: Any, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_atomic(Path(path), buf.getbuffer())
-
-
-def read_model_info(path: Path) -> dict[str, Any]:
-    """``model.json`` of model folder ``path`` as a dict (a bad file is a :class:`UserError`)."""
-    try:
-        info = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path / MODEL_FILE}: not a matgnn model file (not JSON: {e})") from None
-    if not isinstance(info, dict):
-        raise UserError(f"{path / MODEL_FILE}: not a matgnn model file (not a JSON object)")
-    return info
-
-
-def _package_version() -> str:
-    from matgnn import __version__
-
-    return __version__
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MatgnnModel:
-    """Rebuild a saved model from its folder, a run folder holding ``model/``, or a model's name
-    (shipped, or a folder of ``$MATGNN_MODELS``): see :mod:`matgnn.artifacts`."""
-    from matgnn.artifacts import model_folder
-
-    path = Path(path)
-    if not (path / MODEL_FILE).is_file():  # a run folder, a shipped name, a name in $MATGNN_MODELS
-        if not path.exists() and ("/" in str(path) or path.is_absolute()):
-            raise FileNotFoundError(f"{path}: no such run or model folder")
-        path = model_folder(path)
-    info = read_model_info(path)
-    cls = registered_class(info.get("module"), info.get("class"), path / MODEL_FILE)
-    if info.get("version") != getattr(cls, "VERSION", None):
-        warnings.warn(f"{path} was saved by {info['class']} version {info.get('version')}; "
-                      f"this code has version {cls.VERSION}", stacklevel=2)
-    init_args = info.get("init_args")
-    if not isinstance(init_args, dict):
-        raise UserError(f"{path / MODEL_FILE}: 'init_args' is not a mapping of constructor arguments")
-    try:
-        model = cls(**init_args)
-    except (TypeError, ValueError, KeyError) as e:
-        raise UserError(f"{path / MODEL_FILE}: its constructor arguments do not fit {info['class']}: {e}") from None
-    try:
-        state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no {WEIGHTS_FILE} beside {MODEL_FILE}") from None
-    except pickle.UnpicklingError:
-        raise UnsafeArtifactError(f"{path / WEIGHTS_FILE}: refused, it holds more than tensors "
-                                  "(torch.load with weights_only=True failed)") from None
-    except RuntimeError as e:
-        raise UserError(f"{path / WEIGHTS_FILE}: not a readable weights file: {str(e).splitlines()[0]}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # buffers added after a model was saved keep their neutral defaults (zeros: no element baseline)
-    missing = [k for k in missing if k not in OPTIONAL_BUFFERS]
-    if missing or unexpected:
-        raise RuntimeError(f"{path / WEIGHTS_FILE} does not fit {info['class']}: missing {missing}, "
-                           f"unexpected {unexpected}")
-    model.eval()
-    return model

@@ -12,18 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from matgnn.models.base import MatgnnModel, register_model_class, registered_class
-
-
-def model_spec(model: MatgnnModel) -> dict[str, Any]:
-    """What rebuilds ``model`` (its class and constructor arguments; weights not included)."""
-    spec = {"module": type(model).__module__, "class": type(model).__name__, "init_args": model.init_args}
-    return spec
-
-
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    cls = registered_class(spec.get("module"), spec.get("class"), "a delta model's spec")
-    return cls(**spec["init_args"])
+from matgnn.models.base import MatgnnModel
+from matgnn.models.registry import build_from_spec, model_spec, register_model_class
 
 
 @register_model_class

@@ -26,27 +26,9 @@ from torch_geometric.nn.resolver import activation_resolver
 
 from matgnn import keys
 from matgnn.data.structure import MAX_Z
+from matgnn.graphs.geometry import edge_lengths, edge_vectors
+from matgnn.graphs.triplets import periodic_triplets, triplets  # noqa: F401 - periodic_triplets re-exported
 from matgnn.models.base import MatgnnModel, ModelSettings
-
-
-def periodic_triplets(edge_index: torch.Tensor, offsets: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairs of edges ``(k→j, j→i)`` sharing atom ``j``, without the reverse edge of ``j→i``.
-
-    Returns ``idx_kj, idx_ji`` (edge indices). ``edge_index[0]`` is the source (neighbour),
-    ``edge_index[1]`` the target (centre)."""
-    src, dst = edge_index
-    order = torch.argsort(dst, stable=True)  # edges grouped by their centre
-    counts = torch.bincount(dst, minlength=num_nodes)
-    ptr = torch.cumsum(counts, 0) - counts
-    # for each edge e1 = (j -> i): all edges e2 = (k -> j), i.e. with dst == j == src[e1]
-    n_in = counts[src]
-    idx_ji = torch.repeat_interleave(torch.arange(len(src), device=src.device), n_in)
-    start = torch.repeat_interleave(ptr[src], n_in)
-    local = torch.arange(len(idx_ji), device=src.device) - torch.repeat_interleave(torch.cumsum(n_in, 0) - n_in, n_in)
-    idx_kj = order[start + local]
-    reverse = (src[idx_kj] == dst[idx_ji]) & (offsets[idx_kj] == -offsets[idx_ji]).all(dim=-1)
-    keep = ~reverse
-    return idx_kj[keep], idx_ji[keep]
 
 
 class DimeNetConfig(ModelSettings):
@@ -64,6 +46,10 @@ class DimeNetConfig(ModelSettings):
 
 class DimeNetPP(MatgnnModel):
     config_class = DimeNetConfig
+    block_modules = ("interactions",)
+    embedding_modules = ("emb", "rbf", "sbf")
+    readout_modules = ("outputs", "attention_pool")
+    batch_fields = ("triplets",)
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3, cutoff: float = 8.0,
                  int_emb_size: int = 64, basis_emb_size: int = 8, out_emb_channels: int = 128,
@@ -86,10 +72,10 @@ class DimeNetPP(MatgnnModel):
 
     def node_features(self, batch: Any) -> torch.Tensor:
         edge_index = batch[keys.EDGE_INDEX]
-        vec = batch[keys.EDGE_VEC]  # r_j + S·cell − r_i: from the centre i to neighbour j
-        dist = batch[keys.EDGE_DIST]
+        vec = edge_vectors(batch)  # r_j + S·cell − r_i: from the centre i to neighbour j
+        dist = edge_lengths(batch)
         n = batch[keys.Z].size(0)
-        idx_kj, idx_ji = periodic_triplets(edge_index, batch[keys.CELL_OFFSETS], n)
+        idx_kj, idx_ji = triplets(batch)
         # angle at j between j→i and j→k: vectors -vec_ji and vec_kj
         v1, v2 = -vec[idx_ji], vec[idx_kj]
         a = (v1 * v2).sum(-1)

@@ -17,6 +17,7 @@ from torch_geometric.nn.models.schnet import (
 
 from matgnn import keys
 from matgnn.data.structure import MAX_Z
+from matgnn.graphs.geometry import edge_lengths
 from matgnn.models.base import MatgnnModel, ModelSettings
 
 
@@ -30,6 +31,8 @@ class SchNetConfig(ModelSettings):
 
 class SchNet(MatgnnModel):
     config_class = SchNetConfig
+    block_modules = ("interactions",)
+    embedding_modules = ("embedding", "rbf")
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3, cutoff: float = 8.0,
                  n_rbf: int = 50, n_filters: int | None = None, dropout: float = 0.0, pooling: str = "mean",
@@ -43,7 +46,7 @@ class SchNet(MatgnnModel):
 
     def node_features(self, batch: Any) -> torch.Tensor:
         h = self.embedding(batch[keys.Z])
-        d = batch[keys.EDGE_DIST]
+        d = edge_lengths(batch)
         e = self.rbf(d)
         for block in self.interactions:
             h = h + block(h, batch[keys.EDGE_INDEX], d, e)

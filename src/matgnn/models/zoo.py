@@ -23,6 +23,7 @@ from torch_geometric import nn as gnn
 
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, CosineCutoff, EdgeFeatures
+from matgnn.graphs.geometry import edge_lengths
 from matgnn.models.base import MatgnnModel, ModelSettings
 from matgnn.models.schnet import InteractionBlock
 
@@ -122,7 +123,7 @@ class ZooModel(MatgnnModel):
     def node_features(self, batch: Any) -> torch.Tensor:
         h = self.embed(self.atom_features(batch[keys.Z]))
         ei = batch[keys.EDGE_INDEX]
-        d = batch[keys.EDGE_DIST]
+        d = edge_lengths(batch)
         mode = self.edge_mode
         rbf = self.edge_features(batch) if mode in ("attr", "schnet") else None
         for conv, norm in zip(self.convs, self.norms):

@@ -14,7 +14,7 @@ import torch
 from matgnn.data.structure import Structure
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.dataset import record_to_data
-from matgnn.models.base import load_model
+from matgnn.models.loading import load_model
 from matgnn.prediction.predict import graph_settings_of
 
 

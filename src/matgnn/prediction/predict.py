@@ -28,6 +28,7 @@ import torch
 from ase.data import chemical_symbols
 
 from matgnn import artifacts, keys
+from matgnn.artifacts import read_model_info
 from matgnn.data.report import LoadReport
 from matgnn.data.sources.folder import is_structure_file_name, read_structure_file
 from matgnn.data.structure import Structure
@@ -35,7 +36,9 @@ from matgnn.errors import StructureError, UserError
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
-from matgnn.models.base import MatgnnModel, load_model, read_model_info
+from matgnn.models.base import MatgnnModel, batch_fields_of, value_names
+from matgnn.models.ensemble import EnsembleModel
+from matgnn.models.loading import load_model
 
 #: files a folder may hold besides single-structure files: trajectories, databases, JSON Lines
 MULTI_FILE_SUFFIXES = (".traj", ".db", ".jsonl", ".gz")
@@ -67,17 +70,23 @@ class Ensemble:
     validation set (:class:`matgnn.evaluation.uncertainty.Recalibration`)."""
 
     def __init__(self, paths: Sequence[str | Path]) -> None:
-        self.paths, self.recalibration = artifacts.expand(list(paths))
-        self.members = [load_model(p).eval() for p in self.paths]
+        self.paths, recalibration = artifacts.expand(list(paths))
+        loaded = [load_model(p).eval() for p in self.paths]
         self.settings = graph_settings_of(self.paths[0])
-        self.head_specs = self.members[0].head_specs
-        names = [(s["name"], s["level"]) for s in self.head_specs]
-        for p, m in zip(self.paths[1:], self.members[1:]):
+        names = [(s["name"], s["level"]) for s in loaded[0].head_specs]
+        for p, m in zip(self.paths[1:], loaded[1:]):
             if [(s["name"], s["level"]) for s in m.head_specs] != names:
                 raise ValueError(f"{p}: its heads {[s['name'] for s in m.head_specs]} differ from "
                                  f"{self.paths[0]}'s {[n for n, _ in names]}; an ensemble needs the same heads")
             if graph_settings_of(p) != self.settings:
                 raise ValueError(f"{p}: graph settings differ from {self.paths[0]}'s; an ensemble needs the same graphs")
+        if len(loaded) == 1 and isinstance(loaded[0], EnsembleModel):  # an ensemble saved as one model folder
+            recalibration = loaded[0].recalibration
+        # one EnsembleModel computes the mean and σ (members of saved ensembles flattened into it)
+        self.model = EnsembleModel.of(loaded, recalibration) if len(loaded) > 1 or isinstance(loaded[0], EnsembleModel) else None
+        self.members = list(self.model.members) if self.model is not None else loaded
+        self.recalibration = recalibration
+        self.head_specs = loaded[0].head_specs
 
     def __len__(self) -> int:
         return len(self.members)
@@ -95,16 +104,9 @@ class Ensemble:
 
     @torch.inference_mode()
     def __call__(self, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
-        outs = [m(batch) for m in self.members]
-        res = {}
-        for s in self.head_specs:
-            stack = torch.stack([o[s["name"]].float() for o in outs])
-            mean, std = stack.mean(0), (stack.std(0, unbiased=False) if len(outs) > 1 else None)
-            rec = self.recalibration.get(s["name"])
-            if rec is not None and std is not None:
-                std = torch.as_tensor(rec(std.cpu().numpy(), mean.cpu().numpy()), dtype=mean.dtype, device=mean.device)
-            res[s["name"]] = (mean, std)
-        return res
+        if self.model is None:
+            return {k: (v.float(), None) for k, v in self.members[0](batch).items()}
+        return self.model.predict_with_std(batch)
 
 
 def _input_problem(p: Path) -> str | None:
@@ -181,12 +183,13 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
     if predictor is None:
         model.eval()
     specs = predictor.head_specs if predictor is not None else model.head_specs
+    fields = batch_fields_of(*(predictor.members if predictor is not None else [model]))
     report = report if report is not None else LoadReport("predict")
     records: list[dict[str, Any]] = []
     kept: list[Structure] = []
 
     def flush() -> Iterator[dict[str, Any]]:
-        batch = PackedGraphs.from_records(records).batch(torch.arange(len(records)))
+        batch = PackedGraphs.from_records(records, extras=fields).batch(torch.arange(len(records)))
         if predictor is not None:
             out = predictor(batch)
         else:
@@ -199,7 +202,12 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
             for spec in specs:
                 mean, std = out[spec["name"]]
                 for suffix, v in (("", mean), ("_std", std)):
-                    if v is not None:
+                    if v is None:
+                        continue
+                    if spec.get("components"):  # a vector head: one value per component
+                        for j, name in enumerate(value_names(spec)):
+                            row[name + suffix] = float(v[g, j])
+                    else:
                         row[spec["name"] + suffix] = (float(v[g]) if spec["level"] == "graph"
                                                       else v[starts[g]:starts[g + 1]].numpy())
             yield row
@@ -333,7 +341,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
     report = LoadReport("predict")
     out = Path(out)
     as_json = out.suffix.lower() == ".json"
-    graph = [s["name"] for s in predictor.head_specs if s["level"] == "graph"]
+    graph = [n for s in predictor.head_specs if s["level"] == "graph" for n in value_names(s)]
     node = [s["name"] for s in predictor.head_specs if s["level"] == "node"]
     stds = len(predictor) > 1
     columns = graph + ([f"{n}_std" for n in graph] if stds else []) + ["n_atoms"]

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from matgnn.artifacts import SHIPPED_DIR, kind_of
+
+HERE = SHIPPED_DIR
 
 
 def _is_model(path: Path) -> bool:
-    from matgnn.artifacts import kind_of
-
     return kind_of(path) in ("model", "ensemble")
 
 

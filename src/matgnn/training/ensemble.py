@@ -161,4 +161,20 @@ def score_ensemble(folder: Path, runs: list[Path], bootstrap: bool = False) -> P
         "members": members_rel, "bootstrap": bootstrap,
         "recalibration": {h: r.to_dict() for h, r in binned.items()},
         "recalibration_global": factors}, indent=1))
+    _save_as_one_model(folder, runs, binned)
     return folder
+
+
+def _save_as_one_model(folder: Path, runs: list[Path], recalibration: dict[str, Recalibration]) -> None:
+    """``model/``: the ensemble as one model folder (an :class:`EnsembleModel`: every member's
+    arguments and weights), so the ensemble folder works without its members beside it."""
+    from matgnn.artifacts import read_model_info
+    from matgnn.models.ensemble import EnsembleModel
+    from matgnn.models.loading import load_model
+
+    infos = [read_model_info(Path(r) / "model") for r in runs]
+    seen = [set(i.get("train_elements") or []) for i in infos]
+    extra = {k: infos[0][k] for k in ("graphs", "targets") if k in infos[0]}
+    if all(seen):
+        extra["train_elements"] = sorted(set.intersection(*seen))
+    EnsembleModel.of([load_model(r) for r in runs], recalibration).save(folder / "model", extra=extra)

@@ -97,7 +97,7 @@ def shared_split(variants: list[RunConfig], folder: Path) -> Path:
 
     from matgnn.data.sources import make_source
     from matgnn.graphs.cache import build_graph_cache
-    from matgnn.training.run import make_split
+    from matgnn.training.data import make_split
     from matgnn.training.targets import target_labels as _labels
 
     cfg = variants[0]

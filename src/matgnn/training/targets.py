@@ -21,6 +21,12 @@ from matgnn.models import MatgnnModel
 def check_targets(cache: GraphCache, heads: list[HeadConfig]) -> None:
     available = {"graph": cache.meta["graph_targets"], "node": cache.meta["node_targets"]}
     for h in heads:
+        missing = [c for c in h.components if c not in available["graph"]] if h.components else []
+        if missing:
+            raise ValueError(f"vector head {h.name!r}: components {missing} are not graph-level targets of source "
+                             f"{cache.meta['source']}; graph-level targets: {available['graph'] or 'none'}")
+        if h.components:
+            continue
         if h.name not in available[h.level]:
             raise ValueError(
                 f"target {h.name!r} ({h.level}-level) is not in source {cache.meta['source']}; "
@@ -29,7 +35,9 @@ def check_targets(cache: GraphCache, heads: list[HeadConfig]) -> None:
 
 def head_labels(rec: dict[str, Any], head: HeadConfig) -> np.ndarray:
     """A graph record's labels for ``head``: one value (graph heads) or one per atom (node
-    heads), float64, NaN where the label is missing."""
+    heads; a vector head: one per component), float64, NaN where the label is missing."""
+    if head.components:
+        return np.array([rec["graph_targets"].get(c, math.nan) for c in head.components], float)
     if head.level == "graph":
         return np.array([rec["graph_targets"].get(head.name, math.nan)], float)
     return np.asarray(rec["node_targets"].get(head.name, np.full(len(rec["z"]), np.nan)), float)
@@ -71,37 +79,49 @@ def standardisation(vals: np.ndarray, head: HeadConfig) -> tuple[float, float]:
 
 
 def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: list[HeadConfig]):
-    """Per-head mean and std of the training labels in the space the model learns
-    (after ``transform`` or minus the element baseline), and the baselines."""
+    """Mean and std of the training labels in the space the model learns (after ``transform``
+    or minus the element baseline): one entry per scalar head and one per component of a vector
+    head, in head order (the layout of the model's ``target_mean``); and the element baselines."""
     mean, std = [], []
     baseline = np.zeros((len(heads), MAX_Z + 1))
     for k, h in enumerate(heads):
-        vals = np.concatenate([labels[i][h.name] for i in idx])
-        if h.baseline == "element_mean":
-            baseline[k] = element_means(labels, idx, h.name)
-            vals = vals - baseline[k][np.concatenate([labels[i]["z"] for i in idx])]
-        vals = vals[~np.isnan(vals)]
-        if h.transform == "log":
-            if (vals <= -1).any():
-                raise ValueError(f"target {h.name!r} has values <= -1; transform 'log' (log1p) needs y > -1")
-            vals = np.log1p(vals)
-        mu, sd = standardisation(vals, h)
-        mean.append(mu)
-        std.append(sd)
+        if h.components:  # each component on its own
+            table = np.stack([labels[i][h.name] for i in idx]) if idx else np.zeros((0, h.dim))
+            columns = [(f"{h.name}.{c}", table[:, j]) for j, c in enumerate(h.components)]
+        else:
+            vals = np.concatenate([labels[i][h.name] for i in idx])
+            if h.baseline == "element_mean":
+                baseline[k] = element_means(labels, idx, h.name)
+                vals = vals - baseline[k][np.concatenate([labels[i]["z"] for i in idx])]
+            columns = [(h.name, vals)]
+        for name, vals in columns:
+            vals = vals[~np.isnan(vals)]
+            if h.transform == "log":
+                if (vals <= -1).any():
+                    raise ValueError(f"target {name!r} has values <= -1; transform 'log' (log1p) needs y > -1")
+                vals = np.log1p(vals)
+            mu, sd = standardisation(vals, h)
+            mean.append(mu)
+            std.append(sd)
     return torch.tensor(mean), torch.tensor(std), torch.tensor(baseline, dtype=torch.float32)
 
 
 @torch.no_grad()
 def residual_normalization(base: MatgnnModel, loader, heads: list[HeadConfig]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std of ``label − base prediction`` over the training graphs, per head."""
+    """Mean and std of ``label − base prediction`` over the training graphs, per head (per
+    component of a vector head)."""
     base.eval()
     res: dict[str, list[np.ndarray]] = {h.name: [] for h in heads}
     for batch in loader:
         out = base(batch)
         for h in heads:
-            r = (batch[keys.target(h.name)] - out[h.name].float()).numpy()
-            res[h.name].append(r[~np.isnan(r)])
-    stats = [standardisation(np.concatenate(res[h.name]) if res[h.name] else np.zeros(0), h) for h in heads]
+            res[h.name].append((batch[keys.target(h.name)] - out[h.name].float()).numpy().reshape(-1, h.dim))
+    stats = []
+    for h in heads:
+        table = np.concatenate(res[h.name]) if res[h.name] else np.zeros((0, h.dim))
+        for j in range(h.dim):
+            col = table[:, j]
+            stats.append(standardisation(col[~np.isnan(col)], h))
     return torch.tensor([m for m, _ in stats]), torch.tensor([sd for _, sd in stats])
 
 

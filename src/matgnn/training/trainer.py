@@ -5,13 +5,10 @@ state) and its checkpoint files: tensors and plain values only, written atomical
 from __future__ import annotations
 
 import copy
-import csv
 import math
-import pickle
 import random
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,13 +17,16 @@ from rich.console import Console
 
 from matgnn import keys
 from matgnn.config import HeadConfig
-from matgnn.errors import UnsafeArtifactError
 from matgnn.models import MatgnnModel
-from matgnn.models.base import save_tensors
 from matgnn.training import distributed
+from matgnn.training.callbacks import Callback, EarlyStopping, EpochFunction
+from matgnn.training.checkpoints import (  # noqa: F401
+    CHECKPOINT,
+    load_checkpoint,
+    save_checkpoint,
+    write_history,
+)
 from matgnn.training.losses import masked_loss
-
-CHECKPOINT = "checkpoint_last.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -97,6 +97,8 @@ class Trainer:
         self.best_state: dict[str, Any] | None = None
         self.best_epoch = 0
         self.stale = 0
+        #: set by a callback (early stopping) to end fit() after the current epoch
+        self.stop = False
 
     def loss(self, batch, errors: dict[str, list[float]] | None = None, train: bool = False) -> torch.Tensor:
         """Weighted sum of the heads' masked losses, in normalised units. With ``errors``,
@@ -114,7 +116,7 @@ class Trainer:
             if self.base is not None:  # delta learning: the residual of the base is the label
                 label = label - base_out[h.name].float()
             pred = out[h.name].float()
-            t = (self.model.transform_target(k, label, batch) - self.model.target_mean[k]) / self.model.target_std[k]
+            t = (self.model.transform_target(k, label, batch) - self.model.head_mean(k)) / self.model.head_std(k)
             task = masked_loss(pred, t, h.loss, h.huber_delta)
             if self.log_vars is not None:  # learned uncertainty weighting
                 task = torch.exp(-self.log_vars[k]) * task + self.log_vars[k]
@@ -179,12 +181,14 @@ class Trainer:
         random.setstate(st["rng"]["python"])
         generator.set_state(st["rng"]["loader"])
 
-    def fit(self, train_loader, val_loader,
+    def fit(self, train_loader, val_loader, callbacks: Sequence[Callback] = (),
             on_epoch_end: Callable[[Trainer], None] | None = None) -> list[dict[str, Any]]:
-        """Train until ``epochs`` or early stopping. Without a validation split the training
-        loss drives early stopping, the schedule and the best weights (said once); the history's
-        validation columns then stay empty (NaN), never a copy of the training loss. On a
-        terminal a progress bar; otherwise (logs, batch jobs) one line per epoch."""
+        """Train until ``epochs`` or until a callback sets ``stop`` (:class:`EarlyStopping` on
+        ``patience`` is always first). Without a validation split the training loss drives early
+        stopping, the schedule and the best weights; the history's validation columns then stay
+        empty (NaN), never a copy of the training loss. On a terminal a progress bar; otherwise
+        (logs, batch jobs) one line per epoch. ``on_epoch_end``: a function called like a
+        callback's ``on_epoch_end``, after the callbacks."""
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -193,45 +197,60 @@ class Trainer:
             TimeElapsedColumn,
         )
 
+        callbacks = [EarlyStopping(self.cfg.patience), *callbacks,
+                     *([EpochFunction(on_epoch_end)] if on_epoch_end is not None else [])]
+        self.stop = False
+        for cb in callbacks:
+            cb.on_fit_start(self)
         live = self.console.is_terminal
         bar = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
                        TextColumn("train {task.fields[tl]:.4f}  val {task.fields[vl]:.4f}  best {task.fields[best]:.4f}"),
                        TimeElapsedColumn(), console=self.console, disable=not live)
-        with bar:
-            task = bar.add_task("train", total=self.cfg.epochs, completed=self.epoch, tl=math.nan, vl=math.nan,
-                                best=self.best)
-            while self.epoch < self.cfg.epochs and self.stale < self.cfg.patience:
-                self.epoch += 1
-                t0 = time.perf_counter()
-                lr = self.opt.param_groups[0]["lr"]
-                tl, _ = self.run_epoch(train_loader, True)
-                vl, vmae = self.run_epoch(val_loader, False) if val_loader is not None else (math.nan, {})
-                monitor = vl if val_loader is not None else tl
-                if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.sched.step(monitor)
-                elif self.sched is not None and not self.batch_sched:
-                    self.sched.step()
-                self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl,
-                                     **{f"val_mae.{h.name}": vmae.get(h.name, math.nan) for h in self.heads},
-                                     **({f"task_weight.{h.name}": float(torch.exp(-self.log_vars[k].detach()))
-                                         for k, h in enumerate(self.heads)} if self.log_vars is not None else {}),
-                                     "lr": lr, "seconds": time.perf_counter() - t0})
-                if monitor < self.best:
-                    self.best, self.stale, self.best_epoch = monitor, 0, self.epoch
-                    self.best_state = copy.deepcopy(self.model.state_dict())
-                else:
-                    self.stale += 1
-                bar.update(task, completed=self.epoch, tl=tl, vl=vl, best=self.best)
-                if not live:
-                    self.console.print(epoch_line(self.history[-1], self.cfg.epochs, [h.name for h in self.heads]),
-                                       highlight=False, soft_wrap=True)
-                if on_epoch_end is not None:
-                    on_epoch_end(self)
-            if self.stale >= self.cfg.patience:
-                self.console.print(f"early stop after epoch {self.epoch} (no improvement for {self.stale} epochs)")
+        try:
+            with bar:
+                task = bar.add_task("train", total=self.cfg.epochs, completed=self.epoch, tl=math.nan, vl=math.nan,
+                                    best=self.best)
+                while self.epoch < self.cfg.epochs and not self.stop:
+                    row = self.train_one_epoch(train_loader, val_loader)
+                    bar.update(task, completed=self.epoch, tl=row["train_loss"], vl=row["val_loss"], best=self.best)
+                    if not live:
+                        self.console.print(epoch_line(row, self.cfg.epochs, [h.name for h in self.heads]),
+                                           highlight=False, soft_wrap=True)
+                    for cb in callbacks:
+                        cb.on_epoch_end(self)
+        except KeyboardInterrupt:
+            for cb in callbacks:
+                cb.on_interrupt(self)
+            raise
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        for cb in callbacks:
+            cb.on_fit_end(self)
         return self.history
+
+    def train_one_epoch(self, train_loader, val_loader) -> dict[str, Any]:
+        """One epoch: train, validate, step the schedule, keep the best weights; its history row."""
+        self.epoch += 1
+        t0 = time.perf_counter()
+        lr = self.opt.param_groups[0]["lr"]
+        tl, _ = self.run_epoch(train_loader, True)
+        vl, vmae = self.run_epoch(val_loader, False) if val_loader is not None else (math.nan, {})
+        monitor = vl if val_loader is not None else tl
+        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.sched.step(monitor)
+        elif self.sched is not None and not self.batch_sched:
+            self.sched.step()
+        self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl,
+                             **{f"val_mae.{h.name}": vmae.get(h.name, math.nan) for h in self.heads},
+                             **({f"task_weight.{h.name}": float(torch.exp(-self.log_vars[k].detach()))
+                                 for k, h in enumerate(self.heads)} if self.log_vars is not None else {}),
+                             "lr": lr, "seconds": time.perf_counter() - t0})
+        if monitor < self.best:
+            self.best, self.stale, self.best_epoch = monitor, 0, self.epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.stale += 1
+        return self.history[-1]
 
 
 def epoch_line(row: dict[str, Any], epochs: int, heads: list[str]) -> str:
@@ -242,27 +261,3 @@ def epoch_line(row: dict[str, Any], epochs: int, heads: list[str]) -> str:
         parts += [f"val MAE {h} {row[f'val_mae.{h}']:.4g}" for h in heads]
     parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s"]
     return "  ".join(parts)
-
-
-def write_history(history: list[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Atomic: a kill, a full disk or a read-only folder never leaves a half-written checkpoint
-    (the last good one stays); the OS error names the file."""
-    save_tensors(state, path)
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A training checkpoint, loaded as data (``weights_only=True``: tensors and plain types)."""
-
-    try:
-        return torch.load(path, weights_only=True, map_location=device)
-    except pickle.UnpicklingError:
-        raise UnsafeArtifactError(f"{path}: refused, it holds more than tensors and plain values (torch.load "
-                                  "with weights_only=True failed); checkpoints written before matgnn stored "
-                                  "them as data cannot be resumed") from None

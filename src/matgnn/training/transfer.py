@@ -18,13 +18,13 @@ rate) is :func:`matgnn.training.transfer.finetune` with ``two_phase``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from matgnn.models.base import MatgnnModel, load_model
+from matgnn.models.base import MatgnnModel
+from matgnn.models.loading import load_model
 
 FREEZE_POLICIES: dict[str, tuple[str, ...] | None] = {
     "none": None,
@@ -32,30 +32,13 @@ FREEZE_POLICIES: dict[str, tuple[str, ...] | None] = {
     "all_but_embedding": ("embedding", "head"),
     "trunk": ("head",),
 }
-_CONV = re.compile(r"^(convs|norms|interactions)\.(\d+)\.")
 NORMALIZATION_BUFFERS = ("target_mean", "target_std", "element_baseline")
 
 
-def parameter_group(name: str) -> str:
-    """The layer group of a parameter (or buffer) name."""
-    m = _CONV.match(name)
-    if m:
-        return f"conv_{m.group(2)}"
-    if name.startswith("heads."):
-        return "head"
-    if name.startswith(("outputs.", "attention_pool.")):
-        return "readout"
-    if name.startswith(("embed", "emb.", "rbf.", "atom_features", "edge_features")):
-        return "embedding"
-    return "other"
-
-
-def layer_groups(model: torch.nn.Module) -> dict[str, list[str]]:
-    """Group name → the model's parameter names in it, in order."""
-    out: dict[str, list[str]] = {}
-    for name, _ in model.named_parameters():
-        out.setdefault(parameter_group(name), []).append(name)
-    return out
+def layer_groups(model: MatgnnModel) -> dict[str, list[str]]:
+    """Group name → the model's parameter names in it (each model knows its groups:
+    :meth:`MatgnnModel.layer_groups`)."""
+    return model.layer_groups()
 
 
 def model_dir(spec: str | Path) -> Path:
@@ -67,7 +50,7 @@ def model_dir(spec: str | Path) -> Path:
 
 def source_info(spec: str | Path) -> dict[str, Any]:
     """The saved ``model.json`` of the source model (class, constructor arguments, graphs)."""
-    from matgnn.models.base import read_model_info
+    from matgnn.artifacts import read_model_info
 
     return read_model_info(model_dir(spec))
 
@@ -88,7 +71,7 @@ def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads:
     for name, value in own.items():
         take = (name in src_state and src_state[name].shape == value.shape
                 and name not in NORMALIZATION_BUFFERS
-                and (parameter_group(name) != "head" or keep_heads))
+                and (model.parameter_group(name) != "head" or keep_heads))
         if take:
             own[name] = src_state[name].clone()
             loaded.append(name)
@@ -124,18 +107,18 @@ def freeze(model: MatgnnModel, policy: str | list[str]) -> list[str]:
     # those modules stay in eval mode whenever the model trains
     model.frozen_modules = [name for name, mod in model.named_modules()
                             if name and isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
-                            and parameter_group(name + ".") in frozen]
+                            and model.parameter_group(name + ".") in frozen]
     model.train(model.training)
     return frozen
 
 
-def weight_shift(before: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, float]:
+def weight_shift(before: dict[str, torch.Tensor], model: MatgnnModel) -> dict[str, float]:
     """Relative change ‖Δw‖/‖w‖ of each layer group between ``before`` (a state dict) and
     the model now."""
     num: dict[str, float] = {}
     den: dict[str, float] = {}
     for name, p in model.named_parameters():
-        g = parameter_group(name)
+        g = model.parameter_group(name)
         w0 = before[name].float()
         num[g] = num.get(g, 0.0) + float((p.detach().float().cpu() - w0.cpu()).pow(2).sum())
         den[g] = den.get(g, 0.0) + float(w0.pow(2).sum())
@@ -145,35 +128,3 @@ def weight_shift(before: dict[str, torch.Tensor], model: torch.nn.Module) -> dic
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the model's weights and buffers."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def finetune(cfg, source: str | Path, freeze_policy: str | list[str] = "none", keep_heads: bool = False,
-             two_phase: bool = False, phase1_epochs: int | None = None, phase2_lr_factor: float = 0.1,
-             **train_kw: Any) -> list[Path]:
-    """Fine-tune ``source`` on ``cfg``'s data and targets; returns the run folder(s).
-
-    One phase: ``freeze_policy`` for all of ``cfg.train.epochs``. Two phases: phase 1 (``phase1_epochs``,
-    default half) with the embedding frozen at ``cfg.train.lr``, then phase 2 from phase 1's model with
-    every layer trainable at ``lr × phase2_lr_factor`` for the remaining epochs.
-    """
-    from matgnn.config import TransferConfig
-    from matgnn.training.run import train
-
-    def with_(c, **upd):
-        tr = c.train.model_copy(update={k: v for k, v in upd.items() if k in ("epochs", "lr")})
-        rest = {k: v for k, v in upd.items() if k not in ("epochs", "lr")}
-        return c.model_copy(update={"train": tr, **rest})
-
-    base = cfg.name or f"finetune-{'+'.join(h.name for h in cfg.targets)}"
-    if not two_phase:
-        return [train(with_(cfg, transfer=TransferConfig(from_model=str(source), freeze=freeze_policy,
-                                                         keep_heads=keep_heads), name=base), **train_kw)]
-    p1 = phase1_epochs or max(1, cfg.train.epochs // 2)
-    if p1 >= cfg.train.epochs:
-        raise ValueError(f"phase 1 ({p1} epochs) leaves no epochs of the {cfg.train.epochs} for phase 2")
-    r1 = train(with_(cfg, epochs=p1, name=f"{base}-phase1",
-                     transfer=TransferConfig(from_model=str(source), freeze=["embedding"], keep_heads=keep_heads)),
-               **train_kw)
-    r2 = train(with_(cfg, epochs=cfg.train.epochs - p1, lr=cfg.train.lr * phase2_lr_factor, name=f"{base}-phase2",
-                     transfer=TransferConfig(from_model=str(r1), freeze="none", keep_heads=True)), **train_kw)
-    return [r1, r2]

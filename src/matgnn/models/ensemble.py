@@ -1,0 +1,73 @@
+"""Ensembles as ordinary models: the members' mean per head and their spread σ (recalibrated per
+head when the ensemble was fitted on a validation set), saved and loaded with one call like any
+model — ``model.json`` holds each member's class and constructor arguments (nested, as MatGL
+saves composites) and ``state.pt`` every member's weights. ``load_model`` of an ensemble folder
+(``ensemble.json`` + members) builds the same object from the member folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from matgnn.evaluation.uncertainty import Recalibration
+from matgnn.models.base import MatgnnModel
+from matgnn.models.registry import build_from_spec, model_spec, register_model_class
+
+
+@register_model_class
+class EnsembleModel(nn.Module):
+    """Members with the same heads; ``forward`` gives the mean, :meth:`predict_with_std` the mean
+    and σ (the members' standard deviation, recalibrated where ``recalibration`` has the head)."""
+
+    VERSION = 1
+
+    def __init__(self, members: list[dict[str, Any]], recalibration: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if not isinstance(members, list) or len(members) < 2:
+            raise ValueError("an ensemble needs a list of at least 2 member specs")
+        self.init_args = {"members": members, "recalibration": recalibration or {}}
+        self.members = nn.ModuleList(build_from_spec(m, "an ensemble member's spec") for m in members)
+        first = [(s["name"], s["level"]) for s in self.members[0].head_specs]
+        for k, m in enumerate(self.members[1:], 1):
+            if [(s["name"], s["level"]) for s in m.head_specs] != first:
+                raise ValueError(f"ensemble member {k} has heads {[s['name'] for s in m.head_specs]}, member 0 "
+                                 f"{[n for n, _ in first]}; an ensemble needs the same heads")
+        self.recalibration = {h: Recalibration.from_dict(v) for h, v in (recalibration or {}).items()}
+
+    @classmethod
+    def of(cls, models: list[nn.Module], recalibration: dict[str, Recalibration] | None = None) -> EnsembleModel:
+        """An ensemble of trained models, used as they are (not copied); members that are
+        ensembles are flattened."""
+        flat: list[nn.Module] = []
+        for m in models:
+            flat += list(m.members) if isinstance(m, EnsembleModel) else [m]
+        ens = cls([model_spec(m) for m in flat], {h: r.to_dict() for h, r in (recalibration or {}).items()})
+        ens.members = nn.ModuleList(flat)
+        return ens.eval()
+
+    @property
+    def head_specs(self) -> list[dict[str, Any]]:
+        return self.members[0].head_specs
+
+    def predict_with_std(self, batch: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        outs = [m(batch) for m in self.members]
+        res = {}
+        for s in self.head_specs:
+            stack = torch.stack([o[s["name"]].float() for o in outs])
+            mean, std = stack.mean(0), stack.std(0, unbiased=False)
+            rec = self.recalibration.get(s["name"])
+            if rec is not None:
+                std = torch.as_tensor(rec(std.detach().cpu().numpy(), mean.detach().cpu().numpy()), dtype=mean.dtype,
+                                      device=mean.device)
+            res[s["name"]] = (mean, std)
+        return res
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        return {name: mean for name, (mean, _) in self.predict_with_std(batch).items()}
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        return MatgnnModel.save(self, path, extra)  # model.json (nested member specs) + state.pt (all members)

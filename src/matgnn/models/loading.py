@@ -1,0 +1,65 @@
+"""Rebuilding a saved model from its folder: ``model.json`` (class, constructor arguments) and
+``state.pt`` (weights). Loading is data, never code: the class must be one of
+:mod:`matgnn.models.registry`'s, refused before anything is imported otherwise, and the weights
+load with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import torch
+
+from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE, ensemble_members, read_model_info, resolve
+from matgnn.errors import UnsafeArtifactError, UserError
+from matgnn.models.base import MatgnnModel
+from matgnn.models.registry import registered_class
+
+#: buffers newer than some saved models; absent from a file, they keep their neutral default
+OPTIONAL_BUFFERS = {"element_baseline"}
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MatgnnModel:
+    """Rebuild a saved model from its folder, a run folder holding ``model/``, or a model's name
+    (shipped, or a folder of ``$MATGNN_MODELS``): see :mod:`matgnn.artifacts`."""
+    path = Path(path)
+    if not (path / MODEL_FILE).is_file():  # a run folder, a shipped name, a name in $MATGNN_MODELS
+        if not path.exists() and ("/" in str(path) or path.is_absolute()):
+            raise FileNotFoundError(f"{path}: no such run or model folder")
+        found = resolve(path)
+        if found.kind == "ensemble":  # ensemble.json + member folders: one EnsembleModel
+            from matgnn.models.ensemble import EnsembleModel
+
+            members, recalibration = ensemble_members(found.path)
+            return EnsembleModel.of([load_model(m, map_location) for m in members], recalibration).eval()
+        path = found.model_dir
+    info = read_model_info(path)
+    cls = registered_class(info.get("module"), info.get("class"), path / MODEL_FILE)
+    if info.get("version") != getattr(cls, "VERSION", None):
+        warnings.warn(f"{path} was saved by {info['class']} version {info.get('version')}; "
+                      f"this code has version {cls.VERSION}", stacklevel=2)
+    init_args = info.get("init_args")
+    if not isinstance(init_args, dict):
+        raise UserError(f"{path / MODEL_FILE}: 'init_args' is not a mapping of constructor arguments")
+    try:
+        model = cls(**init_args)
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserError(f"{path / MODEL_FILE}: its constructor arguments do not fit {info['class']}: {e}") from None
+    try:
+        state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no {WEIGHTS_FILE} beside {MODEL_FILE}") from None
+    except pickle.UnpicklingError:
+        raise UnsafeArtifactError(f"{path / WEIGHTS_FILE}: refused, it holds more than tensors "
+                                  "(torch.load with weights_only=True failed)") from None
+    except RuntimeError as e:
+        raise UserError(f"{path / WEIGHTS_FILE}: not a readable weights file: {str(e).splitlines()[0]}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # buffers added after a model was saved keep their neutral defaults (zeros: no element baseline)
+    missing = [k for k in missing if k not in OPTIONAL_BUFFERS]
+    if missing or unexpected:
+        raise RuntimeError(f"{path / WEIGHTS_FILE} does not fit {info['class']}: missing {missing}, "
+                           f"unexpected {unexpected}")
+    model.eval()
+    return model

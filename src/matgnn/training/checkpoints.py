@@ -1,0 +1,41 @@
+"""Training checkpoints and the history log: tensors and plain values only, written atomically,
+loaded with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from matgnn.artifacts import CHECKPOINT_FILE
+from matgnn.errors import UnsafeArtifactError
+from matgnn.models.base import save_tensors
+
+CHECKPOINT = CHECKPOINT_FILE
+
+
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Atomic: a kill, a full disk or a read-only folder never leaves a half-written checkpoint
+    (the last good one stays); the OS error names the file."""
+    save_tensors(state, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A training checkpoint, loaded as data (``weights_only=True``: tensors and plain types)."""
+
+    try:
+        return torch.load(path, weights_only=True, map_location=device)
+    except pickle.UnpicklingError:
+        raise UnsafeArtifactError(f"{path}: refused, it holds more than tensors and plain values (torch.load "
+                                  "with weights_only=True failed); checkpoints written before matgnn stored "
+                                  "them as data cannot be resumed") from None

@@ -1,0 +1,155 @@
+"""A run's data: the graph cache (built or reused) with its load report, every graph's labels,
+the split (made and saved in ``split.json``, or read back from it on resume) and the loaders of
+the split's graphs (held in RAM or streamed from LMDB, for one process or one rank)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from matgnn.config import RunConfig, batch_targets
+from matgnn.data.sources import make_source
+from matgnn.errors import UserError
+from matgnn.graphs.batching import GraphLoader, make_loader
+from matgnn.graphs.cache import GraphCache, build_graph_cache
+from matgnn.graphs.packed import PackedGraphs, StreamedGraphs
+from matgnn.training import splits as splitting
+from matgnn.training.targets import check_targets, target_labels
+
+
+def make_split(cfg: RunConfig, cache: GraphCache, labels: list[dict[str, np.ndarray]], labelled: list[int],
+               console: Console) -> dict[str, list[int]]:
+    """Cache positions of train/val/test under ``cfg.split`` (over labelled graphs)."""
+    sp = cfg.split
+    if sp.kind == "ids":
+        if not sp.ids_file:
+            raise ValueError("split kind 'ids' needs split.ids_file")
+        ids = [cache.ids[i] for i in labelled]
+        parts, missing = splitting.ids_split(ids, splitting.read_id_split(sp.ids_file))
+        if any(missing.values()):
+            console.print(f"split file {sp.ids_file}: ids without a (usable, labelled) structure here, left out: "
+                          + ", ".join(f"{k} {v}" for k, v in missing.items()))
+        if not parts["val"] and sp.val > 0 and len(parts["train"]) > 1:
+            # public folds often give train/test only: validation is carved from the training ids alone
+            # (seeded, split.val of them), never from the test ids
+            rng = np.random.default_rng(sp.seed)
+            order = rng.permutation(parts["train"])
+            n_val = max(1, int(round(sp.val * len(order))))
+            parts = {"train": sorted(order[n_val:].tolist()), "val": sorted(order[:n_val].tolist()),
+                     "test": parts["test"]}
+            console.print(f"split file {sp.ids_file} has no validation ids: {n_val} of its training ids "
+                          f"(split.val = {sp.val}, seed {sp.seed}) are the validation split")
+    elif sp.kind == "kfold":
+        parts = splitting.kfold_split(len(labelled), sp.folds, sp.fold, sp.val, sp.seed)
+    elif sp.kind == "grouped":
+        parts = splitting.grouped_split([cache.meta["formula"][i] for i in labelled], sp.train, sp.val, sp.seed)
+    elif sp.kind == "stratified":
+        col = sp.stratify_by or cfg.targets[0].name
+        if col not in labels[0]:
+            raise ValueError(f"stratify_by {col!r} is not one of the run's targets")
+        parts = splitting.stratified_split([float(np.nanmean(labels[i][col])) if (~np.isnan(labels[i][col])).any()
+                                            else math.nan for i in labelled], sp.train, sp.val, sp.seed, sp.bins)
+    else:
+        parts = splitting.random_split(len(labelled), sp.train, sp.val, sp.seed)
+    return {k: [labelled[i] for i in v] for k, v in parts.items()}
+
+
+def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: bool = True,
+                     resume: bool = False, write: bool = True
+                     ) -> tuple[GraphCache, list[dict[str, np.ndarray]], dict[str, list[int]]]:
+    """Graph cache (built or reused), load report, labels and the split (made and saved in
+    ``split.json``, or with ``resume`` read back from it) of a run folder. ``write=False``
+    (ranks other than 0 of a distributed run) writes nothing into the run folder."""
+    source = make_source(cfg.source)
+    cache = build_graph_cache(source, cfg.graphs, cache_root=cfg.cache_dir, workers=cfg.workers,
+                              on_invalid=cfg.on_invalid, progress=progress)
+    stats = cache.build_stats
+    console.print(f"graph cache: {cache.path} ({'reused' if stats and stats.built == 0 else f'built {stats.built} graphs in {stats.seconds:.1f} s'})")
+    report = cache.report
+    report.print(console)
+    if write:
+        report.save(run_dir)
+    cache.check_unique_ids()
+    check_targets(cache, cfg.targets)
+
+    labels = target_labels(cache, cfg.targets)
+    labelled = [i for i, d in enumerate(labels) if any((~np.isnan(v)).any() for v in d.values())]
+    if len(labelled) < len(cache):
+        keep = set(labelled)
+        console.print(f"{len(cache) - len(labelled)} structures carry none of the targets "
+                      f"{[h.name for h in cfg.targets]} and are left out (listed in unlabelled.txt)")
+        if write:
+            (run_dir / "unlabelled.txt").write_text("\n".join(cache.ids[i] for i in range(len(cache)) if i not in keep) + "\n")
+    if resume:
+        saved = json.loads((run_dir / "split.json").read_text())
+        split, missing = splitting.ids_split(cache.ids, {k: saved[k] for k in ("train", "val", "test")})
+        if any(missing.values()):
+            raise ValueError(f"{run_dir / 'split.json'}: {sum(missing.values())} ids are not in the graph cache "
+                             "(did the source change?)")
+    else:
+        split = make_split(cfg, cache, labels, labelled, console)
+        if write:
+            (run_dir / "split.json").write_text(json.dumps(
+                {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
+    if cfg.split.bootstrap is not None:  # a bootstrap member: the training split resampled with replacement
+        rng = np.random.default_rng(cfg.split.bootstrap)
+        split["train"] = [split["train"][i] for i in rng.integers(0, len(split["train"]), len(split["train"]))]
+        console.print(f"bootstrap resample of the training split (seed {cfg.split.bootstrap}): "
+                      f"{len(set(split['train']))} distinct structures")
+    console.print(f"split ({cfg.split.kind}): {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test")
+    if not split["train"]:
+        raise UserError(f"the training split is empty ({len(labelled)} labelled structures; split {cfg.split.kind})")
+    if not split["val"]:
+        console.print("[yellow]warning:[/yellow] the validation split is empty: early stopping, the LR schedule and "
+                      "the best weights follow the training loss; history.csv's validation columns stay empty")
+    if not split["test"]:
+        console.print("[yellow]warning:[/yellow] the test split is empty: the run reports no test metrics")
+
+    return cache, labels, split
+
+
+@dataclass
+class SplitGraphs:
+    """Each split's graphs and the loaders the run uses (``shape``: how batches are cut)."""
+
+    graphs: dict[str, PackedGraphs | StreamedGraphs]
+    loaders: dict[str, GraphLoader | None]
+    shape: dict
+
+    def add_batch_fields(self, fields: tuple[str, ...]) -> None:
+        """Have every batch carry the extra fields the run's models declare (triplets)."""
+        for g in self.graphs.values():
+            g.extras = list(dict.fromkeys([*g.extras, *fields]))
+
+    def loader(self, split: str, batch_size: int) -> GraphLoader:
+        """A single-process pass over every graph of ``split`` once (final scoring)."""
+        return make_loader(self.graphs[split], batch_size, **self.shape)
+
+
+def split_graphs(cfg: RunConfig, cache: GraphCache, split: dict[str, list[int]], generator: torch.Generator,
+                 console: Console, rank: int = 0, world: int = 1) -> SplitGraphs:
+    """The split's graphs (in RAM when the training split is small enough, or ``train.in_memory``)
+    and loaders: training shuffled from ``generator``; validation and test for per-epoch scoring,
+    each rank scoring its share."""
+    tc = cfg.train
+    in_memory = tc.in_memory
+    if in_memory == "auto":
+        in_memory = sum(cache.meta["n_edges"][i] for i in split["train"]) < 20_000_000
+    g_names, n_names = batch_targets(cfg.targets)
+    graphs = {k: (PackedGraphs if in_memory else StreamedGraphs)(cache, v, g_names, n_names) for k, v in split.items()}
+    console.print("graphs " + ("held in RAM" if in_memory else "streamed from the LMDB cache")
+                  + (f"; batches of ~{tc.batch_budget or 'batch_size × mean'} {tc.batch_by}" if tc.batch_by != "graphs" else ""))
+    shape = {"batch_by": tc.batch_by, "budget": tc.batch_budget, "workers": 0 if in_memory else tc.loader_workers}
+    loaders: dict[str, GraphLoader | None] = {
+        "train": make_loader(graphs["train"], tc.batch_size, shuffle=True, generator=generator, rank=rank,
+                             world=world, **shape)}
+    for k in ("val", "test"):
+        loaders[k] = (make_loader(graphs[k], tc.batch_size, rank=rank, world=world, pad=False, **shape)
+                      if len(graphs[k]) else None)
+    return SplitGraphs(graphs, loaders, shape)
