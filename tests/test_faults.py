@@ -24,6 +24,7 @@ from tests.userdata import (
     READ_ONLY_WORDS,
     cif_folder,
     crystal,
+    magmom_jsonl,
     ok,
     read_only,
     run,
@@ -578,3 +579,20 @@ def test_nonsense_numbers_and_an_output_dir_that_is_a_file(trained, tmp_path):
     (tmp_path / "afile").write_text("mine")
     user_error(run("train", str(trained["cfg"]), "--set", f"output_dir={tmp_path / 'afile'}"), "afile")
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("model", ["cgcnn", "cgconv_net", "pna", "gatv2conv", "alignn"])
+def test_a_one_atom_crystal_alone_in_the_last_batch(tmp_path, model):
+    """Batch norm in training needs more than one row; a one-atom cell (primitive Cu) left alone in the
+    last training batch used to stop CGCNN/PNA runs with torch's "Expected more than 1 value per
+    channel". Such a batch is now normalised with the running statistics."""
+    data = magmom_jsonl(tmp_path / "m.jsonl.gz")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""source: {{kind: magmoms, path: {data}}}
+targets: [{{name: magmom, level: node}}]
+model: {{name: {model}, hidden: 16, layers: 2}}
+train: {{epochs: 2, batch_size: 2}}
+split: {{kind: random, train: 0.5, val: 0.25}}
+output_dir: {tmp_path / 'runs'}
+""")
+    ok(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))

@@ -30,6 +30,7 @@ from matgnn.graphs.features import AtomFeatures, GaussianRBF
 from matgnn.graphs.geometry import edge_lengths, edge_vectors
 from matgnn.graphs.triplets import triplets
 from matgnn.models.base import MatgnnModel, ModelSettings
+from matgnn.models.layers import RowBatchNorm
 
 
 class ALIGNNConfig(ModelSettings):
@@ -47,9 +48,13 @@ class ALIGNNConfig(ModelSettings):
     norm: Literal["batch", "layer"] = Field("batch", description="normalisation inside the convolutions")
 
 
+def _norm(channels: int, norm: str) -> nn.Module:
+    return RowBatchNorm(channels) if norm == "batch" else nn.LayerNorm(channels)
+
+
 def _mlp(inp: int, out: int, norm: str) -> nn.Sequential:
     """Linear → norm → SiLU (ALIGNN's MLP layer)."""
-    return nn.Sequential(nn.Linear(inp, out), nn.BatchNorm1d(out) if norm == "batch" else nn.LayerNorm(out), nn.SiLU())
+    return nn.Sequential(nn.Linear(inp, out), _norm(out, norm), nn.SiLU())
 
 
 class EdgeGatedConv(nn.Module):
@@ -66,8 +71,7 @@ class EdgeGatedConv(nn.Module):
         self.channels = channels
         self.node = nn.Linear(channels, 4 * channels)  # [A | B | U | V], one product per node
         self.edge = nn.Linear(channels, channels)  # C
-        make = (lambda: nn.BatchNorm1d(channels)) if norm == "batch" else (lambda: nn.LayerNorm(channels))
-        self.norm_nodes, self.norm_edges = make(), make()
+        self.norm_nodes, self.norm_edges = _norm(channels, norm), _norm(channels, norm)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         src, dst = edge_index

@@ -12,7 +12,7 @@ from torch import nn
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, EdgeFeatures
 from matgnn.models.base import MatgnnModel, ModelSettings
-from matgnn.models.layers import GatedConv
+from matgnn.models.layers import GatedConv, RowBatchNorm
 
 
 class CGCNNConfig(ModelSettings):
@@ -74,7 +74,7 @@ class CGConvNet(MatgnnModel):
         self.edge_features = EdgeFeatures(cutoff=cutoff, n_rbf=n_rbf)
         self.embed = nn.Linear(self.atom_features.dim, hidden)
         self.convs = nn.ModuleList(GatedConv(hidden, n_rbf, aggr="mean", batch_norm=False) for _ in range(layers))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
+        self.norms = nn.ModuleList(RowBatchNorm(hidden) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)
 
     def node_features(self, batch: Any) -> torch.Tensor:

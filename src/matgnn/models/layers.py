@@ -7,6 +7,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class RowBatchNorm(nn.BatchNorm1d):
+    """Batch norm over rows that tolerates a batch of one row or none (a one-atom structure alone in
+    the last batch, a batch without any bond pair): such a batch is normalised with the running
+    statistics instead of failing, and does not update them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.size(0) <= 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 class _GatedMessage(torch.autograd.Function):
     """``σ(f) ⊙ softplus(c)`` of ``gate = [f | c]`` with a hand-written backward: one
     gradient tensor for ``gate`` (no split/cat) and ``softplus' = σ`` instead of
@@ -63,7 +74,7 @@ class GatedConv(nn.Module):
         self.lin_centre = nn.Linear(channels, 2 * channels)            # rows: [filter | core]
         self.lin_neighbour = nn.Linear(channels, 2 * channels, bias=False)
         self.lin_edge = nn.Linear(edge_dim, 2 * channels, bias=False)
-        self.bn = nn.BatchNorm1d(channels) if batch_norm else None
+        self.bn = RowBatchNorm(channels) if batch_norm else None
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]  # message j → i: src = neighbour j, dst = centre i

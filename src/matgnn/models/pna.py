@@ -51,7 +51,7 @@ class PNA(MatgnnModel):
             PNAConv(hidden, hidden, aggregators=["mean", "min", "max", "std"],
                     scalers=["identity", "amplification", "attenuation"], deg=deg_t, edge_dim=n_rbf,
                     towers=1, pre_layers=1, post_layers=1, divide_input=False) for _ in range(layers))
-        self.norms = nn.ModuleList(BatchNorm(hidden) for _ in range(layers))
+        self.norms = nn.ModuleList(BatchNorm(hidden, allow_single_element=True) for _ in range(layers))
         self.act = nn.SiLU()
         self.dropout = nn.Dropout(dropout)
 

@@ -25,6 +25,7 @@ from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, CosineCutoff, EdgeFeatures
 from matgnn.graphs.geometry import edge_lengths
 from matgnn.models.base import MatgnnModel, ModelSettings
+from matgnn.models.layers import RowBatchNorm
 from matgnn.models.schnet import InteractionBlock
 
 
@@ -116,7 +117,7 @@ class ZooModel(MatgnnModel):
         self.envelope = CosineCutoff(cutoff)
         self.embed = nn.Linear(self.atom_features.dim, hidden)
         self.convs = nn.ModuleList(make(hidden, n_rbf, cutoff) for _ in range(layers))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
+        self.norms = nn.ModuleList(RowBatchNorm(hidden) for _ in range(layers))
         self.act = nn.SiLU()
         self.dropout = nn.Dropout(dropout)
 
