@@ -13,13 +13,15 @@ from torch_geometric.data import Batch
 from matgnn.data.structure import Structure
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.dataset import record_to_data
+from matgnn.graphs.extras import BUILDERS
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.models import OPERATORS, build_model, load_model
+from matgnn.models.base import batch_fields_of
 from matgnn.models.dimenet import periodic_triplets
 
 SETTINGS = GraphSettings(cutoff=4.5, max_neighbors=12)
 HEADS = [{"name": "y", "level": "graph"}, {"name": "m", "level": "node"}]
-NAMES = ["cgcnn", "cgconv_net", "schnet", "pna", "dimenet++", "alignn"] + [op for op in OPERATORS]
+NAMES = ["cgcnn", "cgconv_net", "schnet", "pna", "dimenet++", "alignn", "chgnet"] + [op for op in OPERATORS]
 
 
 def _atoms():
@@ -30,10 +32,13 @@ def _atoms():
     return a
 
 
-def _graph(atoms, settings=SETTINGS):
+def _graph(atoms, settings=SETTINGS, model=None):
     s = Structure("t", atoms.numbers.astype(np.int64), atoms.positions.copy(), np.asarray(atoms.cell[:], float),
                   np.asarray(atoms.pbc, bool), {"y": 0.0}, {"m": np.zeros(len(atoms))})
-    return Batch.from_data_list([record_to_data(graph_record(s, settings))])
+    batch = Batch.from_data_list([record_to_data(graph_record(s, settings))])
+    for field in batch_fields_of(model):  # what the model declares (CHGNet's features), as the packer adds it
+        BUILDERS[field](batch)
+    return batch
 
 
 def _model(name):
@@ -44,6 +49,9 @@ def _model(name):
     radial = {"num_radial": 6} if name == "dimenet++" else {"n_rbf": 8}  # DimeNet++'s own radial basis
     if name == "alignn":
         radial.update(n_angle=8, embedding=8, gcn_layers=1)
+    if name == "chgnet":  # frozen CHGNet features: no radial basis of ours
+        pytest.importorskip("chgnet", reason="model 'chgnet' needs the chgnet package")
+        radial = {}
     m = build_model(name, HEADS, cutoff=SETTINGS.cutoff, hidden=16, layers=2, head_hidden=16, **radial, **extra)
     return m.eval()
 
@@ -60,16 +68,16 @@ def test_invariances(name):
     model = _model(name)
     atoms = _atoms()
     with torch.no_grad():
-        ref = model(_graph(atoms))
+        ref = model(_graph(atoms, model=model))
         moved = atoms.copy()
         moved.translate([0.7, -1.3, 2.9])
         moved.wrap()
-        out = model(_graph(moved))
+        out = model(_graph(moved, model=model))
         torch.testing.assert_close(out["y"], ref["y"], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(out["m"], ref["m"], atol=1e-4, rtol=1e-4)
 
         perm = np.random.default_rng(0).permutation(len(atoms))
-        out = model(_graph(atoms[perm]))
+        out = model(_graph(atoms[perm], model=model))
         torch.testing.assert_close(out["y"], ref["y"], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(out["m"], ref["m"][perm], atol=1e-4, rtol=1e-4)
 
@@ -77,11 +85,11 @@ def test_invariances(name):
         rot = _rotation([0.3, -0.8, 0.5], 1.1)
         turned.set_cell(atoms.cell[:] @ rot.T, scale_atoms=False)
         turned.positions = atoms.positions @ rot.T
-        out = model(_graph(turned))
+        out = model(_graph(turned, model=model))
         torch.testing.assert_close(out["y"], ref["y"], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(out["m"], ref["m"], atol=1e-4, rtol=1e-4)
 
-        big = model(_graph(atoms.repeat((2, 2, 1))))
+        big = model(_graph(atoms.repeat((2, 2, 1)), model=model))
         torch.testing.assert_close(big["y"], ref["y"], atol=1e-4, rtol=1e-4)  # intensive (mean pooling)
         torch.testing.assert_close(big["m"], ref["m"].repeat(4), atol=1e-4, rtol=1e-4)
 

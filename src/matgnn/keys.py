@@ -36,6 +36,11 @@ STRUCTURE_ID = "structure_id"
 TRIPLET_KJ = "idx_kj"
 TRIPLET_JI = "idx_ji"
 
+#: Frozen features of a pretrained backbone (CHGNet): per atom ``[n_atoms, 64]`` and per
+#: structure ``[n_graphs, 64]``. Present when a model declares ``batch_fields = ("chgnet_features",)``.
+BACKBONE_ATOM = "backbone_atom"
+BACKBONE_CRYSTAL = "backbone_crystal"
+
 #: Prefix of target fields: a graph-level target has shape ``[n_graphs]``, a node-level
 #: target ``[n_atoms]``. Missing labels are NaN and are masked by the losses.
 TARGET_PREFIX = "y_"

@@ -19,7 +19,7 @@ from torch_geometric.data import Batch
 from matgnn import keys
 from matgnn.graphs.cache import GraphCache
 from matgnn.graphs.dataset import edge_geometry
-from matgnn.graphs.triplets import BUILDERS
+from matgnn.graphs.extras import BUILDERS
 
 #: a graph target to pack: its name, or (head name, component names) for a vector head
 TargetSpec = str | tuple[str, Sequence[str]]
@@ -56,7 +56,7 @@ class PackedGraphs:
     entry is a target's name, or ``(name, components)`` for a vector head: the batch field
     ``y_<name>`` then has shape ``[n_graphs, len(components)]``, one column per component.
     ``extras``: fields a model declares (``batch_fields``, e.g. ``"triplets"``), added to every
-    batch by :data:`matgnn.graphs.triplets.BUILDERS`.
+    batch by :data:`matgnn.graphs.extras.BUILDERS`.
     """
 
     def __init__(self, cache: GraphCache, indices: Sequence[int] | None = None,

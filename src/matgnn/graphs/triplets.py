@@ -46,6 +46,3 @@ def triplets(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return batch[keys.TRIPLET_KJ], batch[keys.TRIPLET_JI]
     return periodic_triplets(batch[keys.EDGE_INDEX], batch[keys.CELL_OFFSETS], batch[keys.Z].size(0))
 
-
-#: extra batch fields a model may declare (``MatgnnModel.batch_fields``) -> what adds them to a batch
-BUILDERS = {"triplets": add_triplets}

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Tag, TypeAdapter
 
 from matgnn.models.alignn import ALIGNN
+from matgnn.models.backbones import CHGNetBackbone
 from matgnn.models.base import MatgnnModel
 from matgnn.models.cgcnn import CGCNN, CGConvNet
 from matgnn.models.dimenet import DimeNetPP
@@ -31,6 +32,7 @@ MODELS: dict[str, type[MatgnnModel]] = {
     "dimenet++": DimeNetPP,
     "zoo": ZooModel,
     "alignn": ALIGNN,
+    "chgnet": CHGNetBackbone,
 }
 
 

@@ -96,7 +96,7 @@ class MatgnnModel(nn.Module):
     VERSION = 1
     #: the pydantic class of ``model:`` settings this model takes (see :mod:`matgnn.models`)
     config_class: type[ModelSettings] = ModelSettings
-    #: extra batch fields the packer builds for this model (:data:`matgnn.graphs.triplets.BUILDERS`)
+    #: extra batch fields the packer builds for this model (:data:`matgnn.graphs.extras.BUILDERS`)
     batch_fields: tuple[str, ...] = ()
     #: layer groups (freeze policies, transfer, weight shift) by top-level module name: modules
     #: with one entry per layer (group ``conv_<k>``), the input embedding, the readout; the heads

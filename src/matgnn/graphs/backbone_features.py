@@ -1,0 +1,186 @@
+"""Frozen features of a pretrained universal interatomic potential, per atom and per structure,
+computed once per structure and cached on disk.
+
+CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 5, 1031, 2023; modified BSD licence; its weights
+ship inside the ``chgnet`` wheel, so nothing is downloaded) gives for every structure a 64-d
+feature per atom (its last atom-convolution output) and a 64-d crystal feature (its pooled
+readout input). A model that declares ``batch_fields = ("chgnet_features",)`` gets them as batch
+fields ``keys.BACKBONE_ATOM`` ``[n_atoms, 64]`` and ``keys.BACKBONE_CRYSTAL`` ``[n_graphs, 64]``.
+
+The cache (``$MATGNN_CACHE_DIR/embeddings/chgnet-0.3.0/``, one ``.npy`` pair per structure) is
+keyed by the backbone's name and version and a SHA-256 of the structure (atomic numbers,
+positions, cell, periodicity as the batch holds them), so a sweep, an ensemble or a second run
+over the same structures computes nothing again; files are written atomically and read as plain
+arrays (``allow_pickle=False``). A structure the backbone rejects (CHGNet refuses, for example,
+an atom without any neighbour within its 6 Å graph) gets zero features, and its id is said on
+stderr once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from matgnn import keys
+
+#: the backbone version whose weights are used (and whose features a saved model was trained on)
+CHGNET_VERSION = "0.3.0"
+FEATURE_DIM = 64
+
+
+def _default_root() -> Path:
+    return Path(os.environ.get("MATGNN_CACHE_DIR", Path.home() / ".cache" / "matgnn")) / "embeddings"
+
+
+class ChgnetFeatures:
+    """CHGNet's frozen per-atom and per-structure features, memoised in RAM and cached on disk."""
+
+    name = "chgnet"
+
+    def __init__(self, root: Path | None = None, batch_size: int = 32) -> None:
+        self.version = CHGNET_VERSION
+        self.folder = (root or _default_root()) / f"{self.name}-{self.version}"
+        self.batch_size = batch_size
+        self._model = None
+        self._memo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._said: set[str] = set()
+
+    @property
+    def model(self):  # noqa: ANN201 - chgnet's CHGNet
+        if self._model is None:
+            try:
+                from chgnet.model import CHGNet
+            except ImportError:
+                from matgnn.errors import UserError
+
+                raise UserError("model 'chgnet' needs the chgnet package: pip install 'matgnn[foundation]'") from None
+            with contextlib.redirect_stdout(io.StringIO()):  # its "initialized with N parameters" banner
+                self._model = CHGNet.load(model_name=self.version, verbose=False).eval()
+        return self._model
+
+    @staticmethod
+    def key(z: np.ndarray, pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> str:
+        h = hashlib.sha256()
+        for a, dtype in ((z, np.int64), (pos, np.float32), (cell, np.float32), (pbc, np.bool_)):
+            h.update(np.ascontiguousarray(a, dtype=dtype).tobytes())
+        return h.hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def _read(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            table = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None  # a damaged file is computed again
+        if table.ndim != 2 or table.shape[1] != FEATURE_DIM or len(table) < 1:
+            return None
+        return table[1:], table[0]  # row 0: the crystal feature; then one row per atom
+
+    def _write(self, key: str, atom: np.ndarray, crystal: np.ndarray) -> None:
+        from matgnn.models.base import write_atomic
+
+        path = self._path(key)
+        buf = io.BytesIO()
+        np.save(buf, np.concatenate([crystal[None], atom]).astype(np.float32), allow_pickle=False)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, buf.getbuffer())
+        except OSError:
+            pass  # a read-only or full cache only costs the recomputation next time
+
+    def features(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(per-atom ``[n, 64]``, per-structure ``[64]``) features of (id, Z, positions, cell, pbc) tuples."""
+        keys_ = [self.key(*s[1:]) for s in structures]
+        out: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for k in keys_:
+            got = self._memo.get(k)
+            if got is None:
+                got = self._read(k)
+                if got is not None:
+                    self._memo[k] = got
+            out.append(got)
+        todo = [i for i, o in enumerate(out) if o is None]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            for i, feats in zip(chunk, self._compute([structures[i] for i in chunk], [keys_[i] for i in chunk])):
+                self._memo[keys_[i]] = feats
+                out[i] = feats
+        return out  # type: ignore[return-value]
+
+    def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                 keys_: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        from pymatgen.core import Lattice, Structure
+
+        pmg = [Structure(Lattice(np.asarray(cell, float)), [int(x) for x in z], np.asarray(pos, float),
+                         coords_are_cartesian=True) for _, z, pos, cell, _ in structures]
+        try:
+            with torch.inference_mode(False), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # CHGNet's own tensor-conversion warning
+                preds = self.model.predict_structure(pmg, task="e", return_atom_feas=True, return_crystal_feas=True,
+                                                     batch_size=len(pmg))
+            preds = preds if isinstance(preds, list) else [preds]
+        except Exception:  # noqa: BLE001 - CHGNet's own checks: one by one, to find the structures it refuses
+            preds = []
+            for s in pmg:
+                try:
+                    with torch.inference_mode(False), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        preds.append(self.model.predict_structure(s, task="e", return_atom_feas=True,
+                                                                  return_crystal_feas=True))
+                except Exception:  # noqa: BLE001
+                    preds.append(None)
+        out = []
+        for (sid, z, *_), key, p in zip(structures, keys_, preds):
+            if p is None:
+                if sid not in self._said:
+                    self._said.add(sid)
+                    print(f"chgnet: structure {sid} rejected by CHGNet {self.version}; its backbone features are zero",
+                          file=sys.stderr)
+                out.append((np.zeros((len(z), FEATURE_DIM), np.float32), np.zeros(FEATURE_DIM, np.float32)))
+                continue
+            atom = np.asarray(p["atom_fea"], np.float32).reshape(len(z), FEATURE_DIM)
+            crystal = np.asarray(p["crystal_fea"], np.float32).reshape(FEATURE_DIM)
+            self._write(key, atom, crystal)
+            out.append((atom, crystal))
+        return out
+
+
+_FEATURES: dict[str, ChgnetFeatures] = {}
+
+
+def chgnet_features() -> ChgnetFeatures:
+    """The process's CHGNet feature store (one model load, one memo)."""
+    root = str(_default_root())
+    if root not in _FEATURES:
+        _FEATURES[root] = ChgnetFeatures()
+    return _FEATURES[root]
+
+
+def add_chgnet_features(batch: Any) -> Any:
+    """Store the batch's CHGNet features as ``keys.BACKBONE_ATOM`` / ``keys.BACKBONE_CRYSTAL``."""
+    counts = batch[keys.N_ATOMS].tolist()
+    starts = np.cumsum([0] + counts)
+    z, pos = batch[keys.Z].cpu().numpy(), batch[keys.POS].detach().cpu().numpy()
+    cell, pbc = batch[keys.CELL].cpu().numpy(), batch[keys.PBC].cpu().numpy()
+    items = [(sid, z[starts[g]:starts[g + 1]], pos[starts[g]:starts[g + 1]], cell[g], pbc[g])
+             for g, sid in enumerate(batch[keys.STRUCTURE_ID])]
+    feats = chgnet_features().features(items)
+    batch[keys.BACKBONE_ATOM] = torch.from_numpy(np.concatenate([a for a, _ in feats]) if feats
+                                                 else np.zeros((0, FEATURE_DIM), np.float32))
+    batch[keys.BACKBONE_CRYSTAL] = torch.from_numpy(np.stack([c for _, c in feats]) if feats
+                                                    else np.zeros((0, FEATURE_DIM), np.float32))
+    return batch
