@@ -7,7 +7,7 @@ The "predict the train mean" baseline is measured on the same folds. Every run g
 through ``matgnn.training.run.train`` (the code path of ``matgnn train``) and leaves
 its run folder under benchmarks/runs/. Writes benchmarks/results/dft2d_bandgap.json.
 
-Usage: python benchmarks/dft2d_bandgap.py [--models cgcnn,schnet] [--folds 5] [--epochs 150]
+Usage: python benchmarks/dft2d_bandgap.py [--models cgcnn,schnet] [--folds 5] [--epochs 150] [--merge]
 
 Results are written after each family (a partial file says which families it has).
 """
@@ -37,6 +37,7 @@ FAMILIES = {
     "pna": {"name": "pna", "hidden": 64, "layers": 3, "epochs": 100},
     "dimenet++": {"name": "dimenet++", "hidden": 64, "layers": 2, "epochs": 30},
     "zoo:transformerconv": {"name": "zoo", "operator": "transformerconv", "hidden": 64, "layers": 3},
+    "alignn": {"name": "alignn", "hidden": 64, "layers": 4, "gcn_layers": 2, "angle_cutoff": 3.5, "epochs": 100},
 }
 
 
@@ -68,7 +69,27 @@ def run_one(family: str, split: dict, epochs: int, out: str) -> tuple[float, flo
     return m[f"test.{TARGET}.mae"], m["wall_seconds"], base
 
 
+def _previous() -> dict:
+    """The committed results file (``--merge`` keeps its families and adds or replaces the ones run now)."""
+    from _common import RESULTS
+
+    path = RESULTS / "dft2d_bandgap.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _write(args, fams: list[str], metrics: dict, baselines_cv: list, started: float):
+    from _common import COMMIT_AT_START
+
+    measured_at = {f: COMMIT_AT_START for f in fams}
+    if args.merge:  # earlier families stay, each with the commit that measured it
+        old = _previous()
+        kept = [f for f in old.get("data", {}).get("families", []) if f not in fams]
+        at = old.get("data", {}).get("measured_at", {})
+        measured_at = {**{f: at.get(f, old.get("git_commit")) for f in kept}, **measured_at}
+        metrics = {**{k: v for k, v in old.get("metrics", {}).items() if k.split(".")[0] in kept}, **metrics}
+        fams = kept + [f for f in fams if f not in kept]
+        if not baselines_cv and "predict_mean.cv.mae" in old.get("metrics", {}):
+            baselines_cv = [old["metrics"]["predict_mean.cv.mae"]] * args.folds
     best = min(fams, key=lambda f: metrics[f"{f}.cv{args.folds}.mae_mean"])
     metrics["predict_mean.cv.mae"] = float(np.mean(baselines_cv[: args.folds]))
     metrics["best.cv.mae_mean"] = metrics[f"{best}.cv{args.folds}.mae_mean"]
@@ -77,7 +98,7 @@ def _write(args, fams: list[str], metrics: dict, baselines_cv: list, started: fl
         "dft2d_bandgap", started,
         data={"source": "jarvis:dft_2d", "n_structures": 1076, "target": f"{TARGET} (eV)",
               "split": f"(a) random 63/7/30 seed 42; (b) {args.folds}-fold CV seed 42, val 10 %",
-              "epochs": args.epochs, "families": fams, "best_family": best,
+              "epochs": args.epochs, "families": fams, "best_family": best, "measured_at": measured_at,
               "epoch_caps": {f: FAMILIES[f]["epochs"] for f in fams if "epochs" in FAMILIES[f]},
               "training": "L1, AdamW lr 2e-3 one-cycle, batch 32, weight decay 1e-4, early stopping patience 40"},
         metrics=metrics,
@@ -94,6 +115,8 @@ def main() -> None:
     p.add_argument("--models", default=",".join(FAMILIES))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the committed file's other families (each says the commit that measured it)")
     args = p.parse_args()
     started = time.time()
     out = str(ROOT / "benchmarks" / "runs" / "dft2d_bandgap")
