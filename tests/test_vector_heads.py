@@ -52,6 +52,11 @@ def test_vector_head_trains_predicts_and_evaluates_from_the_cli(tmp_path):
         assert m[f"test.cell.{comp}.count"] > 0 and math.isfinite(m[f"test.cell.{comp}.mae"])
         assert (run_dir / f"parity_cell.{comp}.png").is_file()
     assert m["test.cell.count"] == m["test.cell.lattice.count"] + m["test.cell.volume.count"]
+    from matgnn.artifacts import RunFolder
+
+    scores = RunFolder(run_dir).scores("test")  # the same numbers, structured as written (not parsed back)
+    assert scores["cell.volume"]["mae"] == m["test.cell.volume.mae"] and set(scores) == {"cell", "cell.lattice",
+                                                                                         "cell.volume"}
     header = next(csv.reader(open(run_dir / "predictions_test.csv")))
     assert header == ["id", "cell.lattice_true", "cell.lattice_pred", "cell.volume_true", "cell.volume_pred"]
     # each component is standardised on its own (volumes per atom are ~4x the lattice constants)

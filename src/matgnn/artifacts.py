@@ -75,6 +75,11 @@ class RunFolder:
     def read_metrics(self) -> dict:
         return json.loads(self.metrics.read_text())
 
+    def scores(self, split: str = "test") -> dict[str, dict[str, float]]:
+        """A split's metrics structured, head (or ``head.component``) -> metric -> value, as the run
+        wrote them (``metrics.json``'s ``scores``); {} for runs written before they were stored."""
+        return self.read_metrics().get("scores", {}).get(split, {})
+
     def write_json(self, name: str, obj: object) -> Path:
         path = self.path / name
         path.write_text(json.dumps(obj, indent=1))

@@ -86,27 +86,41 @@ def evaluate_split(model: MatgnnModel, loader, heads: list[HeadConfig], run_dir:
     return evaluate_predictions(predict_dataset(model, loader), heads, run_dir, split, plots, evaluation)
 
 
+#: scores of a split, structured: value name (a head, or ``<head>.<component>``) -> metric -> value
+Scores = dict[str, dict[str, float]]
+
+
+def flat(split: str, scores: Scores) -> dict[str, float]:
+    """``<split>.<value>.<metric>`` keys (the flat layout of ``metrics.json`` and of earlier runs)."""
+    return {f"{split}.{name}.{key}": v for name, table in scores.items() for key, v in table.items()}
+
+
 def evaluate_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: Path, split: str,
                          plots: bool = True, evaluation: EvaluationConfig | None = None) -> dict[str, float]:
     """Everything :func:`evaluate_split` writes, from predictions in the layout of
-    :func:`predict_dataset` (so baselines that are not models are scored the same way)."""
+    :func:`predict_dataset` (so baselines that are not models are scored the same way); the
+    metrics flat (:func:`flat` of :func:`score_predictions`)."""
+    return flat(split, score_predictions(res, heads, run_dir, split, plots, evaluation))
+
+
+def score_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: Path, split: str,
+                      plots: bool = True, evaluation: EvaluationConfig | None = None) -> Scores:
+    """Predictions CSV, per-element tables and parity plots of a split written; its metrics returned
+    structured (value -> metric -> value)."""
     from ase.data import chemical_symbols
 
     evaluation = evaluation or EvaluationConfig()
     _write_predictions(run_dir, split, res, heads)
-    metrics: dict[str, float] = {}
+    scores: Scores = {}
     for h in heads:
         node = h.level == "node"
         elements = res["atoms"]["z"] if node else res["graph_z"]
         head_true, head_pred = res["heads"][h.name]["true"], res["heads"][h.name]["pred"]
         if h.components:  # a vector head: pooled over its components, then each component
-            metrics.update({f"{split}.{h.name}.{key}": v for key, v in
-                            regression_metrics(head_true.ravel(), head_pred.ravel()).items()})
+            scores[h.name] = regression_metrics(head_true.ravel(), head_pred.ravel())
         for name, true, pred in columns(h, head_true, head_pred):
             mt = regression_metrics(true, pred)
-            metrics.update({f"{split}.{name}.{key}": v for key, v in mt.items()})
-            metrics.update({f"{split}.{name}.{key}": v for key, v in
-                            metrics_without(elements, true, pred, evaluation.exclude_elements, node).items()})
+            scores[name] = {**mt, **metrics_without(elements, true, pred, evaluation.exclude_elements, node)}
             if split == "test" and mt["count"]:
                 write_per_element(per_element_table(elements, true, pred, node), run_dir / f"per_element_{name}.csv")
                 if node:
@@ -118,4 +132,4 @@ def evaluate_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: 
                 if plots:
                     groups = [chemical_symbols[z] for z in elements] if node else None
                     parity_plot(true, pred, run_dir / f"parity_{name}.png", f"{name} (test)", groups=groups)
-    return metrics
+    return scores

@@ -15,7 +15,7 @@ from matgnn.artifacts import RunFolder, fingerprint
 from matgnn.config import RunConfig
 from matgnn.evaluation.metrics import regression_metrics
 from matgnn.evaluation.plots import learning_curve
-from matgnn.evaluation.scoring import evaluate_split, predict_dataset
+from matgnn.evaluation.scoring import flat, predict_dataset, score_predictions
 from matgnn.models.base import value_names
 from matgnn.training import transfer
 from matgnn.training.data import SplitGraphs
@@ -76,11 +76,14 @@ def score_run(cfg: RunConfig, folder: RunFolder, run: RunModel, model: torch.nn.
             for h in cfg.targets:
                 metrics.update({f"base.{k}.{h.name}.{key}": v for key, v in
                                 regression_metrics(res["heads"][h.name]["true"], res["heads"][h.name]["pred"]).items()})
+    scores = {}
     for k in ("val", "test"):
         if len(data.graphs[k]):  # the final evaluation sees every graph once, on rank 0
-            metrics.update(evaluate_split(model, data.loader(k, bs), cfg.targets, folder.path, k,
-                                          evaluation=cfg.evaluation))
+            scores[k] = score_predictions(predict_dataset(model, data.loader(k, bs)), cfg.targets, folder.path, k,
+                                          evaluation=cfg.evaluation)
+            metrics.update(flat(k, scores[k]))
     metrics["wall_seconds"] = time.perf_counter() - started
+    metrics["scores"] = scores  # the same numbers structured: split -> head (or head.component) -> metric
     folder.write_json("metrics.json", metrics)
     for name in (n for h in cfg.targets for n in value_names(h.spec())):
         key = f"test.{name}.mae"
