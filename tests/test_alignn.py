@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import torch
-import yaml
 from ase.build import bulk
 
 from matgnn import keys
@@ -18,22 +17,15 @@ from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
 from matgnn.graphs.triplets import periodic_triplets
-from tests.userdata import cif_folder, magmom_jsonl, ok, run, run_yaml, runs_in
+from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, with_model
 
 MODEL = "{name: alignn, hidden: 16, layers: 2, gcn_layers: 1, n_rbf: 16, n_angle: 8, embedding: 8}"
-
-
-def _with_model(cfg_path, model=MODEL):
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["model"] = yaml.safe_load(model)
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    return cfg_path
 
 
 def test_alignn_trains_predicts_and_finetunes_from_the_cli(tmp_path):
     folder = cif_folder(tmp_path / "cifs")
     env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
-    cfg = _with_model(run_yaml(tmp_path / "a.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=3))
+    cfg = with_model(run_yaml(tmp_path / "a.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=3), MODEL)
     ok(run("train", str(cfg), env=env))
     (run_dir,) = runs_in(tmp_path / "runs")
     info = json.loads((run_dir / "model" / "model.json").read_text())
@@ -48,22 +40,6 @@ def test_alignn_trains_predicts_and_finetunes_from_the_cli(tmp_path):
     fine = [p for p in runs_in(tmp_path / "runs") if p != run_dir][0]
     t = json.loads((fine / "transfer.json").read_text())
     assert t["class"] == "ALIGNN" and "conv_1" in t["frozen_groups"] and "conv_2" in t["frozen_groups"], r.out
-
-
-def test_alignn_node_head_on_magnetic_moments(tmp_path):
-    data = magmom_jsonl(tmp_path / "m.jsonl.gz")
-    cfg = tmp_path / "m.yaml"
-    cfg.write_text(f"""source: {{kind: magmoms, path: {data}}}
-targets: [{{name: magmom, level: node}}]
-model: {MODEL}
-train: {{epochs: 2, batch_size: 2}}
-split: {{kind: random, train: 0.5, val: 0.25}}
-output_dir: {tmp_path / 'runs'}
-""")
-    ok(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
-    (run_dir,) = runs_in(tmp_path / "runs")
-    atoms = list(csv.DictReader(open(run_dir / "predictions_test_atoms.csv")))
-    assert atoms and all(np.isfinite(float(a["magmom_pred"])) for a in atoms)
 
 
 def test_the_packer_builds_the_triplets_once_per_batch():

@@ -10,35 +10,35 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 from ase import Atoms
 from ase.io import write
 
-from tests.userdata import cif_folder, magmom_jsonl, ok, run, run_yaml, runs_in
+from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, with_model
 
 pytest.importorskip("chgnet", reason="model 'chgnet' needs the chgnet package (pip install 'matgnn[foundation]')")
 
 MODEL = "{name: chgnet, hidden: 16, layers: 2}"
 
 
-def _with_model(cfg_path, model=MODEL):
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["model"] = yaml.safe_load(model)
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    return cfg_path
-
-
 def _embeddings(cache):
     return sorted((cache / "embeddings" / "chgnet-0.3.0").rglob("*.npy"))
 
 
-def test_chgnet_backbone_trains_predicts_and_caches_its_features(tmp_path):
-    folder = cif_folder(tmp_path / "cifs")
-    cache = tmp_path / "cache"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The user's CIF folder and one `matgnn train` with the chgnet model on it."""
+    tmp = tmp_path_factory.mktemp("chgnet")
+    folder = cif_folder(tmp / "cifs")
+    cache = tmp / "cache"
     env = {"MATGNN_CACHE_DIR": str(cache)}
-    cfg = _with_model(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=3))
+    cfg = with_model(run_yaml(tmp / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp / "runs", epochs=3), MODEL)
     ok(run("train", str(cfg), env=env))
-    (run_dir,) = runs_in(tmp_path / "runs")
+    (run_dir,) = runs_in(tmp / "runs")
+    return {"tmp": tmp, "folder": folder, "cache": cache, "env": env, "cfg": cfg, "run": run_dir}
+
+
+def test_chgnet_backbone_trains_predicts_and_caches_its_features(trained):
+    tmp_path, folder, cache, env, cfg, run_dir = (trained[k] for k in ("tmp", "folder", "cache", "env", "cfg", "run"))
     info = json.loads((run_dir / "model" / "model.json").read_text())
     assert info["class"] == "CHGNetBackbone" and info["init_args"]["backbone_version"] == "0.3.0"
     assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["test.lattice.mae"])
@@ -54,32 +54,11 @@ def test_chgnet_backbone_trains_predicts_and_caches_its_features(tmp_path):
     ok(run("evaluate", str(run_dir), env=env))
 
 
-def test_chgnet_backbone_node_head(tmp_path):
-    data = magmom_jsonl(tmp_path / "m.jsonl.gz")
-    cfg = tmp_path / "m.yaml"
-    cfg.write_text(f"""source: {{kind: magmoms, path: {data}}}
-targets: [{{name: magmom, level: node}}]
-model: {MODEL}
-train: {{epochs: 2, batch_size: 2}}
-split: {{kind: random, train: 0.5, val: 0.25}}
-output_dir: {tmp_path / 'runs'}
-""")
-    ok(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
-    (run_dir,) = runs_in(tmp_path / "runs")
-    atoms = list(csv.DictReader(open(run_dir / "predictions_test_atoms.csv")))
-    assert atoms and all(np.isfinite(float(a["magmom_pred"])) for a in atoms)
-
-
-def test_a_structure_chgnet_refuses_is_named(tmp_path):
+def test_a_structure_chgnet_refuses_is_named(trained, tmp_path):
     """One atom in a 7 Å cubic cell has its neighbours (its own images) at 7 Å: within our 8 Å graph,
     outside CHGNet's 6 Å one, so CHGNet refuses it. The prediction still comes (from zero backbone
     features) and the structure is named on stderr."""
-    folder = cif_folder(tmp_path / "cifs")
-    cache = tmp_path / "cache"
-    env = {"MATGNN_CACHE_DIR": str(cache)}
-    cfg = _with_model(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=2))
-    ok(run("train", str(cfg), env=env))
-    (run_dir,) = runs_in(tmp_path / "runs")
+    env, run_dir = trained["env"], trained["run"]
     new = tmp_path / "new"
     new.mkdir()
     write(new / "lonely.cif", Atoms("Cu", positions=[[0, 0, 0]], cell=[7, 7, 7], pbc=True))

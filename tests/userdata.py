@@ -142,6 +142,29 @@ output_dir: {out}
     return path
 
 
+def with_model(cfg_path: Path, model: str) -> Path:
+    """The run config at ``cfg_path`` with its ``model:`` section replaced by ``model`` (YAML)."""
+    import yaml
+
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["model"] = yaml.safe_load(model)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    return cfg_path
+
+
+def magmom_run_yaml(path: Path, data: Path, out: Path, model: str = "{name: cgcnn, hidden: 16, layers: 2}") -> Path:
+    """A per-atom moment run on ``data`` (the mp_magmoms layout) with two-graph batches: its last
+    training batch holds one structure alone (a one-atom cell)."""
+    path.write_text(f"""source: {{kind: magmoms, path: {data}}}
+targets: [{{name: magmom, level: node}}]
+model: {model}
+train: {{epochs: 2, batch_size: 2}}
+split: {{kind: random, train: 0.5, val: 0.25}}
+output_dir: {out}
+""")
+    return path
+
+
 def runs_in(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_dir()) if Path(folder).is_dir() else []
 
