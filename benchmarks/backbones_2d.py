@@ -79,7 +79,8 @@ def run_cfg(source: dict, tgt: str, model: dict, train_cfg: dict, split: dict, n
 
     run = train(cfg, progress=False, console=Console(stderr=True, quiet=True))
     m = json.loads((run / "metrics.json").read_text())
-    return {"mae": m[f"test.{tgt}.mae"], "run": str(run), "seconds": m["wall_seconds"]}
+    return {"mae": m.get(f"test.{tgt}.mae"), "val_mae": m.get(f"val.{tgt}.mae"), "run": str(run),
+            "seconds": m["wall_seconds"]}
 
 
 def pooled_features(structures) -> dict[str, np.ndarray]:
@@ -188,6 +189,9 @@ def main() -> None:
         for model, maes in res.items():
             record(model, task, maes)
 
+    from matgnn.graphs.backbone_features import chgnet_features
+
+    data_notes["chgnet_rejected"] = sorted(chgnet_features().rejected)
     targets = {}
     if "dft2d_gap" in tasks:
         best = min((k for k in metrics if k.endswith(".dft2d_gap.mae_mean")), key=metrics.get)

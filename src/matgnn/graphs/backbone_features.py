@@ -55,6 +55,11 @@ class ChgnetFeatures:
         self._said: set[str] = set()
 
     @property
+    def rejected(self) -> set[str]:
+        """Ids of the structures the backbone refused in this process (their features are zero)."""
+        return set(self._said)
+
+    @property
     def model(self):  # noqa: ANN201 - chgnet's CHGNet
         if self._model is None:
             try:
