@@ -25,6 +25,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(graphs_app, name="graphs")
 bench_app = typer.Typer(help="Measure costs of saved models.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+leaderboard_app = typer.Typer(help="JARVIS-Leaderboard: contributions from runs, benchmark definitions.",
+                              no_args_is_help=True)
+app.add_typer(leaderboard_app, name="leaderboard")
 console = Console(stderr=True)
 
 SOURCE_HELP = ("emt[:N] (embedded demo set), jarvis:NAME (dft_2d, dft_3d, ...), a folder with id_prop.csv, "
@@ -404,6 +407,51 @@ def predict_cmd(
     if where:
         console.print(f"{filtered} structures failed {' and '.join(where)}")
     console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → {path}")
+
+
+@leaderboard_app.command("export")
+def leaderboard_export_cmd(
+    run: Path = typer.Argument(..., help="a run folder trained on a leaderboard split (split: {kind: ids})"),
+    out: Path = typer.Option(Path("leaderboard"), help="folder receiving <name>/ (the contribution)"),
+    name: Optional[str] = typer.Option(None, help="model name (default matgnn_<model>)"),
+    team: Optional[str] = typer.Option(None, help="team name (default the model name)"),
+    email: str = typer.Option("", help="author e-mail for metadata.json"),
+    partial: bool = typer.Option(False, help="write the file even if some test ids have no prediction"),
+) -> None:
+    """Write the JARVIS-Leaderboard contribution of RUN: the test predictions as
+    AI-SinglePropertyPrediction-<property>-<dataset>-test-mae.csv.zip, metadata.json, config.yaml, run.sh."""
+    from matgnn.evaluation.leaderboard import export
+
+    folder, info = export(run, out, name, team, email, partial=partial)
+    console.print(f"{info['n_predicted']} of {info['n_test']} test ids predicted; MAE against the benchmark file "
+                  f"{info['mae']:.4g} (the run's own test MAE {info['run_test_mae']:.4g})")
+    console.print(f"contribution → {folder} ({Path(info['file']).name}, metadata.json, config.yaml, run.sh)")
+
+
+@leaderboard_app.command("define")
+def leaderboard_define_cmd(
+    source: str = typer.Argument(..., help="a source spec, e.g. jarvis:dft_2d"),
+    target: str = typer.Argument(..., help="the graph-level target, e.g. optb88vdw_bandgap"),
+    out: Path = typer.Option(Path("leaderboard_benchmarks"), help="folder receiving the benchmark files"),
+    folds: int = typer.Option(5, min=2), seed: int = typer.Option(42), val: float = typer.Option(0.1),
+    store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding the dataset zip"),
+) -> None:
+    """Benchmark files in the leaderboard's layout for SOURCE's TARGET, one per fold (fold k the test set,
+    VAL of all entries from the others validation): <dataset>_<target>_fold<k>.json.zip."""
+    import math
+
+    from matgnn.evaluation.leaderboard import define
+
+    src = _source(source, store_dir, None)
+    rows = [(s.id, float(s.graph_targets[target])) for s in src
+            if target in s.graph_targets and not math.isnan(float(s.graph_targets[target]))]
+    if not rows:
+        console.print(f"[red]error:[/red] {source} has no structure labelled with {target!r}")
+        raise typer.Exit(EXIT_USER_ERROR)
+    dataset = source.split(":", 1)[-1] if ":" in source else Path(source).stem
+    files = define([i for i, _ in rows], [v for _, v in rows], folds, seed, val, dataset, target, out)
+    console.print(f"{len(rows)} labelled structures → {len(files)} benchmark files in {out} "
+                  f"({files[0].name} … {files[-1].name})")
 
 
 @app.command("models")
