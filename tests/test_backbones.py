@@ -67,3 +67,17 @@ def test_a_structure_chgnet_refuses_is_named(trained, tmp_path):
     r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "p.csv"), env=env))
     assert "lonely" in r.out and "rejected by CHGNet" in r.out
     assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 2
+
+
+def test_shipped_2d_gap_model_on_the_users_monolayer(tmp_path):
+    """`matgnn predict bandgap-2d-chgnet FILE`: the shipped backbone model (CHGNet features + our MLP,
+    2DMatPedia → dft_2d), its card giving the backbone, licence and both training stages."""
+    from ase.build import mx2
+
+    write(tmp_path / "mos2.cif", mx2("MoS2", vacuum=8.0))
+    r = ok(run("predict", "bandgap-2d-chgnet", str(tmp_path / "mos2.cif"), "--out", str(tmp_path / "p.csv"),
+               env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+    (row,) = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert 0.5 < float(row["optb88vdw_bandgap"]) < 3.0, r.out  # MoS2 monolayer: ~1.7 eV in OptB88vdW
+    card = ok(run("models", "bandgap-2d-chgnet")).out
+    assert "CHGNet 0.3.0" in card and "modified BSD" in " ".join(card.split()) and "2 stages" in card

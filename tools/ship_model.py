@@ -61,6 +61,25 @@ CARDS = {
         "limits": "~860 training monolayers: errors of ~0.5 eV are typical (see metrics); semi-local gaps "
                   "underestimate experiment. Bulk crystals are outside its training data.",
     },
+    "bandgap-2d-chgnet": {
+        "summary": "OptB88vdW band gap (eV) of 2D monolayers: CHGNet 0.3.0's frozen features with our MLP, pretrained "
+                   "on 6,351 2DMatPedia PBE gaps, fine-tuned on JARVIS-DFT dft_2d.",
+        "use": "Screening monolayers by band gap (`matgnn predict bandgap-2d-chgnet DIR --where 'optb88vdw_bandgap>=1'`); "
+               "more accurate than bandgap-2d (see the metrics and benchmarks/results/backbones_2d.json). Needs the "
+               "`chgnet` package (`pip install 'matgnn[foundation]'`): the backbone's weights come from its wheel.",
+        "data": "Pretraining: 2DMatPedia (Zhou et al., Sci. Data 6, 86, 2019), 6,351 monolayers with PBE band gaps, in "
+                "the CGCNN-style folder of the research on CGCNN for 2D materials; 702 of the 857 dft_2d reduced "
+                "formulas also occur there (a PBE gap of the same composition, often another structure). Fine-tuning: "
+                "JARVIS-DFT `dft_2d` (the `d2-12-12-2022` file; 1,076 monolayers), target `optb88vdw_bandgap`.",
+        "licence": "Data: JARVIS-DFT (NIST, public domain) and 2DMatPedia (CC BY 4.0). Backbone: CHGNet 0.3.0 (modified "
+                   "BSD licence), not redistributed here: loaded from the installed chgnet wheel. Our weights (the MLP "
+                   "and head): same terms as matgnn.",
+        "citation": "B. Deng et al., Nat. Mach. Intell. 5, 1031 (2023) (CHGNet); J. Zhou et al., Sci. Data 6, 86 (2019) "
+                    "(2DMatPedia); K. Choudhary et al., npj Comput. Mater. 6, 173 (2020) (JARVIS).",
+        "limits": "~860 training monolayers after pretraining on PBE gaps; semi-local gaps underestimate experiment. "
+                  "Structures CHGNet refuses (an atom with no neighbour within 6 Å) get zero backbone features and a "
+                  "warning naming them. Bulk crystals are outside its training data.",
+    },
 }
 
 
@@ -80,11 +99,19 @@ def lineage(run: Path) -> list[tuple[Path, dict, dict]]:
 
 
 def _stages_text(stages: list[tuple[Path, dict, dict]]) -> str:
-    def tests(c: dict, m: dict) -> str:
-        return ", ".join("{} MAE {:.4g}".format(h["name"], m["test." + h["name"] + ".mae"]) for h in c["targets"])
+    def tests(c: dict, m: dict) -> str:  # test MAE; a stage without a test split (pretraining) gives validation's
+        return ", ".join("{} {} MAE {:.4g}".format(h["name"], split, m[f"{split}.{h['name']}.mae"])
+                         for h in c["targets"] for split in (["test"] if f"test.{h['name']}.mae" in m else ["val"]))
 
     return "; ".join(f"stage {k}: {m['epochs_run']} epochs, lr {c['train']['lr']:g}, {m['train_seconds'] / 60:.0f} min on "
-                     f"{where(m)}, test {tests(c, m)}" for k, (_, c, m) in enumerate(stages, 1))
+                     f"{where(m)}, {tests(c, m)}" for k, (_, c, m) in enumerate(stages, 1))
+
+
+def _source_text(cfg: dict) -> str:
+    """A stage's data in a few words: the source and its targets."""
+    src = cfg["source"]
+    what = src.get("dataset") or Path(str(src.get("path", src.get("kind")))).name
+    return f"{src['kind']} {what} ({', '.join(h['name'] for h in cfg['targets'])})"
 
 
 def _copy_training_configs(run: Path, stages: list[tuple[Path, dict, dict]], dest: Path) -> None:
@@ -195,8 +222,13 @@ def main() -> None:
                f"{metrics['train_seconds'] / 60:.0f} min on {where(metrics)}")
     if len(stages) > 1:
         steps = _stages_text(stages)
-        trained = (f"Trained in {len(stages)} stages, each continuing the previous one's weights (all trainable) on the "
-                   f"same split with a fresh one-cycle schedule — {steps}; {total_epochs} epochs, {total_min:.0f} min in all. Configs: `training_config_stage1.yaml` … and `training_config.yaml` (the last)")
+        sources = {_source_text(c) for _, c, _ in stages}
+        where_ = "on the same data and split" if len(sources) == 1 else "on " + "; then ".join(
+            _source_text(c) for _, c, _ in stages)
+        trained = (f"Trained in {len(stages)} stages, each starting from the previous one's weights (transfer; every "
+                   f"parent found by the SHA-256 its child recorded) {where_} — {steps}; {total_epochs} epochs, "
+                   f"{total_min:.0f} min in all. Configs: `training_config_stage1.yaml` … and `training_config.yaml` "
+                   "(the last)")
     heads = cfg["targets"]
     rows = []
     for h in heads:
