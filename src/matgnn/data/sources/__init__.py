@@ -14,6 +14,7 @@ from matgnn.data.sources.emt import EmtAlloySource
 from matgnn.data.sources.folder import FolderSource, read_structure_file
 from matgnn.data.sources.jarvis import JarvisSource
 from matgnn.data.sources.magmoms import MagmomSource
+from matgnn.data.sources.matbench import MatbenchSource
 
 __all__ = ["AseSource", "CifJsonlSource", "EmtAlloySource", "Entry", "FolderSource", "JarvisSource", "MagmomSource",
            "SourceConfig", "StructureSource", "make_source", "parse_source", "read_structure_file"]
@@ -65,15 +66,24 @@ class CifJsonlConfig(_Base):
     targets: list[str] | None = None
 
 
-SourceConfig = Annotated[EmtConfig | JarvisConfig | FolderConfig | AseConfig | MagmomConfig | CifJsonlConfig,
-                         Field(discriminator="kind")]
+class MatbenchConfig(_Base):
+    """A Matbench v0.1 data file (``matbench_<task>.json.gz``); ids are Matbench's (``mb-jdft2d-001``)."""
+
+    kind: Literal["matbench"] = "matbench"
+    path: str
+    task: str | None = None
+
+
+SourceConfig = Annotated[EmtConfig | JarvisConfig | FolderConfig | AseConfig | MagmomConfig | CifJsonlConfig
+                         | MatbenchConfig, Field(discriminator="kind")]
 
 
 def make_source(cfg: BaseModel) -> StructureSource:
     """The source a config describes."""
     d = cfg.model_dump(exclude={"kind"})
     return {"emt": EmtAlloySource, "jarvis": JarvisSource, "folder": FolderSource,
-            "ase": AseSource, "magmoms": MagmomSource, "cif_jsonl": CifJsonlSource}[cfg.kind](**d)  # type: ignore[attr-defined]
+            "ase": AseSource, "magmoms": MagmomSource, "cif_jsonl": CifJsonlSource,
+            "matbench": MatbenchSource}[cfg.kind](**d)  # type: ignore[attr-defined]
 
 
 def parse_source(spec: str, **options) -> BaseModel:
