@@ -11,6 +11,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[dev]"
+	# matgnn matbench writes results with the matbench package; Matbench 0.6 pins scipy 1.7.3 (no wheel for
+	# Python >= 3.11) but runs with current releases, so it is installed without its pins
+	$(PY) -m pip install -q --no-deps "matbench==0.6" "matminer==0.10.1"
 	touch $@
 
 setup: $(VENV)/.installed

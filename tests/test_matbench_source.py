@@ -1,7 +1,8 @@
-"""A Matbench v0.1 data file as a source, the way users train on one: real dft_2d monolayers with their
-exfoliation energies written in the exact `matbench_<task>.json.gz` layout (a pandas "split" frame of
-pymatgen structure dicts), `matgnn train` with `source: {kind: matbench, ...}`, Matbench's ids in the
-run's predictions; a file in another layout is refused naming it."""
+"""Matbench, the way users run it: real dft_2d monolayers with their exfoliation energies written in the
+exact `matbench_<task>.json.gz` layout (a pandas "split" frame of pymatgen structure dicts) as a source
+of `matgnn train`, and `matgnn matbench matbench_jdft2d CONFIG --data FILE` on the five official folds
+(636 rows, so Matbench's own ids and folds apply), its results.json.gz read back by the matbench
+package's own reader; a file in another layout is refused naming it."""
 
 from __future__ import annotations
 
@@ -67,3 +68,38 @@ output_dir: {tmp_path / 'runs'}
 """)
     user_error(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}), str(bad),
                "not a Matbench structure-task file")
+
+
+def test_matbench_command_writes_results_matbench_reads(tmp_path):
+    """The five official matbench_jdft2d folds over a file of 636 real dft_2d monolayers in the exact layout
+    (not Matbench's own jdft2d data, which needs a download: the same format, ids and folds)."""
+    import pytest
+
+    pytest.importorskip("matbench", reason="needs the matbench package (pip install --no-deps matbench==0.6 matminer)")
+    from matbench.bench import MatbenchBenchmark
+
+    data = _fixture(tmp_path / "matbench_jdft2d.json.gz", n=636)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {name: cgcnn, hidden: 16, layers: 2}\ntrain: {epochs: 2, batch_size: 32}\n")
+    out = tmp_path / "mb"
+    r = ok(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out),
+               env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}), )
+    assert "matbench_jdft2d: MAE" in " ".join(r.out.split())
+    assert len(runs_in(out / "runs")) == 5
+    mb = MatbenchBenchmark.from_file(str(out / "results.json.gz"))
+    task = mb.tasks_map["matbench_jdft2d"]
+    assert mb.is_valid and all(task.is_recorded.values())  # its own checks: every fold, every test id
+    assert 0 < task.scores["mae"]["mean"] < 200
+    info = json.loads((out / "info.json").read_text())
+    assert info["algorithm"] == "matgnn-cgcnn" and len(info["folds"]) == 5
+
+
+def test_matbench_command_without_data_says_where_it_looked(tmp_path):
+    import pytest
+
+    pytest.importorskip("matbench", reason="needs the matbench package")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train: {epochs: 1}\n")
+    user_error(run("matbench", "matbench_jdft2d", str(cfg), env={"MATMINER_DATA": str(tmp_path)}),
+               "matbench_jdft2d.json.gz", "--data")
+    user_error(run("matbench", "matbench_nosuchtask", str(cfg), "--data", str(cfg)), "not a Matbench v0.1 task")

@@ -409,6 +409,24 @@ def predict_cmd(
     console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → {path}")
 
 
+@app.command("matbench")
+def matbench_cmd(
+    task: str = typer.Argument(..., help="a Matbench v0.1 structure regression task, e.g. matbench_jdft2d"),
+    config: Path = typer.Argument(..., help="run config (YAML): model, graphs, train, split.val/seed; its source "
+                                            "and split are replaced by the task's data and folds"),
+    data: Optional[Path] = typer.Option(None, help="the task's data file matbench_<task>.json.gz (default "
+                                                   "$MATMINER_DATA/<task>.json.gz)"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default matbench-<task>)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=50"),
+) -> None:
+    """Run TASK on its five official folds (one run folder each) and write results.json.gz (Matbench's own
+    format, written by the matbench package) and info.json."""
+    from matgnn.training.matbench import run_matbench
+
+    cfg = _run_config(config, list(set_))
+    run_matbench(task, cfg, data, out or Path(f"matbench-{task}"), console=console)
+
+
 @leaderboard_app.command("export")
 def leaderboard_export_cmd(
     run: Path = typer.Argument(..., help="a run folder trained on a leaderboard split (split: {kind: ids})"),
