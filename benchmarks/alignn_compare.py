@@ -62,7 +62,7 @@ def ours_fold(split_file: Path, name: str, epochs: int, threads: int) -> dict:
     matgnn = str(Path(sys.executable).parent / "matgnn")
     wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
                "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), COLUMNS="1000")  # one log line per message
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", wrapper, matgnn, "train", str(path)], capture_output=True,
                           text=True, env=env)
