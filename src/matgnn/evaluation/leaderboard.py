@@ -49,13 +49,10 @@ def benchmark_name(split_file: Path, head: str) -> tuple[str, str]:
 
 def read_benchmark(path: Path) -> dict[str, dict[str, float]]:
     """A leaderboard benchmark file: split -> id -> value (a zip holding one JSON, or the JSON)."""
+    from matgnn.training.splits import read_split_json
+
     try:
-        if path.suffix == ".zip":
-            with zipfile.ZipFile(path) as z:
-                name = next(n for n in z.namelist() if n.endswith(".json"))
-                raw = json.loads(z.read(name))
-        else:
-            raw = json.loads(path.read_text())
+        raw = read_split_json(path)
     except (OSError, zipfile.BadZipFile, StopIteration, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not a leaderboard benchmark file ({type(e).__name__}: {e})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("test"), dict):

@@ -6,6 +6,7 @@ import json
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,16 +74,20 @@ def stratified_split(values: Sequence[float], train: float, val: float, seed: in
     return {k: sorted(v) for k, v in out.items()}
 
 
-def read_id_split(path: str | Path) -> dict[str, list[str]]:
-    """Ids per split from a JSON file (or a zip holding one): ``{"train": [...] | {id: value},
-    "val": ..., "test": ...}``, the layout of the JARVIS leaderboard's split files."""
+def read_split_json(path: str | Path) -> Any:
+    """The JSON of a split file, or of the one JSON inside a zip (the JARVIS leaderboard's layout)."""
     path = Path(path)
     if path.suffix == ".zip":
         with zipfile.ZipFile(path) as z:
             name = next(n for n in z.namelist() if n.endswith(".json"))
-            raw = json.loads(z.read(name))
-    else:
-        raw = json.loads(path.read_text())
+            return json.loads(z.read(name))
+    return json.loads(path.read_text())
+
+
+def read_id_split(path: str | Path) -> dict[str, list[str]]:
+    """Ids per split from a JSON file (or a zip holding one): ``{"train": [...] | {id: value},
+    "val": ..., "test": ...}``, the layout of the JARVIS leaderboard's split files."""
+    raw = read_split_json(path)
     out = {}
     for k in ("train", "val", "test"):
         v = raw.get(k, [])
