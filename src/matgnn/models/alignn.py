@@ -71,33 +71,35 @@ class EdgeGatedConv(nn.Module):
     ``y_ij' = y_ij + SiLU(norm(m_ij))``.
     """
 
-    def __init__(self, channels: int, norm: str = "batch") -> None:
+    def __init__(self, channels: int, norm: str = "batch", update_edges: bool = True) -> None:
         super().__init__()
         self.channels = channels
         self.node = nn.Linear(channels, 4 * channels)  # [A | B | U | V], one product per node
-        self.edge = nn.Linear(channels, channels)  # C
-        self.norm_nodes, self.norm_edges = _norm(channels, norm), _norm(channels, norm)
+        self.edge = nn.Linear(channels, channels, bias=False)  # C (A's bias covers it)
+        self.norm_nodes = _norm(channels, norm)
+        #: False where the edge features are not read afterwards (the last layer of each graph)
+        self.norm_edges = _norm(channels, norm) if update_edges else None
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         src, dst = edge_index
         a, b, u, v = self.node(x).chunk(4, dim=1)
-        m = a.index_select(0, dst) + b.index_select(0, src) + self.edge(y)
+        m = torch.addmm(a.index_select(0, dst) + b.index_select(0, src), y, self.edge.weight.t())
         sigma = torch.sigmoid(m)
-        both = torch.cat([sigma * v.index_select(0, src), sigma], dim=1)  # one scatter for numerator and denominator
-        agg = x.new_zeros(x.size(0), 2 * self.channels).index_add_(0, dst, both)
-        num, den = agg.chunk(2, dim=1)
+        num = x.new_zeros(x.size(0), self.channels).index_add_(0, dst, sigma * v.index_select(0, src))
+        den = x.new_zeros(x.size(0), self.channels).index_add_(0, dst, sigma)
         h = u + num / (den + 1e-6)
-        return x + F.silu(self.norm_nodes(h)), y + F.silu(self.norm_edges(m))
+        x = x + F.silu(self.norm_nodes(h))
+        return x, (y + F.silu(self.norm_edges(m)) if self.norm_edges is not None else y)
 
 
 class ALIGNNLayer(nn.Module):
     """One ALIGNN layer: the bond graph's convolution (atoms, bonds), then the line graph's
     (bonds as nodes, angles as edges)."""
 
-    def __init__(self, channels: int, norm: str = "batch") -> None:
+    def __init__(self, channels: int, norm: str = "batch", last: bool = False) -> None:
         super().__init__()
         self.bond_graph = EdgeGatedConv(channels, norm)
-        self.line_graph = EdgeGatedConv(channels, norm)
+        self.line_graph = EdgeGatedConv(channels, norm, update_edges=not last)  # the last angles are not read
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, edge_index: torch.Tensor,
                 line_index: torch.Tensor, line_nodes: torch.Tensor | None = None
@@ -138,8 +140,9 @@ class ALIGNN(MatgnnModel):
         self.bond_embedding = nn.Sequential(_mlp(n_rbf, embedding, norm), _mlp(embedding, hidden, norm))
         self.angle_rbf = GaussianRBF(-1.0, 1.0, n_angle)
         self.angle_embedding = nn.Sequential(_mlp(n_angle, embedding, norm), _mlp(embedding, hidden, norm))
-        self.alignn_layers = nn.ModuleList(ALIGNNLayer(hidden, norm) for _ in range(layers))
-        self.gcn_layers = nn.ModuleList(EdgeGatedConv(hidden, norm) for _ in range(gcn_layers))
+        self.alignn_layers = nn.ModuleList(ALIGNNLayer(hidden, norm, last=k == layers - 1) for k in range(layers))
+        self.gcn_layers = nn.ModuleList(EdgeGatedConv(hidden, norm, update_edges=k < gcn_layers - 1)
+                                        for k in range(gcn_layers))
 
     def parameter_group(self, name: str) -> str:
         """ALIGNN layers are ``conv_0`` …, the bond-graph layers after them continue the count."""
