@@ -57,6 +57,8 @@ def test_vector_head_trains_predicts_and_evaluates_from_the_cli(tmp_path):
     scores = RunFolder(run_dir).scores("test")  # the same numbers, structured as written (not parsed back)
     assert scores["cell.volume"]["mae"] == m["test.cell.volume.mae"] and set(scores) == {"cell", "cell.lattice",
                                                                                          "cell.volume"}
+    history = next(csv.reader(open(run_dir / "history.csv")))  # validation MAE per component, every epoch
+    assert {"val_mae.cell", "val_mae.cell.lattice", "val_mae.cell.volume"} <= set(history)
     header = next(csv.reader(open(run_dir / "predictions_test.csv")))
     assert header == ["id", "cell.lattice_true", "cell.lattice_pred", "cell.volume_true", "cell.volume_pred"]
     # each component is standardised on its own (volumes per atom are ~4x the lattice constants)

@@ -123,16 +123,20 @@ class Trainer:
             total = total + h.weight * task
             if errors is not None:
                 mask = ~torch.isnan(label)
-                err = (self.model.denormalize(k, pred.detach(), batch)[mask] - label[mask]).abs()
-                errors[h.name][0] += float(err.sum())
+                diff = (self.model.denormalize(k, pred.detach(), batch) - label).abs()
+                errors[h.name][0] += float(diff[mask].sum())
                 errors[h.name][1] += int(mask.sum())
+                for j, c in enumerate(h.components or ()):  # a vector head: each component too
+                    errors[f"{h.name}.{c}"][0] += float(diff[:, j][mask[:, j]].sum())
+                    errors[f"{h.name}.{c}"][1] += int(mask[:, j].sum())
         return total
 
     def run_epoch(self, loader, train: bool) -> tuple[float, dict[str, float]]:
         """Mean loss over the epoch, and (evaluation passes) each head's MAE in its own units."""
         self.model.train(train)
         total, n = 0.0, 0
-        errors = None if train else {h.name: [0.0, 0] for h in self.heads}
+        errors = None if train else {n: [0.0, 0] for h in self.heads
+                                     for n in [h.name, *(f"{h.name}.{c}" for c in h.components or ())]}
         with torch.set_grad_enabled(train):
             for batch in loader:
                 batch = batch.to(self.device)
@@ -241,7 +245,8 @@ class Trainer:
         elif self.sched is not None and not self.batch_sched:
             self.sched.step()
         self.history.append({"epoch": self.epoch, "train_loss": tl, "val_loss": vl,
-                             **{f"val_mae.{h.name}": vmae.get(h.name, math.nan) for h in self.heads},
+                             **{f"val_mae.{n}": vmae.get(n, math.nan) for h in self.heads
+                                for n in [h.name, *(f"{h.name}.{c}" for c in h.components or ())]},
                              **({f"task_weight.{h.name}": float(torch.exp(-self.log_vars[k].detach()))
                                  for k, h in enumerate(self.heads)} if self.log_vars is not None else {}),
                              "lr": lr, "seconds": time.perf_counter() - t0})
