@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from matgnn import keys
+from matgnn.graphs.cache import default_cache_root
 
 #: the backbone version whose weights are used (and whose features a saved model was trained on)
 CHGNET_VERSION = "0.3.0"
@@ -38,7 +38,7 @@ FEATURE_DIM = 64
 
 
 def _default_root() -> Path:
-    return Path(os.environ.get("MATGNN_CACHE_DIR", Path.home() / ".cache" / "matgnn")) / "embeddings"
+    return default_cache_root() / "embeddings"
 
 
 class ChgnetFeatures:

@@ -25,8 +25,9 @@ from matgnn.graphs.extras import BUILDERS
 TargetSpec = str | tuple[str, Sequence[str]]
 
 
-def _target_key(t: TargetSpec) -> str | tuple[str, tuple[str, ...]]:
-    return t if isinstance(t, str) else (t[0], tuple(t[1]))
+def _target_columns(t: TargetSpec) -> tuple[str, tuple[str, ...], bool]:
+    """(batch field name, source columns, whether a vector head) of a graph target to pack."""
+    return (t, (t,), False) if isinstance(t, str) else (t[0], tuple(t[1]), True)
 
 
 def _label_table(rows: list[list[float]], vector: bool, width: int) -> torch.Tensor:
@@ -35,7 +36,8 @@ def _label_table(rows: list[list[float]], vector: bool, width: int) -> torch.Ten
     return table if vector else table[:, 0]
 
 
-def _check_extras(extras: Sequence[str]) -> list[str]:
+def check_extras(extras: Sequence[str]) -> list[str]:
+    """Extra batch fields, each once; an unknown one is a ValueError naming the known."""
     unknown = [e for e in extras if e not in BUILDERS]
     if unknown:
         raise ValueError(f"unknown extra batch fields {unknown}; known: {sorted(BUILDERS)}")
@@ -63,7 +65,7 @@ class PackedGraphs:
                  graph_targets: Sequence[TargetSpec] = (), node_targets: Sequence[str] = (),
                  extras: Sequence[str] = ()) -> None:
         self.indices = list(range(len(cache))) if indices is None else list(indices)
-        self.extras = _check_extras(extras)
+        self.extras = check_extras(extras)
         self._pack((cache.record(i) for i in self.indices), graph_targets, node_targets)
 
     @classmethod
@@ -71,16 +73,16 @@ class PackedGraphs:
                      node_targets: Sequence[str] = (), extras: Sequence[str] = ()) -> PackedGraphs:
         """Pack graph records already read (the streaming loader packs one batch at a time)."""
         self = cls.__new__(cls)
-        self.extras = _check_extras(extras)
+        self.extras = check_extras(extras)
         self._pack(records, graph_targets, node_targets)
         self.indices = list(range(len(self.ids)))
         return self
 
     def _pack(self, records: Iterable[dict], graph_targets: Sequence[TargetSpec], node_targets: Sequence[str]) -> None:
         self.graph_targets, self.node_targets = list(graph_targets), list(node_targets)
-        columns = {t: (t,) if isinstance(t, str) else tuple(t[1]) for t in map(_target_key, self.graph_targets)}
+        columns = [_target_columns(t) for t in self.graph_targets]
         z, pos, cells, pbc, src, dst, off, vec, dist = [], [], [], [], [], [], [], [], []
-        gt = {t: [] for t in columns}
+        gt: dict[str, list[list[float]]] = {name: [] for name, _, _ in columns}
         nt = {t: [] for t in self.node_targets}
         n_atoms, n_edges, self.ids = [], [], []
         for rec in records:
@@ -89,8 +91,8 @@ class PackedGraphs:
             z.append(rec["z"]), pos.append(rec["pos"]), cells.append(rec["cell"]), pbc.append(rec["pbc"])
             src.append(rec["src"]), dst.append(rec["dst"]), off.append(rec["offsets"]), vec.append(v), dist.append(d)
             n_atoms.append(n), n_edges.append(len(d)), self.ids.append(rec["id"])
-            for t, comps in columns.items():
-                gt[t].append([rec["graph_targets"].get(c, np.nan) for c in comps])
+            for name, comps, _ in columns:
+                gt[name].append([rec["graph_targets"].get(c, np.nan) for c in comps])
             for t in self.node_targets:
                 nt[t].append(rec["node_targets"].get(t, np.full(n, np.nan, np.float32)))
 
@@ -109,8 +111,7 @@ class PackedGraphs:
         self.n_edges = torch.tensor(n_edges, dtype=torch.long)
         self.atom_start = _cumsum0(self.n_atoms)
         self.edge_start = _cumsum0(self.n_edges)
-        self.graph_labels = {(t if isinstance(t, str) else t[0]): _label_table(v, not isinstance(t, str), len(columns[t]))
-                             for t, v in gt.items()}
+        self.graph_labels = {name: _label_table(gt[name], vector, len(comps)) for name, comps, vector in columns}
         self.node_labels = {t: cat(v, np.float32) for t, v in nt.items()}
 
     def __len__(self) -> int:
@@ -154,7 +155,7 @@ class StreamedGraphs:
                  graph_targets: Sequence[TargetSpec] = (), node_targets: Sequence[str] = (),
                  extras: Sequence[str] = ()) -> None:
         self.cache = cache
-        self.extras = _check_extras(extras)
+        self.extras = check_extras(extras)
         self.indices = list(range(len(cache))) if indices is None else list(indices)
         self.graph_targets, self.node_targets = list(graph_targets), list(node_targets)
         self.n_atoms = torch.tensor([cache.meta["n_atoms"][i] for i in self.indices], dtype=torch.long)

@@ -223,14 +223,18 @@ class MatgnnModel(nn.Module):
             return self.attention_pool(h, batch[keys.BATCH], dim_size=batch.num_graphs)
         return scatter(h, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce=self.pooling)
 
-    def head_mean(self, k: int) -> torch.Tensor:
-        """Head ``k``'s standardisation mean: a scalar, or one per component of a vector head."""
+    def _of_head(self, buffer: torch.Tensor, k: int) -> torch.Tensor:
+        """Head ``k``'s entries of a per-value buffer: a scalar, or one per component of a vector head."""
         s = self._slices[k]
-        return self.target_mean[s.start] if s.stop - s.start == 1 else self.target_mean[s]
+        return buffer[s.start] if s.stop - s.start == 1 else buffer[s]
+
+    def head_mean(self, k: int) -> torch.Tensor:
+        """Head ``k``'s standardisation mean."""
+        return self._of_head(self.target_mean, k)
 
     def head_std(self, k: int) -> torch.Tensor:
-        s = self._slices[k]
-        return self.target_std[s.start] if s.stop - s.start == 1 else self.target_std[s]
+        """Head ``k``'s standardisation std."""
+        return self._of_head(self.target_std, k)
 
     def transform_target(self, k: int, y: torch.Tensor, batch: Any = None) -> torch.Tensor:
         """Head ``k``'s label in the space the model is trained in (before standardising):

@@ -46,11 +46,11 @@ def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repe
     folder: all members run, parameters summed) on each device."""
     from torch_geometric.data import Batch
 
-    from matgnn.artifacts import ENSEMBLE_FILE
-    from matgnn.prediction.predict import Ensemble, resolve_model
+    from matgnn.artifacts import resolve
+    from matgnn.prediction.predict import Ensemble
 
     t0 = time.perf_counter()
-    ensemble = (resolve_model(model_path) / ENSEMBLE_FILE).is_file()
+    ensemble = resolve(model_path).kind == "ensemble"
     model = Ensemble([model_path]) if ensemble else load_model(model_path)
     load_s = time.perf_counter() - t0
     modules = model.members if ensemble else [model]

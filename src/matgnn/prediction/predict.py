@@ -45,16 +45,6 @@ MULTI_FILE_SUFFIXES = (".traj", ".db", ".jsonl", ".gz")
 MULTI_SUFFIXES = (".extxyz", ".xyz", ".traj", ".db")
 
 
-def resolve_model(spec: str | Path) -> Path:
-    """The folder a single model spec names (see :func:`matgnn.artifacts.resolve`)."""
-    return artifacts.resolve(spec).path
-
-
-def model_folder(path: str | Path) -> Path:
-    """The ``model.json`` folder of a run, model folder or model name."""
-    return artifacts.model_folder(path)
-
-
 def graph_settings_of(path: str | Path) -> GraphSettings:
     """The graph settings a saved model was trained with."""
     info = artifacts.model_info(path)
@@ -85,7 +75,6 @@ class Ensemble:
         # one EnsembleModel computes the mean and σ (members of saved ensembles flattened into it)
         self.model = EnsembleModel.of(loaded, recalibration) if len(loaded) > 1 or isinstance(loaded[0], EnsembleModel) else None
         self.members = list(self.model.members) if self.model is not None else loaded
-        self.recalibration = recalibration
         self.head_specs = loaded[0].head_specs
 
     def __len__(self) -> int:

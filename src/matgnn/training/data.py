@@ -18,7 +18,7 @@ from matgnn.data.sources import make_source
 from matgnn.errors import UserError
 from matgnn.graphs.batching import GraphLoader, make_loader
 from matgnn.graphs.cache import GraphCache, build_graph_cache
-from matgnn.graphs.packed import PackedGraphs, StreamedGraphs
+from matgnn.graphs.packed import PackedGraphs, StreamedGraphs, check_extras
 from matgnn.training import splits as splitting
 from matgnn.training.targets import check_targets, target_labels
 
@@ -125,7 +125,7 @@ class SplitGraphs:
     def add_batch_fields(self, fields: tuple[str, ...]) -> None:
         """Have every batch carry the extra fields the run's models declare (triplets)."""
         for g in self.graphs.values():
-            g.extras = list(dict.fromkeys([*g.extras, *fields]))
+            g.extras = check_extras([*g.extras, *fields])
 
     def loader(self, split: str, batch_size: int) -> GraphLoader:
         """A single-process pass over every graph of ``split`` once (final scoring)."""

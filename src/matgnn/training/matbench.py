@@ -70,10 +70,11 @@ def run_matbench(task: str, cfg: RunConfig, data: str | Path | None, out: str | 
                         "regression tasks")
     path = data_file(task, data)
     source = MatbenchSource(path, task)
+    found = {s.id: s.graph_targets for s in source if not isinstance(s, Exception)}  # the file read once
     target = source.target
     if target != mt.metadata.target:
         raise UserError(f"{path}: its target column is {target!r}, {task}'s is {mt.metadata.target!r}")
-    labels = {s.id: s.graph_targets[target] for s in source if not isinstance(s, Exception)}
+    labels = {sid: t[target] for sid, t in found.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     head = next((h for h in cfg.targets if h.level == "graph"), None)

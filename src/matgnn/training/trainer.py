@@ -8,7 +8,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from matgnn import keys
 from matgnn.config import HeadConfig
 from matgnn.models import MatgnnModel
 from matgnn.training import distributed
-from matgnn.training.callbacks import Callback, EarlyStopping, EpochFunction
+from matgnn.training.callbacks import Callback, EarlyStopping
 from matgnn.training.checkpoints import (  # noqa: F401
     CHECKPOINT,
     load_checkpoint,
@@ -185,14 +185,13 @@ class Trainer:
         random.setstate(st["rng"]["python"])
         generator.set_state(st["rng"]["loader"])
 
-    def fit(self, train_loader, val_loader, callbacks: Sequence[Callback] = (),
-            on_epoch_end: Callable[[Trainer], None] | None = None) -> list[dict[str, Any]]:
+    def fit(self, train_loader, val_loader, callbacks: Sequence[Callback] = ()) -> list[dict[str, Any]]:
         """Train until ``epochs`` or until a callback sets ``stop`` (:class:`EarlyStopping` on
         ``patience`` is always first). Without a validation split the training loss drives early
         stopping, the schedule and the best weights; the history's validation columns then stay
         empty (NaN), never a copy of the training loss. On a terminal a progress bar; otherwise
-        (logs, batch jobs) one line per epoch. ``on_epoch_end``: a function called like a
-        callback's ``on_epoch_end``, after the callbacks."""
+        (logs, batch jobs) one line per epoch. A plain function per epoch: an
+        :class:`~matgnn.training.callbacks.EpochFunction` among the callbacks."""
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -201,8 +200,7 @@ class Trainer:
             TimeElapsedColumn,
         )
 
-        callbacks = [EarlyStopping(self.cfg.patience), *callbacks,
-                     *([EpochFunction(on_epoch_end)] if on_epoch_end is not None else [])]
+        callbacks = [EarlyStopping(self.cfg.patience), *callbacks]
         self.stop = False
         for cb in callbacks:
             cb.on_fit_start(self)

@@ -37,6 +37,7 @@ class MatbenchSource(StructureSource):
             raise FileNotFoundError(f"{self.path} not found")
         self.task = task or self.path.name.split(".")[0]
         self.name = self.task
+        self._target: str | None = None
 
     def _fingerprint_parts(self) -> dict[str, Any]:
         return {"content": file_digest(self.path), "task": self.task}
@@ -56,12 +57,15 @@ class MatbenchSource(StructureSource):
 
     @property
     def target(self) -> str:
-        return next(c for c in self.frame()["columns"] if c != "structure")
+        """The task's target column (read with the file; known without reading it again once iterated)."""
+        if self._target is None:
+            self._target = next(c for c in self.frame()["columns"] if c != "structure")
+        return self._target
 
     def _entries(self) -> Iterator[Entry]:
         d = self.frame()
         col_s = d["columns"].index("structure")
-        target = d["columns"][1 - col_s]
+        target = self._target = d["columns"][1 - col_s]
         index = d.get("index") or list(range(len(d["data"])))
         for sid, row in zip(matbench_ids(self.task, len(d["data"]), index), d["data"]):
             where = f"{self.path}:{sid}"
