@@ -91,7 +91,7 @@ def _epoch_times(log: str) -> tuple[list[float], list[float]]:
 
 
 def run_fold(posc: Path, parts: dict[str, list[str]], labels: dict[str, float], work: Path, epochs: int,
-             threads: int = 1) -> dict:
+             threads: int = 1, device: str = "cpu") -> dict:
     """ALIGNN's ``train_alignn.py`` on one fold: test MAE, training / validation structures per
     second over whole epochs, peak memory, parameters, wall time (cached, see the module doc)."""
     cfg = alignn_config(epochs, len(parts["train"]), len(parts["val"]), len(parts["test"]))
@@ -110,14 +110,16 @@ def run_fold(posc: Path, parts: dict[str, list[str]], labels: dict[str, float], 
     (data / "id_prop.csv").write_text("".join(f"{i}.vasp,{labels[i]}\n" for i in order))
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    script = ("import resource, runpy, sys, torch; torch.set_num_threads(%d); sys.argv = sys.argv[1:]; "
-              "runpy.run_module('alignn.train_alignn', run_name='__main__')" % threads)
+    script = ("import resource, runpy, sys, torch\ntorch.set_num_threads(%d)\nsys.argv = sys.argv[1:]\ntry:\n"
+              "    runpy.run_module('alignn.train_alignn', run_name='__main__')\nfinally:\n"
+              "    print('CUDA_PEAK_BYTES', torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0, "
+              "flush=True)\n" % threads)
     wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
                "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", wrapper, alignn_python(), "-c", script, "train_alignn.py",
                            "--root_dir", str(data), "--config_name", str(out / "config.json"),
-                           "--file_format", "poscar", "--output_dir", str(out / "out"), "--device", "cpu"],
+                           "--file_format", "poscar", "--output_dir", str(out / "out"), "--device", device],
                           capture_output=True, text=True, env=env, cwd=out)
     wall = time.perf_counter() - t0
     (out / "log.txt").write_text(proc.stdout + proc.stderr)
@@ -128,11 +130,13 @@ def run_fold(posc: Path, parts: dict[str, list[str]], labels: dict[str, float], 
     mae = sum(abs(float(t) - float(p)) for _, t, p in rows) / len(rows)
     params = re.search(r"Model parameters (\d+)", proc.stdout)
     rss = re.search(r"MAXRSS_KB (\d+)", proc.stdout)
+    gpu = re.search(r"CUDA_PEAK_BYTES (\d+)", proc.stdout)
     res = {"mae": mae, "n_test": len(rows), "epochs": len(train_s),
            "train_structures_per_s": len(parts["train"]) * len(train_s) / max(sum(train_s), 1e-9),
            "epoch_structures_per_s": len(parts["train"]) * len(train_s) / max(sum(train_s) + sum(val_s), 1e-9),
            "inference_structures_per_s": len(parts["val"]) * len(val_s) / max(sum(val_s), 1e-9),
            "peak_rss_gb": int(rss.group(1)) / 1024**2 if rss else None,
+           **({"peak_gpu_gb": int(gpu.group(1)) / 1024**3} if gpu and device == "cuda" else {}),
            "n_parameters": int(params.group(1)) if params else None, "wall_s": wall,
            "threads": threads, "alignn_version": alignn_version(), "run_folder": str(out)}
     done.write_text(json.dumps(res, indent=1))

@@ -57,8 +57,26 @@ def dirty_paths() -> list[str]:
     return [line[3:] for line in out.splitlines() if line.strip()]
 
 
+#: a copy of a clean commit without its .git (the GPU machine gets the working tree only): the sender
+#: names the commit in $MATGNN_BENCH_COMMIT after checking the tree was clean; the results say so
+SENT_COMMIT = os.environ.get("MATGNN_BENCH_COMMIT")
+
+
+def _in_git_checkout() -> bool:
+    try:
+        subprocess.check_output(["git", "rev-parse", "--git-dir"], cwd=ROOT, stderr=subprocess.DEVNULL)
+        return True
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
+IN_CHECKOUT = _in_git_checkout()
+
+
 def git_commit() -> str:
-    """HEAD's sha, or "unknown" outside a git checkout."""
+    """HEAD's sha; outside a git checkout the sent commit ($MATGNN_BENCH_COMMIT), else "unknown"."""
+    if not IN_CHECKOUT:
+        return SENT_COMMIT or "unknown"
     try:
         return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
     except (OSError, subprocess.CalledProcessError):
@@ -67,10 +85,13 @@ def git_commit() -> str:
 
 #: the code a benchmark measures is the code at its start (edits made while it runs do not count)
 COMMIT_AT_START = git_commit()
-try:
-    DIRTY_AT_START = dirty_paths()
-except (OSError, subprocess.CalledProcessError):
-    DIRTY_AT_START = ["(git status failed)"]
+if not IN_CHECKOUT and SENT_COMMIT:
+    DIRTY_AT_START: list[str] = []
+else:
+    try:
+        DIRTY_AT_START = dirty_paths()
+    except (OSError, subprocess.CalledProcessError):
+        DIRTY_AT_START = ["(git status failed)"]
 
 
 def refuse_dirty_tree() -> None:
@@ -108,6 +129,9 @@ def write_result(name: str, started: float, data: dict, metrics: dict, anchors: 
         "anchors": anchors,
         "targets": targets,
     }
+    if not IN_CHECKOUT and SENT_COMMIT:
+        out["tree"] = (f"a copy of commit {SENT_COMMIT} without .git, sent to the device machine (the sender checked "
+                       "the tree was clean); $MATGNN_BENCH_COMMIT names it")
     if extra:
         out.update(extra)
     path = RESULTS / f"{name}.json"

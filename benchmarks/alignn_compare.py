@@ -14,7 +14,12 @@ so ours is the conservative figure); inference = validation structures per secon
 pass over prebuilt graphs (ALIGNN's printed validation time; our timed pass over the test split).
 Peak memory = each training process's maximum resident set size.
 
+On a GPU (``--device cuda``; results in ``alignn_compare_gpu.json`` unless ``--result`` says
+otherwise) both train on the GPU; peak memory is then each process's peak GPU memory allocated
+through PyTorch (``torch.cuda.max_memory_allocated``) beside its resident set size.
+
 Usage: python benchmarks/alignn_compare.py [--folds 5] [--epochs 30] [--threads 1] [--only alignn|ours]
+       [--device cpu|cuda] [--result NAME]
 """
 
 from __future__ import annotations
@@ -43,7 +48,23 @@ OUT = ROOT / "benchmarks" / "runs" / "alignn_compare"
 OURS = {"name": "alignn", "hidden": 64, "layers": 4, "gcn_layers": 2, "angle_cutoff": 3.5}
 
 
-def ours_fold(split_file: Path, name: str, epochs: int, threads: int) -> dict:
+#: runs a module's command line in this process, then prints the peak GPU memory PyTorch allocated
+CUDA_PEAK = ("import runpy, sys, torch\ntry:\n    sys.argv = sys.argv[1:]\n    runpy.run_module(sys.argv[0], "
+             "run_name='__main__', alter_sys=True)\nfinally:\n    print('CUDA_PEAK_BYTES', torch.cuda.max_memory_allocated() "
+             "if torch.cuda.is_available() else 0, flush=True)\n")
+
+
+def _matgnn_command() -> list[str]:
+    exe = Path(sys.executable).parent / "matgnn"
+    if exe.is_file():
+        return [str(exe)]
+    import shutil
+
+    found = shutil.which("matgnn")
+    return [found] if found else [sys.executable, "-m", "matgnn"]
+
+
+def ours_fold(split_file: Path, name: str, epochs: int, threads: int, device: str = "cpu") -> dict:
     """``matgnn train`` (subprocess) on one fold; then a timed inference pass over its test split."""
     cfg = {
         "source": {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / "jarvis")},
@@ -51,7 +72,7 @@ def ours_fold(split_file: Path, name: str, epochs: int, threads: int) -> dict:
         "targets": [{"name": TARGET, "level": "graph", "loss": "l1"}],
         "model": OURS,
         "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-5, "scheduler": "onecycle",
-                  "patience": epochs, "threads": threads, "tensorboard": False},
+                  "patience": epochs, "threads": threads, "tensorboard": False, "device": device},
         "split": {"kind": "ids", "ids_file": str(split_file)},
         "output_dir": str(OUT / "ours"), "name": name,
     }
@@ -59,26 +80,28 @@ def ours_fold(split_file: Path, name: str, epochs: int, threads: int) -> dict:
     import yaml
 
     path.write_text(yaml.safe_dump(cfg))
-    matgnn = str(Path(sys.executable).parent / "matgnn")
     wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
                "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), COLUMNS="1000")  # one log line per message
+    command = ([*_matgnn_command(), "train", str(path)] if device == "cpu"
+               else [sys.executable, "-c", CUDA_PEAK, "matgnn", "train", str(path)])
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", wrapper, matgnn, "train", str(path)], capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"matgnn train failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     run = Path(re.search(r"run folder: (\S+)", proc.stdout + proc.stderr).group(1))
     m = json.loads((run / "metrics.json").read_text())
     rss = int(re.search(r"MAXRSS_KB (\d+)", proc.stdout).group(1)) / 1024**2
+    gpu = re.search(r"CUDA_PEAK_BYTES (\d+)", proc.stdout)
     return {"mae": m[f"test.{TARGET}.mae"], "epochs": m["epochs_run"], "n_test": m["n_test"],
             "train_structures_per_s": m["train_structures_per_s"],
-            "inference_structures_per_s": _inference_rate(run, threads),
-            "peak_rss_gb": rss, "n_parameters": m["n_parameters"], "wall_s": wall, "run_folder": str(run)}
+            "inference_structures_per_s": _inference_rate(run, threads, device),
+            "peak_rss_gb": rss, **({"peak_gpu_gb": int(gpu.group(1)) / 1024**3} if gpu else {}),
+            "n_parameters": m["n_parameters"], "wall_s": wall, "run_folder": str(run)}
 
 
-def _inference_rate(run: Path, threads: int) -> float:
+def _inference_rate(run: Path, threads: int, device: str = "cpu") -> float:
     """Structures per second of a forward pass over the run's test split (graphs prebuilt, batch 32)."""
     import torch
 
@@ -95,14 +118,18 @@ def _inference_rate(run: Path, threads: int) -> float:
 
     torch.set_num_threads(threads)
     cfg = RunConfig.from_yaml(run / "config.yaml")
-    model = load_model(run)
+    model = load_model(run).to(torch.device(device))
     cache = build_graph_cache(make_source(cfg.source), cfg.graphs, progress=False)
     pos, _ = ids_split(cache.ids, {"test": RunFolder(run).read_split()["test"]})
     graphs = PackedGraphs(cache, pos["test"], *batch_targets(cfg.targets), extras=batch_fields_of(model))
     loader = make_loader(graphs, 32)
     predict_dataset(model, loader)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     predict_dataset(model, loader)
+    if device == "cuda":
+        torch.cuda.synchronize()
     return len(graphs) / (time.perf_counter() - t0)
 
 
@@ -114,6 +141,8 @@ def main() -> None:
     p.add_argument("--quiet-epochs", type=int, default=3,
                    help="throughput measured again on fold 0, each tool alone on the machine, over this many epochs "
                         "(0: skip); the speed-up targets use these figures")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--result", default=None, help="results file (default alignn_compare, alignn_compare_gpu on cuda)")
     p.add_argument("--only", choices=["alignn", "ours"], default=None,
                    help="run one side only (fills ALIGNN's run cache; writes no results file)")
     args = p.parse_args()
@@ -125,28 +154,41 @@ def main() -> None:
     posc = OUT / "poscars"
     write_poscars(keep, posc)
     res: dict[str, list[dict]] = {"alignn": [], "ours": []}
+    gpu = "-gpu" if args.device == "cuda" else ""
     for fold in range(args.folds):
         parts = {k: [ids[i] for i in v] for k, v in kfold_split(len(ids), 5, fold, 0.1, 42).items()}
         split_file = OUT / f"fold{fold}.json"
         split_file.write_text(json.dumps(parts))
         if args.only != "ours":
-            res["alignn"].append(run_fold(posc, parts, labels, OUT / "alignn" / f"dft2d_gap-fold{fold}", args.epochs,
-                                          args.threads))
+            res["alignn"].append(run_fold(posc, parts, labels, OUT / "alignn" / f"dft2d_gap-fold{fold}{gpu}", args.epochs,
+                                          args.threads, args.device))
         if args.only != "alignn":
-            res["ours"].append(ours_fold(split_file, f"alignn-fold{fold}", args.epochs, args.threads))
+            res["ours"].append(ours_fold(split_file, f"alignn-fold{fold}{gpu}", args.epochs, args.threads, args.device))
         print(f"fold {fold}: " + "  ".join(f"{k} MAE {v[-1]['mae']:.3f} eV, {v[-1]['train_structures_per_s']:.1f}/s"
                                            for k, v in res.items() if v), flush=True)
+        if args.device == "cuda" and not args.only and fold + 1 < args.folds:  # a time-limited GPU session keeps each fold
+            _report(args, res, {}, len(ids), started)
     if args.only:
         return
     quiet: dict[str, dict] = {}
     if args.quiet_epochs:  # each tool alone: nothing else of ours runs meanwhile (the folds above shared the CPU)
         parts = {k: [ids[i] for i in v] for k, v in kfold_split(len(ids), 5, 0, 0.1, 42).items()}
-        quiet["alignn"] = run_fold(posc, parts, labels, OUT / "alignn" / "quiet-fold0", args.quiet_epochs, args.threads)
-        quiet["ours"] = ours_fold(OUT / "fold0.json", "alignn-quiet-fold0", args.quiet_epochs, args.threads)
+        quiet["alignn"] = run_fold(posc, parts, labels, OUT / "alignn" / f"quiet-fold0{gpu}", args.quiet_epochs,
+                                   args.threads, args.device)
+        quiet["ours"] = ours_fold(OUT / "fold0.json", f"alignn-quiet-fold0{gpu}", args.quiet_epochs, args.threads,
+                                  args.device)
+    _report(args, res, quiet, len(ids), started)
+
+
+def _report(args, res: dict[str, list[dict]], quiet: dict[str, dict], n_ids: int, started: float) -> None:
+    """The results file from the folds run so far."""
     metrics: dict[str, float] = {}
     for side, rows in res.items():
-        for key in ("mae", "train_structures_per_s", "inference_structures_per_s", "peak_rss_gb", "wall_s"):
-            vals = [r[key] for r in rows]
+        for key in ("mae", "train_structures_per_s", "inference_structures_per_s", "peak_rss_gb", "wall_s",
+                    "peak_gpu_gb"):
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            if not vals:
+                continue
             metrics[f"{side}.dft2d_gap.{key.replace('mae', 'mae_mean') if key == 'mae' else key}"] = float(np.mean(vals))
         metrics[f"{side}.dft2d_gap.mae_std"] = float(np.std([r["mae"] for r in rows]))
         metrics[f"{side}.n_parameters"] = float(rows[0]["n_parameters"] or 0)
@@ -156,30 +198,38 @@ def main() -> None:
     metrics["ours.inference_speedup_vs_alignn.folds"] = (metrics[o + "inference_structures_per_s"]
                                                          / metrics[a + "inference_structures_per_s"])
     for side, r in quiet.items():
-        for key in ("train_structures_per_s", "inference_structures_per_s", "peak_rss_gb"):
-            metrics[f"{side}.quiet.{key}"] = float(r[key])
+        for key in ("train_structures_per_s", "inference_structures_per_s", "peak_rss_gb", "peak_gpu_gb"):
+            if r.get(key) is not None:
+                metrics[f"{side}.quiet.{key}"] = float(r[key])
     src = "quiet" if quiet else "folds"
     for kind in ("train", "inference"):
         metrics[f"ours.{kind}_speedup_vs_alignn"] = (
             metrics[f"ours.quiet.{kind}_structures_per_s"] / metrics[f"alignn.quiet.{kind}_structures_per_s"]
             if quiet else metrics[f"ours.{kind}_speedup_vs_alignn.folds"])
     metrics["ours.peak_memory_ratio_vs_alignn"] = metrics[o + "peak_rss_gb"] / metrics[a + "peak_rss_gb"]
+    if o + "peak_gpu_gb" in metrics and metrics.get(a + "peak_gpu_gb"):
+        metrics["ours.peak_gpu_memory_ratio_vs_alignn"] = metrics[o + "peak_gpu_gb"] / metrics[a + "peak_gpu_gb"]
     noise = float(np.hypot(metrics[a + "mae_std"], metrics[o + "mae_std"]))
     write_result(
-        "alignn_compare", started,
-        data={"source": "jarvis:dft_2d", "target": f"{TARGET} (eV)", "n_structures": len(ids),
-              "split": f"{args.folds} of the 5 folds of benchmarks/dft2d_bandgap.py (seed 42, val 10 %)",
+        args.result or ("alignn_compare_gpu" if args.device == "cuda" else "alignn_compare"), started,
+        data={"source": "jarvis:dft_2d", "target": f"{TARGET} (eV)", "n_structures": n_ids,
+              "split": f"{len(res['ours'])} of the 5 folds of benchmarks/dft2d_bandgap.py (seed 42, val 10 %)",
               "epochs": args.epochs, "threads_each": args.threads, "alignn_version": alignn_version(),
+              "device": args.device,
               "alignn_settings": "alignn_atomwise_pure via train_alignn.py, 4+4 layers, width 256, cgcnn features, "
                                  "pure_torch graphs 8 Å / 12 neighbours, L1, AdamW lr 1e-3 one-cycle, batch 32",
               "ours_settings": OURS, "alignn_runs_reused_from_cache": [r.get("cached", False) for r in res["alignn"]],
               "speedups_from": src, "quiet": quiet,
-              "concurrency": "the five folds of each tool ran while other benchmarks shared the 2 cores (one thread "
-                             "each); the quiet figures ran each tool alone",
+              "concurrency": (f"on the GPU machine, while the other runs of {os.environ.get('MATGNN_GPU_SESSION', 'the session')} "
+                              "shared its cores and GPU (the two tools ran one after the other, never together)"
+                              if args.device == "cuda" else
+                              "the five folds of each tool ran while other benchmarks shared the 2 cores (one thread "
+                              "each); the quiet figures ran each tool alone"),
               "per_fold": res,
-              "not_measured": "MEGNet-MP formation energy and gap on a 10,000-structure subset: ALIGNN's own "
-                              "trains at ~17 structures/s on one CPU thread, 10 min per epoch; not run on this "
-                              "2-core machine (no GPU lent)"},
+              "not_measured": "MEGNet-MP formation energy and gap on a 10,000-structure subset with ALIGNN's own: "
+                              "on one CPU thread it trains at ~17 structures/s (10 min per epoch); on the GPU its "
+                              "per-structure graph builder and the 15-minute device budget left no room (see "
+                              "mp_megnet_alignn.json for ours on the GPU)"},
         metrics=metrics,
         anchors={"alignn.issue_quoted.dft2d_gap.mae_70_30": 0.553, "alignn.issue_quoted.train_structures_per_s": 17,
                  "alignn.issue_quoted.inference_structures_per_s": 45, "alignn.issue_quoted.peak_gb": 3.8},

@@ -178,3 +178,33 @@ def test_cif_jsonl_bad_record_is_reported(tmp_path):
     good, bad = list(CifJsonlSource(tmp_path / "x.jsonl.gz"))
     assert good.id == "good" and good.graph_targets == {"gap": 0.0}
     assert isinstance(bad, StructureError) and "structure 'bad'" in str(bad) and "x.jsonl.gz:2" in str(bad)
+
+
+def test_cif_jsonl_parsed_in_cache_workers_same_graphs_and_report(tmp_path):
+    """CIF parsing is deferred to the graph-cache builder's worker processes: two workers give the
+    same graphs, ids and load report (the bad line named) as building inline."""
+    import gzip
+    import json
+
+    from ase.io import write as ase_write
+
+    from matgnn.data.sources import CifJsonlSource
+    from matgnn.graphs.cache import build_graph_cache
+    from matgnn.graphs.neighbors import GraphSettings
+
+    with gzip.open(tmp_path / "x.jsonl.gz", "wt") as f:
+        for k, a in enumerate([3.5, 3.6, 3.7, 3.8]):
+            buf = io.BytesIO()
+            ase_write(buf, bulk("Cu", "fcc", a=a), format="cif")
+            f.write(json.dumps({"material_id": f"cu{k}", "cif": buf.getvalue().decode(), "gap": float(k)}) + "\n")
+        f.write(json.dumps({"material_id": "bad", "cif": "garbage", "gap": 1.0}) + "\n")
+    caches = [build_graph_cache(CifJsonlSource(tmp_path / "x.jsonl.gz"), GraphSettings(cutoff=5.0),
+                                cache_root=tmp_path / f"c{w}", workers=w, progress=False) for w in (1, 2)]
+    for c in caches:
+        assert c.ids == ["cu0", "cu1", "cu2", "cu3"]
+        assert c.report.kept == 4 and [s["id"] for s in c.report.skipped] == ["bad"]
+        assert "x.jsonl.gz:5" in c.report.skipped[0]["file"]
+    for i in range(4):
+        a, b = caches[0].record(i), caches[1].record(i)
+        assert a["id"] == b["id"] == f"cu{i}"
+        assert np.array_equal(a["src"], b["src"]) and np.array_equal(a["offsets"], b["offsets"])

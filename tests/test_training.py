@@ -136,3 +136,36 @@ def test_tensorboard_and_history_written_every_epoch(tmp_path):
     acc = EventAccumulator(str(run / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("val_loss")] == [1, 2, 3]
+
+
+def test_time_budget_from_the_cli_stops_training_and_scores_the_best_weights(tmp_path):
+    """``train.max_minutes``: a budget of 0.6 ms fits the first epoch only; the run still ends with
+    its metrics, says why it stopped, and records the epochs run."""
+    from .userdata import cif_folder, ok, run, run_yaml
+
+    data = cif_folder(tmp_path / "data")
+    cfg = run_yaml(tmp_path / "run.yaml", f"{{kind: folder, path: {data}}}", tmp_path / "runs", epochs=30)
+    r = ok(run("train", str(cfg), "--set", "train.max_minutes=0.00001", "--set", "train.scheduler=onecycle"))
+    assert "time budget: stopped after epoch 1 of 30" in r.out
+    (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["epochs_run"] == 1 and np.isfinite(m["test.lattice.mae"])
+
+
+def test_time_budget_schedule_shapes_and_replanning():
+    from matgnn.training.trainer import cosine_factor, onecycle_factor
+
+    assert onecycle_factor(0.0) == pytest.approx(1 / 25) and onecycle_factor(0.3) == pytest.approx(1.0)
+    assert onecycle_factor(1.0) == pytest.approx(1 / 25e4) and onecycle_factor(2.0) == pytest.approx(1 / 25e4)
+    assert cosine_factor(0.0) == 1.0 and cosine_factor(0.5) == pytest.approx(0.5) and cosine_factor(1.0) == 0.0
+    # the schedule is planned over the epochs that fit: with 10 s epochs, 1 minute holds 6 of 100
+    from matgnn.config import TrainConfig
+    from matgnn.training.trainer import Trainer
+
+    cfg = TrainConfig(epochs=100, max_minutes=1.0, scheduler="onecycle")
+    t = Trainer.__new__(Trainer)
+    t.cfg, t.device, t.epoch = cfg, torch.device("cpu"), 2
+    t.history = [{"seconds": 10.0}, {"seconds": 10.0}]
+    assert t.epochs_in_budget() == 6
+    t.history = [{"seconds": 100.0}] * 2
+    assert t.epochs_in_budget() == 2  # never fewer than the epochs run

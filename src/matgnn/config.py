@@ -108,6 +108,11 @@ class TrainConfig(_Strict):
         "atoms or edges per batch with batch_by atoms/edges (a batch closes when it reaches the budget); "
         "default batch_size × the mean graph size of the split"))
     scheduler_patience: int | None = Field(None, ge=1, description="plateau: epochs before halving the LR (default patience/3)")
+    max_minutes: float | None = Field(None, gt=0, description=(
+        "time budget for the training epochs: training stops before an epoch that would overrun it (the best "
+        "weights are kept and scored as usual), and the cosine and one-cycle schedules are planned over the "
+        "epochs that fit (re-planned each epoch from the mean epoch time), so the LR still anneals; "
+        "the budget's result depends on the machine's speed, the run folder records the epochs run"))
 
 
 class SplitConfig(_Strict):

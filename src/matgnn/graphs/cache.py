@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from matgnn.data.report import LoadReport
-from matgnn.data.sources.base import StructureSource
+from matgnn.data.sources.base import Deferred, StructureSource
 from matgnn.data.structure import Structure, validate_structure
 from matgnn.errors import StructureError, UnsafeArtifactError, UserError
 from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
@@ -149,6 +149,8 @@ def graph_record(s: Structure, settings: GraphSettings) -> dict[str, Any]:
 
 def _work(item: tuple[int, Any, GraphSettings]) -> tuple[int, bytes | StructureError]:
     idx, entry, settings = item
+    if isinstance(entry, Deferred):  # parsed here, in the worker
+        entry = entry.resolve()
     if isinstance(entry, StructureError):
         return idx, entry
     if isinstance(entry, tuple):
@@ -311,7 +313,7 @@ def build_graph_cache(source: StructureSource, settings: GraphSettings | None = 
                     if bytes(k)[:2] in (b"g:", b"s:")}
         workers = workers or os.cpu_count() or 1
         wire = (lambda e: _pack_structure(e) if isinstance(e, Structure) else e) if workers > 1 else (lambda e: e)
-        todo = ((idx, wire(entry), settings) for idx, entry in enumerate(source) if idx not in done)
+        todo = ((idx, wire(entry), settings) for idx, entry in enumerate(source.raw_entries()) if idx not in done)
         built = _write_records(env, todo, workers, on_invalid, progress, chunk, source.describe(),
                                len(done), on_chunk, source.size_hint())
         _finalise(env, path, source, settings, time.perf_counter() - t0)

@@ -58,6 +58,25 @@ class EarlyStopping(Callback):
             trainer.console.print(f"early stop after epoch {trainer.epoch} (no improvement for {trainer.stale} epochs)")
 
 
+class TimeBudget(Callback):
+    """Stop before an epoch that would overrun ``max_minutes`` (at the mean epoch time so far)."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60
+        self.stopped = False
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        mean = trainer.mean_epoch_seconds() or 0.0
+        if trainer.epoch < trainer.cfg.epochs and trainer.elapsed_seconds() + mean > self.seconds:
+            trainer.stop = self.stopped = True
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.stopped:
+            trainer.console.print(f"time budget: stopped after epoch {trainer.epoch} of {trainer.cfg.epochs} "
+                                  f"({trainer.elapsed_seconds() / 60:.1f} of {self.seconds / 60:g} minutes; "
+                                  f"best epoch {trainer.best_epoch})")
+
+
 class EpochFunction(Callback):
     """A plain function called with the trainer after every epoch (the API's ``on_epoch_end``)."""
 

@@ -65,6 +65,10 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

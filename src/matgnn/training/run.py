@@ -34,6 +34,7 @@ from matgnn.training.callbacks import (
     Checkpointing,
     EpochFunction,
     TensorBoard,
+    TimeBudget,
 )
 from matgnn.training.data import make_split, prepare_run_data, split_graphs
 from matgnn.training.interrupts import sigterm_as_interrupt
@@ -207,6 +208,8 @@ class _Run(Callback):
                 callbacks.append(TensorBoard(folder.path / "tensorboard"))
         if self.user_hook is not None:
             callbacks.append(EpochFunction(self.user_hook))
+        if self.cfg.train.max_minutes:
+            callbacks.append(TimeBudget(self.cfg.train.max_minutes))
         try:
             trainer.fit(data.loaders["train"], data.loaders["val"], callbacks=callbacks)
         except KeyboardInterrupt:

@@ -80,7 +80,16 @@ class Trainer:
             self.ddp = DistributedDataParallel(distributed.NormalizedForward(self.model),
                                                device_ids=[self.device] if self.device.type == "cuda" else None)
         self.batch_sched = False
-        if cfg.scheduler == "plateau":
+        self.steps_per_epoch = max(steps_per_epoch, 1)
+        #: epochs the schedule is planned over (with a time budget: re-planned each epoch)
+        self.horizon = cfg.epochs
+        budget = getattr(cfg, "max_minutes", None)
+        if budget and cfg.scheduler in ("cosine", "onecycle"):  # planned over the epochs that fit the budget
+            shape = onecycle_factor if cfg.scheduler == "onecycle" else cosine_factor
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.opt, lambda step: shape(step / (self.horizon * self.steps_per_epoch)))
+            self.batch_sched = True
+        elif cfg.scheduler == "plateau":
             self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.opt, factor=0.5, patience=cfg.scheduler_patience or max(cfg.patience // 3, 1))
         elif cfg.scheduler == "cosine":
@@ -233,6 +242,8 @@ class Trainer:
     def train_one_epoch(self, train_loader, val_loader) -> dict[str, Any]:
         """One epoch: train, validate, step the schedule, keep the best weights; its history row."""
         self.epoch += 1
+        if getattr(self.cfg, "max_minutes", None):
+            self.horizon = self.epochs_in_budget()
         t0 = time.perf_counter()
         lr = self.opt.param_groups[0]["lr"]
         tl, _ = self.run_epoch(train_loader, True)
@@ -254,6 +265,45 @@ class Trainer:
         else:
             self.stale += 1
         return self.history[-1]
+
+
+    def mean_epoch_seconds(self) -> float | None:
+        """Mean seconds of the epochs run so far (the same on every rank: averaged over ranks)."""
+        if not self.history:
+            return None
+        mean = sum(r["seconds"] for r in self.history) / len(self.history)
+        return distributed.all_reduce_sum([mean], self.device)[0] / distributed.world_size()
+
+    def elapsed_seconds(self) -> float:
+        """Seconds spent in training epochs so far (resumed runs included; the same on every rank)."""
+        return (self.mean_epoch_seconds() or 0.0) * len(self.history)
+
+    def epochs_in_budget(self) -> int:
+        """How many epochs in all fit ``max_minutes`` at the mean epoch time so far (at least those run
+        plus this one; at most ``epochs``)."""
+        mean = self.mean_epoch_seconds()
+        if mean is None:
+            return self.cfg.epochs
+        fit = int(self.cfg.max_minutes * 60 / max(mean, 1e-9))
+        return max(min(fit, self.cfg.epochs), self.epoch)
+
+
+def onecycle_factor(progress: float) -> float:
+    """The one-cycle LR shape (as torch's OneCycleLR defaults, without momentum cycling) at ``progress``
+    in [0, 1]: cosine warm-up from lr/25 to lr over the first 30 %, cosine annealing to lr/25e4."""
+    p = min(max(progress, 0.0), 1.0)
+    if p < 0.3:
+        return _cos_between(1 / 25, 1.0, p / 0.3)
+    return _cos_between(1.0, 1 / 25e4, (p - 0.3) / 0.7)
+
+
+def cosine_factor(progress: float) -> float:
+    """Cosine annealing from lr to 0 at ``progress`` in [0, 1]."""
+    return _cos_between(1.0, 0.0, min(max(progress, 0.0), 1.0))
+
+
+def _cos_between(start: float, end: float, t: float) -> float:
+    return end + (start - end) * (1 + math.cos(math.pi * t)) / 2
 
 
 def epoch_line(row: dict[str, Any], epochs: int, heads: list[str]) -> str:

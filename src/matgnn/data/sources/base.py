@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,21 @@ from matgnn.errors import StructureError
 
 #: What a source yields: a structure, or the reason one entry could not be read.
 Entry = Structure | StructureError
+
+
+class Deferred:
+    """An entry whose parsing is put off: a module-level function and its (picklable) arguments
+    that return an :data:`Entry`. A source whose entries are costly to parse (CIF text) yields
+    these from ``_entries``; iterating the source resolves them in order, and the graph-cache
+    builder resolves them in its worker processes instead, so parsing runs on every core."""
+
+    __slots__ = ("fn", "args")
+
+    def __init__(self, fn: Callable[..., Entry], *args: Any) -> None:
+        self.fn, self.args = fn, args
+
+    def resolve(self) -> Entry:
+        return self.fn(*self.args)
 
 
 class StructureSource(ABC):
@@ -43,6 +58,12 @@ class StructureSource(ABC):
         """What the data depends on: file hashes, dataset names, options."""
 
     def __iter__(self) -> Iterator[Entry]:
+        for entry in self.raw_entries():
+            yield entry.resolve() if isinstance(entry, Deferred) else entry
+
+    def raw_entries(self) -> Iterator[Entry | Deferred]:
+        """The entries with ``limit`` applied, parsing still deferred where the source defers it
+        (the graph-cache builder resolves :class:`Deferred` entries in its workers)."""
         for k, entry in enumerate(self._entries()):
             if self.limit is not None and k >= self.limit:
                 return
