@@ -1,5 +1,5 @@
 """Frozen features of a pretrained universal interatomic potential, per atom and per structure,
-computed once per structure and cached on disk.
+computed once per structure and cached on disk (CHGNet 0.3.0 and SevenNet-0).
 
 CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 5, 1031, 2023; modified BSD licence; its weights
 ship inside the ``chgnet`` wheel, so nothing is downloaded) gives for every structure a 64-d
@@ -7,7 +7,12 @@ feature per atom (its last atom-convolution output) and a 64-d crystal feature (
 readout input). A model that declares ``batch_fields = ("chgnet_features",)`` gets them as batch
 fields ``keys.BACKBONE_ATOM`` ``[n_atoms, 64]`` and ``keys.BACKBONE_CRYSTAL`` ``[n_graphs, 64]``.
 
-The cache (``$MATGNN_CACHE_DIR/embeddings/chgnet-0.3.0/``, one ``.npy`` pair per structure) is
+SevenNet-0 (Park et al., J. Chem. Theory Comput. 20, 4857, 2024; MIT licence; weights in the
+``sevenn`` wheel) gives 128 invariant features per atom: its last interaction block's output (the
+``128x0e`` input of its energy readout), read through a forward hook; its per-structure feature is
+the mean over the atoms (SevenNet has none of its own). Models declare ``sevennet_features``.
+
+The cache (``$MATGNN_CACHE_DIR/embeddings/<backbone>-<version>/``, one ``.npy`` per structure) is
 keyed by the backbone's name and version and a SHA-256 of the structure (atomic numbers,
 positions, cell, periodicity as the batch holds them), so a sweep, an ensemble or a second run
 over the same structures computes nothing again; files are written atomically and read as plain
@@ -41,13 +46,16 @@ def _default_root() -> Path:
     return default_cache_root() / "embeddings"
 
 
-class ChgnetFeatures:
-    """CHGNet's frozen per-atom and per-structure features, memoised in RAM and cached on disk."""
+class FrozenBackbone:
+    """A backbone's frozen per-atom and per-structure features, memoised in RAM and cached on disk.
+    Subclasses give ``name``, ``version``, ``dim`` and ``_compute``."""
 
-    name = "chgnet"
+    name = "backbone"
+    title = "backbone"
+    version = "0"
+    dim = FEATURE_DIM
 
     def __init__(self, root: Path | None = None, batch_size: int = 32) -> None:
-        self.version = CHGNET_VERSION
         self.folder = (root or _default_root()) / f"{self.name}-{self.version}"
         self.batch_size = batch_size
         self._model = None
@@ -59,18 +67,18 @@ class ChgnetFeatures:
         """Ids of the structures the backbone refused in this process (their features are zero)."""
         return set(self._said)
 
-    @property
-    def model(self):  # noqa: ANN201 - chgnet's CHGNet
-        if self._model is None:
-            try:
-                from chgnet.model import CHGNet
-            except ImportError:
-                from matgnn.errors import UserError
+    def _zeros(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((n, self.dim), np.float32), np.zeros(self.dim, np.float32)
 
-                raise UserError("model 'chgnet' needs the chgnet package: pip install 'matgnn[foundation]'") from None
-            with contextlib.redirect_stdout(io.StringIO()):  # its "initialized with N parameters" banner
-                self._model = CHGNet.load(model_name=self.version, verbose=False).eval()
-        return self._model
+    def _reject(self, sid: str) -> None:
+        if sid not in self._said:
+            self._said.add(sid)
+            print(f"{self.name}: structure {sid} rejected by {self.title} {self.version}; its backbone features are "
+                  "zero", file=sys.stderr)
+
+    def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                 keys_: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        raise NotImplementedError
 
     @staticmethod
     def key(z: np.ndarray, pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> str:
@@ -90,7 +98,7 @@ class ChgnetFeatures:
             table = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             return None  # a damaged file is computed again
-        if table.ndim != 2 or table.shape[1] != FEATURE_DIM or len(table) < 1:
+        if table.ndim != 2 or table.shape[1] != self.dim or len(table) < 1:
             return None
         return table[1:], table[0]  # row 0: the crystal feature; then one row per atom
 
@@ -108,7 +116,7 @@ class ChgnetFeatures:
 
     def features(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
                  ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(per-atom ``[n, 64]``, per-structure ``[64]``) features of (id, Z, positions, cell, pbc) tuples."""
+        """(per-atom ``[n, dim]``, per-structure ``[dim]``) features of (id, Z, positions, cell, pbc) tuples."""
         keys_ = [self.key(*s[1:]) for s in structures]
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for k in keys_:
@@ -125,6 +133,28 @@ class ChgnetFeatures:
                 self._memo[keys_[i]] = feats
                 out[i] = feats
         return out  # type: ignore[return-value]
+
+
+class ChgnetFeatures(FrozenBackbone):
+    """CHGNet 0.3.0's per-atom features and crystal feature."""
+
+    name = "chgnet"
+    title = "CHGNet"
+    version = CHGNET_VERSION
+    dim = FEATURE_DIM
+
+    @property
+    def model(self):  # noqa: ANN201 - chgnet's CHGNet
+        if self._model is None:
+            try:
+                from chgnet.model import CHGNet
+            except ImportError:
+                from matgnn.errors import UserError
+
+                raise UserError("model 'chgnet' needs the chgnet package: pip install 'matgnn[foundation]'") from None
+            with contextlib.redirect_stdout(io.StringIO()):  # its "initialized with N parameters" banner
+                self._model = CHGNet.load(model_name=self.version, verbose=False).eval()
+        return self._model
 
     def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                  keys_: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -151,11 +181,8 @@ class ChgnetFeatures:
         out = []
         for (sid, z, *_), key, p in zip(structures, keys_, preds):
             if p is None:
-                if sid not in self._said:
-                    self._said.add(sid)
-                    print(f"chgnet: structure {sid} rejected by CHGNet {self.version}; its backbone features are zero",
-                          file=sys.stderr)
-                out.append((np.zeros((len(z), FEATURE_DIM), np.float32), np.zeros(FEATURE_DIM, np.float32)))
+                self._reject(sid)
+                out.append(self._zeros(len(z)))
                 continue
             atom = np.asarray(p["atom_fea"], np.float32).reshape(len(z), FEATURE_DIM)
             crystal = np.asarray(p["crystal_fea"], np.float32).reshape(FEATURE_DIM)
@@ -164,28 +191,108 @@ class ChgnetFeatures:
         return out
 
 
-_FEATURES: dict[str, ChgnetFeatures] = {}
+#: SevenNet's package version and pretrained model (both name the features a saved model was trained on)
+SEVENNET_MODEL = "7net-0"
+SEVENNET_DIM = 128
+
+
+def sevennet_version() -> str:
+    import importlib.metadata
+
+    try:
+        return f"{importlib.metadata.version('sevenn')}-{SEVENNET_MODEL}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"unknown-{SEVENNET_MODEL}"
+
+
+class SevennetFeatures(FrozenBackbone):
+    """SevenNet-0's 128 invariant per-atom features (its energy readout's input) and their mean."""
+
+    name = "sevennet"
+    title = "SevenNet"
+    dim = SEVENNET_DIM
+
+    def __init__(self, root: Path | None = None, batch_size: int = 32) -> None:
+        self.version = sevennet_version()
+        super().__init__(root, batch_size)
+        self._calc = None
+        self._captured: list[torch.Tensor] = []
+
+    @property
+    def calculator(self):  # noqa: ANN201 - sevenn's SevenNetCalculator
+        if self._calc is None:
+            try:
+                from sevenn.calculator import SevenNetCalculator
+            except ImportError:
+                from matgnn.errors import UserError
+
+                raise UserError("model 'sevennet' needs the sevenn package: pip install 'matgnn[foundation]'") from None
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                self._calc = SevenNetCalculator(SEVENNET_MODEL, device="cpu")
+            readout = self._calc.model._modules["reduce_input_to_hidden"]
+            readout.register_forward_pre_hook(lambda _m, args: self._captured.append(args[0]["x"].detach().clone()))
+        return self._calc
+
+    def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                 keys_: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        from ase import Atoms
+
+        calc = self.calculator
+        out = []
+        for (sid, z, pos, cell, pbc), key in zip(structures, keys_):
+            self._captured.clear()
+            try:
+                atoms = Atoms(numbers=np.asarray(z, int), positions=np.asarray(pos, float),
+                              cell=np.asarray(cell, float), pbc=np.asarray(pbc, bool))
+                with torch.inference_mode(False), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    calc.calculate(atoms, properties=["energy"])
+                atom = self._captured[-1].cpu().numpy().astype(np.float32).reshape(len(z), self.dim)
+            except Exception:  # noqa: BLE001 - sevenn's own checks (e.g. an element it does not know)
+                self._reject(sid)
+                out.append(self._zeros(len(z)))
+                continue
+            crystal = atom.mean(0)
+            self._write(key, atom, crystal)
+            out.append((atom, crystal))
+        return out
+
+
+#: backbone name -> its feature store class
+BACKBONES: dict[str, type[FrozenBackbone]] = {"chgnet": ChgnetFeatures, "sevennet": SevennetFeatures}
+_FEATURES: dict[tuple[str, str], FrozenBackbone] = {}
+
+
+def backbone_features(name: str = "chgnet") -> FrozenBackbone:
+    """The process's feature store of backbone ``name`` (one model load, one memo)."""
+    key = (name, str(_default_root()))
+    if key not in _FEATURES:
+        _FEATURES[key] = BACKBONES[name]()
+    return _FEATURES[key]
 
 
 def chgnet_features() -> ChgnetFeatures:
-    """The process's CHGNet feature store (one model load, one memo)."""
-    root = str(_default_root())
-    if root not in _FEATURES:
-        _FEATURES[root] = ChgnetFeatures()
-    return _FEATURES[root]
+    """The process's CHGNet feature store."""
+    return backbone_features("chgnet")  # type: ignore[return-value]
 
 
 def add_chgnet_features(batch: Any) -> Any:
-    """Store the batch's CHGNet features as ``keys.BACKBONE_ATOM`` / ``keys.BACKBONE_CRYSTAL``."""
+    return add_backbone_features(batch, "chgnet")
+
+
+def add_backbone_features(batch: Any, name: str) -> Any:
+    """Store the batch's features of backbone ``name`` as ``keys.BACKBONE_ATOM`` / ``keys.BACKBONE_CRYSTAL``."""
     counts = batch[keys.N_ATOMS].tolist()
     starts = np.cumsum([0] + counts)
     z, pos = batch[keys.Z].cpu().numpy(), batch[keys.POS].detach().cpu().numpy()
     cell, pbc = batch[keys.CELL].cpu().numpy(), batch[keys.PBC].cpu().numpy()
     items = [(sid, z[starts[g]:starts[g + 1]], pos[starts[g]:starts[g + 1]], cell[g], pbc[g])
              for g, sid in enumerate(batch[keys.STRUCTURE_ID])]
-    feats = chgnet_features().features(items)
+    store = backbone_features(name)
+    feats = store.features(items)
     batch[keys.BACKBONE_ATOM] = torch.from_numpy(np.concatenate([a for a, _ in feats]) if feats
-                                                 else np.zeros((0, FEATURE_DIM), np.float32))
+                                                 else np.zeros((0, store.dim), np.float32))
     batch[keys.BACKBONE_CRYSTAL] = torch.from_numpy(np.stack([c for _, c in feats]) if feats
-                                                    else np.zeros((0, FEATURE_DIM), np.float32))
+                                                    else np.zeros((0, store.dim), np.float32))
     return batch

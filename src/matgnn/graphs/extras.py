@@ -14,5 +14,11 @@ def _chgnet(batch: Any) -> Any:
     return add_chgnet_features(batch)
 
 
+def _sevennet(batch: Any) -> Any:
+    from matgnn.graphs.backbone_features import add_backbone_features  # imports sevenn only when used
+
+    return add_backbone_features(batch, "sevennet")
+
+
 #: field name -> function adding it to a batch
-BUILDERS = {"triplets": add_triplets, "chgnet_features": _chgnet}
+BUILDERS = {"triplets": add_triplets, "chgnet_features": _chgnet, "sevennet_features": _sevennet}

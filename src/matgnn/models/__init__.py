@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Tag, TypeAdapter
 
 from matgnn.models.alignn import ALIGNN
-from matgnn.models.backbones import CHGNetBackbone
+from matgnn.models.backbones import CHGNetBackbone, SevenNetBackbone
 from matgnn.models.base import MatgnnModel
 from matgnn.models.cgcnn import CGCNN, CGConvNet
 from matgnn.models.dimenet import DimeNetPP
@@ -33,6 +33,7 @@ MODELS: dict[str, type[MatgnnModel]] = {
     "zoo": ZooModel,
     "alignn": ALIGNN,
     "chgnet": CHGNetBackbone,
+    "sevennet": SevenNetBackbone,
 }
 
 

@@ -1,5 +1,8 @@
 """Pretrained universal-potential backbones as models.
 
+``model: {name: sevennet, ...}``: the same on SevenNet-0's 128 invariant features per atom (``sevenn``
+wheel, MIT licence; also trained on MPtrj).
+
 ``model: {name: chgnet, ...}``: CHGNet 0.3.0's frozen features (64 per atom;
 :mod:`matgnn.graphs.backbone_features`, computed once per structure and cached) feed our trainable
 part: an MLP per atom (the atom's feature, with its structure's mean beside it), then pooling
@@ -22,7 +25,7 @@ from torch import nn
 from torch_geometric.utils import scatter
 
 from matgnn import keys
-from matgnn.graphs.backbone_features import CHGNET_VERSION, FEATURE_DIM
+from matgnn.graphs.backbone_features import CHGNET_VERSION, FEATURE_DIM, SEVENNET_DIM, sevennet_version
 from matgnn.models.base import MatgnnModel, ModelSettings
 
 
@@ -46,16 +49,23 @@ class CHGNetBackbone(MatgnnModel):
     batch_fields = ("chgnet_features",)
     block_modules = ("mlp",)
     embedding_modules = ("input",)
+    #: the backbone's title, feature width and the version of it matgnn computes now
+    backbone_title = "CHGNet"
+    feature_dim = FEATURE_DIM
+
+    @staticmethod
+    def current_version() -> str:
+        return CHGNET_VERSION
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
                  backbone_version: str = CHGNET_VERSION, cutoff: float = 8.0, dropout: float = 0.0,
                  pooling: str = "mean", head_hidden: int = 128) -> None:
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
-        if backbone_version != CHGNET_VERSION:
-            raise ValueError(f"this model was trained on CHGNet {backbone_version} features; matgnn computes "
-                             f"CHGNet {CHGNET_VERSION}'s")
+        if backbone_version != self.current_version():
+            raise ValueError(f"this model was trained on {self.backbone_title} {backbone_version} features; matgnn "
+                             f"computes {self.backbone_title} {self.current_version()}'s")
         self.crystal_feature = crystal_feature
-        width = FEATURE_DIM * (2 if crystal_feature else 1)
+        width = self.feature_dim * (2 if crystal_feature else 1)
         self.input = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.LayerNorm(hidden))
         self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.LayerNorm(hidden),
                                                nn.Dropout(dropout)) for _ in range(layers - 1))
@@ -69,3 +79,31 @@ class CHGNetBackbone(MatgnnModel):
         for layer in self.mlp:
             h = h + layer(h)
         return h
+
+
+class SevenNetConfig(CHGNetConfig):
+    """``model: {name: sevennet, ...}``: our MLP of ``layers`` layers (width ``hidden``) on SevenNet-0's
+    frozen 128 invariant features per atom (with their structure's mean beside each atom's)."""
+
+    name: Literal["sevennet"] = "sevennet"  # type: ignore[assignment]
+    crystal_feature: bool = Field(True, description="give every atom the mean of its structure's backbone features too")
+
+
+class SevenNetBackbone(CHGNetBackbone):
+    """Frozen SevenNet-0 features (each atom's, beside its structure's mean) → per-atom MLP → pooling → heads."""
+
+    config_class = SevenNetConfig
+    batch_fields = ("sevennet_features",)
+    backbone_title = "SevenNet"
+    feature_dim = SEVENNET_DIM
+
+    @staticmethod
+    def current_version() -> str:
+        return sevennet_version()
+
+    def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
+                 backbone_version: str | None = None, cutoff: float = 8.0, dropout: float = 0.0,
+                 pooling: str = "mean", head_hidden: int = 128) -> None:
+        version = backbone_version or sevennet_version()
+        super().__init__(heads, hidden, layers, crystal_feature, version, cutoff, dropout, pooling, head_hidden)
+        self.init_args["backbone_version"] = version  # saved: a reload checks the features are the same

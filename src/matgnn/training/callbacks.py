@@ -100,6 +100,7 @@ class TensorBoard(Callback):
         for key, value in last.items():
             if key not in ("epoch", "seconds"):
                 self.writer.add_scalar(key.replace(".", "/"), value, last["epoch"])
+        self.writer.flush()  # on disk every epoch, whatever ends the run later
 
     def on_fit_end(self, trainer: Trainer) -> None:
         self.writer.close()

@@ -1,0 +1,43 @@
+"""`model: {name: sevennet}` the way users run it: our MLP and heads on SevenNet-0's frozen 128
+invariant features per atom (weights from the installed sevenn wheel, nothing downloaded), cached
+once per structure, with predict, evaluate and a reload that checks the backbone version."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, with_model
+
+pytest.importorskip("sevenn", reason="model 'sevennet' needs the sevenn package (pip install 'matgnn[foundation]')")
+
+
+def test_sevennet_backbone_trains_predicts_and_caches_its_features(tmp_path):
+    folder = cif_folder(tmp_path / "cifs")
+    cache = tmp_path / "cache"
+    env = {"MATGNN_CACHE_DIR": str(cache)}
+    cfg = with_model(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=3),
+                     "{name: sevennet, hidden: 16, layers: 2}")
+    ok(run("train", str(cfg), env=env))
+    (run_dir,) = runs_in(tmp_path / "runs")
+    info = json.loads((run_dir / "model" / "model.json").read_text())
+    assert info["class"] == "SevenNetBackbone" and info["init_args"]["backbone_version"].endswith("-7net-0")
+    assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["test.lattice.mae"])
+    (folder_,) = list((cache / "embeddings").glob("sevennet-*"))
+    files = sorted(folder_.rglob("*.npy"))
+    assert len(files) == 12 and np.load(files[0]).shape[1] == 128
+    stamps = [f.stat().st_mtime_ns for f in files]
+    out = tmp_path / "p.csv"
+    ok(run("predict", str(run_dir), str(folder), "--out", str(out), env=env))
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 12 and all(np.isfinite(float(r["lattice"])) for r in rows)
+    assert [f.stat().st_mtime_ns for f in sorted(folder_.rglob("*.npy"))] == stamps  # nothing computed again
+    ok(run("evaluate", str(run_dir), env=env))
+    # a model trained on other SevenNet features is refused with a message, not silently reused
+    info["init_args"]["backbone_version"] = "0.0.1-7net-0"
+    (run_dir / "model" / "model.json").write_text(json.dumps(info))
+    r = run("predict", str(run_dir), str(folder), "--out", str(tmp_path / "q.csv"), env=env)
+    assert r.returncode != 0 and "SevenNet 0.0.1-7net-0" in r.out
