@@ -28,10 +28,15 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
   stopping after 30 epochs, and our CGCNN (``matgnn train``, width 64 × 3, 8 Å / 12 neighbours, its
   defaults otherwise), as ``benchmarks/cgcnn2_compare.py`` does on dft_2d.
 
+- ``chgnet_ft`` (``--finetune-folds N``, dft_2d gap): CHGNet 0.3.0 itself fine-tuned with our MLP and head
+  (``model: {name: chgnet_ft}``, embedding frozen; CHGNET_FT_TRAIN) on the first N folds; with N < 5 the
+  metric is ``chgnet_ft.dft2d_gap.folds<N>.mae_mean`` beside ``chgnet_ft.dft2d_gap.folds<N>.frozen_chgnet_mae_mean``
+  (the frozen backbone's ``chgnet`` on the same folds).
+
 ``--merge`` keeps the committed file's other models (each says the commit that measured it).
 
 Usage: python benchmarks/backbones_2d.py [--folds 5] [--tasks dft2d_gap,dft2d_exfoliation,2dmatpedia_gap] [--scratch]
-       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--merge]
+       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N] [--merge]
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import ROOT, SHARED_DATA, target, write_result  # noqa: E402
+from _common import RESULTS, ROOT, SHARED_DATA, target, write_result  # noqa: E402
 
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import make_source  # noqa: E402
@@ -61,6 +66,9 @@ TASKS = {"dft2d_gap": (JARVIS, "optb88vdw_bandgap"), "dft2d_exfoliation": (JARVI
 CHGNET = {"name": "chgnet", "hidden": 128, "layers": 2, "dropout": 0.1}
 CHGNET_TRAIN = {"epochs": 200, "batch_size": 32, "lr": 0.002, "weight_decay": 1e-4, "scheduler": "onecycle",
                 "patience": 60, "tensorboard": False}
+CHGNET_FT = {"name": "chgnet_ft", "hidden": 128, "layers": 2, "dropout": 0.1, "freeze": ["embedding"]}
+CHGNET_FT_TRAIN = {"epochs": 30, "batch_size": 32, "lr": 5e-4, "weight_decay": 1e-4, "scheduler": "onecycle",
+                   "patience": 30, "tensorboard": False}
 PNA = {"name": "pna", "hidden": 64, "layers": 3}
 PNA_TRAIN = {"epochs": 100, "batch_size": 32, "lr": 0.002, "weight_decay": 1e-4, "scheduler": "onecycle",
              "patience": 40, "tensorboard": False}
@@ -135,6 +143,7 @@ def main() -> None:
     p.add_argument("--no-pna", action="store_true", help="skip the PNA runs (exfoliation)")
     p.add_argument("--merge", action="store_true", help="keep the committed file's other models")
     p.add_argument("--seed-task", action="store_true", help="cgcnn2 and our CGCNN on the 2DMatPedia folds")
+    p.add_argument("--finetune-folds", type=int, default=0, help="chgnet_ft on the first N dft_2d gap folds")
     args = p.parse_args()
     backbones = args.backbones.split(",")
     started = time.time()
@@ -206,6 +215,9 @@ def main() -> None:
                         transfer={"from_model": run["run"], "freeze": "none"})["mae"])
                     xp = {i: np.concatenate([x[i], [extra_x[f"{bb}:{key}"][i]]]) for i in ids}
                     res.setdefault(f"{bb}_gbm_pbe{suffix}", []).append(gbm_fold(xp, y, parts))
+            if task == "dft2d_gap" and fold < args.finetune_folds:  # the backbone itself fine-tuned
+                res.setdefault("chgnet_ft", []).append(run_cfg(source, tgt, CHGNET_FT, CHGNET_FT_TRAIN, split,
+                                                               f"chgnet_ft-{task}-{fold}")["mae"])
             if task == "2dmatpedia_gap" and args.seed_task:  # the research's own task: cgcnn2 beside our CGCNN
                 from _cgcnn2 import train_cli, write_cifs
 
@@ -224,6 +236,17 @@ def main() -> None:
                 res.setdefault("pna", []).append(run_cfg(source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")["mae"])
             print(f"{task} fold {fold}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in res.items()), flush=True)
         for model, maes in res.items():
+            if model == "chgnet_ft" and len(maes) < args.folds:  # fewer folds: beside the frozen one on them
+                k = len(maes)
+                metrics[f"chgnet_ft.{task}.folds{k}.mae_mean"] = float(np.mean(maes))
+                per_fold.setdefault(task, {})["chgnet_ft"] = maes
+                frozen = res.get("chgnet")
+                if frozen is None and args.merge and (RESULTS / "backbones_2d.json").is_file():  # the committed run's
+                    frozen = json.loads((RESULTS / "backbones_2d.json").read_text())["data"]["per_fold"].get(
+                        task, {}).get("chgnet")
+                if frozen:
+                    metrics[f"chgnet_ft.{task}.folds{k}.frozen_chgnet_mae_mean"] = float(np.mean(frozen[:k]))
+                continue
             record(model, task, maes)
         done.append(task)
         _write(done, metrics, per_fold, data_notes, started, args)  # a partial file says which tasks it has
@@ -275,6 +298,7 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
                           "(sevenn wheel, MIT licence; 128 invariant features per atom, their mean per structure), "
                           "frozen", "measured_at": measured_at,
               "chgnet_model": CHGNET, "chgnet_train": CHGNET_TRAIN, "pna_model": PNA, "pna_train": PNA_TRAIN,
+              "chgnet_ft_model": CHGNET_FT, "chgnet_ft_train": CHGNET_FT_TRAIN,
               "gbm": "XGBoost 600 trees, depth 6, lr 0.03, on mean/max/min of the backbone's atom features",
               **data_notes,
               "per_fold": per_fold,

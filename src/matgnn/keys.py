@@ -40,6 +40,9 @@ TRIPLET_JI = "idx_ji"
 #: structure ``[n_graphs, 64]``. Present when a model declares ``batch_fields = ("chgnet_features",)``.
 BACKBONE_ATOM = "backbone_atom"
 BACKBONE_CRYSTAL = "backbone_crystal"
+#: CHGNet's own graphs of a batch's structures (a list of chgnet CrystalGraph, one per structure;
+#: model ``chgnet_ft``)
+CHGNET_GRAPHS = "chgnet_graphs"
 
 #: Prefix of target fields: a graph-level target has shape ``[n_graphs]``, a node-level
 #: target ``[n_atoms]``. Missing labels are NaN and are masked by the losses.

@@ -296,3 +296,42 @@ def add_backbone_features(batch: Any, name: str) -> Any:
     batch[keys.BACKBONE_CRYSTAL] = torch.from_numpy(np.stack([c for _, c in feats]) if feats
                                                     else np.zeros((0, store.dim), np.float32))
     return batch
+
+
+_GRAPHS: dict[str, Any] = {}
+
+
+def add_chgnet_graphs(batch: Any) -> Any:
+    """CHGNet's own graphs (its converter: 6 Å atom graph, 3 Å bond graph) of the batch's structures as
+    ``keys.CHGNET_GRAPHS``, built once per structure in this process. A structure CHGNet cannot make a graph
+    of (an atom without a neighbour within 6 Å) is a :class:`~matgnn.errors.UserError` naming it: a
+    fine-tuned backbone has no features to fall back on."""
+    from pymatgen.core import Lattice, Structure
+
+    from matgnn.errors import UserError
+
+    converter = chgnet_features().model.graph_converter
+    counts = batch[keys.N_ATOMS].tolist()
+    starts = np.cumsum([0] + counts)
+    z, pos = batch[keys.Z].cpu().numpy(), batch[keys.POS].detach().cpu().numpy()
+    cell = batch[keys.CELL].cpu().numpy()
+    pbc = batch[keys.PBC].cpu().numpy()
+    graphs = []
+    for g, sid in enumerate(batch[keys.STRUCTURE_ID]):
+        zg, pg = z[starts[g]:starts[g + 1]], pos[starts[g]:starts[g + 1]]
+        key = FrozenBackbone.key(zg, pg, cell[g], pbc[g])
+        graph = _GRAPHS.get(key)
+        if graph is None:
+            s = Structure(Lattice(np.asarray(cell[g], float)), [int(x) for x in zg], np.asarray(pg, float),
+                          coords_are_cartesian=True)
+            try:
+                with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                    warnings.simplefilter("ignore")
+                    graph = converter(s, graph_id=str(sid))
+            except Exception as e:  # noqa: BLE001 - CHGNet's converter refuses it
+                raise UserError(f"structure {sid}: CHGNet {CHGNET_VERSION} cannot make its graph ({e}); model "
+                                "'chgnet_ft' cannot use it") from None
+            _GRAPHS[key] = graph
+        graphs.append(graph)
+    batch[keys.CHGNET_GRAPHS] = graphs
+    return batch

@@ -20,5 +20,12 @@ def _sevennet(batch: Any) -> Any:
     return add_backbone_features(batch, "sevennet")
 
 
+def _chgnet_graphs(batch: Any) -> Any:
+    from matgnn.graphs.backbone_features import add_chgnet_graphs  # imports chgnet only when used
+
+    return add_chgnet_graphs(batch)
+
+
 #: field name -> function adding it to a batch
-BUILDERS = {"triplets": add_triplets, "chgnet_features": _chgnet, "sevennet_features": _sevennet}
+BUILDERS = {"triplets": add_triplets, "chgnet_features": _chgnet, "sevennet_features": _sevennet,
+            "chgnet_graphs": _chgnet_graphs}

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Tag, TypeAdapter
 
 from matgnn.models.alignn import ALIGNN
-from matgnn.models.backbones import CHGNetBackbone, SevenNetBackbone
+from matgnn.models.backbones import CHGNetBackbone, CHGNetFineTune, SevenNetBackbone
 from matgnn.models.base import MatgnnModel
 from matgnn.models.cgcnn import CGCNN, CGConvNet
 from matgnn.models.dimenet import DimeNetPP
@@ -34,6 +34,7 @@ MODELS: dict[str, type[MatgnnModel]] = {
     "alignn": ALIGNN,
     "chgnet": CHGNetBackbone,
     "sevennet": SevenNetBackbone,
+    "chgnet_ft": CHGNetFineTune,
 }
 
 

@@ -17,6 +17,7 @@ benchmark on MP ids with this backbone says so.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -107,3 +108,96 @@ class SevenNetBackbone(CHGNetBackbone):
         version = backbone_version or sevennet_version()
         super().__init__(heads, hidden, layers, crystal_feature, version, cutoff, dropout, pooling, head_hidden)
         self.init_args["backbone_version"] = version  # saved: a reload checks the features are the same
+
+
+#: CHGNet's own modules by layer group (a module not listed is ``backbone_readout``: its energy MLP,
+#: magmom head, pooling and norm, which our heads do not read and which stay frozen)
+_CHGNET_EMBEDDING = ("atom_embedding", "bond_basis_expansion", "bond_embedding", "bond_weights_ag", "bond_weights_bg",
+                     "angle_basis_expansion", "angle_embedding")
+_CHGNET_BLOCKS = ("atom_conv_layers", "bond_conv_layers", "angle_layers")
+
+
+class CHGNetFineTuneConfig(ModelSettings):
+    """``model: {name: chgnet_ft, ...}``: CHGNet 0.3.0 itself trained with our MLP and heads on its last
+    atom-convolution features (fine-tuning: the backbone starts from the wheel's weights)."""
+
+    name: Literal["chgnet_ft"] = "chgnet_ft"
+    hidden: int = Field(128, ge=1, description="width of the MLP on the backbone features")
+    layers: int = Field(2, ge=1, description="layers of the MLP on the backbone features")
+    crystal_feature: bool = Field(True, description="give every atom the mean of its structure's features too")
+    freeze: list[str] = Field(default_factory=list, description=(
+        "backbone layer groups kept at the pretrained weights: embedding, conv_0 .. conv_3 (CHGNet's atom, bond "
+        "and angle layers of block k); the rest of the backbone trains. `matgnn finetune` policies apply too"))
+
+
+class CHGNetFineTune(MatgnnModel):
+    """CHGNet 0.3.0 (weights from the chgnet wheel, then trained) → its final per-atom features (after the
+    last atom convolution and its readout norm), each beside its structure's mean → our per-atom MLP →
+    pooling → heads. Layer groups: CHGNet's embeddings (``embedding``), block k = its k-th atom, bond and
+    angle layers (``conv_k``), our MLP (``readout``), heads (``head``); CHGNet's own energy readout
+    (``backbone_readout``) is not read and stays frozen."""
+
+    config_class = CHGNetFineTuneConfig
+    batch_fields = ("chgnet_graphs",)
+
+    def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
+                 freeze: list[str] | None = None, backbone_version: str = CHGNET_VERSION, cutoff: float = 8.0,
+                 dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
+        super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
+        if backbone_version != CHGNET_VERSION:
+            raise ValueError(f"this model fine-tuned CHGNet {backbone_version}; matgnn starts from CHGNet "
+                             f"{CHGNET_VERSION}")
+        import contextlib
+        import io
+
+        try:
+            from chgnet.model import CHGNet
+        except ImportError:
+            from matgnn.errors import UserError
+
+            raise UserError("model 'chgnet_ft' needs the chgnet package: pip install 'matgnn[foundation]'") from None
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.chgnet = CHGNet.load(model_name=CHGNET_VERSION, verbose=False)
+        self.crystal_feature = crystal_feature
+        width = FEATURE_DIM * (2 if crystal_feature else 1)
+        self.input = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.LayerNorm(hidden))
+        self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.LayerNorm(hidden),
+                                               nn.Dropout(dropout)) for _ in range(layers - 1))
+        self._fixed = {"backbone_readout", *(freeze or ())}
+        unknown = self._fixed - {"backbone_readout", "embedding", *(f"conv_{k}" for k in range(self.chgnet.n_conv))}
+        if unknown:
+            raise ValueError(f"freeze: unknown backbone layer groups {sorted(unknown)} (embedding, conv_0 .. "
+                             f"conv_{self.chgnet.n_conv - 1})")
+        for name, p in self.named_parameters():
+            p.requires_grad_(self.parameter_group(name) not in self._fixed)
+        # CHGNet's final per-atom features, kept on its readout norm by a hook (copies of the model keep theirs)
+        self.chgnet.readout_norm.register_forward_hook(lambda m, _a, out: setattr(m, "matgnn_out", out))
+
+    def fixed_groups(self) -> set[str]:
+        return set(self._fixed)
+
+    def parameter_group(self, name: str) -> str:
+        first, _, rest = name.partition(".")
+        if first != "chgnet":
+            return "head" if first == "heads" else "readout" if first in ("input", "mlp") else "other"
+        module, _, tail = rest.partition(".")
+        if module in _CHGNET_EMBEDDING:
+            return "embedding"
+        if module in _CHGNET_BLOCKS and tail.split(".", 1)[0].isdigit():
+            return f"conv_{tail.split('.', 1)[0]}"
+        return "backbone_readout"
+
+    def node_features(self, batch: Any) -> torch.Tensor:
+        device = self.input[0].weight.device
+        graphs = [g.to(device) for g in batch[keys.CHGNET_GRAPHS]]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")  # inside CHGNet
+            self.chgnet(graphs, task="e")
+        x = self.chgnet.readout_norm.matgnn_out
+        if self.crystal_feature:
+            mean = scatter(x, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce="mean")
+            x = torch.cat([x, mean[batch[keys.BATCH]]], dim=1)
+        h = self.input(x)
+        for layer in self.mlp:
+            h = h + layer(h)
+        return h

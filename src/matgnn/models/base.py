@@ -119,6 +119,11 @@ class MatgnnModel(nn.Module):
             return "embedding"
         return "other"
 
+    def fixed_groups(self) -> set[str]:
+        """Layer groups this model keeps frozen whatever the freeze policy (a fine-tuned backbone's
+        unused readout, the groups its config froze); none by default."""
+        return set()
+
     def layer_groups(self) -> dict[str, list[str]]:
         """Group name → the model's parameter names in it, in order."""
         out: dict[str, list[str]] = {}

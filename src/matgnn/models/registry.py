@@ -21,7 +21,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "matgnn.models.dimenet": ("DimeNetPP",),
     "matgnn.models.zoo": ("ZooModel",),
     "matgnn.models.alignn": ("ALIGNN",),
-    "matgnn.models.backbones": ("CHGNetBackbone", "SevenNetBackbone"),
+    "matgnn.models.backbones": ("CHGNetBackbone", "SevenNetBackbone", "CHGNetFineTune"),
     "matgnn.models.delta": ("DeltaModel",),
     "matgnn.models.ensemble": ("EnsembleModel",),
 }

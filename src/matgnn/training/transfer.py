@@ -100,6 +100,7 @@ def freeze(model: MatgnnModel, policy: str | list[str]) -> list[str]:
         if unknown:
             raise ValueError(f"freeze: {unknown} are not layer groups of {type(model).__name__}; groups: {sorted(groups)}")
         frozen = list(policy)
+    frozen += [g for g in sorted(model.fixed_groups()) if g in groups and g not in frozen]  # the model's own
     names = {n for g in frozen for n in groups[g]}
     for n, p in model.named_parameters():
         p.requires_grad_(n not in names)
