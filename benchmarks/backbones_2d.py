@@ -18,6 +18,8 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
   2DMatPedia monolayers whose reduced formula is in no dft_2d structure;
 - ``chgnet_gbm_pbe``: ``chgnet_gbm`` with the 2DMatPedia-pretrained model's predicted PBE gap as one
   more input (``_disjoint``: from the disjoint pretraining);
+- ``chgnet_delta_pbe`` (``_disjoint``): delta learning on the dft_2d gap with the 2DMatPedia-pretrained
+  model as the frozen base (``delta: {base_model: ...}``): the MLP learns OptB88vdW − predicted PBE;
 - ``pna``: our PNA from scratch at the dft2d_bandgap budget (exfoliation; 2DMatPedia with ``--scratch``;
   the dft_2d gap's is in dft2d_bandgap.json).
 - ``sevennet``, ``sevennet_gbm``, ``sevennet_2dm``, ...: the same variants on SevenNet-0's frozen features
@@ -36,7 +38,7 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
 ``--merge`` keeps the committed file's other models (each says the commit that measured it).
 
 Usage: python benchmarks/backbones_2d.py [--folds 5] [--tasks dft2d_gap,dft2d_exfoliation,2dmatpedia_gap] [--scratch]
-       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N] [--merge]
+       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N] [--variants ...] [--merge]
 """
 
 from __future__ import annotations
@@ -144,7 +146,13 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="keep the committed file's other models")
     p.add_argument("--seed-task", action="store_true", help="cgcnn2 and our CGCNN on the 2DMatPedia folds")
     p.add_argument("--finetune-folds", type=int, default=0, help="chgnet_ft on the first N dft_2d gap folds")
+    p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
+                   help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe")
     args = p.parse_args()
+    variants = set(args.variants.split(","))
+
+    def want(variant: str) -> bool:
+        return variant in variants
     backbones = args.backbones.split(",")
     started = time.time()
     tasks = args.tasks.split(",")
@@ -202,19 +210,28 @@ def main() -> None:
             split = {"kind": "ids", "ids_file": str(split_file)}
             for bb in backbones:
                 x = xs[bb]
-                res.setdefault(bb, []).append(run_cfg(source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
-                                                      f"{bb}-{task}-{fold}")["mae"])
-                res.setdefault(f"{bb}_gbm", []).append(gbm_fold(x, y, parts))
+                if want("mlp"):
+                    res.setdefault(bb, []).append(run_cfg(source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
+                                                          f"{bb}-{task}-{fold}")["mae"])
+                if want("gbm"):
+                    res.setdefault(f"{bb}_gbm", []).append(gbm_fold(x, y, parts))
                 for key in ("all", "disjoint"):
                     run = pre.get(f"{bb}:{key}") if task == "dft2d_gap" else None
                     if run is None:
                         continue
                     suffix = "" if key == "all" else "_disjoint"
-                    res.setdefault(f"{bb}_2dm{suffix}", []).append(run_cfg(
-                        source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-2dm{suffix}-{task}-{fold}",
-                        transfer={"from_model": run["run"], "freeze": "none"})["mae"])
-                    xp = {i: np.concatenate([x[i], [extra_x[f"{bb}:{key}"][i]]]) for i in ids}
-                    res.setdefault(f"{bb}_gbm_pbe{suffix}", []).append(gbm_fold(xp, y, parts))
+                    if want("2dm"):
+                        res.setdefault(f"{bb}_2dm{suffix}", []).append(run_cfg(
+                            source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-2dm{suffix}-{task}-{fold}",
+                            transfer={"from_model": run["run"], "freeze": "none"})["mae"])
+                    if want("gbm_pbe"):
+                        xp = {i: np.concatenate([x[i], [extra_x[f"{bb}:{key}"][i]]]) for i in ids}
+                        res.setdefault(f"{bb}_gbm_pbe{suffix}", []).append(gbm_fold(xp, y, parts))
+                    if want("delta_pbe"):  # delta learning: the 2DMatPedia PBE-gap model is the frozen base
+                        res.setdefault(f"{bb}_delta_pbe{suffix}", []).append(run_cfg(
+                            source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
+                            f"{bb}-delta-pbe{suffix}-{task}-{fold}",
+                            delta={"base_model": run["run"], "base_heads": {tgt: "target"}})["mae"])
             if task == "dft2d_gap" and fold < args.finetune_folds:  # the backbone itself fine-tuned
                 res.setdefault("chgnet_ft", []).append(run_cfg(source, tgt, CHGNET_FT, CHGNET_FT_TRAIN, split,
                                                                f"chgnet_ft-{task}-{fold}")["mae"])

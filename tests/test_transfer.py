@@ -149,3 +149,35 @@ def test_lineage_is_found_by_hash_not_by_name_or_time(tmp_path, pretrained):
     torch.save(state, moved / "model" / "state.pt")
     assert parent_run(child, [tmp_path / "archive"]) is None
     assert parent_of(pretrained) is None
+
+
+def test_delta_on_a_base_that_names_the_target_otherwise_from_the_cli(tmp_path):
+    """`delta: {base_model: RUN, base_heads: {lattice: a0}}`: a base trained on the same quantity under
+    another name (a PBE-gap model for an OptB88vdW gap) is the frozen base; the saved delta model predicts
+    base + residual under the target's name and reloads from its folder alone."""
+    import csv as _csv
+
+    from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error
+
+    folder = cif_folder(tmp_path / "cifs")
+    rows = (folder / "id_prop.csv").read_text().splitlines()
+    (folder / "id_prop_a0.csv").write_text("id,a0\n" + "\n".join(rows[1:]) + "\n")
+    base_cfg = run_yaml(tmp_path / "base.yaml", f"{{kind: folder, path: {folder}, id_prop: id_prop_a0.csv}}",
+                        tmp_path / "base_runs", epochs=3, target="a0")
+    ok(run("train", str(base_cfg)))
+    (base_run,) = runs_in(tmp_path / "base_runs")
+    cfg = run_yaml(tmp_path / "delta.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=3,
+                   extra=f"delta: {{base_model: {base_run}, base_heads: {{lattice: a0}}}}\n")
+    r = ok(run("train", str(cfg)))
+    assert "delta learning on the residuals" in r.out
+    (delta_run,) = runs_in(tmp_path / "runs")
+    info = json.loads((delta_run / "model" / "model.json").read_text())
+    assert info["class"] == "DeltaModel" and info["init_args"]["base_heads"] == {"lattice": "a0"}
+    m = json.loads((delta_run / "metrics.json").read_text())
+    assert "base.test.lattice.mae" in m and "test.lattice.mae" in m
+    out = tmp_path / "p.csv"
+    ok(run("predict", str(delta_run), str(folder), "--out", str(out)))
+    assert len(list(_csv.DictReader(open(out)))) == 12
+    bad = run_yaml(tmp_path / "bad.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "bad_runs", epochs=1,
+                   extra=f"delta: {{base_model: {base_run}, base_heads: {{lattice: gap}}}}\n")
+    user_error(run("train", str(bad)), "gap", "base_heads")

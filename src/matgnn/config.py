@@ -166,6 +166,10 @@ class DeltaConfig(_Strict):
     base_model: str | None = Field(None, description=(
         "a run folder, model folder or shipped model's name whose predictions are subtracted from the labels; "
         "its graph settings are used; the saved model predicts base + delta"))
+    base_heads: dict[str, str] = Field(default_factory=dict, description=(
+        "target -> the base model's head for it, where the base names it otherwise (e.g. "
+        "{optb88vdw_bandgap: target} for a base trained on 2DMatPedia's PBE gaps as `target`); "
+        "default: the head of the same name"))
 
 
 class RunConfig(_Strict):

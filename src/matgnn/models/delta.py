@@ -23,22 +23,27 @@ class DeltaModel(nn.Module):
 
     VERSION = 1
 
-    def __init__(self, base: dict[str, Any], delta: dict[str, Any]) -> None:
+    def __init__(self, base: dict[str, Any], delta: dict[str, Any], base_heads: dict[str, str] | None = None) -> None:
         super().__init__()
-        self.init_args = {"base": base, "delta": delta}
+        self.init_args = {"base": base, "delta": delta, **({"base_heads": base_heads} if base_heads else {})}
         self.base = build_from_spec(base)
         self.delta = build_from_spec(delta)
-        base_heads = {(s["name"], s["level"]) for s in self.base.head_specs}
-        missing = [s["name"] for s in self.delta.head_specs if (s["name"], s["level"]) not in base_heads]
+        self.base_heads = dict(base_heads or {})
+        have = {(s["name"], s["level"]) for s in self.base.head_specs}
+        missing = [s["name"] for s in self.delta.head_specs
+                   if (self.base_heads.get(s["name"], s["name"]), s["level"]) not in have]
         if missing:
-            raise ValueError(f"delta heads {missing} are not heads of the base model (same name and level)")
+            raise ValueError(f"delta heads {missing} are not heads of the base model (same name and level, "
+                             "or named in base_heads)")
         for p in self.base.parameters():
             p.requires_grad_(False)
 
     @classmethod
-    def of(cls, base: MatgnnModel, delta: MatgnnModel) -> DeltaModel:
-        """Combine trained models (weights copied)."""
-        m = cls(model_spec(base), model_spec(delta))
+    def of(cls, base: MatgnnModel, delta: MatgnnModel, base_heads: dict[str, str] | None = None) -> DeltaModel:
+        """Combine trained models (weights copied); a :class:`BaseView` base brings its head names."""
+        if isinstance(base, BaseView):
+            base, base_heads = base.model, {**base.names, **(base_heads or {})}
+        m = cls(model_spec(base), model_spec(delta), base_heads)
         m.base.load_state_dict(base.state_dict())
         m.delta.load_state_dict(delta.state_dict())
         return m.eval()
@@ -51,7 +56,28 @@ class DeltaModel(nn.Module):
         with torch.no_grad():
             b = self.base(batch)
         d = self.delta(batch)
-        return {s["name"]: b[s["name"]] + d[s["name"]] for s in self.head_specs}
+        return {s["name"]: b[self.base_heads.get(s["name"], s["name"])] + d[s["name"]] for s in self.head_specs}
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         return MatgnnModel.save(self, path, extra)  # same files: model.json (specs) + state.pt (both)
+
+
+class BaseView(nn.Module):
+    """A delta run's base whose outputs answer to the targets' names (``names``: target -> base head);
+    while training it stands in for the base; :meth:`DeltaModel.of` saves the base itself with the names."""
+
+    def __init__(self, model: nn.Module, names: dict[str, str]) -> None:
+        super().__init__()
+        self.model, self.names = model, dict(names)
+        by_name = {s["name"]: s for s in model.head_specs}
+        back = {b: t for t, b in self.names.items()}
+        self._specs = [{**s, "name": back.get(s["name"], s["name"])} for s in by_name.values()]
+
+    @property
+    def head_specs(self) -> list[dict[str, Any]]:
+        return self._specs
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        out = self.model(batch)
+        back = {b: t for t, b in self.names.items()}
+        return {back.get(k, k): v for k, v in out.items()}

@@ -63,6 +63,14 @@ def build_run_model(cfg: RunConfig, cache: GraphCache, split: dict[str, list[int
         run.model = build_model(cfg.model, heads, cutoff=cfg.graphs.cutoff, **stats)
     if cfg.delta.base_model:
         run.base = load_model(transfer.model_dir(cfg.delta.base_model))
+        if cfg.delta.base_heads:  # the base names the targets otherwise (a PBE-gap base for an OptB88vdW target)
+            from matgnn.models.delta import BaseView
+
+            unknown = sorted(set(cfg.delta.base_heads.values()) - {s["name"] for s in run.base.head_specs})
+            if unknown:
+                raise ValueError(f"delta.base_heads: {unknown} are not heads of the base model "
+                                 f"{cfg.delta.base_model} (its heads: {[s['name'] for s in run.base.head_specs]})")
+            run.base = BaseView(run.base, cfg.delta.base_heads)
         base_heads = {(s["name"], s["level"]) for s in run.base.head_specs}
         missing = [h.name for h in cfg.targets if (h.name, h.level) not in base_heads]
         if missing:
