@@ -42,6 +42,19 @@ CHGNET_VERSION = "0.3.0"
 FEATURE_DIM = 64
 
 
+def import_backbone(module: str, name: str, model: str, package: str) -> Any:
+    """``module.name`` from a backbone's package, or a :class:`~matgnn.errors.UserError` saying how to
+    install it (the ``[foundation]`` extra)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        from matgnn.errors import UserError
+
+        raise UserError(f"model {model!r} needs the {package} package: pip install 'matgnn[foundation]'") from None
+
+
 def _default_root() -> Path:
     return default_cache_root() / "embeddings"
 
@@ -146,12 +159,7 @@ class ChgnetFeatures(FrozenBackbone):
     @property
     def model(self):  # noqa: ANN201 - chgnet's CHGNet
         if self._model is None:
-            try:
-                from chgnet.model import CHGNet
-            except ImportError:
-                from matgnn.errors import UserError
-
-                raise UserError("model 'chgnet' needs the chgnet package: pip install 'matgnn[foundation]'") from None
+            CHGNet = import_backbone("chgnet.model", "CHGNet", "chgnet", "chgnet")
             with contextlib.redirect_stdout(io.StringIO()):  # its "initialized with N parameters" banner
                 self._model = CHGNet.load(model_name=self.version, verbose=False).eval()
         return self._model
@@ -221,12 +229,7 @@ class SevennetFeatures(FrozenBackbone):
     @property
     def calculator(self):  # noqa: ANN201 - sevenn's SevenNetCalculator
         if self._calc is None:
-            try:
-                from sevenn.calculator import SevenNetCalculator
-            except ImportError:
-                from matgnn.errors import UserError
-
-                raise UserError("model 'sevennet' needs the sevenn package: pip install 'matgnn[foundation]'") from None
+            SevenNetCalculator = import_backbone("sevenn.calculator", "SevenNetCalculator", "sevennet", "sevenn")
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 self._calc = SevenNetCalculator(SEVENNET_MODEL, device="cpu")

@@ -30,6 +30,27 @@ from matgnn.graphs.backbone_features import CHGNET_VERSION, FEATURE_DIM, SEVENNE
 from matgnn.models.base import MatgnnModel, ModelSettings
 
 
+def add_feature_mlp(model: nn.Module, dim: int, hidden: int, layers: int, crystal_feature: bool,
+                    dropout: float) -> None:
+    """Our trainable part on a backbone's per-atom features: ``input`` (Linear, SiLU, LayerNorm) and
+    ``mlp`` (``layers - 1`` residual blocks); with ``crystal_feature`` each atom also gets its structure's mean."""
+    model.crystal_feature = crystal_feature
+    model.input = nn.Sequential(nn.Linear(dim * (2 if crystal_feature else 1), hidden), nn.SiLU(), nn.LayerNorm(hidden))
+    model.mlp = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.LayerNorm(hidden),
+                                            nn.Dropout(dropout)) for _ in range(layers - 1))
+
+
+def feature_mlp(model: nn.Module, x: torch.Tensor, batch: Any) -> torch.Tensor:
+    """Per-atom features → ``model``'s MLP (see :func:`add_feature_mlp`)."""
+    if model.crystal_feature:
+        mean = scatter(x, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce="mean")
+        x = torch.cat([x, mean[batch[keys.BATCH]]], dim=1)
+    h = model.input(x)
+    for layer in model.mlp:
+        h = h + layer(h)
+    return h
+
+
 class CHGNetConfig(ModelSettings):
     """``model: {name: chgnet, ...}``: our MLP of ``layers`` layers (width ``hidden``) on CHGNet
     0.3.0's frozen per-atom features (with its per-structure feature beside each atom's)."""
@@ -65,21 +86,10 @@ class CHGNetBackbone(MatgnnModel):
         if backbone_version != self.current_version():
             raise ValueError(f"this model was trained on {self.backbone_title} {backbone_version} features; matgnn "
                              f"computes {self.backbone_title} {self.current_version()}'s")
-        self.crystal_feature = crystal_feature
-        width = self.feature_dim * (2 if crystal_feature else 1)
-        self.input = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.LayerNorm(hidden))
-        self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.LayerNorm(hidden),
-                                               nn.Dropout(dropout)) for _ in range(layers - 1))
+        add_feature_mlp(self, self.feature_dim, hidden, layers, crystal_feature, dropout)
 
     def node_features(self, batch: Any) -> torch.Tensor:
-        x = batch[keys.BACKBONE_ATOM]
-        if self.crystal_feature:
-            mean = scatter(x, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce="mean")
-            x = torch.cat([x, mean[batch[keys.BATCH]]], dim=1)
-        h = self.input(x)
-        for layer in self.mlp:
-            h = h + layer(h)
-        return h
+        return feature_mlp(self, batch[keys.BACKBONE_ATOM], batch)
 
 
 class SevenNetConfig(CHGNetConfig):
@@ -150,19 +160,12 @@ class CHGNetFineTune(MatgnnModel):
         import contextlib
         import io
 
-        try:
-            from chgnet.model import CHGNet
-        except ImportError:
-            from matgnn.errors import UserError
+        from matgnn.graphs.backbone_features import import_backbone
 
-            raise UserError("model 'chgnet_ft' needs the chgnet package: pip install 'matgnn[foundation]'") from None
+        CHGNet = import_backbone("chgnet.model", "CHGNet", "chgnet_ft", "chgnet")
         with contextlib.redirect_stdout(io.StringIO()):
             self.chgnet = CHGNet.load(model_name=CHGNET_VERSION, verbose=False)
-        self.crystal_feature = crystal_feature
-        width = FEATURE_DIM * (2 if crystal_feature else 1)
-        self.input = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.LayerNorm(hidden))
-        self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.LayerNorm(hidden),
-                                               nn.Dropout(dropout)) for _ in range(layers - 1))
+        add_feature_mlp(self, FEATURE_DIM, hidden, layers, crystal_feature, dropout)
         self._fixed = {"backbone_readout", *(freeze or ())}
         unknown = self._fixed - {"backbone_readout", "embedding", *(f"conv_{k}" for k in range(self.chgnet.n_conv))}
         if unknown:
@@ -193,11 +196,4 @@ class CHGNetFineTune(MatgnnModel):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")  # inside CHGNet
             self.chgnet(graphs, task="e")
-        x = self.chgnet.readout_norm.matgnn_out
-        if self.crystal_feature:
-            mean = scatter(x, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce="mean")
-            x = torch.cat([x, mean[batch[keys.BATCH]]], dim=1)
-        h = self.input(x)
-        for layer in self.mlp:
-            h = h + layer(h)
-        return h
+        return feature_mlp(self, self.chgnet.readout_norm.matgnn_out, batch)
