@@ -239,10 +239,19 @@ class SevennetFeatures(FrozenBackbone):
 
     def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                  keys_: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        calc = self.calculator
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one small structure at a time: threads only wait on each other (200x slower
+        try:                      # on a busy machine with spinning OpenMP threads, measured)
+            self._compute_each(calc, structures, keys_, out)
+        finally:
+            torch.set_num_threads(threads)
+        return out
+
+    def _compute_each(self, calc, structures, keys_, out) -> None:  # noqa: ANN001 - sevenn's calculator
         from ase import Atoms
 
-        calc = self.calculator
-        out = []
         for (sid, z, pos, cell, pbc), key in zip(structures, keys_):
             self._captured.clear()
             try:
@@ -259,7 +268,6 @@ class SevennetFeatures(FrozenBackbone):
             crystal = atom.mean(0)
             self._write(key, atom, crystal)
             out.append((atom, crystal))
-        return out
 
 
 #: backbone name -> its feature store class
