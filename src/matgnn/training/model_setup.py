@@ -15,6 +15,7 @@ from matgnn.graphs.batching import make_loader
 from matgnn.graphs.cache import GraphCache
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.models import MatgnnModel, build_model, load_model, model_class
+from matgnn.models.base import batch_fields_of
 from matgnn.training import transfer
 from matgnn.training.data import SplitGraphs
 from matgnn.training.targets import normalization, residual_normalization
@@ -75,6 +76,7 @@ def build_run_model(cfg: RunConfig, cache: GraphCache, split: dict[str, list[int
         missing = [h.name for h in cfg.targets if (h.name, h.level) not in base_heads]
         if missing:
             raise ValueError(f"delta learning: the base model {cfg.delta.base_model} has no head for {missing}")
+        data.add_batch_fields(batch_fields_of(run.base))  # the base's own fields (a backbone's features, triplets)
         mean, std = residual_normalization(run.base, make_loader(data.graphs["train"], cfg.train.batch_size),
                                            cfg.targets)
         baseline = None
