@@ -276,17 +276,21 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
 
     backbones = args.backbones.split(",")
     data_notes = {**data_notes, **{f"{bb}_rejected": sorted(backbone_features(bb).rejected) for bb in backbones}}
-    models_now = {k.split(".")[0] for k in metrics}
-    measured_at = {m: COMMIT_AT_START for m in models_now}
-    if args.merge and (RESULTS / "backbones_2d.json").is_file():  # the committed file's other models stay
+    def cell(key: str) -> str:  # "<model>.<task>": what a merge replaces
+        return ".".join(key.split(".")[:2])
+
+    now = {cell(k) for k in metrics}
+    measured_at = {c: COMMIT_AT_START for c in now}
+    if args.merge and (RESULTS / "backbones_2d.json").is_file():  # the file's other (model, task) cells stay
         old = json.loads((RESULTS / "backbones_2d.json").read_text())
         at = old.get("data", {}).get("measured_at", {})
-        kept = {k: v for k, v in old["metrics"].items() if k.split(".")[0] not in {*models_now, "best"}}
-        measured_at = {**{k.split(".")[0]: at.get(k.split(".")[0], old["git_commit"]) for k in kept}, **measured_at}
+        kept = {k: v for k, v in old["metrics"].items() if cell(k) not in now and not k.startswith("best.")}
+        measured_at = {**{cell(k): at.get(cell(k), at.get(k.split(".")[0], old["git_commit"])) for k in kept},
+                       **measured_at}
         metrics = {**kept, **metrics}
         old_pf = old.get("data", {}).get("per_fold", {})
-        per_fold = {t: {**{m: v for m, v in old_pf.get(t, {}).items() if m not in models_now}, **per_fold.get(t, {})}
-                    for t in {*old_pf, *per_fold}}
+        per_fold = {t: {**{m: v for m, v in old_pf.get(t, {}).items() if f"{m}.{t}" not in now},
+                        **per_fold.get(t, {})} for t in {*old_pf, *per_fold}}
         data_notes = {**{k: v for k, v in old.get("data", {}).items()
                          if k.startswith(("pretraining_", "formula_overlap", "chgnet_rejected"))}, **data_notes}
         tasks = sorted({*tasks, *old.get("data", {}).get("tasks", [])})
