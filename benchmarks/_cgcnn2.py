@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +38,12 @@ def write_cifs(structures: Iterable[tuple[str, Structure]], folder: Path) -> Non
     (folder / "atom_init.json").write_text(json.dumps({str(z): [float(v) for v in table[z]] for z in range(1, len(table))}))
 
 
+def cgcnn_tr() -> str | None:
+    """cgcnn2's training command: beside this interpreter (a venv run without activating it) or on PATH."""
+    here = Path(sys.executable).parent / "cgcnn-tr"
+    return str(here) if here.is_file() else shutil.which("cgcnn-tr")
+
+
 def set_folder(cifs: Path, ids: list[str], labels: dict[str, float], d: Path) -> Path:
     """A cgcnn2 data folder: links to the CIFs, ``atom_init.json`` and ``id_prop.csv``."""
     shutil.rmtree(d, ignore_errors=True)
@@ -55,7 +62,7 @@ def train_cli(cifs: Path, parts: dict[str, list[str]], labels: dict[str, float],
     work.mkdir(parents=True, exist_ok=True)
     dirs = {k: set_folder(cifs, ids, labels, work / k) for k, ids in parts.items()}
     t0 = time.perf_counter()
-    proc = subprocess.run(["cgcnn-tr", "-trs", str(dirs["train"]), "-vs", str(dirs["val"]), "-ts", str(dirs["test"]),
+    proc = subprocess.run([cgcnn_tr(), "-trs", str(dirs["train"]), "-vs", str(dirs["val"]), "-ts", str(dirs["test"]),
                            *extra, "-ji", "bench"], cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     (work / "cgcnn-tr.log").write_text(proc.stdout + proc.stderr)

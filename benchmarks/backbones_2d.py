@@ -150,6 +150,11 @@ def main() -> None:
                    help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe")
     args = p.parse_args()
     variants = set(args.variants.split(","))
+    if args.seed_task:
+        from _cgcnn2 import cgcnn_tr
+
+        if cgcnn_tr() is None:
+            sys.exit("--seed-task needs cgcnn2's cgcnn-tr: pip install cgcnn2")
 
     def want(variant: str) -> bool:
         return variant in variants

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -77,7 +76,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--folds", type=int, default=5)
     args = p.parse_args()
-    if shutil.which("cgcnn-tr") is None:
+    from _cgcnn2 import cgcnn_tr
+
+    if cgcnn_tr() is None:
         sys.exit("cgcnn-tr not found: pip install cgcnn2")
     started = time.time()
     cifs = OUT / "cifs"
