@@ -240,34 +240,31 @@ class SevennetFeatures(FrozenBackbone):
     def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                  keys_: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         calc = self.calculator
-        out: list[tuple[np.ndarray, np.ndarray]] = []
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one small structure at a time: threads only wait on each other (200x slower
         try:                      # on a busy machine with spinning OpenMP threads, measured)
-            self._compute_each(calc, structures, keys_, out)
+            return [self._one(calc, *s, key) for s, key in zip(structures, keys_)]
         finally:
             torch.set_num_threads(threads)
-        return out
 
-    def _compute_each(self, calc, structures, keys_, out) -> None:  # noqa: ANN001 - sevenn's calculator
+    def _one(self, calc, sid: str, z: np.ndarray, pos: np.ndarray, cell: np.ndarray,  # noqa: ANN001
+             pbc: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
         from ase import Atoms
 
-        for (sid, z, pos, cell, pbc), key in zip(structures, keys_):
-            self._captured.clear()
-            try:
-                atoms = Atoms(numbers=np.asarray(z, int), positions=np.asarray(pos, float),
-                              cell=np.asarray(cell, float), pbc=np.asarray(pbc, bool))
-                with torch.inference_mode(False), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    calc.calculate(atoms, properties=["energy"])
-                atom = self._captured[-1].cpu().numpy().astype(np.float32).reshape(len(z), self.dim)
-            except Exception:  # noqa: BLE001 - sevenn's own checks (e.g. an element it does not know)
-                self._reject(sid)
-                out.append(self._zeros(len(z)))
-                continue
-            crystal = atom.mean(0)
-            self._write(key, atom, crystal)
-            out.append((atom, crystal))
+        self._captured.clear()
+        try:
+            atoms = Atoms(numbers=np.asarray(z, int), positions=np.asarray(pos, float),
+                          cell=np.asarray(cell, float), pbc=np.asarray(pbc, bool))
+            with torch.inference_mode(False), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                calc.calculate(atoms, properties=["energy"])
+            atom = self._captured[-1].cpu().numpy().astype(np.float32).reshape(len(z), self.dim)
+        except Exception:  # noqa: BLE001 - sevenn's own checks (e.g. an element it does not know)
+            self._reject(sid)
+            return self._zeros(len(z))
+        crystal = atom.mean(0)
+        self._write(key, atom, crystal)
+        return atom, crystal
 
 
 #: backbone name -> its feature store class
@@ -292,16 +289,19 @@ def add_chgnet_features(batch: Any) -> Any:
     return add_backbone_features(batch, "chgnet")
 
 
-def add_backbone_features(batch: Any, name: str) -> Any:
-    """Store the batch's features of backbone ``name`` as ``keys.BACKBONE_ATOM`` / ``keys.BACKBONE_CRYSTAL``."""
-    counts = batch[keys.N_ATOMS].tolist()
-    starts = np.cumsum([0] + counts)
+def batch_structures(batch: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The batch's structures as (id, Z, positions, cell, pbc) numpy tuples (what the backbones take)."""
+    starts = np.cumsum([0] + batch[keys.N_ATOMS].tolist())
     z, pos = batch[keys.Z].cpu().numpy(), batch[keys.POS].detach().cpu().numpy()
     cell, pbc = batch[keys.CELL].cpu().numpy(), batch[keys.PBC].cpu().numpy()
-    items = [(sid, z[starts[g]:starts[g + 1]], pos[starts[g]:starts[g + 1]], cell[g], pbc[g])
-             for g, sid in enumerate(batch[keys.STRUCTURE_ID])]
+    return [(sid, z[starts[g]:starts[g + 1]], pos[starts[g]:starts[g + 1]], cell[g], pbc[g])
+            for g, sid in enumerate(batch[keys.STRUCTURE_ID])]
+
+
+def add_backbone_features(batch: Any, name: str) -> Any:
+    """Store the batch's features of backbone ``name`` as ``keys.BACKBONE_ATOM`` / ``keys.BACKBONE_CRYSTAL``."""
     store = backbone_features(name)
-    feats = store.features(items)
+    feats = store.features(batch_structures(batch))
     batch[keys.BACKBONE_ATOM] = torch.from_numpy(np.concatenate([a for a, _ in feats]) if feats
                                                  else np.zeros((0, store.dim), np.float32))
     batch[keys.BACKBONE_CRYSTAL] = torch.from_numpy(np.stack([c for _, c in feats]) if feats
@@ -322,18 +322,12 @@ def add_chgnet_graphs(batch: Any) -> Any:
     from matgnn.errors import UserError
 
     converter = chgnet_features().model.graph_converter
-    counts = batch[keys.N_ATOMS].tolist()
-    starts = np.cumsum([0] + counts)
-    z, pos = batch[keys.Z].cpu().numpy(), batch[keys.POS].detach().cpu().numpy()
-    cell = batch[keys.CELL].cpu().numpy()
-    pbc = batch[keys.PBC].cpu().numpy()
     graphs = []
-    for g, sid in enumerate(batch[keys.STRUCTURE_ID]):
-        zg, pg = z[starts[g]:starts[g + 1]], pos[starts[g]:starts[g + 1]]
-        key = FrozenBackbone.key(zg, pg, cell[g], pbc[g])
+    for sid, zg, pg, cell, pbc in batch_structures(batch):
+        key = FrozenBackbone.key(zg, pg, cell, pbc)
         graph = _GRAPHS.get(key)
         if graph is None:
-            s = Structure(Lattice(np.asarray(cell[g], float)), [int(x) for x in zg], np.asarray(pg, float),
+            s = Structure(Lattice(np.asarray(cell, float)), [int(x) for x in zg], np.asarray(pg, float),
                           coords_are_cartesian=True)
             try:
                 with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
