@@ -36,7 +36,7 @@ OUT = ROOT / "benchmarks" / "runs" / "dft2d_exfoliation"
 JARVIS = {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / "jarvis")}
 
 
-def folds(n_folds: int) -> tuple[list[str], list[dict[str, list[str]]]]:
+def folds(n_folds: int) -> tuple[list[str], list[dict[str, list[str]]], dict[str, float]]:
     from matgnn.data.sources import JarvisSource
     from matgnn.training.splits import kfold_split
 
@@ -44,7 +44,7 @@ def folds(n_folds: int) -> tuple[list[str], list[dict[str, list[str]]]]:
             if np.isfinite(s.graph_targets[TARGET])]
     ids = [s.id for s in keep]
     return ids, [{k: [ids[i] for i in v] for k, v in kfold_split(len(ids), 5, f, 0.1, 42).items()}
-                 for f in range(n_folds)]
+                 for f in range(n_folds)], {s.id: float(s.graph_targets[TARGET]) for s in keep}
 
 
 def run_one(family: str, fold: int, split_file: str, epochs: int, device: str, threads: int,
@@ -83,17 +83,12 @@ def main() -> None:
     args = p.parse_args()
     started = time.time()
     fams = args.models.split(",")
-    ids, parts = folds(args.folds)
+    ids, parts, labels = folds(args.folds)  # the labelled entries, read once
     OUT.mkdir(parents=True, exist_ok=True)
     files = []
     for k, part in enumerate(parts):
         files.append(OUT / f"fold{k}.json")
         files[-1].write_text(json.dumps(part))
-    labels = {}
-    from matgnn.data.sources import JarvisSource
-
-    for s in JarvisSource("dft_2d", store_dir=str(SHARED_DATA / "jarvis"), targets=[TARGET]):
-        labels[s.id] = float(s.graph_targets[TARGET])
     base = [float(np.mean(np.abs(np.array([labels[i] for i in part["test"]])
                                  - np.mean([labels[i] for i in part["train"]])))) for part in parts]
     import multiprocessing as mp
