@@ -41,3 +41,19 @@ def test_sevennet_backbone_trains_predicts_and_caches_its_features(tmp_path):
     (run_dir / "model" / "model.json").write_text(json.dumps(info))
     r = run("predict", str(run_dir), str(folder), "--out", str(tmp_path / "q.csv"), env=env)
     assert r.returncode != 0 and "SevenNet 0.0.1-7net-0" in r.out
+
+
+def test_shipped_sevennet_delta_gap_model_on_the_users_monolayer(tmp_path):
+    """`matgnn predict bandgap-2d-sevennet FILE`: the shipped delta model (a 2DMatPedia PBE-gap base and a
+    dft_2d correction, both on SevenNet-0 features) predicts a MoS2 monolayer's OptB88vdW gap; its card
+    names the backbone, its licence, the base and its lineage."""
+    from ase.build import mx2
+    from ase.io import write
+
+    write(tmp_path / "mos2.cif", mx2("MoS2", vacuum=8.0))
+    r = ok(run("predict", "bandgap-2d-sevennet", str(tmp_path / "mos2.cif"), "--out", str(tmp_path / "p.csv"),
+               env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+    (row,) = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert 0.5 < float(row["optb88vdw_bandgap"]) < 3.0, r.out  # MoS2 monolayer: ~1.7 eV in OptB88vdW
+    card = " ".join(ok(run("models", "bandgap-2d-sevennet")).out.split())
+    assert "SevenNet-0" in card and "MIT licence" in card and "Delta learning" in card and "2DMatPedia" in card

@@ -80,6 +80,29 @@ CARDS = {
                   "Structures CHGNet refuses (an atom with no neighbour within 6 Å) get zero backbone features and a "
                   "warning naming them. Bulk crystals are outside its training data.",
     },
+    "bandgap-2d-sevennet": {
+        "summary": "OptB88vdW band gap (eV) of 2D monolayers: delta learning on SevenNet-0's frozen features — a "
+                   "2DMatPedia PBE-gap model as the frozen base, our MLP trained on JARVIS-DFT dft_2d for the "
+                   "OptB88vdW − PBE correction.",
+        "use": "Screening monolayers by band gap (`matgnn predict bandgap-2d-sevennet DIR --where "
+               "'optb88vdw_bandgap>=1'`); the most accurate shipped 2D gap model (5-fold: "
+               "`sevennet_delta_pbe` in benchmarks/results/backbones_2d.json). Needs the `sevenn` package "
+               "(`pip install 'matgnn[foundation]'`): the backbone's weights come from its wheel, and a model "
+               "trained on one sevenn version is refused under another (both versions named).",
+        "data": "Base: 2DMatPedia (Zhou et al., Sci. Data 6, 86, 2019), 6,351 monolayers with PBE band gaps, in the "
+                "CGCNN-style folder of the research on CGCNN for 2D materials (random 90/10 split for early stopping). "
+                "Correction: JARVIS-DFT `dft_2d` (the `d2-12-12-2022` file; 1,076 monolayers), target "
+                "`optb88vdw_bandgap`. 702 of the 857 dft_2d reduced formulas also occur in 2DMatPedia (a PBE gap of the "
+                "same composition, often another structure), so the base has seen compositions of the test split.",
+        "licence": "Data: JARVIS-DFT (NIST, public domain) and 2DMatPedia (CC BY 4.0). Backbone: SevenNet-0 (`sevenn`, "
+                   "MIT licence; trained on MPtrj), not redistributed here: loaded from the installed sevenn wheel. "
+                   "Our weights (both MLPs and heads): same terms as matgnn.",
+        "citation": "Y. Park et al., J. Chem. Theory Comput. 20, 4857 (2024) (SevenNet); J. Zhou et al., Sci. Data 6, 86 "
+                    "(2019) (2DMatPedia); K. Choudhary et al., npj Comput. Mater. 6, 173 (2020) (JARVIS).",
+        "limits": "~860 training monolayers for the correction; semi-local gaps underestimate experiment. Structures "
+                  "SevenNet refuses get zero backbone features and a warning naming them. Bulk crystals are outside "
+                  "its training data.",
+    },
 }
 
 
@@ -206,6 +229,8 @@ def ship_ensemble(folder: Path, name: str) -> None:
 
 
 def main() -> None:
+    from matgnn.artifacts import parent_of, parent_run
+
     run, name = Path(sys.argv[1]), sys.argv[2]
     if (run / "ensemble.json").is_file():
         return ship_ensemble(run, name)
@@ -229,6 +254,20 @@ def main() -> None:
                    f"parent found by the SHA-256 its child recorded) {where_} — {steps}; {total_epochs} epochs, "
                    f"{total_min:.0f} min in all. Configs: `training_config_stage1.yaml` … and `training_config.yaml` "
                    "(the last)")
+    base_text = ""
+    parent = parent_of(run)
+    if parent is not None and parent.relation == "delta":  # the frozen base inside the model: its own training
+        base = parent_run(run, [ROOT / "runs", ROOT / "benchmarks" / "runs"])
+        if base is None:
+            raise SystemExit(f"{run}: its delta base {parent.spec} was not found as a run folder (by hash)")
+        bstages = lineage(base)
+        bc = yaml.safe_load((base / "config.yaml").read_text())
+        shutil.copy(base / "config.yaml", dest / "training_config_base.yaml")
+        base_text = (f"\nDelta learning: prediction = frozen base + this model's correction"
+                     f"{' (the base head ' + repr(list(cfg['delta']['base_heads'].values())[0]) + ')' if cfg['delta'].get('base_heads') else ''}. "
+                     f"Both sets of weights are in `state.pt`. The base: `{bc['model']['name']}`, width "
+                     f"{bc['model']['hidden']}, {bc['model']['layers']} layers, trained on {_source_text(bc)} — "
+                     f"{_stages_text(bstages)}; its config is `training_config_base.yaml`.")
     heads = cfg["targets"]
     rows = []
     for h in heads:
@@ -239,7 +278,7 @@ def main() -> None:
     model = (f"`{cfg['model']['name']}` ({metrics['n_parameters']:,} parameters), width {cfg['model']['hidden']}, "
              f"{cfg['model']['layers']} layers;\ngraphs: cutoff {cfg['graphs']['cutoff']} Å, {cfg['graphs']['max_neighbors']} "
              f"nearest neighbours; heads: {heads_text}.\n{trained};\nthe full training config is `training_config.yaml` "
-             "beside this card and the constructor arguments are in `model.json`.")
+             "beside this card and the constructor arguments are in `model.json`." + base_text)
     version = json.loads((run / "model" / "model.json").read_text()).get("matgnn_version", "?")
     _write_card(dest, name, model, "this model, held-out splits", rows, cfg, json.loads((run / "split.json").read_text()),
                 json.loads((run / "load_report.json").read_text()),
