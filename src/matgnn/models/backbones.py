@@ -138,6 +138,13 @@ class CHGNetFineTuneConfig(ModelSettings):
     freeze: list[str] = Field(default_factory=list, description=(
         "backbone layer groups kept at the pretrained weights: embedding, conv_0 .. conv_3 (CHGNet's atom, bond "
         "and angle layers of block k); the rest of the backbone trains. `matgnn finetune` policies apply too"))
+    backbone_lr_scale: float = Field(1.0, gt=0, description=(
+        "learning rate of CHGNet's own layers (embedding, conv_k) as a multiple of train.lr; e.g. 0.1 moves the "
+        "pretrained weights ten times more gently than our new MLP and heads"))
+    anchor_weight: float = Field(0.0, ge=0, description=(
+        "weight of an auxiliary L1 loss keeping CHGNet's own outputs — its energy (eV/atom) and magnetic moments "
+        "(μB) of each training structure — near those of the pretrained CHGNet, so that fine-tuning does not "
+        "forget what it knew (no labels needed); 0: off"))
 
 
 class CHGNetFineTune(MatgnnModel):
@@ -151,7 +158,8 @@ class CHGNetFineTune(MatgnnModel):
     batch_fields = ("chgnet_graphs",)
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
-                 freeze: list[str] | None = None, backbone_version: str = CHGNET_VERSION, cutoff: float = 8.0,
+                 freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, anchor_weight: float = 0.0,
+                 backbone_version: str = CHGNET_VERSION, cutoff: float = 8.0,
                  dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         if backbone_version != CHGNET_VERSION:
@@ -175,6 +183,11 @@ class CHGNetFineTune(MatgnnModel):
             p.requires_grad_(self.parameter_group(name) not in self._fixed)
         # CHGNet's final per-atom features, kept on its readout norm by a hook (copies of the model keep theirs)
         self.chgnet.readout_norm.register_forward_hook(lambda m, _a, out: setattr(m, "matgnn_out", out))
+        self.backbone_lr_scale, self.anchor_weight = float(backbone_lr_scale), float(anchor_weight)
+        self._anchor_term: torch.Tensor | None = None
+        #: the pretrained CHGNet's (energy, moments) per structure key, for the anchor loss (not saved)
+        self._anchors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._pretrained: list[Any] = []  # the frozen pretrained CHGNet (a list: not a submodule, not saved)
 
     def fixed_groups(self) -> set[str]:
         return set(self._fixed)
@@ -190,10 +203,47 @@ class CHGNetFineTune(MatgnnModel):
             return f"conv_{tail.split('.', 1)[0]}"
         return "backbone_readout"
 
+    def lr_scale(self, group: str) -> float:
+        return self.backbone_lr_scale if group == "embedding" or group.startswith("conv_") else 1.0
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        term, self._anchor_term = self._anchor_term, None
+        return term
+
+    def _pretrained_outputs(self, graphs: list[Any], batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pretrained CHGNet's energy per structure and moments per atom (computed once per structure)."""
+        from matgnn.graphs.backbone_features import FrozenBackbone, batch_structures
+
+        keys_ = [FrozenBackbone.key(*s[1:]) for s in batch_structures(batch)]
+        todo = [i for i, k in enumerate(keys_) if k not in self._anchors]
+        if todo:
+            if not self._pretrained:
+                import contextlib
+                import io
+
+                with contextlib.redirect_stdout(io.StringIO()):
+                    ref = type(self.chgnet).load(model_name=CHGNET_VERSION, verbose=False).eval()
+                self._pretrained.append(ref.requires_grad_(False))
+            ref = self._pretrained[0].to(graphs[0].atomic_number.device)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+                out = ref([graphs[i] for i in todo], task="em")
+            for j, i in enumerate(todo):
+                self._anchors[keys_[i]] = (out["e"][j].detach().reshape(()), out["m"][j].detach().reshape(-1))
+        e = torch.stack([self._anchors[k][0] for k in keys_])
+        m = torch.cat([self._anchors[k][1] for k in keys_])
+        return e, m
+
     def node_features(self, batch: Any) -> torch.Tensor:
         device = self.input[0].weight.device
         graphs = [g.to(device) for g in batch[keys.CHGNET_GRAPHS]]
+        anchored = self.training and self.anchor_weight > 0
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")  # inside CHGNet
-            self.chgnet(graphs, task="e")
+            out = self.chgnet(graphs, task="em" if anchored else "e")
+        if anchored:  # keep CHGNet's own energy and moments near the pretrained model's
+            e_ref, m_ref = self._pretrained_outputs(graphs, batch)
+            m = torch.cat([t.reshape(-1) for t in out["m"]])
+            self._anchor_term = self.anchor_weight * ((out["e"].reshape(-1) - e_ref.to(device)).abs().mean()
+                                                      + (m - m_ref.to(device)).abs().mean())
         return feature_mlp(self, self.chgnet.readout_norm.matgnn_out, batch)

@@ -124,6 +124,17 @@ class MatgnnModel(nn.Module):
         unused readout, the groups its config froze); none by default."""
         return set()
 
+    def lr_scale(self, group: str) -> float:
+        """Learning-rate multiplier of a layer group against ``train.lr`` (a fine-tuned backbone's own
+        layers may learn more slowly than the new MLP and heads); 1 by default."""
+        return 1.0
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """An extra training-loss term computed by the last training forward pass (a fine-tuned backbone
+        kept near its pretrained outputs), handed over once; the trainer adds it to the heads' loss.
+        None by default."""
+        return None
+
     def layer_groups(self) -> dict[str, list[str]]:
         """Group name → the model's parameter names in it, in order."""
         out: dict[str, list[str]] = {}

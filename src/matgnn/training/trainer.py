@@ -48,6 +48,19 @@ def _set_numpy_rng_state(st: dict[str, Any]) -> None:
                          st["cached_gaussian"]))
 
 
+def optimizer_groups(model: torch.nn.Module, lr: float) -> list[dict[str, Any]]:
+    """The trainable parameters in AdamW groups, one per learning rate: ``lr`` times the model's
+    :meth:`~matgnn.models.base.MatgnnModel.lr_scale` of each parameter's layer group (frozen ones left out)."""
+    by_scale: dict[float, list[torch.nn.Parameter]] = {}
+    scale_of = getattr(model, "lr_scale", None)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = scale_of(model.parameter_group(name)) if scale_of is not None else 1.0
+            by_scale.setdefault(float(scale), []).append(p)
+    return [{"params": ps, "lr": lr * scale} for scale, ps in sorted(by_scale.items(), reverse=True)] or [
+        {"params": [], "lr": lr}]
+
+
 class Trainer:
     """AdamW, LR schedule, early stopping on the validation loss, gradient clipping,
     best-validation weights kept, and a resumable state (``state_dict``).
@@ -69,9 +82,9 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.log_vars = (torch.nn.Parameter(torch.zeros(len(heads), device=self.device))
                          if cfg.task_weighting == "uncertainty" else None)
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]  # frozen groups left out
+        groups = optimizer_groups(model, cfg.lr)  # frozen groups left out
         if self.log_vars is not None:
-            groups.append({"params": [self.log_vars], "weight_decay": 0.0})
+            groups.append({"params": [self.log_vars], "weight_decay": 0.0, "lr": cfg.lr})
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ddp = None
         if distributed.active():
@@ -95,7 +108,7 @@ class Trainer:
         elif cfg.scheduler == "cosine":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.epochs)
         elif cfg.scheduler == "onecycle":
-            self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr,
+            self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=[g["lr"] for g in groups],
                                                              total_steps=cfg.epochs * max(steps_per_epoch, 1))
             self.batch_sched = True
         else:
@@ -138,6 +151,10 @@ class Trainer:
                 for j, c in enumerate(h.components or ()):  # a vector head: each component too
                     errors[f"{h.name}.{c}"][0] += float(diff[:, j][mask[:, j]].sum())
                     errors[f"{h.name}.{c}"][1] += int(mask[:, j].sum())
+        if train:  # a model's own auxiliary term (a fine-tuned backbone kept near its pretrained outputs)
+            extra = getattr(self.model, "auxiliary_loss", lambda: None)()
+            if extra is not None:
+                total = total + extra
         return total
 
     def run_epoch(self, loader, train: bool) -> tuple[float, dict[str, float]]:
