@@ -20,6 +20,9 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
   more input (``_disjoint``: from the disjoint pretraining);
 - ``chgnet_delta_pbe`` (``_disjoint``): delta learning on the dft_2d gap with the 2DMatPedia-pretrained
   model as the frozen base (``delta: {base_model: ...}``): the MLP learns OptB88vdW − predicted PBE;
+- ``ens_delta``, ``ens_nn``, ``ens_nn_disjoint`` (variant ``ensemble``, dft_2d gap): the mean of each fold's
+  network runs — the delta models of every backbone; every plain, transfer and delta run (pretraining on all
+  of 2DMatPedia); the plain ones and those pretrained without any dft_2d formula.
 - ``pna``: our PNA from scratch at the dft2d_bandgap budget (exfoliation; 2DMatPedia with ``--scratch``;
   the dft_2d gap's is in dft2d_bandgap.json).
 - ``sevennet``, ``sevennet_gbm``, ``sevennet_2dm``, ...: the same variants on SevenNet-0's frozen features
@@ -33,12 +36,15 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
 - ``chgnet_ft`` (``--finetune-folds N``, dft_2d gap): CHGNet 0.3.0 itself fine-tuned with our MLP and head
   (``model: {name: chgnet_ft}``, embedding frozen; CHGNET_FT_TRAIN) on the first N folds; with N < 5 the
   metric is ``chgnet_ft.dft2d_gap.folds<N>.mae_mean`` beside ``chgnet_ft.dft2d_gap.folds<N>.frozen_chgnet_mae_mean``
-  (the frozen backbone's ``chgnet`` on the same folds).
+  (the frozen backbone's ``chgnet`` on the same folds). ``--finetune-variants plain,tuned``: also
+  ``chgnet_ft_tuned`` — CHGNet's own layers at a tenth of the learning rate (``backbone_lr_scale: 0.1``) and
+  its energy and moments anchored to the pretrained model's (``anchor_weight: 1``).
 
 ``--merge`` keeps the committed file's other models (each says the commit that measured it).
 
 Usage: python benchmarks/backbones_2d.py [--folds 5] [--tasks dft2d_gap,dft2d_exfoliation,2dmatpedia_gap] [--scratch]
-       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N] [--variants ...] [--merge]
+       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N] [--finetune-variants plain,tuned]
+       [--variants ...] [--merge]
 """
 
 from __future__ import annotations
@@ -69,6 +75,10 @@ CHGNET = {"name": "chgnet", "hidden": 128, "layers": 2, "dropout": 0.1}
 CHGNET_TRAIN = {"epochs": 200, "batch_size": 32, "lr": 0.002, "weight_decay": 1e-4, "scheduler": "onecycle",
                 "patience": 60, "tensorboard": False}
 CHGNET_FT = {"name": "chgnet_ft", "hidden": 128, "layers": 2, "dropout": 0.1, "freeze": ["embedding"]}
+#: --finetune-variants: chgnet_ft as above ("plain") and with the gentler recipe ("tuned": CHGNet's own
+#: layers at a tenth of the learning rate, its energy and moments anchored to the pretrained model's)
+CHGNET_FT_VARIANTS = {"plain": ("chgnet_ft", {}),
+                      "tuned": ("chgnet_ft_tuned", {"backbone_lr_scale": 0.1, "anchor_weight": 1.0})}
 CHGNET_FT_TRAIN = {"epochs": 30, "batch_size": 32, "lr": 5e-4, "weight_decay": 1e-4, "scheduler": "onecycle",
                    "patience": 30, "tensorboard": False}
 PNA = {"name": "pna", "hidden": 64, "layers": 3}
@@ -101,6 +111,29 @@ def run_cfg(source: dict, tgt: str, model: dict, train_cfg: dict, split: dict, n
     m = json.loads((run / "metrics.json").read_text())
     return {"mae": m.get(f"test.{tgt}.mae"), "val_mae": m.get(f"val.{tgt}.mae"), "run": str(run),
             "seconds": m["wall_seconds"]}
+
+
+def ensembles(fold_runs: dict[str, str]) -> dict[str, list[str]]:
+    """Ensembles of a fold's network runs: ``ens_delta`` (the delta models of every backbone), ``ens_nn``
+    (every run whose pretraining saw all of 2DMatPedia, and the plain ones) and ``ens_nn_disjoint`` (only
+    runs whose pretraining excluded every dft_2d formula, and the plain ones)."""
+    plain = [m for m in fold_runs if "_" not in m]
+    delta = [m for m in fold_runs if m.endswith("_delta_pbe")]
+    allpre = [m for m in fold_runs if m.endswith(("_2dm", "_delta_pbe"))]
+    disjoint = [m for m in fold_runs if m.endswith("_disjoint")]
+    out = {"ens_delta": delta, "ens_nn": plain + allpre, "ens_nn_disjoint": plain + disjoint}
+    return {k: v for k, v in out.items() if len(v) > 1}
+
+
+def ensemble_mae(runs: list[str], tgt: str) -> float:
+    """Test MAE of the mean of runs' test predictions (same split, so the same ids)."""
+    preds: dict[str, list[float]] = {}
+    truth: dict[str, float] = {}
+    for r in runs:
+        for row in csv.DictReader(open(Path(r) / "predictions_test.csv")):
+            preds.setdefault(row["id"], []).append(float(row[f"{tgt}_pred"]))
+            truth[row["id"]] = float(row[f"{tgt}_true"])
+    return float(np.mean([abs(np.mean(v) - truth[i]) for i, v in preds.items()]))
 
 
 def pooled_features(structures, backbone: str = "chgnet") -> dict[str, np.ndarray]:
@@ -146,8 +179,11 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="keep the committed file's other models")
     p.add_argument("--seed-task", action="store_true", help="cgcnn2 and our CGCNN on the 2DMatPedia folds")
     p.add_argument("--finetune-folds", type=int, default=0, help="chgnet_ft on the first N dft_2d gap folds")
+    p.add_argument("--finetune-variants", default="plain",
+                   help="chgnet_ft recipes: plain (as CHGNET_FT), tuned (backbone at lr/10, anchored); comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
-                   help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe")
+                   help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ensemble (means of the "
+                        "network runs of each fold: ens_delta, ens_nn, ens_nn_disjoint)")
     args = p.parse_args()
     variants = set(args.variants.split(","))
     if args.seed_task:
@@ -187,7 +223,7 @@ def main() -> None:
     (folder / "id_prop_disjoint.csv").write_text("".join(f"{i},{v}\n" for i, v in rows.items() if i in keep))
 
     pre: dict[str, dict] = {}
-    if "dft2d_gap" in tasks:  # pretraining on 2DMatPedia PBE gaps (all; formula-disjoint), random 90/10 for early stop
+    if "dft2d_gap" in tasks and variants & {"2dm", "gbm_pbe", "delta_pbe"}:  # pretraining on 2DMatPedia PBE gaps (all; formula-disjoint), random 90/10 for early stop
         for bb in backbones:
             for key, id_prop in (("all", "id_prop.csv"), ("disjoint", "id_prop_disjoint.csv")):
                 name = "chgnet-2dmatpedia-" + key if bb == "chgnet" else f"{bb}-2dmatpedia-{key}"
@@ -213,11 +249,17 @@ def main() -> None:
             split_file.parent.mkdir(parents=True, exist_ok=True)
             split_file.write_text(json.dumps(parts))
             split = {"kind": "ids", "ids_file": str(split_file)}
+            fold_runs: dict[str, str] = {}  # this fold's network runs by model (for the ensembles)
+
+            def fit(label: str, *a, **kw) -> None:  # noqa: ANN002, ANN003
+                got = run_cfg(*a, **kw)
+                res.setdefault(label, []).append(got["mae"])
+                fold_runs[label] = got["run"]
+
             for bb in backbones:
                 x = xs[bb]
                 if want("mlp"):
-                    res.setdefault(bb, []).append(run_cfg(source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
-                                                          f"{bb}-{task}-{fold}")["mae"])
+                    fit(bb, source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-{task}-{fold}")
                 if want("gbm"):
                     res.setdefault(f"{bb}_gbm", []).append(gbm_fold(x, y, parts))
                 for key in ("all", "disjoint"):
@@ -226,20 +268,24 @@ def main() -> None:
                         continue
                     suffix = "" if key == "all" else "_disjoint"
                     if want("2dm"):
-                        res.setdefault(f"{bb}_2dm{suffix}", []).append(run_cfg(
-                            source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-2dm{suffix}-{task}-{fold}",
-                            transfer={"from_model": run["run"], "freeze": "none"})["mae"])
+                        fit(f"{bb}_2dm{suffix}", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
+                            f"{bb}-2dm{suffix}-{task}-{fold}", transfer={"from_model": run["run"], "freeze": "none"})
                     if want("gbm_pbe"):
                         xp = {i: np.concatenate([x[i], [extra_x[f"{bb}:{key}"][i]]]) for i in ids}
                         res.setdefault(f"{bb}_gbm_pbe{suffix}", []).append(gbm_fold(xp, y, parts))
                     if want("delta_pbe"):  # delta learning: the 2DMatPedia PBE-gap model is the frozen base
-                        res.setdefault(f"{bb}_delta_pbe{suffix}", []).append(run_cfg(
-                            source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
+                        fit(f"{bb}_delta_pbe{suffix}", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
                             f"{bb}-delta-pbe{suffix}-{task}-{fold}",
-                            delta={"base_model": run["run"], "base_heads": {tgt: "target"}})["mae"])
+                            delta={"base_model": run["run"], "base_heads": {tgt: "target"}})
+            if want("ensemble"):  # the mean of this fold's network runs, across backbones and recipes
+                for name, members in ensembles(fold_runs).items():
+                    res.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], tgt))
+                    data_notes.setdefault("ensemble_members", {})[name] = members
             if task == "dft2d_gap" and fold < args.finetune_folds:  # the backbone itself fine-tuned
-                res.setdefault("chgnet_ft", []).append(run_cfg(source, tgt, CHGNET_FT, CHGNET_FT_TRAIN, split,
-                                                               f"chgnet_ft-{task}-{fold}")["mae"])
+                for variant in args.finetune_variants.split(","):
+                    label, extra = CHGNET_FT_VARIANTS[variant]
+                    res.setdefault(label, []).append(run_cfg(source, tgt, {**CHGNET_FT, **extra}, CHGNET_FT_TRAIN,
+                                                             split, f"{label}-{task}-{fold}")["mae"])
             if task == "2dmatpedia_gap" and args.seed_task:  # the research's own task: cgcnn2 beside our CGCNN
                 from _cgcnn2 import train_cli, write_cifs
 
@@ -258,16 +304,16 @@ def main() -> None:
                 res.setdefault("pna", []).append(run_cfg(source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")["mae"])
             print(f"{task} fold {fold}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in res.items()), flush=True)
         for model, maes in res.items():
-            if model == "chgnet_ft" and len(maes) < args.folds:  # fewer folds: beside the frozen one on them
+            if model.startswith("chgnet_ft") and len(maes) < args.folds:  # fewer folds: beside the frozen one
                 k = len(maes)
-                metrics[f"chgnet_ft.{task}.folds{k}.mae_mean"] = float(np.mean(maes))
-                per_fold.setdefault(task, {})["chgnet_ft"] = maes
+                metrics[f"{model}.{task}.folds{k}.mae_mean"] = float(np.mean(maes))
+                per_fold.setdefault(task, {})[model] = maes
                 frozen = res.get("chgnet")
                 if frozen is None and args.merge and (RESULTS / "backbones_2d.json").is_file():  # the committed run's
                     frozen = json.loads((RESULTS / "backbones_2d.json").read_text())["data"]["per_fold"].get(
                         task, {}).get("chgnet")
                 if frozen:
-                    metrics[f"chgnet_ft.{task}.folds{k}.frozen_chgnet_mae_mean"] = float(np.mean(frozen[:k]))
+                    metrics[f"{model}.{task}.folds{k}.frozen_chgnet_mae_mean"] = float(np.mean(frozen[:k]))
                 continue
             record(model, task, maes)
         done.append(task)
@@ -303,7 +349,10 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
     if "dft2d_gap" in tasks:
         best = min((k for k in metrics if k.endswith(".dft2d_gap.mae_mean")), key=metrics.get)
         targets["dft2d_gap.best"] = {**target(0.25, "<=", metrics[best]), "model": best.split(".")[0]}
-        disjoint_best = min((k for k in metrics if k.endswith(".dft2d_gap.mae_mean") and "2dm" not in k and "pbe" not in k
+        def overlapping(k: str) -> bool:  # pretrained on 2DMatPedia with dft_2d formulas in it
+            return any(part in k.split(".")[0] for part in ("2dm", "pbe", "ens_"))
+
+        disjoint_best = min((k for k in metrics if k.endswith(".dft2d_gap.mae_mean") and not overlapping(k)
                              or k.endswith("_disjoint.dft2d_gap.mae_mean")), key=metrics.get)
         targets["dft2d_gap.best_without_overlapping_pretraining"] = {
             **target(0.40, "<=", metrics[disjoint_best]), "model": disjoint_best.split(".")[0]}
@@ -325,6 +374,7 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
                           "frozen", "measured_at": measured_at,
               "chgnet_model": CHGNET, "chgnet_train": CHGNET_TRAIN, "pna_model": PNA, "pna_train": PNA_TRAIN,
               "chgnet_ft_model": CHGNET_FT, "chgnet_ft_train": CHGNET_FT_TRAIN,
+              "chgnet_ft_variants": {label: extra for label, extra in CHGNET_FT_VARIANTS.values()},
               "gbm": "XGBoost 600 trees, depth 6, lr 0.03, on mean/max/min of the backbone's atom features",
               **data_notes,
               "per_fold": per_fold,
