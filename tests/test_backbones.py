@@ -81,3 +81,32 @@ def test_shipped_2d_gap_model_on_the_users_monolayer(tmp_path):
     assert 0.5 < float(row["optb88vdw_bandgap"]) < 3.0, r.out  # MoS2 monolayer: ~1.7 eV in OptB88vdW
     card = ok(run("models", "bandgap-2d-chgnet")).out
     assert "CHGNet 0.3.0" in card and "modified BSD" in " ".join(card.split()) and "2 stages" in card
+
+
+def test_backbone_model_downstream_ensemble_with_sigma_report_and_deploy(trained, tmp_path):
+    """Everything downstream works on a backbone model unchanged: `matgnn ensemble --combine` of the CHGNet
+    run and a CGCNN run on the same split (different batch fields), `predict` with σ from that ensemble,
+    `report` of the backbone run and `bench deploy` of it (which crashed: it built batches without the
+    backbone's features; its cost per new structure is now reported)."""
+    folder, env, cfg, run_dir = (trained[k] for k in ("folder", "env", "cfg", "run"))
+    import yaml
+
+    plain = tmp_path / "cgcnn.yaml"
+    c = yaml.safe_load(cfg.read_text())
+    c["model"] = {"name": "cgcnn", "hidden": 16, "layers": 2}
+    c["output_dir"] = str(tmp_path / "runs")
+    plain.write_text(yaml.safe_dump(c))
+    ok(run("train", str(plain), env=env))
+    (cgcnn_run,) = runs_in(tmp_path / "runs")
+    ens = tmp_path / "ens"
+    ok(run("ensemble", "--combine", str(run_dir), "--combine", str(cgcnn_run), "--out", str(ens), env=env))
+    out = tmp_path / "p.csv"
+    ok(run("predict", str(ens), str(folder), "--out", str(out), env=env))
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 12 and all(float(r["lattice_std"]) >= 0 for r in rows)
+    assert any(float(r["lattice_std"]) > 0 for r in rows)  # two different models disagree somewhere
+    ok(run("report", str(run_dir), env=env))
+    assert (run_dir / "report.html").stat().st_size > 10_000
+    r = ok(run("bench", "deploy", str(run_dir), "--atoms", "8", "--batch", "2", "--repeats", "1", "--json", env=env))
+    cost = json.loads(r.out[r.out.index("{"):])
+    assert cost["parameters"] > 0 and cost["batch_fields"] == ["chgnet_features"] and cost["batch_fields_ms"] > 0
