@@ -36,6 +36,11 @@ def test_sevennet_backbone_trains_predicts_and_caches_its_features(tmp_path):
     assert len(rows) == 12 and all(np.isfinite(float(r["lattice"])) for r in rows)
     assert [f.stat().st_mtime_ns for f in sorted(folder_.rglob("*.npy"))] == stamps  # nothing computed again
     ok(run("evaluate", str(run_dir), env=env))
+    # the README's `matgnn baseline xgboost my_run.yaml --features sevennet`: the same cached features
+    ok(run("baseline", "xgboost", str(cfg), "--features", "sevennet", "--set", f"output_dir={tmp_path / 'b'}", env=env))
+    (b,) = runs_in(tmp_path / "b")
+    assert np.isfinite(json.loads((b / "metrics.json").read_text())["test.lattice.mae"])
+    assert [f.stat().st_mtime_ns for f in sorted(folder_.rglob("*.npy"))] == stamps
     # a model trained on other SevenNet features is refused with a message, not silently reused
     info["init_args"]["backbone_version"] = "0.0.1-7net-0"
     (run_dir / "model" / "model.json").write_text(json.dumps(info))

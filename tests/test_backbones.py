@@ -110,3 +110,32 @@ def test_backbone_model_downstream_ensemble_with_sigma_report_and_deploy(trained
     r = ok(run("bench", "deploy", str(run_dir), "--atoms", "8", "--batch", "2", "--repeats", "1", "--json", env=env))
     cost = json.loads(r.out[r.out.index("{"):])
     assert cost["parameters"] > 0 and cost["batch_fields"] == ["chgnet_features"] and cost["batch_fields_ms"] > 0
+
+
+def test_baselines_on_backbone_features_from_the_cli(trained, tmp_path):
+    """`matgnn baseline xgboost CFG --features chgnet` (graph head: mean/max/min of the atoms' CHGNet
+    features) and `matgnn baseline linear ... --features chgnet` on per-atom moments (node head: the atom's
+    feature beside its structure's mean), reusing the cached embeddings; unknown feature sets and kinds that
+    take none are one-line errors."""
+    from tests.userdata import magmom_jsonl, magmom_run_yaml, user_error
+
+    env, cfg, cache = trained["env"], trained["cfg"], trained["cache"]
+    stamps = [f.stat().st_mtime_ns for f in _embeddings(cache)]
+    r = ok(run("baseline", "xgboost", str(cfg), "--features", "chgnet", "--set", f"output_dir={tmp_path / 'b'}",
+               env=env))
+    (b,) = runs_in(tmp_path / "b")
+    m = json.loads((b / "metrics.json").read_text())
+    assert np.isfinite(m["test.lattice.mae"]) and m["chgnet_rejected"] == 0, r.out
+    info = json.loads((b / "baseline.json").read_text())
+    assert info["features"] == "chgnet" and len(info["descriptor_columns"]["graph"]) == 3 * 64
+    assert [f.stat().st_mtime_ns for f in _embeddings(cache)] == stamps  # read from the cache, not recomputed
+
+    mcfg = magmom_run_yaml(tmp_path / "m.yaml", magmom_jsonl(tmp_path / "m.jsonl.gz"), tmp_path / "mruns")
+    ok(run("baseline", "linear", str(mcfg), "--features", "chgnet", env=env))
+    (mb,) = runs_in(tmp_path / "mruns")
+    mm = json.loads((mb / "metrics.json").read_text())
+    assert np.isfinite(mm["test.magmom.mae"]) and (mb / "predictions_test_atoms.csv").is_file()
+
+    user_error(run("baseline", "xgboost", str(cfg), "--features", "mace", env=env), "mace", "chgnet")
+    user_error(run("baseline", "element_mean", str(cfg), "--features", "chgnet", env=env), "element_mean")
+    assert len(runs_in(tmp_path / "b")) == 1  # a refused call leaves no run folder

@@ -66,3 +66,62 @@ class DescriptorSpace:
         mean neighbour counts and distances)."""
         rows = [sp.csr_matrix(self.atoms(r).mean(axis=0)) for r in recs]
         return sp.vstack(rows).tocsr() if rows else sp.csr_matrix((0, self.n_columns))
+
+
+#: ``matgnn baseline linear|xgboost --features NAME``: the descriptor sets a baseline can fit on
+FEATURE_SETS = ("descriptors", "chgnet", "sevennet")
+
+
+class BackboneSpace:
+    """Columns from a pretrained backbone's frozen features (:mod:`matgnn.graphs.backbone_features`,
+    computed once per structure and cached): per atom ``[its feature | its structure's mean]``, per
+    structure ``[mean | max | min over its atoms]``. A structure the backbone refuses has zero features
+    (named on stderr, counted in :attr:`rejected`)."""
+
+    n_el = 0
+
+    def __init__(self, name: str) -> None:
+        from matgnn.graphs.backbone_features import backbone_features
+
+        self.name = name
+        self.store = backbone_features(name)
+        self.dim = self.store.dim
+
+    @property
+    def n_columns(self) -> int:
+        return 2 * self.dim
+
+    @property
+    def rejected(self) -> set[str]:
+        return self.store.rejected
+
+    def names(self) -> list[str]:
+        return ([f"{self.name}_{k}" for k in range(self.dim)] + [f"{self.name}_structure_mean_{k}" for k in range(self.dim)])
+
+    def graph_names(self) -> list[str]:
+        return [f"{self.name}_{stat}_{k}" for stat in ("mean", "max", "min") for k in range(self.dim)]
+
+    @staticmethod
+    def _structure(rec: dict[str, Any]) -> tuple:
+        return (rec["id"], np.asarray(rec["z"]), np.asarray(rec["pos"], np.float32), np.asarray(rec["cell"], np.float32),
+                np.asarray(rec["pbc"], bool))
+
+    def prefetch(self, recs: Sequence[dict[str, Any]]) -> None:
+        """Compute (or read from the cache) the features of ``recs`` in the backbone's batches."""
+        self.store.features([self._structure(r) for r in recs])
+
+    def _atom_features(self, rec: dict[str, Any]) -> np.ndarray:
+        return self.store.features([self._structure(rec)])[0][0]
+
+    def atoms(self, rec: dict[str, Any]) -> sp.csr_matrix:
+        a = self._atom_features(rec)
+        return sp.csr_matrix(np.hstack([a, np.broadcast_to(a.mean(0), a.shape)]))
+
+    def graphs(self, recs: Sequence[dict[str, Any]]) -> sp.csr_matrix:
+        if not recs:
+            return sp.csr_matrix((0, 3 * self.dim))
+        rows = []
+        for r in recs:
+            a = self._atom_features(r)
+            rows.append(np.concatenate([a.mean(0), a.max(0), a.min(0)]))
+        return sp.csr_matrix(np.vstack(rows))

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from rich.console import Console
 
-from matgnn.baselines.descriptors import DescriptorSpace
+from matgnn.baselines.descriptors import FEATURE_SETS, BackboneSpace, DescriptorSpace
 from matgnn.config import HeadConfig, RunConfig
 from matgnn.evaluation.scoring import evaluate_predictions
 from matgnn.training.data import prepare_run_data
@@ -217,12 +217,18 @@ def write_rejected(rejected: list[tuple[str, str]], path: str | Path) -> Path:
 
 
 def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, progress: bool = True,
-                 max_train_rows: int | None = None, finetune_epochs: int = 3) -> Path:
+                 max_train_rows: int | None = None, finetune_epochs: int = 3, features: str = "descriptors") -> Path:
     """Fit baseline ``kind`` on the config's training split, score it on val and test;
     returns the run folder (same files as a training run, no model/). ``max_train_rows``:
-    fit on a seeded sample of that many rows (atoms or graphs; structures for CHGNet)."""
+    fit on a seeded sample of that many rows (atoms or graphs; structures for CHGNet).
+    ``features`` (linear, xgboost): ``descriptors`` (hand-built, from the graph) or a pretrained
+    backbone's frozen features, ``chgnet`` or ``sevennet``."""
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+    if features not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {features!r}; known: {', '.join(FEATURE_SETS)}")
+    if features != "descriptors" and kind not in ("linear", "xgboost"):
+        raise ValueError(f"--features {features} is for the linear and xgboost baselines, not {kind}")
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
     cfg = cfg.model_copy(update={"name": cfg.name or f"{kind}-{'+'.join(h.name for h in cfg.targets)}"})
@@ -232,7 +238,7 @@ def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, prog
     cache, _, split = prepare_run_data(cfg, run_dir, console, progress)
     recs = {k: [cache.record(i) for i in v] for k, v in split.items()}
     res = {k: _skeleton(recs[k], cfg.targets) for k in ("val", "test")}
-    info: dict[str, Any] = {"kind": kind, "max_train_rows": max_train_rows,
+    info: dict[str, Any] = {"kind": kind, "features": features, "max_train_rows": max_train_rows,
                             "finetune_epochs": finetune_epochs if kind == "chgnet_finetuned" else None}
     metrics: dict[str, Any] = {"n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
                                "n_skipped": len(cache.report.skipped)}
@@ -268,8 +274,22 @@ def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, prog
             pred, true = res[part]["heads"][node[0].name]["pred"], res[part]["heads"][node[0].name]["true"]
             true[np.isnan(pred)] = np.nan
     else:
-        space = DescriptorSpace(z for r in recs["train"] for z in r["z"])
-        info["descriptor_columns"] = space.names()
+        if features == "descriptors":
+            space = DescriptorSpace(z for r in recs["train"] for z in r["z"])
+            info["descriptor_columns"] = space.names()
+        else:
+            space = BackboneSpace(features)
+            t0 = time.perf_counter()
+            space.prefetch([r for part in ("train", "val", "test") for r in recs[part]])
+            metrics[f"{features}_feature_seconds"] = time.perf_counter() - t0
+            metrics[f"{features}_rejected"] = len(space.rejected)
+            info["descriptor_columns"] = {"node": space.names(), "graph": space.graph_names()}
+            info["backbone"] = {"name": features, "version": space.store.version,
+                                "rejected": sorted(space.rejected)}
+            if space.rejected:
+                console.print(f"{len(space.rejected)} structures refused by the backbone have zero features "
+                              f"(listed in baseline.json): {', '.join(sorted(space.rejected)[:5])}"
+                              f"{', ...' if len(space.rejected) > 5 else ''}")
         for h in cfg.targets:
             t0 = time.perf_counter()
             fitted = _Fitted(kind, h, space, recs["train"], recs["val"], max_train_rows, cfg.train.seed, console)

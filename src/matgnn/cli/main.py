@@ -308,6 +308,9 @@ def baseline_cmd(
     max_train_rows: Optional[int] = typer.Option(None, help="fit on a seeded sample of this many training rows "
                                                             "(atoms or graphs; structures for chgnet_finetuned)"),
     finetune_epochs: int = typer.Option(3, help="chgnet_finetuned: epochs"),
+    features: str = typer.Option("descriptors", help="linear, xgboost: fit on hand-built descriptors, or on a "
+                                                     "pretrained backbone's frozen features: chgnet, sevennet "
+                                                     "(pip install 'matgnn[foundation]')"),
 ) -> None:
     """Fit and score a baseline on a config's split; writes a run folder like `train`."""
     from matgnn.baselines import BASELINES, run_baseline
@@ -318,7 +321,8 @@ def baseline_cmd(
         raise typer.Exit(EXIT_USER_ERROR)
     cfg = _run_config(config, set_)
     try:
-        run_baseline(cfg, kind, console=console, max_train_rows=max_train_rows, finetune_epochs=finetune_epochs)
+        run_baseline(cfg, kind, console=console, max_train_rows=max_train_rows, finetune_epochs=finetune_epochs,
+                     features=features)
     except (StructureError, ValueError, FileNotFoundError, ImportError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
