@@ -139,3 +139,20 @@ def test_baselines_on_backbone_features_from_the_cli(trained, tmp_path):
     user_error(run("baseline", "xgboost", str(cfg), "--features", "mace", env=env), "mace", "chgnet")
     user_error(run("baseline", "element_mean", str(cfg), "--features", "chgnet", env=env), "element_mean")
     assert len(runs_in(tmp_path / "b")) == 1  # a refused call leaves no run folder
+
+
+def test_shipped_backbone_moment_model_warm_starts_dft(tmp_path):
+    """`matgnn predict magmom-mp-chgnet fe.cif --magmom-export OUT`: the shipped CHGNet-feature moment model
+    gives bcc Fe ~2.2 μB per atom and writes the DFT starting-moment files; its card names the backbone,
+    its licence and the MPtrj overlap of the test structures."""
+    from ase.build import bulk
+
+    write(tmp_path / "fe.cif", bulk("Fe", "bcc", a=2.87, cubic=True))
+    out, starts = tmp_path / "p.csv", tmp_path / "starts"
+    ok(run("predict", "magmom-mp-chgnet", str(tmp_path / "fe.cif"), "--out", str(out), "--magmom-export", str(starts),
+           env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+    rows = list(csv.DictReader(open(out.with_name("p_atoms.csv"))))
+    assert len(rows) == 2 and all(1.5 < float(r["magmom"]) < 3.0 for r in rows)  # bcc Fe: ~2.2 μB
+    assert any(starts.iterdir())
+    card = " ".join(ok(run("models", "magmom-mp-chgnet")).out.split())
+    assert "CHGNet 0.3.0" in card and "modified BSD" in card and "MPtrj" in card

@@ -103,6 +103,29 @@ CARDS = {
                   "SevenNet refuses get zero backbone features and a warning naming them. Bulk crystals are outside "
                   "its training data.",
     },
+    "magmom-mp-chgnet": {
+        "summary": "Per-atom magnetic moment |m| (μB) of bulk crystals: CHGNet 0.3.0's frozen per-atom features with "
+                   "our MLP and node head (residual to the per-element mean), trained on 38k Materials Project "
+                   "structures — the split of magmom-mp.",
+        "use": "Initial magnetic moments for spin-polarised DFT (`matgnn predict magmom-mp-chgnet DIR --magmom-export "
+               "OUT`), as magmom-mp, more accurately on the shared test split (benchmarks/results/magmom_backbone.json, "
+               "which also compares both by element family and on a held-out family). Needs the `chgnet` package "
+               "(`pip install 'matgnn[foundation]'`): the backbone's weights come from its wheel. Predicts |m| (no sign).",
+        "data": "`mp_magmoms.jsonl.gz`: 47,628 Materials Project magnetic ground states (ferro-, ferri- and "
+                "antiferromagnetic; 1–404 atoms; 80 elements), per-site moments from PBE(+U) calculations, as decoded "
+                "by Sanspeur & Kitchin. CHGNet itself was trained on MPtrj, which contains Materials Project "
+                "structures, these test structures among them: the test metrics below are not a clean held-out result.",
+        "licence": "Data: Materials Project, CC BY 4.0. Backbone: CHGNet 0.3.0 (modified BSD licence), not "
+                   "redistributed here: loaded from the installed chgnet wheel. Our weights (the MLP and head): same "
+                   "terms as matgnn.",
+        "citation": "B. Deng et al., Nat. Mach. Intell. 5, 1031 (2023) (CHGNet); A. Jain et al., APL Materials 1, 011002 "
+                    "(2013) (Materials Project); R. Sanspeur and J. Kitchin (2023), the data set of "
+                    "github.com/yurisanspeur/circumventing_data_imbalance_magmom_predictions.",
+        "limits": "As magmom-mp: one magnetic ordering per structure, so the same environment can carry different "
+                  "moments (largest errors on V, Cr, Mn). Structures CHGNet refuses (an atom with no neighbour within "
+                  "6 Å) get zero backbone features and a warning naming them. Slower than magmom-mp: CHGNet runs on "
+                  "every new structure (features are cached per structure).",
+    },
 }
 
 
