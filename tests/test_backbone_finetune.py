@@ -133,3 +133,22 @@ def test_chgnet_finetune_anchor_loss_keeps_the_backbones_energy(tmp_path):
         drift[weight] = seen[-1]
     # same seed, data and steps: without the anchor the two runs would drift alike (measured 0.018 vs 0.030)
     assert drift[20.0] < 0.8 * drift[0.0], drift
+
+
+def test_matgnn_finetune_continues_a_chgnet_ft_run_with_a_freeze_policy(tmp_path):
+    """`matgnn finetune RUN CFG --freeze embedding,conv_0,conv_1,conv_2`: a fine-tuned CHGNet run continued on
+    new data; transfer.json lists the frozen groups (the model's own fixed `backbone_readout` among them) and
+    their weight shift is zero, the last block's is not."""
+    folder = cif_folder(tmp_path / "cifs")
+    cfg = with_model(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "src", epochs=2),
+                     "{name: chgnet_ft, hidden: 16, layers: 2}")
+    ok(run("train", str(cfg)))
+    (src,) = runs_in(tmp_path / "src")
+    new = run_yaml(tmp_path / "n.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "ft", epochs=2)
+    ok(run("finetune", str(src), str(new), "--freeze", "embedding,conv_0,conv_1,conv_2", "--keep-heads"))
+    (ft,) = runs_in(tmp_path / "ft")
+    info = json.loads((ft / "transfer.json").read_text())
+    assert {"embedding", "conv_0", "conv_1", "conv_2", "backbone_readout"} <= set(info["frozen_groups"])
+    assert all(info["weight_shift"][g] == 0.0 for g in ("embedding", "conv_0", "conv_2"))
+    assert info["weight_shift"]["conv_3"] > 0
+    assert json.loads((ft / "model" / "model.json").read_text())["class"] == "CHGNetFineTune"
