@@ -66,7 +66,15 @@ def test_a_structure_chgnet_refuses_is_named(trained, tmp_path):
                                 cell=[3.6] * 3, pbc=True))
     r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "p.csv"), env=env))
     assert "lonely" in r.out and "rejected by CHGNet" in r.out
-    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 2
+    first = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(first) == 2
+    # the refusal is remembered beside the cached features: a later process does not run CHGNet on it
+    # again, names it again and predicts the same
+    (marker,) = (trained["cache"] / "embeddings" / "chgnet-0.3.0").rglob("*.rejected")
+    assert "lonely" in marker.read_text()
+    r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv"), env=env))
+    assert "lonely" in r.out and "rejected by CHGNet" in r.out
+    assert list(csv.DictReader(open(tmp_path / "q.csv"))) == first
 
 
 def test_shipped_2d_gap_model_on_the_users_monolayer(tmp_path):

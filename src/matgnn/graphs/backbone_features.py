@@ -83,7 +83,19 @@ class FrozenBackbone:
     def _zeros(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((n, self.dim), np.float32), np.zeros(self.dim, np.float32)
 
-    def _reject(self, sid: str) -> None:
+    def _reject(self, sid: str, key: str | None = None, n_atoms: int = 0) -> None:
+        """Name a structure the backbone refused (once per process). With its ``key``, remember the refusal
+        (zero features in the memo, a ``.rejected`` marker beside the cache files) so that neither this
+        process nor a later one runs the backbone on it again."""
+        if key is not None:
+            from matgnn.models.base import write_atomic
+
+            self._memo[key] = self._zeros(n_atoms)
+            try:
+                self._path(key).parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self._rejected_path(key), sid.encode())
+            except OSError:
+                pass  # a read-only or full cache only costs the recomputation next time
         if sid not in self._said:
             self._said.add(sid)
             print(f"{self.name}: structure {sid} rejected by {self.title} {self.version}; its backbone features are "
@@ -102,6 +114,9 @@ class FrozenBackbone:
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npy"
+
+    def _rejected_path(self, key: str) -> Path:
+        return self._path(key).with_suffix(".rejected")
 
     def _read(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         path = self._path(key)
@@ -132,12 +147,15 @@ class FrozenBackbone:
         """(per-atom ``[n, dim]``, per-structure ``[dim]``) features of (id, Z, positions, cell, pbc) tuples."""
         keys_ = [self.key(*s[1:]) for s in structures]
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
-        for k in keys_:
+        for (sid, z, *_), k in zip(structures, keys_):
             got = self._memo.get(k)
             if got is None:
                 got = self._read(k)
                 if got is not None:
                     self._memo[k] = got
+                elif self._rejected_path(k).is_file():  # refused before (by this or another process)
+                    self._reject(sid)
+                    got = self._memo[k] = self._zeros(len(z))
             out.append(got)
         todo = [i for i, o in enumerate(out) if o is None]
         for start in range(0, len(todo), self.batch_size):
@@ -189,7 +207,7 @@ class ChgnetFeatures(FrozenBackbone):
         out = []
         for (sid, z, *_), key, p in zip(structures, keys_, preds):
             if p is None:
-                self._reject(sid)
+                self._reject(sid, key, len(z))
                 out.append(self._zeros(len(z)))
                 continue
             atom = np.asarray(p["atom_fea"], np.float32).reshape(len(z), FEATURE_DIM)
@@ -260,7 +278,7 @@ class SevennetFeatures(FrozenBackbone):
                 calc.calculate(atoms, properties=["energy"])
             atom = self._captured[-1].cpu().numpy().astype(np.float32).reshape(len(z), self.dim)
         except Exception:  # noqa: BLE001 - sevenn's own checks (e.g. an element it does not know)
-            self._reject(sid)
+            self._reject(sid, key, len(z))
             return self._zeros(len(z))
         crystal = atom.mean(0)
         self._write(key, atom, crystal)
