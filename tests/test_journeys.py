@@ -11,6 +11,7 @@ import csv
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,3 +289,12 @@ def test_2dmatpedia_folder_as_a_source_and_for_predict(matpedia, tmp_path):
     assert len(rows) == 40 and all(r_["id"].startswith("2dm-") for r_ in rows)
     atoms = list(csv.DictReader(open(tmp_path / "p_atoms.csv")))
     assert np.isfinite([float(a["magmom"]) for a in atoms]).all()
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_the_shipped_models_training_configs_resolve(config):
+    """The configs the README gives to retrain shipped models (benchmarks/configs/*.yaml) resolve through
+    `matgnn train CONFIG --print-config`, the same validation a run starts with."""
+    r = ok(run("train", str(config), "--print-config"))
+    assert yaml.safe_load(r.stdout)["model"]["name"]
