@@ -48,6 +48,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import ROOT, target, write_result  # noqa: E402
+from mp_magmom import MeanOf  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from matgnn import pretrained  # noqa: E402
@@ -94,30 +95,20 @@ def backbone_cfg(base: RunConfig, backbone: str, epochs: int, name: str, split: 
     return RunConfig.model_validate(d)
 
 
-def structures_of(cache, indices) -> list[tuple]:  # noqa: ANN001
-    out = []
-    for i in indices:
-        r = cache.record(i)
-        out.append((r["id"], np.asarray(r["z"]), np.asarray(r["pos"], np.float32), np.asarray(r["cell"], np.float32),
-                    np.asarray(r["pbc"], bool)))
-    return out
-
-
 def feature_shard(backbone: str, shard: int, shards: int) -> None:
     """Compute (and cache) the backbone's features of every shard-th structure."""
-    from matgnn.graphs.backbone_features import backbone_features
+    from matgnn.graphs.backbone_features import backbone_features, record_structure
 
     torch.set_num_threads(1)
     cache, _, _ = prepare_run_data(shipped_cfg(), OUT / f"shard{shard}", Console(stderr=True, quiet=True), progress=False)
     store = backbone_features(backbone)
     todo = list(range(shard, len(cache), shards))
     t0 = time.time()
-    for start in range(0, len(todo), 256):
-        for s in range(start, min(start + 256, len(todo)), 32):
-            store.features(structures_of(cache, todo[s:min(s + 32, start + 256, len(todo))]))
-            store._memo.clear()  # noqa: SLF001 - only the disk cache is wanted here
+    for start in range(0, len(todo), 32):
+        store.features([record_structure(cache.record(i)) for i in todo[start:start + 32]])
+        store._memo.clear()  # noqa: SLF001 - only the disk cache is wanted here
         if start % 2048 == 0:
-            print(f"shard {shard}: {start + 256}/{len(todo)} in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(f"shard {shard}: {start + 32}/{len(todo)} in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     (OUT / f"shard{shard}.done").write_text(json.dumps({"seconds": time.time() - t0, "n": len(todo),
                                                         "rejected": sorted(store.rejected)}))
 
@@ -144,18 +135,8 @@ def predict_test(paths: list[Path], cfg: RunConfig, cache, test: list[int], out:
     """Score saved model folders (one, or their mean) on the test structures; per-site rows in ``out``."""
     ens = Ensemble(paths)
     out.mkdir(parents=True, exist_ok=True)
-
-    class MeanOf(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.members = torch.nn.ModuleList(ens.members)
-            self.head_specs = ens.head_specs
-
-        def forward(self, batch):  # noqa: ANN001, ANN201
-            return {k: mean for k, (mean, _) in ens(batch).items()}
-
     graphs = PackedGraphs(cache, test, [], ["magmom"], extras=batch_fields_of(*ens.members))
-    return evaluate_split(MeanOf(), make_loader(graphs, 64), cfg.targets, out, "test", plots=False,
+    return evaluate_split(MeanOf(ens), make_loader(graphs, 64), cfg.targets, out, "test", plots=False,
                           evaluation=cfg.evaluation)
 
 

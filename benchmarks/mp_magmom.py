@@ -87,7 +87,7 @@ def base_cfg(limit: int | None, epochs: int, name: str, split: dict | None = Non
     })
 
 
-class _MeanOf(torch.nn.Module):
+class MeanOf(torch.nn.Module):
     """An ensemble's mean as a model (what evaluation scores)."""
 
     def __init__(self, ens: Ensemble) -> None:
@@ -116,7 +116,7 @@ def score_shipped(name: str):
     cache, _, pos = prepare_run_data(MODEL_CFG, out, Console(stderr=True), progress=False)
     split = {k: [cache.ids[i] for i in v] for k, v in pos.items()}
     graphs = PackedGraphs(cache, pos["test"], [], [h.name for h in MODEL_CFG.targets if h.level == "node"])
-    metrics = evaluate_split(_MeanOf(Ensemble([folder])), make_loader(graphs, 64), MODEL_CFG.targets, out, "test",
+    metrics = evaluate_split(MeanOf(Ensemble([folder])), make_loader(graphs, 64), MODEL_CFG.targets, out, "test",
                              plots=False, evaluation=MODEL_CFG.evaluation)
     metrics.update(n_train=len(pos["train"]), n_test=len(pos["test"]))
     return out, members, metrics, split

@@ -19,6 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "src" / "matgnn" / "pretrained"
+#: where run folders are searched for by hash (a stage's parent, a delta model's base)
+RUN_ROOTS = [ROOT / "runs", ROOT / "benchmarks" / "runs"]
 
 CARDS = {
     "magmom-mp": {
@@ -141,7 +143,7 @@ def lineage(run: Path) -> list[tuple[Path, dict, dict]]:
     first (:func:`matgnn.artifacts.lineage`: parents found by hash)."""
     from matgnn.artifacts import lineage as run_lineage
 
-    return run_lineage(run, [ROOT / "runs", ROOT / "benchmarks" / "runs"])
+    return run_lineage(run, RUN_ROOTS)
 
 
 def _stages_text(stages: list[tuple[Path, dict, dict]]) -> str:
@@ -280,14 +282,15 @@ def main() -> None:
     base_text = ""
     parent = parent_of(run)
     if parent is not None and parent.relation == "delta":  # the frozen base inside the model: its own training
-        base = parent_run(run, [ROOT / "runs", ROOT / "benchmarks" / "runs"])
+        base = parent_run(run, RUN_ROOTS)
         if base is None:
             raise SystemExit(f"{run}: its delta base {parent.spec} was not found as a run folder (by hash)")
         bstages = lineage(base)
         bc = yaml.safe_load((base / "config.yaml").read_text())
         shutil.copy(base / "config.yaml", dest / "training_config_base.yaml")
-        base_text = (f"\nDelta learning: prediction = frozen base + this model's correction"
-                     f"{' (the base head ' + repr(list(cfg['delta']['base_heads'].values())[0]) + ')' if cfg['delta'].get('base_heads') else ''}. "
+        base_heads = list((cfg["delta"].get("base_heads") or {}).values())
+        via = f" (the base head {', '.join(map(repr, base_heads))})" if base_heads else ""
+        base_text = (f"\nDelta learning: prediction = frozen base + this model's correction{via}. "
                      f"Both sets of weights are in `state.pt`. The base: `{bc['model']['name']}`, width "
                      f"{bc['model']['hidden']}, {bc['model']['layers']} layers, trained on {_source_text(bc)} — "
                      f"{_stages_text(bstages)}; its config is `training_config_base.yaml`.")

@@ -101,17 +101,16 @@ class BackboneSpace:
     def graph_names(self) -> list[str]:
         return [f"{self.name}_{stat}_{k}" for stat in ("mean", "max", "min") for k in range(self.dim)]
 
-    @staticmethod
-    def _structure(rec: dict[str, Any]) -> tuple:
-        return (rec["id"], np.asarray(rec["z"]), np.asarray(rec["pos"], np.float32), np.asarray(rec["cell"], np.float32),
-                np.asarray(rec["pbc"], bool))
-
     def prefetch(self, recs: Sequence[dict[str, Any]]) -> None:
         """Compute (or read from the cache) the features of ``recs`` in the backbone's batches."""
-        self.store.features([self._structure(r) for r in recs])
+        from matgnn.graphs.backbone_features import record_structure
+
+        self.store.features([record_structure(r) for r in recs])
 
     def _atom_features(self, rec: dict[str, Any]) -> np.ndarray:
-        return self.store.features([self._structure(rec)])[0][0]
+        from matgnn.graphs.backbone_features import record_structure
+
+        return self.store.features([record_structure(rec)])[0][0]
 
     def atoms(self, rec: dict[str, Any]) -> sp.csr_matrix:
         a = self._atom_features(rec)

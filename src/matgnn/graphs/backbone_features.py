@@ -83,14 +83,13 @@ class FrozenBackbone:
     def _zeros(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((n, self.dim), np.float32), np.zeros(self.dim, np.float32)
 
-    def _reject(self, sid: str, key: str | None = None, n_atoms: int = 0) -> None:
+    def _reject(self, sid: str, key: str | None = None) -> None:
         """Name a structure the backbone refused (once per process). With its ``key``, remember the refusal
-        (zero features in the memo, a ``.rejected`` marker beside the cache files) so that neither this
-        process nor a later one runs the backbone on it again."""
+        on disk (a ``.rejected`` marker beside the cache files) so that no later process runs the backbone on
+        it again; this process memoises the zero features :meth:`features` gets."""
         if key is not None:
             from matgnn.models.base import write_atomic
 
-            self._memo[key] = self._zeros(n_atoms)
             try:
                 self._path(key).parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(self._rejected_path(key), sid.encode())
@@ -207,7 +206,7 @@ class ChgnetFeatures(FrozenBackbone):
         out = []
         for (sid, z, *_), key, p in zip(structures, keys_, preds):
             if p is None:
-                self._reject(sid, key, len(z))
+                self._reject(sid, key)
                 out.append(self._zeros(len(z)))
                 continue
             atom = np.asarray(p["atom_fea"], np.float32).reshape(len(z), FEATURE_DIM)
@@ -278,7 +277,7 @@ class SevennetFeatures(FrozenBackbone):
                 calc.calculate(atoms, properties=["energy"])
             atom = self._captured[-1].cpu().numpy().astype(np.float32).reshape(len(z), self.dim)
         except Exception:  # noqa: BLE001 - sevenn's own checks (e.g. an element it does not know)
-            self._reject(sid, key, len(z))
+            self._reject(sid, key)
             return self._zeros(len(z))
         crystal = atom.mean(0)
         self._write(key, atom, crystal)
@@ -314,6 +313,13 @@ def batch_structures(batch: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.n
     cell, pbc = batch[keys.CELL].cpu().numpy(), batch[keys.PBC].cpu().numpy()
     return [(sid, z[starts[g]:starts[g + 1]], pos[starts[g]:starts[g + 1]], cell[g], pbc[g])
             for g, sid in enumerate(batch[keys.STRUCTURE_ID])]
+
+
+def record_structure(rec: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A graph-cache record's structure as the (id, Z, positions, cell, pbc) tuple the backbones take (the
+    same arrays, so the same cache key, as :func:`batch_structures` gives for it in a batch)."""
+    return (rec["id"], np.asarray(rec["z"]), np.asarray(rec["pos"], np.float32), np.asarray(rec["cell"], np.float32),
+            np.asarray(rec["pbc"], bool))
 
 
 def add_backbone_features(batch: Any, name: str) -> Any:

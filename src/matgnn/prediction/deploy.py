@@ -46,8 +46,6 @@ def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repe
     builds them (with the models' batch fields); for a model that needs them (a backbone's features,
     triplets) ``batch_fields_ms`` is their cost for one new structure (a freshly rattled cell each time,
     so no cache answers), to add to ``graph_build_ms`` and ``single_ms``."""
-    import itertools
-
     from matgnn.artifacts import resolve
     from matgnn.graphs.packed import PackedGraphs
     from matgnn.models.base import batch_fields_of
@@ -72,10 +70,9 @@ def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repe
                            "parameters": sum(p.numel() for m in modules for p in m.parameters()), "load_s": load_s,
                            "n_atoms": n_atoms, "graph_build_ms": graph_ms, "batch": batch}
     if fields:
-        seeds = itertools.count(1)
-        fresh = [graph_record(example_cell(n_atoms, seed), settings) for seed in range(1, repeats + 2)]
-        res["batch_fields"] = list(fields)
-        res["batch_fields_ms"] = _time(lambda: make_batch([fresh[next(seeds) - 1]]), repeats) * 1e3
+        fresh = iter([graph_record(example_cell(n_atoms, seed), settings) for seed in range(1, repeats + 2)])
+        res["batch_fields"] = list(fields)  # _time calls repeats + 1 times: a new cell each
+        res["batch_fields_ms"] = _time(lambda: make_batch([next(fresh)]), repeats) * 1e3
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     for dev in devices:
         for module in modules:
