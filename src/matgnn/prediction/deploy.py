@@ -4,6 +4,7 @@ seed research's deployment table in form."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,8 @@ def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repe
     """Measured costs in seconds (``*_ms`` in milliseconds) of a saved model (or an ensemble
     folder: all members run, parameters summed) on each device. Batches are built as ``predict``
     builds them (with the models' batch fields); for a model that needs them (a backbone's features,
-    triplets) ``batch_fields_ms`` is their cost for one new structure (a freshly rattled cell each time,
-    so no cache answers), to add to ``graph_build_ms`` and ``single_ms``."""
+    triplets) ``batch_fields_ms`` is their cost for one new structure (a cell rattled from a random seed
+    each time, so no cache answers), to add to ``graph_build_ms`` and ``single_ms``."""
     from matgnn.artifacts import resolve
     from matgnn.graphs.packed import PackedGraphs
     from matgnn.models.base import batch_fields_of
@@ -70,8 +71,11 @@ def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repe
                            "parameters": sum(p.numel() for m in modules for p in m.parameters()), "load_s": load_s,
                            "n_atoms": n_atoms, "graph_build_ms": graph_ms, "batch": batch}
     if fields:
-        fresh = iter([graph_record(example_cell(n_atoms, seed), settings) for seed in range(1, repeats + 2)])
-        res["batch_fields"] = list(fields)  # _time calls repeats + 1 times: a new cell each
+        # _time calls repeats + 1 times: a new cell each, rattled from a random seed so that no feature cache
+        # (this process's memo, or the disk cache of an earlier call or run) has seen it
+        seed = int.from_bytes(os.urandom(4), "little")
+        fresh = iter([graph_record(example_cell(n_atoms, seed + k), settings) for k in range(repeats + 1)])
+        res["batch_fields"] = list(fields)
         res["batch_fields_ms"] = _time(lambda: make_batch([next(fresh)]), repeats) * 1e3
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     for dev in devices:
