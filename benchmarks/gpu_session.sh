@@ -7,12 +7,12 @@
 # What travels with it (prepared here by `bash benchmarks/gpu_session.sh --prepare`, both git-ignored
 # through .git/info/exclude): .whl/ (wheels of what the machine's image lacks: pydantic, vesin, lmdb,
 # ase, pymatgen, jarvis-tools, alignn, ...) and .gpudata/ (../shared/data's dft_2d zip, the MP CIF
-# lines and the MEGNet split). Three benchmarks run at once, each under a deadline, each writing its
+# lines and the MEGNet split). The benchmarks run at once, each under a deadline, each writing its
 # results file as it goes (a killed one keeps what it finished):
 #   - alignn_compare.py --device cuda: ours vs ALIGNN's own release on the GPU, dft_2d folds, equal epochs
 #   - mp_megnet.py --family alignn --device cuda: MEGNet-MP e_form and gap on the full 31,624 training
 #     structures (time-budgeted, one-cycle planned over the epochs that fit), e_form curve at 3k / 10k
-#   - dft2d_exfoliation.py --device cuda: exfoliation energy, every family, 5-fold
+#   - (EXFOLIATION=1 only) dft2d_exfoliation.py --device cuda: exfoliation energy, every family, 5-fold
 # Results, logs and run histories come back in $OUT (results.tgz + logs).
 set -u
 if [ "${1:-}" = "--prepare" ]; then  # here, on the development machine
@@ -63,9 +63,11 @@ timeout $(( $(left) - 20 )) python3 benchmarks/alignn_compare.py --device cuda -
 timeout $(( $(left) - 20 )) python3 benchmarks/mp_megnet.py --family alignn --device cuda --epochs 60 \
     --max-minutes ${MEGNET_MINUTES:-5.5} --jobs 4 --threads 1 --loader-workers 1 \
     --tasks megnet_e_form,megnet_gappbe --sizes 3000,10000 > "$OUTDIR/log_mp_megnet_alignn.txt" 2>&1 &
-timeout $(( $(left) - 20 )) python3 benchmarks/dft2d_exfoliation.py --device cuda \
-    --models alignn,pna,cgcnn,schnet,dimenet++,cgconv_net,zoo:transformerconv --jobs "$EXF_JOBS" --threads 1 \
-    --max-minutes ${EXF_MINUTES:-1.0} > "$OUTDIR/log_dft2d_exfoliation.txt" 2>&1 &
+if [ "${EXFOLIATION:-0}" = 1 ]; then  # every family was measured on the CPU (dft2d_exfoliation.json); off by default
+    timeout $(( $(left) - 20 )) python3 benchmarks/dft2d_exfoliation.py --device cuda \
+        --models alignn,pna,cgcnn,schnet,dimenet++,cgconv_net,zoo:transformerconv --jobs "$EXF_JOBS" --threads 1 \
+        --max-minutes ${EXF_MINUTES:-1.0} > "$OUTDIR/log_dft2d_exfoliation.txt" 2>&1 &
+fi
 (sleep 150; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv > "$OUTDIR/nvidia_smi_150s.txt") &
 while [ -n "$(jobs -r)" ] && [ "$(left)" -gt 15 ]; do sleep 5; done
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
