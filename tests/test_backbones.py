@@ -164,3 +164,62 @@ def test_shipped_backbone_moment_model_warm_starts_dft(tmp_path):
     assert any(starts.iterdir())
     card = " ".join(ok(run("models", "magmom-mp-chgnet")).out.split())
     assert "CHGNet 0.3.0" in card and "modified BSD" in card and "MPtrj" in card
+
+
+def test_moment_head_learns_the_residual_to_chgnets_own_moment(tmp_path):
+    """`targets: [{name: magmom, level: node, baseline: backbone}]` on `model: chgnet`: the head learns the
+    residual to CHGNet's zero-shot moment of each atom (its own magmom head on the cached features). With the
+    residual at zero a saved model predicts exactly CHGNet's moments, and an atom of an element the training
+    set never labelled always gets CHGNet's answer. SevenNet (no moment head) and CGCNN say why they cannot."""
+    import torch
+    from ase.build import bulk
+    from chgnet.model import CHGNet
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from matgnn import load_model
+    from tests.userdata import CRYSTALS, magmom_jsonl, magmom_run_yaml, user_error
+
+    env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
+    data = magmom_jsonl(tmp_path / "m.jsonl.gz")  # no Co in it
+
+    def config(model: str, name: str):
+        cfg = magmom_run_yaml(tmp_path / f"{name}.yaml", data, tmp_path / f"runs-{name}", model)
+        cfg.write_text(cfg.read_text().replace("level: node}", "level: node, baseline: backbone}"))
+        return cfg
+
+    ok(run("train", str(config(MODEL, "chgnet")), env=env))
+    (run_dir,) = runs_in(tmp_path / "runs-chgnet")
+    assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["test.magmom.mae"])
+    for model, name in (("{name: sevennet, hidden: 16}", "sevennet"), ("{name: cgcnn, hidden: 16}", "cgcnn")):
+        user_error(run("train", str(config(model, name)), env=env), "baseline 'backbone'", "magnetic moments")
+        assert runs_in(tmp_path / f"runs-{name}") == []
+
+    model = load_model(run_dir)
+    seen = {int(z) for z in torch.nonzero(model.element_baseline[0]).ravel()}  # the elements training labelled
+    el, a = next((el, a) for el, a in CRYSTALS if bulk(el).numbers[0] in seen)
+    fe, co = bulk(el, "fcc", a=a), bulk("Co", "hcp", a=2.51, c=4.07)  # "fe": a labelled element; Co never is
+    write(tmp_path / "fe.cif", fe)
+    write(tmp_path / "co.cif", co)
+    chgnet = CHGNet.load(model_name="0.3.0", verbose=False)
+    own = {k: np.asarray(chgnet.predict_structure(AseAtomsAdaptor.get_structure(a), task="em")["m"]).ravel()
+           for k, a in (("fe", fe), ("co", co))}
+
+    def atoms_csv(model_dir, name):
+        out = tmp_path / f"{name}.csv"
+        ok(run("predict", str(model_dir), str(tmp_path / "fe.cif"), str(tmp_path / "co.cif"), "--out", str(out),
+               env=env))
+        rows = list(csv.DictReader(open(out.with_name(f"{name}_atoms.csv"))))
+        return {k: np.array([float(r["magmom"]) for r in rows if r["id"].startswith(k)]) for k in ("fe", "co")}
+
+    trained_rows = atoms_csv(run_dir, "trained")
+    np.testing.assert_allclose(trained_rows["co"], own["co"], atol=1e-4)  # Co: never labelled in training
+    last = [m for m in model.heads["magmom"].modules() if isinstance(m, torch.nn.Linear)][-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    info = json.loads((run_dir / "model" / "model.json").read_text())  # its graph settings, trained elements, ...
+    model.save(tmp_path / "zero-residual", extra={k: v for k, v in info.items()
+                                                  if k not in ("class", "module", "version", "init_args")})
+    zero_rows = atoms_csv(tmp_path / "zero-residual", "zero")
+    for k in ("fe", "co"):
+        np.testing.assert_allclose(zero_rows[k], own[k], atol=1e-4)
+    assert not np.allclose(trained_rows["fe"], own["fe"], atol=1e-3)  # a labelled element: the residual moves it

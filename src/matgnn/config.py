@@ -33,9 +33,11 @@ class HeadConfig(_Strict):
     normalize: bool = Field(True, description="standardise the target with train-set mean/std (stored in the model)")
     transform: Literal["none", "log"] = Field("none", description="log: train on log1p(y) (positive, skewed targets "
                                                                    "such as moduli); predictions are mapped back")
-    baseline: Literal["none", "element_mean"] = Field("none", description=(
+    baseline: Literal["none", "element_mean", "backbone"] = Field("none", description=(
         "node heads: element_mean makes the model learn the residual to each element's mean label over the "
-        "training atoms (the table is stored in the model and added back to predictions)"))
+        "training atoms (the table is stored in the model and added back to predictions); backbone (magnetic "
+        "moments on model chgnet) the residual to the backbone's own zero-shot prediction of each atom, so an "
+        "element or structure type unlike the training set starts from the pretrained model's answer"))
     components: list[str] | None = Field(None, description=(
         "a vector-valued graph head: these graph-level targets of the source are predicted together as one "
         "output of len(components) values (e.g. several band gaps, or a spectrum's bins); each component is "
@@ -61,7 +63,7 @@ class HeadConfig(_Strict):
             if len(self.components) < 2 or len(set(self.components)) != len(self.components):
                 raise ValueError(f"head {self.name!r}: components must name at least two distinct targets")
         if self.baseline != "none" and self.level != "node":
-            raise ValueError(f"head {self.name!r}: baseline 'element_mean' is for node-level heads")
+            raise ValueError(f"head {self.name!r}: baseline {self.baseline!r} is for node-level heads")
         if self.baseline != "none" and self.transform != "none":
             raise ValueError(f"head {self.name!r}: baseline and transform 'log' cannot be combined")
         return self

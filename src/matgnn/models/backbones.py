@@ -87,9 +87,27 @@ class CHGNetBackbone(MatgnnModel):
             raise ValueError(f"this model was trained on {self.backbone_title} {backbone_version} features; matgnn "
                              f"computes {self.backbone_title} {self.current_version()}'s")
         add_feature_mlp(self, self.feature_dim, hidden, layers, crystal_feature, dropout)
+        if any(h["baseline"] == "backbone" for h in self.head_specs):
+            self._add_magmom_reference()
 
     def node_features(self, batch: Any) -> torch.Tensor:
         return feature_mlp(self, batch[keys.BACKBONE_ATOM], batch)
+
+    # ``baseline: backbone``: CHGNet's own magnetic moment of each atom, |w·f + b|, its ``site_wise`` head on
+    # the very features the cache holds (the atom features before its last convolution), so the
+    # reference costs nothing beyond the cached features and equals CHGNet's zero-shot moment
+    backbone_references = True
+
+    def _add_magmom_reference(self) -> None:
+        from matgnn.graphs.backbone_features import chgnet_features
+
+        head = chgnet_features().model.site_wise  # the wheel's weights; saved with ours (a reload keeps them)
+        self.register_buffer("backbone_magmom_weight", head.weight.detach().reshape(-1).clone().float())
+        self.register_buffer("backbone_magmom_bias", head.bias.detach().reshape(()).clone().float())
+
+    def backbone_reference(self, k: int, batch: Any) -> torch.Tensor:
+        f = batch[keys.BACKBONE_ATOM]
+        return torch.abs(f @ self.backbone_magmom_weight + self.backbone_magmom_bias)
 
 
 class SevenNetConfig(CHGNetConfig):
@@ -105,6 +123,7 @@ class SevenNetBackbone(CHGNetBackbone):
 
     config_class = SevenNetConfig
     batch_fields = ("sevennet_features",)
+    backbone_references = False  # SevenNet-0 predicts no magnetic moments
     backbone_title = "SevenNet"
     feature_dim = SEVENNET_DIM
 

@@ -160,10 +160,15 @@ class MatgnnModel(nn.Module):
                            for h in heads]
         if any(s.get("components") and s["level"] != "graph" for s in self.head_specs):
             raise ValueError("vector heads (components) are graph-level heads")
-        bad = [h["name"] for h in self.head_specs if h["baseline"] not in ("none", "element_mean")
-               or (h["baseline"] == "element_mean" and h["level"] != "node")]
+        bad = [h["name"] for h in self.head_specs if h["baseline"] not in ("none", "element_mean", "backbone")
+               or (h["baseline"] != "none" and h["level"] != "node")]
         if bad:
-            raise ValueError(f"head {bad[0]!r}: baseline must be 'none' or, for node heads, 'element_mean'")
+            raise ValueError(f"head {bad[0]!r}: baseline must be 'none' or, for node heads, 'element_mean' or "
+                             "'backbone'")
+        bad = [h["name"] for h in self.head_specs if h["baseline"] == "backbone" and not self.backbone_references]
+        if bad:
+            raise ValueError(f"head {bad[0]!r}: baseline 'backbone' needs a model with a pretrained backbone that "
+                             f"predicts it itself (model chgnet: magnetic moments); {type(self).__name__} has none")
         bad = [h["transform"] for h in self.head_specs if h["transform"] not in ("none", "log")]
         if bad:
             raise ValueError(f"unknown target transform {bad[0]!r}; use 'none' or 'log'")
@@ -179,7 +184,9 @@ class MatgnnModel(nn.Module):
         self._slices = [slice(a, a + d) for a, d in zip([0, *torch.tensor(dims).cumsum(0).tolist()], dims)]
         self.register_buffer("target_mean", torch.zeros(sum(dims)))
         self.register_buffer("target_std", torch.ones(sum(dims)))
-        #: per-head, per-element reference added to node predictions (``baseline: element_mean``)
+        #: per-head, per-element reference added to node predictions (``baseline: element_mean``); for
+        #: ``baseline: backbone`` heads, 1 for the elements the training set labelled (the learned residual
+        #: applies to those; an atom of any other element gets the backbone's answer unchanged)
         self.register_buffer("element_baseline", torch.zeros(len(heads), MAX_Z + 1))
 
     # -- saving -----------------------------------------------------------------
@@ -234,6 +241,14 @@ class MatgnnModel(nn.Module):
     def node_features(self, batch: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    #: whether :meth:`backbone_reference` exists (``baseline: backbone`` heads): a pretrained backbone's
+    #: own per-atom prediction of a head's quantity
+    backbone_references = False
+
+    def backbone_reference(self, k: int, batch: Any) -> torch.Tensor:
+        """Node head ``k``'s per-atom reference for ``baseline: backbone`` (the backbone's zero-shot answer)."""
+        raise NotImplementedError(f"{type(self).__name__} has no backbone reference")
+
     def pool(self, h: torch.Tensor, batch: Any) -> torch.Tensor:
         if self.attention_pool is not None:  # softmax-weighted mean over each graph's atoms
             return self.attention_pool(h, batch[keys.BATCH], dim_size=batch.num_graphs)
@@ -261,6 +276,8 @@ class MatgnnModel(nn.Module):
             return torch.log1p(y)
         if spec["baseline"] == "element_mean":
             return y - self.element_baseline[k][batch[keys.Z]]
+        if spec["baseline"] == "backbone":
+            return y - self.backbone_reference(k, batch)
         return y
 
     def forward_normalized(self, batch: Any) -> dict[str, torch.Tensor]:
@@ -284,6 +301,8 @@ class MatgnnModel(nn.Module):
         v = v * self.head_std(k) + self.head_mean(k)
         if spec["baseline"] == "element_mean":
             v = v + self.element_baseline[k][batch[keys.Z]]
+        elif spec["baseline"] == "backbone":
+            v = v * self.element_baseline[k][batch[keys.Z]] + self.backbone_reference(k, batch)
         return torch.expm1(v) if spec["transform"] == "log" else v
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:

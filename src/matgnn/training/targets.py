@@ -70,6 +70,14 @@ def element_means(labels: list[dict[str, np.ndarray]], idx: list[int], name: str
     return out
 
 
+def seen_elements(labels: list[dict[str, np.ndarray]], idx: list[int], name: str) -> np.ndarray:
+    """1.0 for each element with a labelled atom in graphs ``idx``, else 0.0 (``baseline: backbone``: the
+    learned residual applies to these elements only)."""
+    z = np.concatenate([labels[i]["z"] for i in idx])
+    y = np.concatenate([labels[i][name] for i in idx])
+    return (np.bincount(z[~np.isnan(y)], minlength=MAX_Z + 1) > 0).astype(float)
+
+
 def standardisation(vals: np.ndarray, head: HeadConfig) -> tuple[float, float]:
     """Mean and std a head's labelled training values are standardised with (0 and 1 when the
     head is not normalised or has fewer than two values)."""
@@ -81,7 +89,8 @@ def standardisation(vals: np.ndarray, head: HeadConfig) -> tuple[float, float]:
 def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: list[HeadConfig]):
     """Mean and std of the training labels in the space the model learns (after ``transform``
     or minus the element baseline): one entry per scalar head and one per component of a vector
-    head, in head order (the layout of the model's ``target_mean``); and the element baselines."""
+    head, in head order (the layout of the model's ``target_mean``); and the element baselines (for
+    ``baseline: backbone`` heads: which elements the training set labels)."""
     mean, std = [], []
     baseline = np.zeros((len(heads), MAX_Z + 1))
     for k, h in enumerate(heads):
@@ -93,6 +102,8 @@ def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: li
             if h.baseline == "element_mean":
                 baseline[k] = element_means(labels, idx, h.name)
                 vals = vals - baseline[k][np.concatenate([labels[i]["z"] for i in idx])]
+            elif h.baseline == "backbone":
+                baseline[k] = seen_elements(labels, idx, h.name)
             columns = [(h.name, vals)]
         for name, vals in columns:
             vals = vals[~np.isnan(vals)]
@@ -101,6 +112,8 @@ def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: li
                     raise ValueError(f"target {name!r} has values <= -1; transform 'log' (log1p) needs y > -1")
                 vals = np.log1p(vals)
             mu, sd = standardisation(vals, h)
+            if h.baseline == "backbone":  # the residual to the backbone's answer: centred on it, at the labels' scale
+                mu = 0.0
             mean.append(mu)
             std.append(sd)
     return torch.tensor(mean), torch.tensor(std), torch.tensor(baseline, dtype=torch.float32)
