@@ -43,6 +43,8 @@ BACKBONE_CRYSTAL = "backbone_crystal"
 #: CHGNet's own graphs of a batch's structures (a list of chgnet CrystalGraph, one per structure;
 #: model ``chgnet_ft``)
 CHGNET_GRAPHS = "chgnet_graphs"
+#: SevenNet's own graphs of a batch's structures (a list of sevenn AtomGraphData; model ``sevennet_ft``)
+SEVENNET_GRAPHS = "sevennet_graphs"
 
 #: Prefix of target fields: a graph-level target has shape ``[n_graphs]``, a node-level
 #: target ``[n_atoms]``. Missing labels are NaN and are masked by the losses.

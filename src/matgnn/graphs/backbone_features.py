@@ -364,3 +364,62 @@ def add_chgnet_graphs(batch: Any) -> Any:
         graphs.append(graph)
     batch[keys.CHGNET_GRAPHS] = graphs
     return batch
+
+
+def sevennet_network():  # noqa: ANN201 - sevenn's AtomGraphSequential
+    """A fresh SevenNet-0 network from the sevenn wheel's checkpoint, set for batched graphs (model
+    ``sevennet_ft``)."""
+    load_checkpoint = import_backbone("sevenn.util", "load_checkpoint", "sevennet_ft", "sevenn")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        net = load_checkpoint(SEVENNET_MODEL).build_model()
+    net.set_is_batch_data(True)
+    return net
+
+
+_SEVENNET_GRAPHS: dict[str, Any] = {}
+
+
+def add_sevennet_graphs(batch: Any) -> Any:
+    """SevenNet's own graphs (its neighbour list at its 5 Å cutoff, edge vectors included) of the batch's
+    structures as ``keys.SEVENNET_GRAPHS``, built once per structure in this process. An element SevenNet-0
+    does not know is a :class:`~matgnn.errors.UserError` naming the structure."""
+    from ase import Atoms
+
+    from matgnn.errors import UserError
+
+    AtomGraphData = import_backbone("sevenn.atom_graph_data", "AtomGraphData", "sevennet_ft", "sevenn")
+    to_graph = import_backbone("sevenn.train.dataload", "unlabeled_atoms_to_graph", "sevennet_ft", "sevenn")
+    net = _sevennet_reference()
+    graphs = []
+    for sid, zg, pg, cell, pbc in batch_structures(batch):
+        key = FrozenBackbone.key(zg, pg, cell, pbc)
+        graph = _SEVENNET_GRAPHS.get(key)
+        if graph is None:
+            unknown = sorted({int(z) for z in zg} - set(net["type_map"]))
+            if unknown:
+                raise UserError(f"structure {sid}: SevenNet-0 was not trained on element(s) Z={unknown}; model "
+                                "'sevennet_ft' cannot use it")
+            atoms = Atoms(numbers=np.asarray(zg, int), positions=np.asarray(pg, float),
+                          cell=np.asarray(cell, float), pbc=np.asarray(pbc, bool))
+            data = to_graph(atoms, net["cutoff"], with_shift=False)
+            data.pop("data_info", None)
+            graph = AtomGraphData.from_numpy_dict(data)
+            _SEVENNET_GRAPHS[key] = graph
+        graphs.append(graph)
+    batch[keys.SEVENNET_GRAPHS] = graphs
+    return batch
+
+
+_SEVENNET_META: dict[str, Any] = {}
+
+
+def _sevennet_reference() -> dict[str, Any]:
+    """SevenNet-0's cutoff and element map (read once from the wheel's checkpoint)."""
+    if not _SEVENNET_META:
+        load_checkpoint = import_backbone("sevenn.util", "load_checkpoint", "sevennet_ft", "sevenn")
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            config = load_checkpoint(SEVENNET_MODEL).config
+        _SEVENNET_META.update(cutoff=float(config["cutoff"]), type_map=dict(config["_type_map"]))
+    return _SEVENNET_META

@@ -26,6 +26,12 @@ def _chgnet_graphs(batch: Any) -> Any:
     return add_chgnet_graphs(batch)
 
 
+def _sevennet_graphs(batch: Any) -> Any:
+    from matgnn.graphs.backbone_features import add_sevennet_graphs  # imports sevenn only when used
+
+    return add_sevennet_graphs(batch)
+
+
 #: field name -> function adding it to a batch
 BUILDERS = {"triplets": add_triplets, "chgnet_features": _chgnet, "sevennet_features": _sevennet,
-            "chgnet_graphs": _chgnet_graphs}
+            "chgnet_graphs": _chgnet_graphs, "sevennet_graphs": _sevennet_graphs}

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Tag, TypeAdapter
 
 from matgnn.models.alignn import ALIGNN
-from matgnn.models.backbones import CHGNetBackbone, CHGNetFineTune, SevenNetBackbone
+from matgnn.models.backbones import CHGNetBackbone, CHGNetFineTune, SevenNetBackbone, SevenNetFineTune
 from matgnn.models.base import MatgnnModel
 from matgnn.models.cgcnn import CGCNN, CGConvNet
 from matgnn.models.dimenet import DimeNetPP
@@ -35,6 +35,7 @@ MODELS: dict[str, type[MatgnnModel]] = {
     "chgnet": CHGNetBackbone,
     "sevennet": SevenNetBackbone,
     "chgnet_ft": CHGNetFineTune,
+    "sevennet_ft": SevenNetFineTune,
 }
 
 

@@ -266,3 +266,111 @@ class CHGNetFineTune(MatgnnModel):
             self._anchor_term = self.anchor_weight * ((out["e"].reshape(-1) - e_ref.to(device)).abs().mean()
                                                       + (m - m_ref.to(device)).abs().mean())
         return feature_mlp(self, self.chgnet.readout_norm.matgnn_out, batch)
+
+
+#: SevenNet-0's modules by layer group: its embeddings, then interaction block k = the modules named ``k_*``;
+#: the energy readout after ``reduce_input_to_hidden`` (``backbone_readout``) is not read and stays frozen
+_SEVENNET_EMBEDDING = ("edge_embedding", "onehot_idx_to_onehot", "onehot_to_feature_x")
+_SEVENNET_FEATURES_END = "reduce_input_to_hidden"
+
+
+def _codegen_constant(key: str) -> bool:
+    return key.rsplit(".", 1)[-1].startswith("_tensor_constant")
+
+
+def _drop_codegen_constants(_module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+    for key in [k for k in state if k.startswith(prefix) and _codegen_constant(k)]:
+        del state[key]
+
+
+def _forgive_codegen_constants(_module: nn.Module, incompatible: Any) -> None:
+    for key in [k for k in incompatible.missing_keys if _codegen_constant(k)]:
+        incompatible.missing_keys.remove(key)
+    for key in [k for k in incompatible.unexpected_keys if _codegen_constant(k)]:
+        incompatible.unexpected_keys.remove(key)
+
+
+class SevenNetFineTuneConfig(ModelSettings):
+    """``model: {name: sevennet_ft, ...}``: SevenNet-0 itself trained with our MLP and heads on its 128 invariant
+    per-atom features (the input of its energy readout; the backbone starts from the wheel's weights)."""
+
+    name: Literal["sevennet_ft"] = "sevennet_ft"
+    hidden: int = Field(128, ge=1, description="width of the MLP on the backbone features")
+    layers: int = Field(2, ge=1, description="layers of the MLP on the backbone features")
+    crystal_feature: bool = Field(True, description="give every atom the mean of its structure's features too")
+    freeze: list[str] = Field(default_factory=list, description=(
+        "backbone layer groups kept at the pretrained weights: embedding, conv_0 .. conv_4 (SevenNet-0's "
+        "interaction block k: self-connection, self-interactions, convolution, gate); the rest of the backbone "
+        "trains. `matgnn finetune` policies apply too"))
+    backbone_lr_scale: float = Field(1.0, gt=0, description=(
+        "learning rate of SevenNet's own layers (embedding, conv_k) as a multiple of train.lr"))
+
+
+class SevenNetFineTune(MatgnnModel):
+    """SevenNet-0 (weights from the sevenn wheel, then trained) → its 128 invariant features per atom (what its
+    energy readout reads) → each beside its structure's mean → our per-atom MLP → pooling → heads. Layer
+    groups: SevenNet's embeddings (``embedding``), interaction block k (``conv_k``), our MLP (``readout``),
+    heads (``head``); SevenNet's energy readout and force output (``backbone_readout``) are not run."""
+
+    config_class = SevenNetFineTuneConfig
+    batch_fields = ("sevennet_graphs",)
+
+    def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
+                 freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, backbone_version: str | None = None,
+                 cutoff: float = 8.0, dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
+        super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
+        version = backbone_version or sevennet_version()
+        if version != sevennet_version():
+            raise ValueError(f"this model fine-tuned SevenNet {version}; matgnn starts from SevenNet "
+                             f"{sevennet_version()}")
+        self.init_args["backbone_version"] = version
+        from matgnn.graphs.backbone_features import sevennet_network
+
+        self.sevennet = sevennet_network()
+        # e3nn's generated tensor-product code holds constants (``..._tensor_constantN``) that appear in the
+        # module only after its code runs; they are rebuilt with the network, so they are neither saved nor
+        # expected when weights are loaded (else a copy made before a forward pass cannot take the weights after)
+        self.sevennet._register_state_dict_hook(_drop_codegen_constants)
+        self.sevennet.register_load_state_dict_post_hook(_forgive_codegen_constants)
+        names = list(self.sevennet._modules)
+        self._feature_modules = names[:names.index(_SEVENNET_FEATURES_END)]
+        self.n_blocks = len({n.split("_", 1)[0] for n in self._feature_modules if n.split("_", 1)[0].isdigit()})
+        add_feature_mlp(self, SEVENNET_DIM, hidden, layers, crystal_feature, dropout)
+        self._fixed = {"backbone_readout", *(freeze or ())}
+        unknown = self._fixed - {"backbone_readout", "embedding", *(f"conv_{k}" for k in range(self.n_blocks))}
+        if unknown:
+            raise ValueError(f"freeze: unknown backbone layer groups {sorted(unknown)} (embedding, conv_0 .. "
+                             f"conv_{self.n_blocks - 1})")
+        for name, p in self.named_parameters():
+            p.requires_grad_(self.parameter_group(name) not in self._fixed)
+        self.backbone_lr_scale = float(backbone_lr_scale)
+
+    def fixed_groups(self) -> set[str]:
+        return set(self._fixed)
+
+    def parameter_group(self, name: str) -> str:
+        first, _, rest = name.partition(".")
+        if first != "sevennet":
+            return "head" if first == "heads" else "readout" if first in ("input", "mlp") else "other"
+        module = rest.partition(".")[0]
+        if module in _SEVENNET_EMBEDDING:
+            return "embedding"
+        block = module.split("_", 1)[0]
+        if block.isdigit() and module in self._feature_modules:
+            return f"conv_{block}"
+        return "backbone_readout"
+
+    def lr_scale(self, group: str) -> float:
+        return self.backbone_lr_scale if group == "embedding" or group.startswith("conv_") else 1.0
+
+    def node_features(self, batch: Any) -> torch.Tensor:
+        from torch_geometric.data import Batch
+
+        device = self.input[0].weight.device
+        data = Batch.from_data_list(batch[keys.SEVENNET_GRAPHS]).to(device)
+        net = self.sevennet
+        if net.eval_type_map:
+            data[net.key_node_feature] = net._atomic_numbers_to_onehot(data[net.key_atomic_numbers])  # noqa: SLF001
+        for name in self._feature_modules:
+            data = net._modules[name](data)
+        return feature_mlp(self, data["x"], batch)

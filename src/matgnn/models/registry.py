@@ -21,7 +21,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "matgnn.models.dimenet": ("DimeNetPP",),
     "matgnn.models.zoo": ("ZooModel",),
     "matgnn.models.alignn": ("ALIGNN",),
-    "matgnn.models.backbones": ("CHGNetBackbone", "SevenNetBackbone", "CHGNetFineTune"),
+    "matgnn.models.backbones": ("CHGNetBackbone", "SevenNetBackbone", "CHGNetFineTune",
+                                "SevenNetFineTune"),
     "matgnn.models.delta": ("DeltaModel",),
     "matgnn.models.ensemble": ("EnsembleModel",),
 }
