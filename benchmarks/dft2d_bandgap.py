@@ -38,6 +38,9 @@ FAMILIES = {
     "dimenet++": {"name": "dimenet++", "hidden": 64, "layers": 2, "epochs": 30},
     "zoo:transformerconv": {"name": "zoo", "operator": "transformerconv", "hidden": 64, "layers": 3},
     "alignn": {"name": "alignn", "hidden": 64, "layers": 4, "gcn_layers": 2, "angle_cutoff": 3.5, "epochs": 100},
+    #: the same with the nested line graph (dihedral angles about each short bond; issue 17's coNGN-style option)
+    "alignn+dihedrals": {"name": "alignn", "hidden": 64, "layers": 4, "gcn_layers": 2, "angle_cutoff": 3.5,
+                         "dihedrals": True, "epochs": 100},
 }
 
 

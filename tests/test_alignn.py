@@ -57,3 +57,42 @@ def test_the_packer_builds_the_triplets_once_per_batch():
     # every triplet pairs edge k→j with an edge j→i that starts where it ends
     src, dst = plain[keys.EDGE_INDEX]
     assert torch.equal(dst[kj], src[ji]) and len(kj) > 0
+
+
+def _chain(phi_deg: float):
+    """Four atoms l-k-j-i, 1.5 Å bonds, 110° bond angles, dihedral ``phi_deg`` about k-j, in a 20 Å box."""
+    theta, phi = np.radians(110.0), np.radians(phi_deg)
+    k, j = np.zeros(3), np.array([1.5, 0.0, 0.0])
+    l_ = k + 1.5 * np.array([np.cos(np.pi - theta), np.sin(np.pi - theta), 0.0]) * np.array([-1, 1, 1])
+    i = j + 1.5 * np.array([np.cos(np.pi - theta), np.sin(np.pi - theta) * np.cos(phi),
+                            np.sin(np.pi - theta) * np.sin(phi)])
+    pos = np.array([l_, k, j, i]) + 5.0
+    return Structure("chain", np.array([6, 6, 6, 6]), pos, np.eye(3) * 20.0, np.ones(3, bool))
+
+
+def test_nested_line_graph_gives_the_dihedral_angle():
+    """`dihedrals: true`: the nested line graph of a 4-atom chain (bonds only between neighbours) has the
+    quadruplet l→k→j→i and its reverse, each with cos φ of the chain's dihedral angle about k-j."""
+    from matgnn.graphs.geometry import edge_vectors
+    from matgnn.models.alignn import dihedrals
+
+    for phi in (60.0, 180.0):
+        rec = graph_record(_chain(phi), GraphSettings(cutoff=1.6))
+        batch = PackedGraphs.from_records([rec], extras=["triplets"]).batch(torch.arange(1))
+        kj, ji = batch[keys.TRIPLET_KJ], batch[keys.TRIPLET_JI]
+        index, cos = dihedrals(edge_vectors(batch), kj, ji, torch.stack([kj, ji]), batch[keys.EDGE_INDEX].size(1))
+        assert index.size(1) == 2, phi
+        torch.testing.assert_close(cos, torch.full((2,), float(np.cos(np.radians(phi))), dtype=cos.dtype),
+                                   atol=1e-5, rtol=0)
+
+
+def test_alignn_with_dihedrals_from_the_cli(tmp_path):
+    folder = cif_folder(tmp_path / "cifs", n=8)
+    model = MODEL.replace("}", ", dihedrals: true}")
+    cfg = with_model(run_yaml(tmp_path / "a.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs"), model)
+    ok(run("train", str(cfg)))
+    (run_dir,) = runs_in(tmp_path / "runs")
+    assert json.loads((run_dir / "model" / "model.json").read_text())["init_args"]["dihedrals"] is True
+    out = tmp_path / "p.csv"
+    ok(run("predict", str(run_dir), str(folder), "--out", str(out)))
+    assert len(list(csv.DictReader(open(out)))) == 8

@@ -21,7 +21,8 @@ from matgnn.models.dimenet import periodic_triplets
 
 SETTINGS = GraphSettings(cutoff=4.5, max_neighbors=12)
 HEADS = [{"name": "y", "level": "graph"}, {"name": "m", "level": "node"}]
-NAMES = ["cgcnn", "cgconv_net", "schnet", "pna", "dimenet++", "alignn", "chgnet"] + [op for op in OPERATORS]
+NAMES = ["cgcnn", "cgconv_net", "schnet", "pna", "dimenet++", "alignn", "alignn+dihedrals", "chgnet"] + [
+    op for op in OPERATORS]
 
 
 def _atoms():
@@ -47,8 +48,9 @@ def _model(name):
     torch.manual_seed(0)
     extra = {"deg": [0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 30]} if name == "pna" else {}
     radial = {"num_radial": 6} if name == "dimenet++" else {"n_rbf": 8}  # DimeNet++'s own radial basis
-    if name == "alignn":
-        radial.update(n_angle=8, embedding=8, gcn_layers=1)
+    if name.startswith("alignn"):
+        radial.update(n_angle=8, embedding=8, gcn_layers=1, dihedrals=name.endswith("+dihedrals"))
+        name = "alignn"
     if name == "chgnet":  # frozen CHGNet features: no radial basis of ours
         pytest.importorskip("chgnet", reason="model 'chgnet' needs the chgnet package")
         radial = {}

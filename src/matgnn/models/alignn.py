@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, GaussianRBF
 from matgnn.graphs.geometry import edge_lengths, edge_vectors
-from matgnn.graphs.triplets import triplets
+from matgnn.graphs.triplets import chained_edges, triplets
 from matgnn.models.base import MatgnnModel, ModelSettings
 from matgnn.models.layers import RowBatchNorm
 
@@ -51,6 +51,10 @@ class ALIGNNConfig(ModelSettings):
     angle_cutoff: float | None = Field(3.5, gt=0, description=(
         "only bonds shorter than this (Å) form bond pairs of the line graph (ALIGNN's three_body_cutoff, 3.5 "
         "in its release); null: every bond of the graph"))
+    dihedrals: bool = Field(False, description=(
+        "nested line graph (angles of angles, as coNGN): each layer also runs an edge-gated convolution whose "
+        "nodes are the bond pairs and whose edges are pairs of bond pairs sharing a bond (l→k→j→i), with a "
+        "Gaussian expansion of the dihedral angle's cosine about the shared bond"))
 
 
 def _norm(channels: int, norm: str) -> nn.Module:
@@ -60,6 +64,20 @@ def _norm(channels: int, norm: str) -> nn.Module:
 def _mlp(inp: int, out: int, norm: str) -> nn.Sequential:
     """Linear → norm → SiLU (ALIGNN's MLP layer)."""
     return nn.Sequential(nn.Linear(inp, out), _norm(out, norm), nn.SiLU())
+
+
+def dihedrals(vec: torch.Tensor, idx_kj: torch.Tensor, idx_ji: torch.Tensor, line_index: torch.Tensor,
+              n_line: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nested line graph: pairs of bond pairs ``(l→k, k→j)`` and ``(k→j, j→i)`` that share bond ``k→j``
+    (the line graph's chained edges), and the cosine of the dihedral angle about that bond between the
+    planes (l, k, j) and (k, j, i). ``vec`` holds each bond's vector from its centre to its neighbour;
+    a collinear triple gives cosine 0. Returns the nested edge index (over bond pairs) and the cosines."""
+    t1, t2 = chained_edges(line_index, n_line)
+    axis = vec.index_select(0, idx_ji.index_select(0, t1))  # r_k − r_j
+    n1 = torch.linalg.cross(vec.index_select(0, idx_kj.index_select(0, t1)), axis)  # (r_l − r_k) × axis
+    n2 = torch.linalg.cross(-vec.index_select(0, idx_ji.index_select(0, t2)), axis)  # (r_i − r_j) × axis
+    cos = (n1 * n2).sum(-1) / (n1.norm(dim=-1) * n2.norm(dim=-1)).clamp_min(1e-9)
+    return torch.stack([t1, t2]), cos.clamp(-1.0, 1.0)
 
 
 class EdgeGatedConv(nn.Module):
@@ -96,23 +114,29 @@ class ALIGNNLayer(nn.Module):
     """One ALIGNN layer: the bond graph's convolution (atoms, bonds), then the line graph's
     (bonds as nodes, angles as edges)."""
 
-    def __init__(self, channels: int, norm: str = "batch", last: bool = False) -> None:
+    def __init__(self, channels: int, norm: str = "batch", last: bool = False, nested: bool = False) -> None:
         super().__init__()
         self.bond_graph = EdgeGatedConv(channels, norm)
+        #: the nested line graph (bond pairs as nodes, dihedrals as edges), before the line graph's convolution
+        self.nested_graph = EdgeGatedConv(channels, norm, update_edges=not last) if nested else None
         self.line_graph = EdgeGatedConv(channels, norm, update_edges=not last)  # the last angles are not read
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, edge_index: torch.Tensor,
-                line_index: torch.Tensor, line_nodes: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                line_index: torch.Tensor, line_nodes: torch.Tensor | None = None,
+                nested: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``line_nodes``: the bonds that are line-graph nodes (``line_index`` numbers them in that
-        order); None: every bond."""
+        order); None: every bond. ``nested``: the nested line graph's edge index and dihedral features."""
         x, y = self.bond_graph(x, edge_index, y)
+        w = None
+        if self.nested_graph is not None and nested is not None:
+            z, w = self.nested_graph(z, nested[0], nested[1])
         if line_nodes is None:
             y, z = self.line_graph(y, line_index, z)
         else:  # only the bonds in some bond pair: the line graph's work scales with them, not all bonds
             part, z = self.line_graph(y.index_select(0, line_nodes), line_index, z)
             y = y.index_copy(0, line_nodes, part)
-        return x, y, z
+        return x, y, z, w
 
 
 class ALIGNN(MatgnnModel):
@@ -124,12 +148,12 @@ class ALIGNN(MatgnnModel):
     batch_fields = ("triplets",)
     block_modules = ("alignn_layers",)
     embedding_modules = ("atom_features", "atom_embedding", "bond_rbf", "bond_embedding", "angle_rbf",
-                         "angle_embedding")
+                         "angle_embedding", "dihedral_rbf", "dihedral_embedding")
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 64, layers: int = 4, gcn_layers: int = 2,
                  atom_features: str = "cgcnn", cutoff: float = 8.0, n_rbf: int = 80, n_angle: int = 40,
-                 embedding: int = 64, norm: str = "batch", angle_cutoff: float | None = 3.5, dropout: float = 0.0,
-                 pooling: str = "mean", head_hidden: int = 128) -> None:
+                 embedding: int = 64, norm: str = "batch", angle_cutoff: float | None = 3.5, dihedrals: bool = False,
+                 dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         if norm not in ("batch", "layer"):
             raise ValueError(f"norm must be 'batch' or 'layer', not {norm!r}")
@@ -140,7 +164,12 @@ class ALIGNN(MatgnnModel):
         self.bond_embedding = nn.Sequential(_mlp(n_rbf, embedding, norm), _mlp(embedding, hidden, norm))
         self.angle_rbf = GaussianRBF(-1.0, 1.0, n_angle)
         self.angle_embedding = nn.Sequential(_mlp(n_angle, embedding, norm), _mlp(embedding, hidden, norm))
-        self.alignn_layers = nn.ModuleList(ALIGNNLayer(hidden, norm, last=k == layers - 1) for k in range(layers))
+        self.dihedrals = dihedrals
+        if dihedrals:
+            self.dihedral_rbf = GaussianRBF(-1.0, 1.0, n_angle)
+            self.dihedral_embedding = nn.Sequential(_mlp(n_angle, embedding, norm), _mlp(embedding, hidden, norm))
+        self.alignn_layers = nn.ModuleList(ALIGNNLayer(hidden, norm, last=k == layers - 1, nested=dihedrals)
+                                           for k in range(layers))
         self.gcn_layers = nn.ModuleList(EdgeGatedConv(hidden, norm, update_edges=k < gcn_layers - 1)
                                         for k in range(gcn_layers))
 
@@ -172,8 +201,15 @@ class ALIGNN(MatgnnModel):
         y = self.bond_embedding(self.bond_rbf(dist))
         z = self.angle_embedding(self.angle_rbf(cos.clamp(-1.0, 1.0)))
         line_index = torch.stack([idx_kj, idx_ji]) if line_nodes is None else torch.stack([number[idx_kj], number[idx_ji]])
+        nested = None
+        if self.dihedrals:
+            n_line = dist.size(0) if line_nodes is None else line_nodes.size(0)
+            nested_index, cos_phi = dihedrals(vec, idx_kj, idx_ji, line_index, n_line)
+            nested = (nested_index, self.dihedral_embedding(self.dihedral_rbf(cos_phi)))
         for layer in self.alignn_layers:
-            x, y, z = layer(x, y, z, edge_index, line_index, line_nodes)
+            x, y, z, w = layer(x, y, z, edge_index, line_index, line_nodes, nested)
+            if nested is not None:
+                nested = (nested[0], w)
         for conv in self.gcn_layers:
             x, y = conv(x, edge_index, y)
         return x
