@@ -107,12 +107,15 @@ CARDS = {
     },
     "magmom-mp-chgnet": {
         "summary": "Per-atom magnetic moment |m| (μB) of bulk crystals: CHGNet 0.3.0's frozen per-atom features with "
-                   "our MLP and node head (residual to the per-element mean), trained on 38k Materials Project "
-                   "structures — the split of magmom-mp.",
+                   "our MLP and node head, which learns the residual to CHGNet's own zero-shot moment of each atom "
+                   "(baseline: backbone), trained on 38k Materials Project structures — the split of magmom-mp.",
         "use": "Initial magnetic moments for spin-polarised DFT (`matgnn predict magmom-mp-chgnet DIR --magmom-export "
                "OUT`), as magmom-mp, more accurately on the shared test split (benchmarks/results/magmom_backbone.json, "
-               "which also compares both by element family and on a held-out family). Needs the `chgnet` package "
-               "(`pip install 'matgnn[foundation]'`): the backbone's weights come from its wheel. Predicts |m| (no sign).",
+               "which also compares both by element family and on a held-out family). Atoms of an element absent "
+               "from its training data get CHGNet's zero-shot moment unchanged, so on structures unlike the training "
+               "set it falls back to the pretrained model instead of extrapolating (measured with the lanthanides held "
+               "out). Needs the `chgnet` package (`pip install 'matgnn[foundation]'`): the backbone's weights come from "
+               "its wheel. Predicts |m| (no sign).",
         "data": "`mp_magmoms.jsonl.gz`: 47,628 Materials Project magnetic ground states (ferro-, ferri- and "
                 "antiferromagnetic; 1–404 atoms; 80 elements), per-site moments from PBE(+U) calculations, as decoded "
                 "by Sanspeur & Kitchin. CHGNet itself was trained on MPtrj, which contains Materials Project "
