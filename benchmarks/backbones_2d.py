@@ -82,7 +82,7 @@ CHGNET_FT = {"name": "chgnet_ft", "hidden": 128, "layers": 2, "dropout": 0.1, "f
 #: "tuned": our MLP at the frozen runs' lr 2e-3 for 100 epochs, CHGNet's own layers at 1/20 of it, its energy
 #: and moments anchored to the pretrained model's
 #: "sevennet", "sevennet_tuned": the same two recipes on SevenNet-0 (``sevennet_ft``; no anchor: SevenNet has no
-#: moments and its energy is not anchored; tuned for 40 epochs, not 100: ~12 s an epoch on one CPU thread)
+#: moments and its energy is not anchored; tuned for 40 epochs, not 100: 23–39 s an epoch on one busy CPU thread)
 CHGNET_FT_VARIANTS = {"plain": ("chgnet_ft", {}, {}),
                       "tuned": ("chgnet_ft_tuned", {"backbone_lr_scale": 0.05, "anchor_weight": 1.0},
                                 {"epochs": 100, "lr": 0.002, "patience": 40}),
