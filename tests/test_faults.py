@@ -395,11 +395,14 @@ def test_elements_unseen_in_training_are_flagged(trained, tmp_path):
 
 
 # -- interruption ------------------------------------------------------------------------------------
-def _start_training(tmp_path: Path, epochs: int = 400) -> tuple[subprocess.Popen, Path]:
+def _start_training(tmp_path: Path, epochs: int = 100000) -> tuple[subprocess.Popen, Path]:
+    """A training that cannot end before the test interrupts it: 12 tiny structures run an epoch in
+    milliseconds, so a short run (or early stopping) could finish while a busy machine delays the signal."""
     cif_folder(tmp_path / "d")
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {tmp_path / 'd'}}}", tmp_path / "runs",
                    epochs=epochs, extra="")
-    text = cfg.read_text().replace("checkpoint_every: 0", "checkpoint_every: 3600")  # only the interrupt writes
+    text = cfg.read_text().replace("checkpoint_every: 0", f"checkpoint_every: 3600, patience: {epochs}")
+    # only the interrupt writes a checkpoint
     cfg.write_text(text)
     p = subprocess.Popen([MATGNN, "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -425,7 +428,7 @@ def test_interrupted_training_keeps_a_checkpoint_and_resumes(tmp_path, sig):
 
     done = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)["epoch"]
     assert done >= 2 and f"the checkpoint after epoch {done}" in flat
-    text = (run_dir / "config.yaml").read_text().replace("epochs: 400", f"epochs: {done + 2}")
+    text = (run_dir / "config.yaml").read_text().replace("epochs: 100000", f"epochs: {done + 2}")
     (run_dir / "config.yaml").write_text(text)
     r = ok(run("train", "--resume", str(run_dir)))
     assert f"continuing after epoch {done}" in r.out
