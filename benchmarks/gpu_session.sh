@@ -36,6 +36,12 @@ if [ "${1:-}" = "--prepare" ]; then  # here, on the development machine
 fi
 
 export PYTHONUNBUFFERED=1
+# the device machine's copy of .git has been the session's starting commit, older than the tree sent with it:
+# then the benchmarks take the tree as a copy of the sent commit instead of refusing it as "dirty"
+if [ -n "${MATGNN_BENCH_COMMIT:-}" ] && [ "$(git rev-parse HEAD 2>/dev/null)" != "$MATGNN_BENCH_COMMIT" ]; then
+    echo "this copy's .git is not at the sent commit: the benchmarks name $MATGNN_BENCH_COMMIT (the sender checked it clean)"
+    export MATGNN_BENCH_IGNORE_GIT=1
+fi
 OUTDIR=${OUT:-/tmp/gpu_session_out}
 mkdir -p "$OUTDIR"
 START=$(date +%s)
