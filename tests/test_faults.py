@@ -404,7 +404,10 @@ def _start_training(tmp_path: Path, epochs: int = 100000) -> tuple[subprocess.Po
     text = cfg.read_text().replace("checkpoint_every: 0", f"checkpoint_every: 3600, patience: {epochs}")
     # only the interrupt writes a checkpoint
     cfg.write_text(text)
-    p = subprocess.Popen([MATGNN, "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C as a user's terminal sends it: a test suite started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and a program rightly keeps an ignored SIGINT ignored
+    p = subprocess.Popen([MATGNN, "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     lines = []
     while time.time() < deadline:
