@@ -55,7 +55,7 @@ def graph_sizes() -> dict:
     from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.geometry import edge_lengths, edge_vectors
     from matgnn.graphs.packed import PackedGraphs
-    from matgnn.models.alignn import dihedrals
+    from matgnn.models.alignn import dihedrals, line_graph
 
     cfg = RunConfig.model_validate({"source": {"kind": "jarvis", "dataset": "dft_2d",
                                                "store_dir": str(SHARED_DATA / "jarvis")},
@@ -65,16 +65,9 @@ def graph_sizes() -> dict:
     counts = []
     for start in range(0, len(cache) - 31, 32):
         b = graphs.batch(torch.arange(start, start + 32))
-        dist = edge_lengths(b)
-        short = dist < 3.5
-        kj, ji = b[keys.TRIPLET_KJ], b[keys.TRIPLET_JI]
-        keep = short[kj] & short[ji]
-        kj, ji = kj[keep], ji[keep]
-        nodes = torch.nonzero(short).squeeze(1)
-        number = torch.full_like(short, -1, dtype=torch.long)
-        number[nodes] = torch.arange(len(nodes))
-        index, _ = dihedrals(edge_vectors(b), kj, ji, torch.stack([number[kj], number[ji]]), len(nodes))
-        counts.append((dist.numel(), len(kj), index.size(1)))
+        kj, ji, nodes, line_index = line_graph(edge_lengths(b), b[keys.TRIPLET_KJ], b[keys.TRIPLET_JI], 3.5)
+        index, _ = dihedrals(edge_vectors(b), kj, ji, line_index, len(nodes))
+        counts.append((b[keys.EDGE_INDEX].size(1), len(kj), index.size(1)))
     c = np.array(counts, float).mean(0)
     return {"bonds_per_batch": c[0], "bond_pairs_per_batch": c[1], "dihedrals_per_batch": c[2]}
 

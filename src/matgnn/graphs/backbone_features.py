@@ -366,13 +366,26 @@ def add_chgnet_graphs(batch: Any) -> Any:
     return batch
 
 
+_SEVENNET_CHECKPOINT: list[Any] = []
+
+
+def _sevennet_checkpoint():  # noqa: ANN202 - sevenn's SevenNetCheckpoint
+    """The sevenn wheel's SevenNet-0 checkpoint, read once per process (the fine-tuned network and the
+    graph builder's cutoff and element map both come from it)."""
+    if not _SEVENNET_CHECKPOINT:
+        load_checkpoint = import_backbone("sevenn.util", "load_checkpoint", "sevennet_ft", "sevenn")
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            _SEVENNET_CHECKPOINT.append(load_checkpoint(SEVENNET_MODEL))
+    return _SEVENNET_CHECKPOINT[0]
+
+
 def sevennet_network():  # noqa: ANN201 - sevenn's AtomGraphSequential
     """A fresh SevenNet-0 network from the sevenn wheel's checkpoint, set for batched graphs (model
     ``sevennet_ft``)."""
-    load_checkpoint = import_backbone("sevenn.util", "load_checkpoint", "sevennet_ft", "sevenn")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        net = load_checkpoint(SEVENNET_MODEL).build_model()
+        net = _sevennet_checkpoint().build_model()
     net.set_is_batch_data(True)
     return net
 
@@ -415,11 +428,8 @@ _SEVENNET_META: dict[str, Any] = {}
 
 
 def _sevennet_reference() -> dict[str, Any]:
-    """SevenNet-0's cutoff and element map (read once from the wheel's checkpoint)."""
+    """SevenNet-0's cutoff and element map (from the wheel's checkpoint)."""
     if not _SEVENNET_META:
-        load_checkpoint = import_backbone("sevenn.util", "load_checkpoint", "sevennet_ft", "sevenn")
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            config = load_checkpoint(SEVENNET_MODEL).config
+        config = _sevennet_checkpoint().config
         _SEVENNET_META.update(cutoff=float(config["cutoff"]), type_map=dict(config["_type_map"]))
     return _SEVENNET_META

@@ -66,6 +66,22 @@ def _mlp(inp: int, out: int, norm: str) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, out), _norm(out, norm), nn.SiLU())
 
 
+def line_graph(dist: torch.Tensor, idx_kj: torch.Tensor, idx_ji: torch.Tensor, angle_cutoff: float | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The line graph of the bonds: with ``angle_cutoff``, only the bond pairs of bonds shorter than it, and
+    those bonds as its nodes. Returns the kept bond pairs ``idx_kj, idx_ji`` (bond indices), the bonds that
+    are line-graph nodes (None: every bond) and the line graph's edge index over those nodes."""
+    if angle_cutoff is None:
+        return idx_kj, idx_ji, None, torch.stack([idx_kj, idx_ji])
+    short = dist < angle_cutoff
+    keep = short[idx_kj] & short[idx_ji]
+    idx_kj, idx_ji = idx_kj[keep], idx_ji[keep]
+    line_nodes = torch.nonzero(short).squeeze(1)
+    number = torch.full_like(short, -1, dtype=torch.long)
+    number[line_nodes] = torch.arange(len(line_nodes), device=short.device)
+    return idx_kj, idx_ji, line_nodes, torch.stack([number[idx_kj], number[idx_ji]])
+
+
 def dihedrals(vec: torch.Tensor, idx_kj: torch.Tensor, idx_ji: torch.Tensor, line_index: torch.Tensor,
               n_line: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The nested line graph: pairs of bond pairs ``(l→k, k→j)`` and ``(k→j, j→i)`` that share bond ``k→j``
@@ -185,22 +201,13 @@ class ALIGNN(MatgnnModel):
         edge_index = batch[keys.EDGE_INDEX]
         vec = edge_vectors(batch)  # from the centre i to the neighbour j of every bond j→i
         dist = edge_lengths(batch)
-        idx_kj, idx_ji = triplets(batch)
-        line_nodes = None
-        if self.angle_cutoff is not None:  # bond pairs of short bonds only; the line graph has those bonds
-            short = dist < self.angle_cutoff
-            keep = short[idx_kj] & short[idx_ji]
-            idx_kj, idx_ji = idx_kj[keep], idx_ji[keep]
-            line_nodes = torch.nonzero(short).squeeze(1)
-            number = torch.full_like(short, -1, dtype=torch.long)
-            number[line_nodes] = torch.arange(len(line_nodes), device=short.device)
+        idx_kj, idx_ji, line_nodes, line_index = line_graph(dist, *triplets(batch), self.angle_cutoff)
         # the angle at j between j→i (−vec_ji) and j→k (vec_kj)
         v1, v2 = -vec.index_select(0, idx_ji), vec.index_select(0, idx_kj)
         cos = (v1 * v2).sum(-1) / (v1.norm(dim=-1) * v2.norm(dim=-1)).clamp_min(1e-9)
         x = self.atom_embedding(self.atom_features(batch[keys.Z]))
         y = self.bond_embedding(self.bond_rbf(dist))
         z = self.angle_embedding(self.angle_rbf(cos.clamp(-1.0, 1.0)))
-        line_index = torch.stack([idx_kj, idx_ji]) if line_nodes is None else torch.stack([number[idx_kj], number[idx_ji]])
         nested = None
         if self.dihedrals:
             n_line = dist.size(0) if line_nodes is None else line_nodes.size(0)

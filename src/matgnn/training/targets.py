@@ -56,13 +56,18 @@ def target_labels(cache: GraphCache, heads: list[HeadConfig]) -> list[dict[str, 
     return out
 
 
-def element_means(labels: list[dict[str, np.ndarray]], idx: list[int], name: str) -> np.ndarray:
-    """Mean label of each element over the labelled atoms of graphs ``idx``; elements
-    without a labelled atom get the overall mean."""
+def _labelled_atoms(labels: list[dict[str, np.ndarray]], idx: list[int], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Z and label of every labelled atom of graphs ``idx`` for head ``name``."""
     z = np.concatenate([labels[i]["z"] for i in idx])
     y = np.concatenate([labels[i][name] for i in idx])
     ok = ~np.isnan(y)
-    z, y = z[ok], y[ok]
+    return z[ok], y[ok]
+
+
+def element_means(labels: list[dict[str, np.ndarray]], idx: list[int], name: str) -> np.ndarray:
+    """Mean label of each element over the labelled atoms of graphs ``idx``; elements
+    without a labelled atom get the overall mean."""
+    z, y = _labelled_atoms(labels, idx, name)
     out = np.full(MAX_Z + 1, float(y.mean()) if len(y) else 0.0)
     counts = np.bincount(z, minlength=MAX_Z + 1)
     sums = np.bincount(z, weights=y, minlength=MAX_Z + 1)
@@ -73,9 +78,8 @@ def element_means(labels: list[dict[str, np.ndarray]], idx: list[int], name: str
 def seen_elements(labels: list[dict[str, np.ndarray]], idx: list[int], name: str) -> np.ndarray:
     """1.0 for each element with a labelled atom in graphs ``idx``, else 0.0 (``baseline: backbone``: the
     learned residual applies to these elements only)."""
-    z = np.concatenate([labels[i]["z"] for i in idx])
-    y = np.concatenate([labels[i][name] for i in idx])
-    return (np.bincount(z[~np.isnan(y)], minlength=MAX_Z + 1) > 0).astype(float)
+    z, _ = _labelled_atoms(labels, idx, name)
+    return (np.bincount(z, minlength=MAX_Z + 1) > 0).astype(float)
 
 
 def standardisation(vals: np.ndarray, head: HeadConfig) -> tuple[float, float]:
