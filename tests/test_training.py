@@ -140,13 +140,16 @@ def test_tensorboard_and_history_written_every_epoch(tmp_path):
 
 def test_time_budget_from_the_cli_stops_training_and_scores_the_best_weights(tmp_path):
     """``train.max_minutes``: a budget of 0.6 ms fits the first epoch only; the run still ends with
-    its metrics, says why it stopped, and records the epochs run."""
+    its metrics, says why it stopped, and records the epochs run. ``train.amp`` on CPU: a warning."""
     from .userdata import cif_folder, ok, run, run_yaml
 
     data = cif_folder(tmp_path / "data")
     cfg = run_yaml(tmp_path / "run.yaml", f"{{kind: folder, path: {data}}}", tmp_path / "runs", epochs=30)
-    r = ok(run("train", str(cfg), "--set", "train.max_minutes=0.00001", "--set", "train.scheduler=onecycle"))
+    r = ok(run("train", str(cfg), "--set", "train.max_minutes=0.00001", "--set", "train.scheduler=onecycle",
+               "--set", "train.amp=true"))
     assert "time budget: stopped after epoch 1 of 30" in r.out
+    # bf16 autocast is GPU-only: on CPU the run says so once and trains in fp32
+    assert "train.amp ignored: on CPU" in r.out and "(bf16 autocast)" not in r.out
     (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     m = json.loads((folder / "metrics.json").read_text())
     assert m["epochs_run"] == 1 and np.isfinite(m["test.lattice.mae"])

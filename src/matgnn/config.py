@@ -98,7 +98,9 @@ class TrainConfig(_Strict):
         "(always written after the last epoch); 0: after every epoch"))
     tensorboard: bool = Field(True, description="write TensorBoard logs to <run>/tensorboard")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
-    amp: bool = Field(False, description="mixed precision (bfloat16 autocast) on CUDA; ignored on CPU")
+    amp: bool = Field(False, description=(
+        "mixed precision (bfloat16 autocast, fp32 weights) in training and validation passes on a GPU with "
+        "bf16; on CPU ignored with a warning (oneDNN keeps memory for every new batch shape)"))
     in_memory: bool | Literal["auto"] = Field("auto", description=(
         "hold the splits' graphs in RAM (read once); false: stream them from the LMDB cache one batch at a "
         "time (memory bounded by the batch; loader_workers processes assemble batches); auto: in RAM when "

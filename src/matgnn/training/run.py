@@ -22,12 +22,12 @@ from rich.console import Console
 from matgnn.artifacts import RunFolder
 from matgnn.config import RunConfig
 from matgnn.errors import Interrupted, UserError
-from matgnn.models.base import batch_fields_of
 from matgnn.evaluation.scoring import (
     evaluate_predictions,
     evaluate_split,
     predict_dataset,
 )
+from matgnn.models.base import batch_fields_of
 from matgnn.training import distributed, transfer
 from matgnn.training.callbacks import (
     Callback,
@@ -44,6 +44,7 @@ from matgnn.training.targets import element_means, head_labels, train_elements
 from matgnn.training.trainer import (
     CHECKPOINT,
     Trainer,
+    amp_unavailable,
     load_checkpoint,
     seed_everything,
 )
@@ -147,10 +148,12 @@ class _Run(Callback):
         cache, labels, split, data, gen = self.load_data(folder, resume is not None)
         run = build_run_model(self.cfg, cache, split, labels, data, self.console)
         data.add_batch_fields(batch_fields_of(run.model, run.base))
-        self.console.print(f"device: {describe_device(self.device)}"
-                           + (" (bf16 autocast)" if self.cfg.train.amp and self.device.type == "cuda" else ""))
         trainer = Trainer(run.model, self.cfg.targets, self.cfg.train, len(data.loaders["train"]), self.console,
                           self.device, base=run.base)
+        self.console.print(f"device: {describe_device(self.device)}" + (" (bf16 autocast)" if trainer.amp else ""))
+        if self.cfg.train.amp and not trainer.amp:
+            self.console.print(f"[yellow]warning:[/yellow] train.amp ignored: {amp_unavailable(self.device)}; "
+                               "training in fp32")
         if resume is not None:
             trainer.load_state_dict(load_checkpoint(folder.checkpoint, self.device), gen)
             self.console.print(f"continuing after epoch {trainer.epoch}")
