@@ -10,8 +10,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
-from ase.io import write
+from ase.io import read, write
+
+from matgnn import keys
 
 from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
 
@@ -55,24 +58,95 @@ def test_sevennet_finetune_trains_the_backbone_except_frozen_groups(tmp_path):
     user_error(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv")), "radon", "SevenNet")
 
 
-def test_sevennet_finetune_features_start_at_the_frozen_backbones(tmp_path):
-    """Before training, the fine-tunable network's per-atom features are exactly what `model: sevennet` reads
-    from SevenNet's calculator (the same network, the same graphs), so fine-tuning starts from the frozen model."""
-    import torch
-    from ase.build import bulk
-
+def _batch(structs: list[Atoms]) -> dict:
+    """A batch of ASE structures with SevenNet's graphs, as the packer gives model ``sevennet_ft``."""
     from matgnn import keys
-    from matgnn.graphs.backbone_features import SevennetFeatures, add_sevennet_graphs, batch_structures
-    from matgnn.models import model_class
+    from matgnn.graphs.backbone_features import add_sevennet_graphs
 
-    structs = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("NaCl", "rocksalt", a=5.6)]
+    from torch_geometric.data import Batch
+
     batch = {keys.N_ATOMS: torch.tensor([len(a) for a in structs]),
              keys.Z: torch.tensor(np.concatenate([a.numbers for a in structs])),
              keys.POS: torch.tensor(np.concatenate([a.positions for a in structs]), dtype=torch.float32),
              keys.CELL: torch.tensor(np.stack([a.cell[:] for a in structs]), dtype=torch.float32),
-             keys.PBC: torch.ones(2, 3, dtype=torch.bool), keys.STRUCTURE_ID: ["cu", "nacl"], keys.BATCH:
-             torch.tensor([0] * len(structs[0]) + [1] * len(structs[1]))}
-    add_sevennet_graphs(batch)
+             keys.PBC: torch.ones(len(structs), 3, dtype=torch.bool),
+             keys.STRUCTURE_ID: [f"s{k}" for k in range(len(structs))],
+             keys.BATCH: torch.tensor(np.repeat(np.arange(len(structs)), [len(a) for a in structs]))}
+    batch = Batch(**batch)
+    batch.num_nodes, batch._num_graphs = int(batch[keys.N_ATOMS].sum()), len(structs)
+    return add_sevennet_graphs(batch)
+
+
+def _energy_drift(model, graphs) -> float:
+    """Mean |E/atom| difference between a fine-tuned model's SevenNet and the wheel's (through its energy readout)."""
+    from matgnn.graphs.backbone_features import sevennet_network
+
+    wheel = sevennet_network().eval()
+    with torch.no_grad():
+        tuned = model._energy_per_atom(model.sevennet, model._run(model.sevennet, graphs, model._feature_modules))
+        ref = model._energy_per_atom(wheel, model._run(wheel, graphs, model._feature_modules))
+    return float((tuned - ref).abs().mean())
+
+
+def test_sevennet_finetune_anchor_loss_keeps_the_backbones_energy(tmp_path):
+    """`anchor_weight`: an auxiliary loss (no labels needed) on SevenNet's own energy per atom, read through its
+    frozen energy readout. At the wheel's weights it is zero and that energy is SevenNet-0's own (its ASE
+    calculator's); it pulls moved weights back; and the same `train` runs (Python API, reading the weights
+    being trained after each epoch) drift less from SevenNet-0's energies with it than without."""
+    from ase.build import bulk
+    from rich.console import Console
+    from sevenn.calculator import SevenNetCalculator
+
+    from matgnn.config import RunConfig
+    from matgnn.models import model_class
+    from matgnn.training.run import train
+
+    structs = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("NaCl", "rocksalt", a=5.6)]
+    batch = _batch(structs)
+    model = model_class("sevennet_ft")(heads=[{"name": "y"}], hidden=16, anchor_weight=2.0).train()
+    model(batch)
+    assert float(model.auxiliary_loss().detach()) < 1e-5 and model.auxiliary_loss() is None  # once per forward
+    calc = SevenNetCalculator("7net-0", device="cpu")
+    own = [calc.get_potential_energy(a.copy()) / len(a) for a in structs]
+    np.testing.assert_allclose([float(e) for (e,) in model._anchors.values()], own, atol=1e-4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if model.parameter_group(name) == "conv_4":
+                p.add_(0.05 * torch.randn_like(p))
+    model(batch)
+    term = model.auxiliary_loss()
+    assert float(term) > 1e-3
+    term.backward()
+    assert any(p.grad is not None and float(p.grad.abs().max()) > 0 for n, p in model.named_parameters()
+               if model.parameter_group(n) == "conv_4")
+
+    folder = cif_folder(tmp_path / "cifs")
+    graphs = _batch([read(f) for f in sorted(folder.glob("*.cif"))])[keys.SEVENNET_GRAPHS]
+    drift = {}
+    for weight in (0.0, 20.0):
+        cfg = RunConfig.model_validate({
+            "source": {"kind": "folder", "path": str(folder)},
+            "targets": [{"name": "lattice", "level": "graph", "loss": "l1"}],
+            "model": {"name": "sevennet_ft", "hidden": 16, "layers": 2, "anchor_weight": weight},
+            "train": {"epochs": 2, "batch_size": 2, "lr": 0.001, "scheduler": "none", "patience": 100,
+                      "tensorboard": False, "checkpoint_every": 0},
+            "split": {"kind": "random", "train": 0.6, "val": 0.2}, "output_dir": str(tmp_path / f"runs{weight}")})
+        seen = []
+        train(cfg, progress=False, console=Console(quiet=True),
+              on_epoch_end=lambda trainer: seen.append(_energy_drift(trainer.model, graphs)))
+        drift[weight] = seen[-1]
+    assert drift[20.0] < 0.8 * drift[0.0], drift
+
+
+def test_sevennet_finetune_features_start_at_the_frozen_backbones(tmp_path):
+    """Before training, the fine-tunable network's per-atom features are exactly what `model: sevennet` reads
+    from SevenNet's calculator (the same network, the same graphs), so fine-tuning starts from the frozen model."""
+    from ase.build import bulk
+
+    from matgnn.graphs.backbone_features import SevennetFeatures, batch_structures
+    from matgnn.models import model_class
+
+    batch = _batch([bulk("Cu", "fcc", a=3.6, cubic=True), bulk("NaCl", "rocksalt", a=5.6)])
     model = model_class("sevennet_ft")(heads=[{"name": "y"}], hidden=16, crystal_feature=False).eval()
     seen = []
     model.input.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().numpy()))

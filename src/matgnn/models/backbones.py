@@ -181,6 +181,39 @@ class _FineTunedGroups:
     def lr_scale(self, group: str) -> float:
         return self.backbone_lr_scale if group == "embedding" or group.startswith("conv_") else 1.0
 
+    def _init_anchor(self, weight: float) -> None:
+        """The anchor loss's state: its weight, the term of the last training forward, the pretrained
+        backbone's outputs per structure key and the pretrained backbone itself (neither saved)."""
+        self.anchor_weight = float(weight)
+        self._anchor_term: torch.Tensor | None = None
+        self._anchors: dict[str, tuple[torch.Tensor, ...]] = {}
+        self._pretrained: list[Any] = []  # a list: not a submodule, so not saved or trained
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """The anchor term of the last training forward (once), for the trainer to add to the loss."""
+        term, self._anchor_term = self._anchor_term, None
+        return term
+
+    def _pretrained_backbone(self, load: Any) -> Any:
+        """The frozen pretrained backbone, made by ``load()`` on first use."""
+        if not self._pretrained:
+            self._pretrained.append(load().eval().requires_grad_(False))
+        return self._pretrained[0]
+
+    def _anchor_references(self, batch: Any, compute: Any) -> list[tuple[torch.Tensor, ...]]:
+        """The pretrained backbone's outputs for each structure of ``batch``, each structure computed once:
+        ``compute(positions)`` gives them for the batch positions not seen before."""
+        from matgnn.graphs.backbone_features import FrozenBackbone, batch_structures
+
+        keys_ = [FrozenBackbone.key(*s[1:]) for s in batch_structures(batch)]
+        todo = [i for i, k in enumerate(keys_) if k not in self._anchors]
+        if todo:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+                for i, ref in zip(todo, compute(todo)):
+                    self._anchors[keys_[i]] = tuple(t.detach() for t in ref)
+        return [self._anchors[k] for k in keys_]
+
 
 class _FineTuneSettings(ModelSettings):
     """What both fine-tuned backbones share: our MLP on the backbone's per-atom features."""
@@ -238,11 +271,8 @@ class CHGNetFineTune(_FineTunedGroups, MatgnnModel):
         self._fix_groups(freeze, self.chgnet.n_conv)
         # CHGNet's final per-atom features, kept on its readout norm by a hook (copies of the model keep theirs)
         self.chgnet.readout_norm.register_forward_hook(lambda m, _a, out: setattr(m, "matgnn_out", out))
-        self.backbone_lr_scale, self.anchor_weight = float(backbone_lr_scale), float(anchor_weight)
-        self._anchor_term: torch.Tensor | None = None
-        #: the pretrained CHGNet's (energy, moments) per structure key, for the anchor loss (not saved)
-        self._anchors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._pretrained: list[Any] = []  # the frozen pretrained CHGNet (a list: not a submodule, not saved)
+        self.backbone_lr_scale = float(backbone_lr_scale)
+        self._init_anchor(anchor_weight)
 
     def backbone_group(self, name: str) -> str:
         module, _, tail = name.partition(".")
@@ -252,33 +282,24 @@ class CHGNetFineTune(_FineTunedGroups, MatgnnModel):
             return f"conv_{tail.split('.', 1)[0]}"
         return "backbone_readout"
 
-    def auxiliary_loss(self) -> torch.Tensor | None:
-        term, self._anchor_term = self._anchor_term, None
-        return term
-
     def _pretrained_outputs(self, graphs: list[Any], batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The pretrained CHGNet's energy per structure and moments per atom (computed once per structure)."""
-        from matgnn.graphs.backbone_features import FrozenBackbone, batch_structures
 
-        keys_ = [FrozenBackbone.key(*s[1:]) for s in batch_structures(batch)]
-        todo = [i for i, k in enumerate(keys_) if k not in self._anchors]
-        if todo:
-            if not self._pretrained:
-                import contextlib
-                import io
+        def load() -> Any:
+            import contextlib
+            import io
 
-                with contextlib.redirect_stdout(io.StringIO()):
-                    ref = type(self.chgnet).load(model_name=CHGNET_VERSION, verbose=False).eval()
-                self._pretrained.append(ref.requires_grad_(False))
-            ref = self._pretrained[0].to(graphs[0].atomic_number.device)
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
-                out = ref([graphs[i] for i in todo], task="em")
-            for j, i in enumerate(todo):
-                self._anchors[keys_[i]] = (out["e"][j].detach().reshape(()), out["m"][j].detach().reshape(-1))
-        e = torch.stack([self._anchors[k][0] for k in keys_])
-        m = torch.cat([self._anchors[k][1] for k in keys_])
-        return e, m
+            with contextlib.redirect_stdout(io.StringIO()):
+                return type(self.chgnet).load(model_name=CHGNET_VERSION, verbose=False)
+
+        ref = self._pretrained_backbone(load).to(graphs[0].atomic_number.device)
+
+        def compute(todo: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            out = ref([graphs[i] for i in todo], task="em")
+            return [(out["e"][j].reshape(()), out["m"][j].reshape(-1)) for j in range(len(todo))]
+
+        refs = self._anchor_references(batch, compute)
+        return torch.stack([e for e, _ in refs]), torch.cat([m for _, m in refs])
 
     def node_features(self, batch: Any) -> torch.Tensor:
         device = self.input[0].weight.device
@@ -299,6 +320,9 @@ class CHGNetFineTune(_FineTunedGroups, MatgnnModel):
 #: the energy readout after ``reduce_input_to_hidden`` (``backbone_readout``) is not read and stays frozen
 _SEVENNET_EMBEDDING = ("edge_embedding", "onehot_idx_to_onehot", "onehot_to_feature_x")
 _SEVENNET_FEATURES_END = "reduce_input_to_hidden"
+#: the last module of SevenNet's energy readout (run only for the anchor loss) and the per-atom energies it writes
+_SEVENNET_ENERGY_END = "rescale_atomic_energy"
+_SEVENNET_ATOM_ENERGY = "atomic_energy"
 
 
 def _codegen_constant(key: str) -> bool:
@@ -328,6 +352,11 @@ class SevenNetFineTuneConfig(_FineTuneSettings):
         "trains. `matgnn finetune` policies apply too"))
     backbone_lr_scale: float = Field(1.0, gt=0, description=(
         "learning rate of SevenNet's own layers (embedding, conv_k) as a multiple of train.lr"))
+    anchor_weight: float = Field(0.0, ge=0, description=(
+        "weight of an auxiliary L1 loss keeping SevenNet's own energy (eV/atom, through its frozen energy "
+        "readout) of each training structure near the pretrained SevenNet-0's, so that fine-tuning does not "
+        "forget what it knew (no labels needed; forces are not anchored: they would need a second backward "
+        "pass); 0: off"))
 
 
 class SevenNetFineTune(_FineTunedGroups, MatgnnModel):
@@ -341,8 +370,9 @@ class SevenNetFineTune(_FineTunedGroups, MatgnnModel):
     backbone_attr = "sevennet"
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
-                 freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, backbone_version: str | None = None,
-                 cutoff: float = 8.0, dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
+                 freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, anchor_weight: float = 0.0,
+                 backbone_version: str | None = None, cutoff: float = 8.0, dropout: float = 0.0,
+                 pooling: str = "mean", head_hidden: int = 128) -> None:
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         version = backbone_version or sevennet_version()
         if version != sevennet_version():
@@ -361,8 +391,10 @@ class SevenNetFineTune(_FineTunedGroups, MatgnnModel):
         self._feature_modules = names[:names.index(_SEVENNET_FEATURES_END)]
         self.n_blocks = len({n.split("_", 1)[0] for n in self._feature_modules if n.split("_", 1)[0].isdigit()})
         add_feature_mlp(self, SEVENNET_DIM, hidden, layers, crystal_feature, dropout)
+        self._readout_modules = names[names.index(_SEVENNET_FEATURES_END):names.index(_SEVENNET_ENERGY_END) + 1]
         self._fix_groups(freeze, self.n_blocks)
         self.backbone_lr_scale = float(backbone_lr_scale)
+        self._init_anchor(anchor_weight)
 
     def backbone_group(self, name: str) -> str:
         module = name.partition(".")[0]
@@ -373,14 +405,38 @@ class SevenNetFineTune(_FineTunedGroups, MatgnnModel):
             return f"conv_{block}"
         return "backbone_readout"
 
-    def node_features(self, batch: Any) -> torch.Tensor:
+    def _run(self, net: Any, graphs: list[Any], modules: list[str]) -> Any:
+        """``graphs`` batched and passed through ``net``'s ``modules`` in order (SevenNet writes into the batch)."""
         from torch_geometric.data import Batch
 
-        device = self.input[0].weight.device
-        data = Batch.from_data_list(batch[keys.SEVENNET_GRAPHS]).to(device)
-        net = self.sevennet
+        data = Batch.from_data_list(graphs).to(self.input[0].weight.device)
         if net.eval_type_map:
             data[net.key_node_feature] = net._atomic_numbers_to_onehot(data[net.key_atomic_numbers])  # noqa: SLF001
-        for name in self._feature_modules:
+        for name in modules:
             data = net._modules[name](data)
-        return feature_mlp(self, data["x"], batch)
+        return data
+
+    def _energy_per_atom(self, net: Any, data: Any) -> torch.Tensor:
+        """Each structure's energy per atom from ``net``'s energy readout on the features in ``data``."""
+        for name in self._readout_modules:
+            data = net._modules[name](data)
+        return scatter(data[_SEVENNET_ATOM_ENERGY].reshape(-1), data.batch, dim=0, dim_size=data.num_graphs,
+                       reduce="mean")
+
+    def node_features(self, batch: Any) -> torch.Tensor:
+        graphs = batch[keys.SEVENNET_GRAPHS]
+        data = self._run(self.sevennet, graphs, self._feature_modules)
+        features = data["x"]  # the readout below replaces data["x"]; these stay what our MLP reads
+        if self.training and self.anchor_weight > 0:  # keep SevenNet's own energy near the pretrained model's
+            from matgnn.graphs.backbone_features import sevennet_network
+
+            ref = self._pretrained_backbone(sevennet_network).to(features.device)
+
+            def compute(todo: list[int]) -> list[tuple[torch.Tensor]]:
+                pre = self._run(ref, [graphs[i] for i in todo], self._feature_modules)
+                return [(e,) for e in self._energy_per_atom(ref, pre)]
+
+            e_ref = torch.stack([e for (e,) in self._anchor_references(batch, compute)])
+            e = self._energy_per_atom(self.sevennet, data)
+            self._anchor_term = self.anchor_weight * (e - e_ref.to(e.device)).abs().mean()
+        return feature_mlp(self, features, batch)
