@@ -40,13 +40,14 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
   ``chgnet_ft_tuned`` — our MLP at lr 2e-3 for 100 epochs, CHGNet's own layers at 1/20 of it
   (``backbone_lr_scale: 0.05``), its energy and moments anchored to the pretrained model's (``anchor_weight: 1``).
   ``sevennet``, ``sevennet_tuned``: the same two recipes on SevenNet-0 itself (``sevennet_ft``, no anchor),
-  beside the frozen ``sevennet`` on the same folds.
+  beside the frozen ``sevennet`` on the same folds; ``sevennet_anchored``: ``sevennet_tuned`` with SevenNet's
+  energy per atom anchored to the pretrained model's (``anchor_weight: 1``).
 
 ``--merge`` keeps the committed file's other models (each says the commit that measured it).
 
 Usage: python benchmarks/backbones_2d.py [--folds 5] [--tasks dft2d_gap,dft2d_exfoliation,2dmatpedia_gap] [--scratch]
        [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N]
-       [--finetune-variants plain,tuned,sevennet,sevennet_tuned]
+       [--finetune-variants plain,tuned,sevennet,sevennet_tuned,sevennet_anchored]
        [--variants ...] [--merge]
 """
 
@@ -81,14 +82,18 @@ CHGNET_FT = {"name": "chgnet_ft", "hidden": 128, "layers": 2, "dropout": 0.1, "f
 #: --finetune-variants: (label, model settings, training settings) over CHGNET_FT / CHGNET_FT_TRAIN — "plain";
 #: "tuned": our MLP at the frozen runs' lr 2e-3 for 100 epochs, CHGNet's own layers at 1/20 of it, its energy
 #: and moments anchored to the pretrained model's
-#: "sevennet", "sevennet_tuned": the same two recipes on SevenNet-0 (``sevennet_ft``; no anchor: SevenNet has no
-#: moments and its energy is not anchored; tuned for 40 epochs, not 100: 23–39 s an epoch on one busy CPU thread)
+#: "sevennet", "sevennet_tuned": the same two recipes on SevenNet-0 (``sevennet_ft``, no anchor; tuned for 40
+#: epochs, not 100: 23–39 s an epoch on one busy CPU thread); "sevennet_anchored": sevennet_tuned with SevenNet's
+#: energy per atom anchored to the pretrained model's (``anchor_weight: 1``; SevenNet has no moments)
 CHGNET_FT_VARIANTS = {"plain": ("chgnet_ft", {}, {}),
                       "tuned": ("chgnet_ft_tuned", {"backbone_lr_scale": 0.05, "anchor_weight": 1.0},
                                 {"epochs": 100, "lr": 0.002, "patience": 40}),
                       "sevennet": ("sevennet_ft", {"name": "sevennet_ft"}, {}),
                       "sevennet_tuned": ("sevennet_ft_tuned", {"name": "sevennet_ft", "backbone_lr_scale": 0.05},
-                                         {"epochs": 40, "lr": 0.002, "patience": 40})}
+                                         {"epochs": 40, "lr": 0.002, "patience": 40}),
+                      "sevennet_anchored": ("sevennet_ft_anchored",
+                                            {"name": "sevennet_ft", "backbone_lr_scale": 0.05, "anchor_weight": 1.0},
+                                            {"epochs": 40, "lr": 0.002, "patience": 40})}
 #: a fine-tuned variant's label -> the frozen backbone model it is compared with on the same folds
 FT_FROZEN = {label: ("sevennet" if extra.get("name") == "sevennet_ft" else "chgnet")
              for label, extra, _ in CHGNET_FT_VARIANTS.values()}
@@ -194,7 +199,8 @@ def main() -> None:
     p.add_argument("--finetune-folds", type=int, default=0, help="chgnet_ft on the first N dft_2d gap folds")
     p.add_argument("--finetune-variants", default="plain",
                    help="fine-tune recipes: plain (as CHGNET_FT), tuned (backbone at lr/20, anchored), sevennet, "
-                        "sevennet_tuned (the same on sevennet_ft); comma-separated")
+                        "sevennet_tuned (the same on sevennet_ft), sevennet_anchored (and SevenNet's energy anchored); "
+                        "comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
                    help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ensemble (means of the "
                         "network runs of each fold: ens_delta, ens_nn, ens_nn_disjoint)")
