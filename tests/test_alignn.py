@@ -96,3 +96,45 @@ def test_alignn_with_dihedrals_from_the_cli(tmp_path):
     out = tmp_path / "p.csv"
     ok(run("predict", str(run_dir), str(folder), "--out", str(out)))
     assert len(list(csv.DictReader(open(out)))) == 8
+
+
+def test_memory_saving_layers_compute_exactly_what_they_replace():
+    """The fused ``SiLU(batch_norm(x))`` and edge-gate sums hold fewer tensors for the backward pass; their
+    outputs, gradients and running statistics equal the plain PyTorch composition, and ALIGNN's parameter
+    names stay those of the separate norm (models saved before still load)."""
+    from torch.nn import functional as F
+
+    from matgnn.models.alignn import ALIGNN, _GatedSums
+    from matgnn.models.layers import RowBatchNorm, RowBatchNormSiLU
+
+    torch.manual_seed(0)
+    plain, fused = RowBatchNorm(8), RowBatchNormSiLU(8)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5), plain.bias.uniform_(-0.5, 0.5)
+    fused.load_state_dict(plain.state_dict())
+    for _ in range(3):
+        x = torch.randn(50, 8) * 3 + 1
+        xa, xb, g = x.clone().requires_grad_(), x.clone().requires_grad_(), torch.randn(50, 8)
+        ya, yb = F.silu(plain(xa)), fused(xb)
+        (ya * g).sum().backward(), (yb * g).sum().backward()
+        torch.testing.assert_close(ya, yb, rtol=0, atol=1e-6)
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-6)
+    for k, v in plain.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[k], v, rtol=0, atol=0)
+    torch.testing.assert_close(plain.weight.grad, fused.weight.grad, rtol=0, atol=1e-5)
+    plain.eval(), fused.eval()
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(fused(x), F.silu(plain(x)), rtol=0, atol=0)
+
+    m = torch.randn(30, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    src, dst = torch.randint(0, 7, (30,)), torch.randint(0, 5, (30,))
+    assert torch.autograd.gradcheck(lambda m, v: _GatedSums.apply(m, v, src, dst, 5), (m, v))
+    sigma = torch.sigmoid(m)
+    num, den = _GatedSums.apply(m, v, src, dst, 5)
+    torch.testing.assert_close(num, torch.zeros(5, 4, dtype=m.dtype).index_add(0, dst, sigma * v[src]))
+    torch.testing.assert_close(den, torch.zeros(5, 4, dtype=m.dtype).index_add(0, dst, sigma))
+
+    names = set(ALIGNN([{"name": "y"}], hidden=8, layers=1, gcn_layers=1).state_dict())
+    assert {"atom_embedding.1.running_mean", "alignn_layers.0.bond_graph.norm_nodes.weight",
+            "alignn_layers.0.bond_graph.norm_edges.bias"} <= names

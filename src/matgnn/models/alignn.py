@@ -23,14 +23,13 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import nn
-from torch.nn import functional as F
 
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, GaussianRBF
 from matgnn.graphs.geometry import edge_lengths, edge_vectors
 from matgnn.graphs.triplets import chained_edges, triplets
 from matgnn.models.base import MatgnnModel, ModelSettings
-from matgnn.models.layers import RowBatchNorm
+from matgnn.models.layers import LayerNormSiLU, RowBatchNormSiLU
 
 
 class ALIGNNConfig(ModelSettings):
@@ -57,13 +56,14 @@ class ALIGNNConfig(ModelSettings):
         "Gaussian expansion of the dihedral angle's cosine about the shared bond"))
 
 
-def _norm(channels: int, norm: str) -> nn.Module:
-    return RowBatchNorm(channels) if norm == "batch" else nn.LayerNorm(channels)
+def _norm_silu(channels: int, norm: str) -> nn.Module:
+    """norm → SiLU as one module (the norm's parameter names; one tensor less held for backward in training)."""
+    return RowBatchNormSiLU(channels) if norm == "batch" else LayerNormSiLU(channels)
 
 
 def _mlp(inp: int, out: int, norm: str) -> nn.Sequential:
     """Linear → norm → SiLU (ALIGNN's MLP layer)."""
-    return nn.Sequential(nn.Linear(inp, out), _norm(out, norm), nn.SiLU())
+    return nn.Sequential(nn.Linear(inp, out), _norm_silu(out, norm))
 
 
 def line_graph(dist: torch.Tensor, idx_kj: torch.Tensor, idx_ji: torch.Tensor, angle_cutoff: float | None
@@ -96,6 +96,30 @@ def dihedrals(vec: torch.Tensor, idx_kj: torch.Tensor, idx_ji: torch.Tensor, lin
     return torch.stack([t1, t2]), cos.clamp(-1.0, 1.0)
 
 
+class _GatedSums(torch.autograd.Function):
+    """``Σ_j σ_ij ⊙ v_j`` and ``Σ_j σ_ij`` per target ``i`` with ``σ = sigmoid(m)``, keeping only ``σ`` for the
+    backward pass: the gathered ``v_j`` (one row per edge, the largest tensor of a line graph) is gathered again
+    there instead of being held from the forward pass to the backward pass."""
+
+    @staticmethod
+    def forward(ctx, m: torch.Tensor, v: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,  # noqa: ANN001
+                n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = torch.sigmoid(m)
+        num = v.new_zeros(n, v.size(1)).index_add_(0, dst, sigma * v.index_select(0, src))
+        den = v.new_zeros(n, v.size(1)).index_add_(0, dst, sigma)
+        ctx.save_for_backward(sigma, v, src, dst)
+        return num, den
+
+    @staticmethod
+    def backward(ctx, g_num: torch.Tensor, g_den: torch.Tensor):  # noqa: ANN001, ANN205
+        sigma, v, src, dst = ctx.saved_tensors
+        g_msg = g_num.index_select(0, dst)
+        g_v = torch.zeros_like(v).index_add_(0, src, g_msg * sigma) if ctx.needs_input_grad[1] else None
+        g_sigma = torch.addcmul(g_den.index_select(0, dst), g_msg, v.index_select(0, src))
+        g_m = torch.ops.aten.sigmoid_backward(g_sigma, sigma) if ctx.needs_input_grad[0] else None
+        return g_m, g_v, None, None, None
+
+
 class EdgeGatedConv(nn.Module):
     """Residual edge-gated graph convolution on a graph with node features ``x`` and edge
     features ``y``; messages flow along ``edge_index`` (row 0 source ``j``, row 1 target ``i``):
@@ -110,20 +134,18 @@ class EdgeGatedConv(nn.Module):
         self.channels = channels
         self.node = nn.Linear(channels, 4 * channels)  # [A | B | U | V], one product per node
         self.edge = nn.Linear(channels, channels, bias=False)  # C (A's bias covers it)
-        self.norm_nodes = _norm(channels, norm)
+        self.norm_nodes = _norm_silu(channels, norm)
         #: False where the edge features are not read afterwards (the last layer of each graph)
-        self.norm_edges = _norm(channels, norm) if update_edges else None
+        self.norm_edges = _norm_silu(channels, norm) if update_edges else None
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         src, dst = edge_index
         a, b, u, v = self.node(x).chunk(4, dim=1)
         m = torch.addmm(a.index_select(0, dst) + b.index_select(0, src), y, self.edge.weight.t())
-        sigma = torch.sigmoid(m)
-        num = x.new_zeros(x.size(0), self.channels).index_add_(0, dst, sigma * v.index_select(0, src))
-        den = x.new_zeros(x.size(0), self.channels).index_add_(0, dst, sigma)
+        num, den = _GatedSums.apply(m, v, src, dst, x.size(0))
         h = u + num / (den + 1e-6)
-        x = x + F.silu(self.norm_nodes(h))
-        return x, (y + F.silu(self.norm_edges(m)) if self.norm_edges is not None else y)
+        x = x + self.norm_nodes(h)
+        return x, (y + self.norm_edges(m) if self.norm_edges is not None else y)
 
 
 class ALIGNNLayer(nn.Module):

@@ -18,6 +18,52 @@ class RowBatchNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
+class _BatchNormSiLU(torch.autograd.Function):
+    """``SiLU(batch_norm(x))`` in training mode, keeping only ``x`` and the batch statistics for the backward
+    pass (the normalised tensor is recomputed there, one fused multiply-add) instead of ``x`` and the
+    normalised tensor: one tensor of ``x``'s size less held per layer. The running statistics are updated
+    in place as by ``F.batch_norm``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,  # noqa: ANN001
+                running_var: torch.Tensor, momentum: float, eps: float) -> torch.Tensor:
+        out, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var, True,
+                                                             momentum, eps)
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.eps = eps
+        return F.silu(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        scale = invstd * weight
+        out = torch.addcmul(bias - mean * scale, x, scale)  # the forward's batch_norm(x), recomputed
+        g_out = torch.ops.aten.silu_backward(grad, out)
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(g_out, x, weight, None, None, mean, invstd, True,
+                                                                ctx.eps, list(ctx.needs_input_grad[:3]))
+        return gx, gw, gb, None, None, None, None
+
+
+class RowBatchNormSiLU(RowBatchNorm):
+    """``SiLU(RowBatchNorm(x))`` (the same parameters and statistics as :class:`RowBatchNorm`), holding one
+    tensor less for the backward pass when it trains (see :class:`_BatchNormSiLU`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not self.training or x.size(0) <= 1 or not self.track_running_stats or self.weight is None
+                or x.dtype != self.weight.dtype):
+            return F.silu(super().forward(x))
+        self.num_batches_tracked.add_(1)
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        return _BatchNormSiLU.apply(x, self.weight, self.bias, self.running_mean, self.running_var, momentum, self.eps)
+
+
+class LayerNormSiLU(nn.LayerNorm):
+    """``SiLU(LayerNorm(x))`` with :class:`nn.LayerNorm`'s parameters (the counterpart of :class:`RowBatchNormSiLU`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(super().forward(x))
+
+
 class _GatedMessage(torch.autograd.Function):
     """``σ(f) ⊙ softplus(c)`` of ``gate = [f | c]`` with a hand-written backward: one
     gradient tensor for ``gate`` (no split/cat) and ``softplus' = σ`` instead of
