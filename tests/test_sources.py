@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 
 import numpy as np
 import pytest
@@ -40,6 +42,34 @@ def test_jarvis_dft_2d(jarvis_dir):
     sel = list(JarvisSource("dft_2d", store_dir=jarvis_dir, targets=["optb88vdw_bandgap"], limit=5))
     assert len(sel) == 5 and list(sel[0].graph_targets) == ["optb88vdw_bandgap"]
     assert list(JarvisSource("dft_2d", store_dir=jarvis_dir, dimensionality="3D-bulk")) == []
+
+
+def test_a_reused_jarvis_cache_does_not_import_jarvis_tools(jarvis_dir, tmp_path):
+    """Finding the graph cache of a JARVIS source needs the dataset zip's path (jarvis-tools knows it; importing
+    it loads matplotlib and scipy): asked once, then remembered. A remembered zip that is gone, or a damaged
+    memo file, is asked for again; a run that reuses its cache never imports jarvis-tools."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MATGNN_CACHE_DIR": str(tmp_path / "cache")}
+    code = ("import sys; from matgnn.data.sources import JarvisSource; from matgnn.graphs.cache import "
+            f"build_graph_cache; build_graph_cache(JarvisSource('dft_2d', store_dir={jarvis_dir!r}, limit=3), "
+            "workers=1, progress=False); print('jarvis' in sys.modules)")
+
+    def imports_jarvis() -> bool:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip().splitlines()[-1] == "True"
+
+    assert imports_jarvis()  # the first run builds the cache (and reads the zip through jarvis-tools)
+    assert not imports_jarvis()
+    memo = tmp_path / "cache" / "jarvis_paths.json"
+    (key, path), = json.loads(memo.read_text()).items()
+    assert path.endswith(".zip") and os.path.isfile(path) and "dft_2d" in key
+    memo.write_text(json.dumps({key: str(tmp_path / "gone.zip")}))
+    assert imports_jarvis() and json.loads(memo.read_text())[key] == path  # asked again, remembered again
+    memo.write_text("{not json")
+    assert imports_jarvis() and not imports_jarvis()
 
 
 def test_jarvis_dft_3d_fractional_coordinates(jarvis_dir):

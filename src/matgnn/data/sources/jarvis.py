@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,41 @@ _NON_TARGET_FIELDS = {"jid", "atoms", "formula", "elements", "crys", "icsd", "di
 
 
 def _zip_path(dataset: str, store_dir: str | None) -> str:
+    """Where jarvis-tools keeps ``dataset``'s zip. Importing jarvis-tools costs half a second and ~40 MB
+    (it loads matplotlib and scipy), so the answer is remembered in ``<matgnn cache>/jarvis_paths.json``,
+    per jarvis-tools version, dataset, folder and ``$ATOMGPTLAB_CACHE``; a remembered zip that is gone is
+    asked for again."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from matgnn.graphs.cache import default_cache_root
+
+    try:
+        tools = version("jarvis-tools")
+    except PackageNotFoundError:
+        tools = "?"
+    key = "|".join([tools, dataset, str(store_dir), os.environ.get("ATOMGPTLAB_CACHE", "")])
+    memo_file = default_cache_root() / "jarvis_paths.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+        memo = memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        memo = {}
+    known = memo.get(key)
+    if isinstance(known, str) and os.path.isfile(known):
+        return known
+    path = _ask_jarvis(dataset, store_dir)
+    if os.path.isfile(path):  # only a zip that is there (else a download may follow, and is asked for again)
+        try:
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_file.with_name(f"{memo_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**memo, key: path}))
+            os.replace(tmp, memo_file)
+        except OSError:  # a read-only cache folder: ask jarvis-tools every time
+            pass
+    return path
+
+
+def _ask_jarvis(dataset: str, store_dir: str | None) -> str:
     from jarvis.core.utils import get_cache_dir
     from jarvis.db.figshare import get_db_info
 
