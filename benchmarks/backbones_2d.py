@@ -140,7 +140,7 @@ def ensembles(fold_runs: dict[str, str]) -> dict[str, list[str]]:
     delta = [m for m in fold_runs if m.endswith("_delta_pbe")]
     allpre = [m for m in fold_runs if m.endswith(("_2dm", "_delta_pbe"))]
     disjoint = [m for m in fold_runs if m.endswith("_disjoint")]
-    out = {"ens_delta": delta, "ens_nn": plain + allpre, "ens_nn_disjoint": plain + disjoint}
+    out = {"ens_delta": delta, "ens_nn": plain + allpre, "ens_nn_disjoint": plain + disjoint if disjoint else []}
     return {k: v for k, v in out.items() if len(v) > 1}
 
 
@@ -303,7 +303,7 @@ def main() -> None:
             if want("ensemble"):  # the mean of this fold's network runs, across backbones and recipes
                 for name, members in ensembles(fold_runs).items():
                     res.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], tgt))
-                    data_notes.setdefault("ensemble_members", {})[name] = members
+                    data_notes.setdefault("ensemble_members", {}).setdefault(task, {})[name] = members
             if task == "dft2d_gap" and fold < args.finetune_folds:  # the backbone itself fine-tuned
                 for variant in args.finetune_variants.split(","):
                     label, extra, train_extra = CHGNET_FT_VARIANTS[variant]
@@ -364,8 +364,14 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
         old_pf = old.get("data", {}).get("per_fold", {})
         per_fold = {t: {**{m: v for m, v in old_pf.get(t, {}).items() if f"{m}.{t}" not in now},
                         **per_fold.get(t, {})} for t in {*old_pf, *per_fold}}
+        members = old.get("data", {}).get("ensemble_members", {})
+        if members and all(isinstance(v, list) for v in members.values()):  # written before it was kept per task
+            members = {"dft2d_gap": members}
+        members = {**members, **data_notes.get("ensemble_members", {})}
         data_notes = {**{k: v for k, v in old.get("data", {}).items()
                          if k.startswith(("pretraining_", "formula_overlap", "chgnet_rejected"))}, **data_notes}
+        if members:
+            data_notes["ensemble_members"] = members
         tasks = sorted({*tasks, *old.get("data", {}).get("tasks", [])})
     targets = {}
     if "dft2d_gap" in tasks:
