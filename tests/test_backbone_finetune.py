@@ -14,7 +14,7 @@ import torch
 from ase import Atoms
 from ase.io import write
 
-from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
+from tests.userdata import anchored_drifts, cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
 
 pytest.importorskip("chgnet", reason="model 'chgnet_ft' needs the chgnet package (pip install 'matgnn[foundation]')")
 
@@ -108,29 +108,13 @@ def test_chgnet_finetune_anchor_loss_keeps_the_backbones_energy(tmp_path):
     `on_epoch_end` hook reading the weights being trained, not the best epoch's), the same runs with and
     without the anchor."""
     from pymatgen.core import Structure
-    from rich.console import Console
-
-    from matgnn.config import RunConfig
-    from matgnn.training.run import train
 
     from chgnet.model import CHGNet
 
     folder = cif_folder(tmp_path / "cifs")
     wheel = CHGNet.load(model_name="0.3.0", verbose=False).eval()
     graphs = [wheel.graph_converter(Structure.from_file(p)) for p in sorted(folder.glob("*.cif"))]
-    drift = {}
-    for weight in (0.0, 20.0):
-        cfg = RunConfig.model_validate({
-            "source": {"kind": "folder", "path": str(folder)},
-            "targets": [{"name": "lattice", "level": "graph", "loss": "l1"}],
-            "model": {"name": "chgnet_ft", "hidden": 16, "layers": 2, "anchor_weight": weight},
-            "train": {"epochs": 3, "batch_size": 2, "lr": 0.001, "scheduler": "none", "patience": 100,
-                      "tensorboard": False, "checkpoint_every": 0},
-            "split": {"kind": "random", "train": 0.6, "val": 0.2}, "output_dir": str(tmp_path / f"runs{weight}")})
-        seen = []
-        train(cfg, progress=False, console=Console(quiet=True),
-              on_epoch_end=lambda trainer: seen.append(_energy_drift(trainer.model, wheel, graphs)))
-        drift[weight] = seen[-1]
+    drift = anchored_drifts(folder, tmp_path, "chgnet_ft", 3, lambda model: _energy_drift(model, wheel, graphs))
     # same seed, data and steps: without the anchor the two runs would drift alike (measured 0.018 vs 0.030)
     assert drift[20.0] < 0.8 * drift[0.0], drift
 

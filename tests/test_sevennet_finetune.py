@@ -16,7 +16,7 @@ from ase.io import read, write
 
 from matgnn import keys
 
-from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
+from tests.userdata import anchored_drifts, cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
 
 pytest.importorskip("sevenn", reason="model 'sevennet_ft' needs the sevenn package (pip install 'matgnn[foundation]')")
 
@@ -94,12 +94,9 @@ def test_sevennet_finetune_anchor_loss_keeps_the_backbones_energy(tmp_path):
     calculator's); it pulls moved weights back; and the same `train` runs (Python API, reading the weights
     being trained after each epoch) drift less from SevenNet-0's energies with it than without."""
     from ase.build import bulk
-    from rich.console import Console
     from sevenn.calculator import SevenNetCalculator
 
-    from matgnn.config import RunConfig
     from matgnn.models import model_class
-    from matgnn.training.run import train
 
     structs = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("NaCl", "rocksalt", a=5.6)]
     batch = _batch(structs)
@@ -122,19 +119,7 @@ def test_sevennet_finetune_anchor_loss_keeps_the_backbones_energy(tmp_path):
 
     folder = cif_folder(tmp_path / "cifs")
     graphs = _batch([read(f) for f in sorted(folder.glob("*.cif"))])[keys.SEVENNET_GRAPHS]
-    drift = {}
-    for weight in (0.0, 20.0):
-        cfg = RunConfig.model_validate({
-            "source": {"kind": "folder", "path": str(folder)},
-            "targets": [{"name": "lattice", "level": "graph", "loss": "l1"}],
-            "model": {"name": "sevennet_ft", "hidden": 16, "layers": 2, "anchor_weight": weight},
-            "train": {"epochs": 2, "batch_size": 2, "lr": 0.001, "scheduler": "none", "patience": 100,
-                      "tensorboard": False, "checkpoint_every": 0},
-            "split": {"kind": "random", "train": 0.6, "val": 0.2}, "output_dir": str(tmp_path / f"runs{weight}")})
-        seen = []
-        train(cfg, progress=False, console=Console(quiet=True),
-              on_epoch_end=lambda trainer: seen.append(_energy_drift(trainer.model, graphs)))
-        drift[weight] = seen[-1]
+    drift = anchored_drifts(folder, tmp_path, "sevennet_ft", 2, lambda model: _energy_drift(model, graphs))
     assert drift[20.0] < 0.8 * drift[0.0], drift
 
 

@@ -10,8 +10,9 @@ import resource
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -195,3 +196,28 @@ def cif_jsonl(path: Path, n: int = 8, ids: Sequence[str] | None = None) -> Path:
             f.write(json.dumps({"material_id": ids[k] if ids else f"mp-{k}", "cif": cif,
                                 "band_gap": 0.1 * k, "formation_energy_per_atom": -0.01 * k}) + "\n")
     return path
+
+
+def anchored_drifts(folder: Path, out: Path, model: str, epochs: int, drift: Callable[[Any], float]
+                    ) -> dict[float, float]:
+    """A fine-tuned backbone ``model`` trained through the Python API (``train`` with an ``on_epoch_end`` hook
+    reading the weights being trained, not the best epoch's) on a folder's lattice constants, without and with
+    ``anchor_weight: 20``: ``drift(model)`` after the last epoch of each (same seed, data and steps)."""
+    from rich.console import Console
+
+    from matgnn.config import RunConfig
+    from matgnn.training.run import train
+
+    result = {}
+    for weight in (0.0, 20.0):
+        cfg = RunConfig.model_validate({
+            "source": {"kind": "folder", "path": str(folder)},
+            "targets": [{"name": "lattice", "level": "graph", "loss": "l1"}],
+            "model": {"name": model, "hidden": 16, "layers": 2, "anchor_weight": weight},
+            "train": {"epochs": epochs, "batch_size": 2, "lr": 0.001, "scheduler": "none", "patience": 100,
+                      "tensorboard": False, "checkpoint_every": 0},
+            "split": {"kind": "random", "train": 0.6, "val": 0.2}, "output_dir": str(out / f"runs{weight}")})
+        seen: list[float] = []
+        train(cfg, progress=False, console=Console(quiet=True), on_epoch_end=lambda t: seen.append(drift(t.model)))
+        result[weight] = seen[-1]
+    return result
