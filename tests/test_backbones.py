@@ -164,6 +164,15 @@ def test_shipped_backbone_moment_model_warm_starts_dft(tmp_path):
     assert any(starts.iterdir())
     card = " ".join(ok(run("models", "magmom-mp-chgnet")).out.split())
     assert "CHGNet 0.3.0" in card and "modified BSD" in card and "MPtrj" in card
+    # loading it takes CHGNet's moment weights from its own state, not from the chgnet package (a second)
+    import subprocess
+    import sys
+
+    code = ("import sys; from matgnn.models import load_model; from matgnn.pretrained import model_path; "
+            "m = load_model(model_path('magmom-mp-chgnet')); "
+            "print('chgnet' in sys.modules, bool(m.backbone_magmom_weight.isfinite().all()))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False", "True"]
 
 
 def test_moment_head_learns_the_residual_to_chgnets_own_moment(tmp_path):

@@ -99,13 +99,22 @@ class CHGNetBackbone(MatgnnModel):
     backbone_references = True
 
     def _add_magmom_reference(self) -> None:
-        from matgnn.graphs.backbone_features import chgnet_features
-
-        head = chgnet_features().model.site_wise  # the wheel's weights; saved with ours (a reload keeps them)
-        self.register_buffer("backbone_magmom_weight", head.weight.detach().reshape(-1).clone().float())
-        self.register_buffer("backbone_magmom_bias", head.bias.detach().reshape(()).clone().float())
+        # CHGNet's site_wise weights, saved with ours: a saved model brings them in its state; a new one takes
+        # the wheel's on first use (loading CHGNet costs a second, which loading a saved model does not pay)
+        self.register_buffer("backbone_magmom_weight", torch.full((self.feature_dim,), float("nan")))
+        self.register_buffer("backbone_magmom_bias", torch.tensor(float("nan")))
+        self._magmom_reference_ready = False
 
     def backbone_reference(self, k: int, batch: Any) -> torch.Tensor:
+        if not self._magmom_reference_ready:
+            if bool(torch.isnan(self.backbone_magmom_bias)):
+                from matgnn.graphs.backbone_features import chgnet_features
+
+                head = chgnet_features().model.site_wise
+                with torch.no_grad():
+                    self.backbone_magmom_weight.copy_(head.weight.detach().reshape(-1))
+                    self.backbone_magmom_bias.copy_(head.bias.detach().reshape(()))
+            self._magmom_reference_ready = True
         f = batch[keys.BACKBONE_ATOM]
         return torch.abs(f @ self.backbone_magmom_weight + self.backbone_magmom_bias)
 
