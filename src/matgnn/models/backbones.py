@@ -301,9 +301,8 @@ class CHGNetFineTune(_FineTunedGroups, MatgnnModel):
             with contextlib.redirect_stdout(io.StringIO()):
                 return type(self.chgnet).load(model_name=CHGNET_VERSION, verbose=False)
 
-        ref = self._pretrained_backbone(load).to(graphs[0].atomic_number.device)
-
         def compute(todo: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            ref = self._pretrained_backbone(load).to(graphs[0].atomic_number.device)
             out = ref([graphs[i] for i in todo], task="em")
             return [(out["e"][j].reshape(()), out["m"][j].reshape(-1)) for j in range(len(todo))]
 
@@ -439,9 +438,8 @@ class SevenNetFineTune(_FineTunedGroups, MatgnnModel):
         if self.training and self.anchor_weight > 0:  # keep SevenNet's own energy near the pretrained model's
             from matgnn.graphs.backbone_features import sevennet_network
 
-            ref = self._pretrained_backbone(sevennet_network).to(features.device)
-
             def compute(todo: list[int]) -> list[tuple[torch.Tensor]]:
+                ref = self._pretrained_backbone(sevennet_network).to(features.device)
                 pre = self._run(ref, [graphs[i] for i in todo], self._feature_modules)
                 return [(e,) for e in self._energy_per_atom(ref, pre)]
 
