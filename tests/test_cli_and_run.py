@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -56,6 +57,10 @@ def test_train_writes_a_self_describing_run_that_reloads(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 60
     assert np.isfinite(metrics["test.mixing_energy.mae"]) and metrics["test.atom_energy.count"] > 0
+    # throughput of whole epochs and of their training passes alone (as other tools print it)
+    assert 0 < metrics["train_structures_per_s"] <= metrics["train_pass_structures_per_s"]
+    history = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert all(0 < float(h["train_pass_seconds"]) <= float(h["seconds"]) for h in history)
     split = json.loads((run_dir / "split.json").read_text())
     assert not set(split["train"]) & set(split["test"])
 

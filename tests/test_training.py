@@ -172,3 +172,16 @@ def test_time_budget_schedule_shapes_and_replanning():
     assert t.epochs_in_budget() == 6
     t.history = [{"seconds": 100.0}] * 2
     assert t.epochs_in_budget() == 2  # never fewer than the epochs run
+
+
+def test_history_of_a_run_resumed_from_an_older_version_keeps_every_column(tmp_path):
+    """A checkpoint written before ``train_pass_seconds`` existed: its rows lack the column, the new rows have it."""
+    import csv
+
+    from matgnn.training.checkpoints import write_history
+
+    rows = [{"epoch": 1, "train_loss": 0.5, "seconds": 2.0},
+            {"epoch": 2, "train_loss": 0.4, "seconds": 2.1, "train_pass_seconds": 1.9}]
+    write_history(rows, tmp_path / "history.csv")
+    read = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [r["train_pass_seconds"] for r in read] == ["", "1.9"] and read[1]["seconds"] == "2.1"

@@ -531,26 +531,6 @@ def bench_deploy_cmd(
     console.print(table)
 
 
-def busy_machine_threading() -> None:
-    """Keep CPU training from collapsing on a shared machine (``benchmarks/busy_threads.py``: with
-    another job running, torch's default OpenMP spin-waiting made epochs 4× slower; yielding threads,
-    ``OMP_WAIT_POLICY=PASSIVE``, do not collapse; on an idle machine spinning is faster). So when another task is runnable as the command starts
-    (``/proc/loadavg``), the OpenMP threads yield instead of spinning. Must run before torch is
-    imported; a user's own ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` always wins."""
-    import os
-
-    if "OMP_WAIT_POLICY" in os.environ or "OMP_NUM_THREADS" in os.environ:
-        return
-    try:
-        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-        own = sum(1 for t in Path("/proc/self/task").iterdir()  # this process's runnable threads
-                  if (t / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R")
-    except (OSError, ValueError, IndexError):
-        return
-    if running - own >= 1:  # runnable tasks besides this process
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-
 def main(argv: list[str] | None = None) -> None:
     """The ``matgnn`` executable: every command, with one way of reporting failures.
 
@@ -568,8 +548,10 @@ def main(argv: list[str] | None = None) -> None:
         from click.exceptions import Abort, ClickException
 
     from matgnn.errors import Interrupted, MatgnnError
+    from matgnn.runtime import busy_machine_threading, keep_freed_memory
 
     busy_machine_threading()
+    keep_freed_memory()
     cmd = typer.main.get_command(app)
     try:
         rc = cmd.main(args=argv, prog_name="matgnn", standalone_mode=False)

@@ -15,6 +15,7 @@ from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE, ensemble_members, read_mo
 from matgnn.errors import UnsafeArtifactError, UserError
 from matgnn.models.base import MatgnnModel
 from matgnn.models.registry import registered_class
+from matgnn.runtime import keep_freed_memory
 
 #: buffers newer than some saved models; absent from a file, they keep their neutral default
 OPTIONAL_BUFFERS = {"element_baseline"}
@@ -23,6 +24,7 @@ OPTIONAL_BUFFERS = {"element_baseline"}
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MatgnnModel:
     """Rebuild a saved model from its folder, a run folder holding ``model/``, or a model's name
     (shipped, or a folder of ``$MATGNN_MODELS``): see :mod:`matgnn.artifacts`."""
+    keep_freed_memory()  # inference from this model: see matgnn.runtime
     path = Path(path)
     if not (path / MODEL_FILE).is_file():  # a run folder, a shipped name, a name in $MATGNN_MODELS
         if not path.exists() and ("/" in str(path) or path.is_absolute()):

@@ -98,7 +98,7 @@ class TensorBoard(Callback):
     def on_epoch_end(self, trainer: Trainer) -> None:
         last = trainer.history[-1]
         for key, value in last.items():
-            if key not in ("epoch", "seconds"):
+            if key not in ("epoch", "seconds", "train_pass_seconds"):
                 self.writer.add_scalar(key.replace(".", "/"), value, last["epoch"])
         self.writer.flush()  # on disk every epoch, whatever ends the run later
 

@@ -18,8 +18,9 @@ CHECKPOINT = CHECKPOINT_FILE
 
 
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
+    columns = list(dict.fromkeys(k for row in history for k in row))  # a run resumed from an older version's rows
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
         w.writeheader()
         w.writerows(history)
 

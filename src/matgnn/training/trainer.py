@@ -277,6 +277,7 @@ class Trainer:
         t0 = time.perf_counter()
         lr = self.opt.param_groups[0]["lr"]
         tl, _ = self.run_epoch(train_loader, True)
+        train_pass = time.perf_counter() - t0
         vl, vmae = self.run_epoch(val_loader, False) if val_loader is not None else (math.nan, {})
         monitor = vl if val_loader is not None else tl
         if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -288,7 +289,7 @@ class Trainer:
                                 for n in [h.name, *(f"{h.name}.{c}" for c in h.components or ())]},
                              **({f"task_weight.{h.name}": float(torch.exp(-self.log_vars[k].detach()))
                                  for k, h in enumerate(self.heads)} if self.log_vars is not None else {}),
-                             "lr": lr, "seconds": time.perf_counter() - t0})
+                             "lr": lr, "seconds": time.perf_counter() - t0, "train_pass_seconds": train_pass})
         if monitor < self.best:
             self.best, self.stale, self.best_epoch = monitor, 0, self.epoch
             self.best_state = copy.deepcopy(self.model.state_dict())
