@@ -179,6 +179,13 @@ def memory_run(epochs: int, in_memory: bool) -> tuple[dict[str, float], Path | N
             "epochs": m.get("epochs_run", UNKNOWN)}, run
 
 
+def _phase(metric: str) -> str:
+    """Which phase measured a metric (memory, infer or train)."""
+    if metric.startswith("memory"):
+        return "memory"
+    return "infer" if "predict" in metric or "model_only" in metric else "train"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--structures", type=int, default=10_000)
@@ -202,11 +209,15 @@ def main() -> None:
     metrics: dict[str, float] = {}
     previous = RESULTS / "throughput.json"
     earlier = {}
-    if "train" not in phases and previous.is_file():  # a later phase run on its own keeps the earlier figures
+    if phases != {"train", "infer", "memory"} and previous.is_file():  # the phases not rerun keep their figures
         old = json.loads(previous.read_text())
-        metrics.update({k: v for k, v in old["metrics"].items() if not k.startswith("memory")})
+        kept = {k: v for k, v in old["metrics"].items() if _phase(k) not in phases}
+        metrics.update(kept)
         earlier = {"earlier_phases": {"command": old["command"], "git_commit": old["git_commit"],
-                                      "created": old["created"], "wall_seconds": old["wall_seconds"]}}
+                                      "created": old["created"], "wall_seconds": old["wall_seconds"],
+                                      "phases": sorted({_phase(k) for k in kept}),
+                                      **({"memory_run": old["data"]["memory_run"], "memory": old["data"]["memory"]}
+                                         if "memory" not in phases and "memory" in old.get("data", {}) else {})}}
     data = {**earlier, "source": f"mp_magmoms (first {args.structures} entries; {len(ids)} with a valid graph, "
                       f"{len(cache.report.skipped)} skipped and listed in the cache's load report)",
             "target": f"{TARGET} (mean |m| per atom, μB/atom)", "graphs": GRAPHS.model_dump(),

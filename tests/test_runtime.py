@@ -29,7 +29,7 @@ print(json.dumps({"state": state, "faults": resource.getrusage(resource.RUSAGE_S
 
 def _batches(mode: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+             if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "MATGNN_MALLOC")}
     out = subprocess.run([sys.executable, "-c", _BATCHES, mode], env={**clean, **env}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
@@ -51,3 +51,4 @@ def test_a_users_own_allocator_choice_is_left_alone():
     r = _batches("keep", MALLOC_TRIM_THRESHOLD_="1000000")
     assert r["state"] == "user: MALLOC_TRIM_THRESHOLD_"
     assert _batches("keep", GLIBC_TUNABLES="glibc.malloc.tcache_count=0")["state"] == "user: GLIBC_TUNABLES"
+    assert _batches("keep", MATGNN_MALLOC="system")["state"] == "user: MATGNN_MALLOC=system"

@@ -2,7 +2,8 @@
 yield on a busy machine, and a heap that keeps the memory it frees.
 
 Both leave a user's own choice alone: ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` for the threads, and
-glibc's ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_`` / ``MALLOC_MMAP_MAX_``, a malloc entry in ``GLIBC_TUNABLES`` or a preloaded allocator (jemalloc,
+``MATGNN_MALLOC=system``, glibc's ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_`` /
+``MALLOC_MMAP_MAX_``, a malloc entry in ``GLIBC_TUNABLES`` or a preloaded allocator (jemalloc,
 tcmalloc, mimalloc) for the heap.
 """
 
@@ -40,7 +41,10 @@ def busy_machine_threading() -> None:
 
 
 def _user_allocator() -> str | None:
-    """What in the environment says the user chose the heap's behaviour themselves, if anything."""
+    """What in the environment says the user chose the heap's behaviour themselves, if anything
+    (``MATGNN_MALLOC=system`` keeps glibc's own adaptive behaviour)."""
+    if os.environ.get("MATGNN_MALLOC") == "system":
+        return "MATGNN_MALLOC=system"
     for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"):
         if name in os.environ:
             return name
