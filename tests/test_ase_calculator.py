@@ -57,7 +57,9 @@ def test_batched_screening_equals_one_by_one():
     many = calc.predict_many(_crystals())
     for a, res in zip(_crystals(), many):
         a.calc = MatgnnCalculator("magmom-mp")
-        np.testing.assert_allclose(a.get_magnetic_moments(), res["magmoms"], rtol=1e-5, atol=1e-6)
+        # equal up to float summation order, which differs between batch shapes (and with one OpenMP
+        # thread differs by up to 6e-5 μB on bcc Fe)
+        np.testing.assert_allclose(a.get_magnetic_moments(), res["magmoms"], rtol=1e-5, atol=1e-4)
 
 
 def test_graph_head_model_and_bad_structures():
