@@ -10,8 +10,10 @@ width 256; ``benchmarks/_alignn.py``); ours runs ``matgnn train`` with the setti
 epochs, batch 32, one thread, 8 Å / 12 neighbours. Throughput and memory are measured as in
 ``alignn_compare.py``.
 
-On this 2-core machine ALIGNN's own trains at about 20 MP structures per second, so the epoch count
-is small (``--epochs``, default 5): a comparison at equal, short training, not of converged models.
+On one thread of this 2-core machine ALIGNN's own trains at about 2.5 MP structures per second (a
+10,000-structure epoch: over an hour), so the CPU run uses ``--n-train 1000 --n-val 100 --epochs 3``: a
+comparison of throughput on MP-sized cells and of accuracy at equal, short training, not of converged
+models.
 The reference of converged models on these test ids is ALIGNN's leaderboard entry trained on all
 60,000 (0.0195 eV/atom, 0.192 eV); our GPU run on the 31,624 training ids is in
 ``mp_megnet_alignn.json``. ALIGNN's runs are cached as in ``alignn_compare.py``.
