@@ -77,12 +77,13 @@ def keep_freed_memory() -> str:
         _allocator_state = f"user: {chosen}"
         return _allocator_state
     import ctypes
-    import platform
+    import sys
 
     _allocator_state = "unavailable"
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+    if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6")
+            libc.gnu_get_libc_version  # noqa: B018 - glibc's own symbol: not musl or another libc
             ok = (libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(MMAP_THRESHOLD)) == 1
                   and libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(TRIM_THRESHOLD)) == 1)
         except (OSError, AttributeError):
