@@ -95,7 +95,7 @@ def main() -> None:
     write_poscars(data, posc)
     split_file = OUT / f"split_{args.n_train}_{args.n_val}.json"
     split_file.write_text(json.dumps(parts))
-    rows = {json.loads(line)["material_id"]: json.loads(line) for line in gzip.open(data, "rt")}
+    rows = {r["material_id"]: r for r in map(json.loads, gzip.open(data, "rt"))}
     res: dict[str, dict[str, dict]] = {}
     metrics: dict[str, float] = {}
     targets: dict[str, dict] = {}

@@ -121,6 +121,12 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
             distributed.shutdown()
 
 
+def _rate(n_train: int, history: list[dict[str, Any]], seconds: str) -> float:
+    """Training structures per second over the epochs of ``history``, timed by its column ``seconds``
+    (rows of a run resumed from an older version lack ``train_pass_seconds``: their whole epoch counts)."""
+    return n_train * len(history) / max(sum(h.get(seconds, h["seconds"]) for h in history), 1e-9)
+
+
 class _Run(Callback):
     """One run's stages and the state they hand on. (As a callback it marks the run folder worth
     keeping once an epoch has finished.)"""
@@ -233,10 +239,9 @@ class _Run(Callback):
         metrics: dict[str, Any] = {
             "n_parameters": run.n_parameters, "train_seconds": train_seconds, "epochs_run": len(history),
             "best_epoch": trainer.best_epoch,
-            "train_structures_per_s": len(split["train"]) * len(history) / max(sum(h["seconds"] for h in history), 1e-9),
+            "train_structures_per_s": _rate(len(split["train"]), history, "seconds"),
             # the training passes alone (no validation), as other tools print their epochs' training time
-            "train_pass_structures_per_s": len(split["train"]) * len(history)
-            / max(sum(h.get("train_pass_seconds", h["seconds"]) for h in history), 1e-9),
+            "train_pass_structures_per_s": _rate(len(split["train"]), history, "train_pass_seconds"),
             "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
             "n_skipped": len(cache.report.skipped), "world_size": self.info.world,
             "device": describe_device(self.device)}
