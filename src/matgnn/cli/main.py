@@ -413,6 +413,40 @@ def predict_cmd(
     console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → {path}")
 
 
+@app.command("reference")
+def reference_cmd(
+    source: str = typer.Argument(..., help="the reference structures with labels: " + SOURCE_HELP),
+    target: str = typer.Option(..., help="the reference's label to answer with (e.g. 'target' of an id_prop.csv)"),
+    fallback: str = typer.Option(..., help="the model for structures without a match: a run folder, model folder "
+                                           "or shipped name"),
+    out: Path = typer.Option(..., help="the model folder to write (must not hold a model)"),
+    fallback_head: Optional[str] = typer.Option(None, help="the fallback's head for TARGET (default: the same name)"),
+    ltol: float = typer.Option(0.3, help="StructureMatcher fractional lattice tolerance"),
+    stol: float = typer.Option(0.5, help="StructureMatcher site tolerance (× (V/n)^(1/3))"),
+    angle_tol: float = typer.Option(10.0, help="StructureMatcher angle tolerance (degrees)"),
+    store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding the dataset zip"),
+    limit: Optional[int] = typer.Option(None, help="read at most this many entries"),
+) -> None:
+    """A model answering from a reference set: a structure matching a reference structure (same reduced
+    formula, pymatgen StructureMatcher) gets its label, any other the fallback's prediction. Use it with
+    `predict`, or as the base of delta learning (delta.base_model) to learn the difference to the reference."""
+    from matgnn.models.reference import build_reference
+
+    src = _source(source, store_dir, limit)
+    try:
+        folder, left_out = build_reference(src, target, fallback, out, fallback_head,
+                                           {"ltol": ltol, "stol": stol, "angle_tol": angle_tol})
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    info = json.loads((folder / "model.json").read_text())["reference"]
+    if left_out:
+        console.print(f"{len(left_out)} structures left out (listed in {folder / 'reference_left_out.csv'}), e.g. "
+                      f"{left_out[0][0]}: {left_out[0][1]}", highlight=False, soft_wrap=True)
+    console.print(f"reference of {info['entries']} structures ('{target}'), fallback {info['fallback']} → {folder}",
+                  highlight=False, soft_wrap=True)
+
+
 @app.command("matbench")
 def matbench_cmd(
     task: str = typer.Argument(..., help="a Matbench v0.1 structure regression task, e.g. matbench_jdft2d"),

@@ -25,6 +25,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                                 "SevenNetFineTune"),
     "matgnn.models.delta": ("DeltaModel",),
     "matgnn.models.ensemble": ("EnsembleModel",),
+    "matgnn.models.reference": ("ReferenceModel",),
 }
 
 #: (module, class name) -> class, filled as the model modules are imported

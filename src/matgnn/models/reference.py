@@ -1,0 +1,241 @@
+"""A reference set as a model: a structure that matches one of the reference's structures gets that
+structure's label; any other gets a fallback model's prediction.
+
+The use: a database that already holds a related label for many of the structures a user predicts —
+2DMatPedia's PBE band gaps for JARVIS monolayers, say. As the frozen base of delta learning
+(``delta: {base_model: <this model's folder>}``) the residual network then learns the difference between
+the two levels of theory, and wherever the reference has no such structure, the difference from the
+fallback model (e.g. a model trained on the reference's labels).
+
+Matching: the same reduced composition, then pymatgen's ``StructureMatcher`` (lattice, site and angle
+tolerances; volumes scaled, primitive cells compared, so a supercell, rotation, translation or a
+different vacuum thickness of a monolayer still matches); of several matches the one with the smallest
+RMS site displacement. Matches are memoised per reference and structure within a process, so training
+epochs after the first (and further runs on the same reference) cost nothing extra.
+
+The reference's structures and labels are constructor arguments (``model.json``, plain data) and the
+fallback is a nested model spec, like :class:`~matgnn.models.delta.DeltaModel`'s; the folder loads
+without the reference data beside it. Build one with ``matgnn reference`` (:func:`build_reference`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from matgnn.models.base import MatgnnModel
+from matgnn.models.registry import build_from_spec, model_spec, register_model_class
+
+#: StructureMatcher tolerances used unless given: looser than pymatgen's (0.2, 0.3, 5°) because the
+#: same monolayer relaxed with two functionals differs in lattice constants and vacuum
+DEFAULT_TOLERANCES = {"ltol": 0.3, "stol": 0.5, "angle_tol": 10.0}
+
+#: (reference, structure) digest -> the matching entry (-1: none), shared by the instances of one reference
+#: in a process (every training run and every fold reloads its base model)
+_MATCHES: dict[bytes, int] = {}
+_MATCHES_MAX = 1_000_000
+
+
+def _formula(numbers: Iterable[int]) -> str:
+    from pymatgen.core import Composition, Element
+
+    z, counts = np.unique(np.asarray(list(numbers), dtype=int), return_counts=True)
+    return Composition({Element.from_Z(int(a)): int(c) for a, c in zip(z, counts)}).reduced_formula
+
+
+def _pmg(numbers: Any, positions: Any, cell: Any) -> Any:
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice(np.asarray(cell, float).reshape(3, 3)), [int(z) for z in numbers],
+                     np.asarray(positions, float).reshape(-1, 3), coords_are_cartesian=True)
+
+
+@register_model_class
+class ReferenceModel(nn.Module):
+    """Graph heads answered from a reference set where a structure matches one of its entries, else by
+    ``fallback`` (a model spec whose heads include each head's name, or the name ``fallback_heads`` gives).
+
+    ``entries``: ``{"ids": [...], "numbers": [[Z, ...], ...], "positions": [[x, y, z, ...], ...]`` (Å,
+    flattened), ``"cells": [[9 floats], ...], "labels": {head: [value, ...]}}``."""
+
+    VERSION = 1
+
+    def __init__(self, heads: list[dict[str, Any]], entries: dict[str, Any], fallback: dict[str, Any],
+                 fallback_heads: dict[str, str] | None = None, tolerances: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.init_args = {"heads": heads, "entries": entries, "fallback": fallback,
+                          **({"fallback_heads": fallback_heads} if fallback_heads else {}),
+                          **({"tolerances": tolerances} if tolerances else {})}
+        bad = [h.get("name") for h in heads if h.get("level", "graph") != "graph"]
+        if bad:
+            raise ValueError(f"a reference model answers graph-level heads only, not {bad}")
+        self._heads = [{"name": h["name"], "level": "graph"} for h in heads]
+        n = len(entries["ids"])
+        for key in ("numbers", "positions", "cells"):
+            if len(entries[key]) != n:
+                raise ValueError(f"reference entries: {len(entries[key])} {key} for {n} ids")
+        missing = [h["name"] for h in heads if len(entries["labels"].get(h["name"], ())) != n]
+        if missing:
+            raise ValueError(f"reference entries: no label of every entry for heads {missing}")
+        self.entries = entries
+        self.fallback = build_from_spec(fallback)
+        self.fallback_heads = dict(fallback_heads or {})
+        have = {s["name"] for s in self.fallback.head_specs if s["level"] == "graph"}
+        lacking = [self.fallback_heads.get(h["name"], h["name"]) for h in heads
+                   if self.fallback_heads.get(h["name"], h["name"]) not in have]
+        if lacking:
+            raise ValueError(f"the fallback model has no graph head {lacking} (its heads: {sorted(have)}); "
+                             "name its head for each target in fallback_heads")
+        for p in self.fallback.parameters():
+            p.requires_grad_(False)
+        self.tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+        self._by_formula: dict[str, list[int]] | None = None
+        self._key = hashlib.sha1(json.dumps([entries["ids"], self.tolerances]).encode()).digest()
+
+    @classmethod
+    def of(cls, heads: list[dict[str, Any]], entries: dict[str, Any], fallback: MatgnnModel,
+           fallback_heads: dict[str, str] | None = None, tolerances: dict[str, float] | None = None
+           ) -> ReferenceModel:
+        """A reference model around a trained fallback (its weights copied)."""
+        m = cls(heads, entries, model_spec(fallback), fallback_heads, tolerances)
+        m.fallback.load_state_dict(fallback.state_dict())
+        return m.eval()
+
+    @property
+    def head_specs(self) -> list[dict[str, Any]]:
+        return self._heads
+
+    # -- matching ---------------------------------------------------------------
+    def _index(self) -> dict[str, list[int]]:
+        if self._by_formula is None:
+            by: dict[str, list[int]] = {}
+            for k, numbers in enumerate(self.entries["numbers"]):
+                by.setdefault(_formula(numbers), []).append(k)
+            self._by_formula = by
+        return self._by_formula
+
+    def match(self, numbers: Any, positions: Any, cell: Any) -> int:
+        """The index of the reference entry matching a structure (smallest RMS displacement of the
+        matches), or -1."""
+        numbers = np.asarray(numbers, dtype=np.int64)
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
+        key = self._key + hashlib.sha1(numbers.tobytes() + np.round(positions, 4).tobytes()
+                                       + np.round(cell, 4).tobytes()).digest()
+        if key in _MATCHES:
+            return _MATCHES[key]
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        best, best_rms = -1, np.inf
+        candidates = self._index().get(_formula(numbers), [])
+        if candidates:
+            matcher = StructureMatcher(primitive_cell=True, scale=True, attempt_supercell=False, **self.tolerances)
+            mine = _pmg(numbers, positions, cell)
+            for k in candidates:
+                theirs = _pmg(self.entries["numbers"][k], self.entries["positions"][k], self.entries["cells"][k])
+                try:
+                    rms = matcher.get_rms_dist(mine, theirs)
+                except (ValueError, RuntimeError):  # pymatgen gives up on degenerate lattices
+                    rms = None
+                if rms is not None and rms[0] < best_rms:
+                    best, best_rms = k, rms[0]
+        if len(_MATCHES) >= _MATCHES_MAX:
+            _MATCHES.clear()
+        _MATCHES[key] = best
+        return best
+
+    def matches(self, batch: Any) -> list[int]:
+        """The matching entry of each structure of a batch (-1: none)."""
+        from matgnn.graphs.backbone_features import batch_structures
+
+        return [self.match(z, pos, cell) for _, z, pos, cell, _ in batch_structures(batch)]
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        found = self.matches(batch)
+        hit = torch.tensor([k >= 0 for k in found], dtype=torch.bool)
+        fb = None
+        if not bool(hit.all()):
+            with torch.no_grad():
+                fb = self.fallback(batch)
+        out = {}
+        for spec in self._heads:
+            name = spec["name"]
+            labels = self.entries["labels"][name]
+            ref = torch.tensor([float(labels[k]) if k >= 0 else 0.0 for k in found], dtype=torch.float32)
+            if fb is not None:
+                other = fb[self.fallback_heads.get(name, name)].detach()
+                ref = torch.where(hit.to(other.device), ref.to(other.device, other.dtype), other)
+            out[name] = ref
+        return out
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        return MatgnnModel.save(self, path, extra)  # model.json (entries, fallback spec) + state.pt (fallback)
+
+
+def entries_of(structures: Iterable[Any], heads: list[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """A reference's entries from a source's structures with those graph labels. Left out, as
+    ``(id, reason)``: the source's unreadable structures and those without a finite label of every head."""
+    from matgnn.errors import StructureError
+
+    entries: dict[str, Any] = {"ids": [], "numbers": [], "positions": [], "cells": [], "labels": {h: [] for h in heads}}
+    left_out: list[tuple[str, str]] = []
+    for s in structures:
+        if isinstance(s, StructureError):
+            left_out.append((s.structure_id, f"{s.code}: {s.detail}"))
+            continue
+        values = [s.graph_targets.get(h) for h in heads]
+        lacking = [h for h, v in zip(heads, values)
+                   if v is None or np.ndim(v) != 0 or not np.isfinite(float(v))]
+        if lacking:
+            left_out.append((str(s.id), f"no finite label {', '.join(lacking)}"))
+            continue
+        entries["ids"].append(str(s.id))
+        entries["numbers"].append([int(z) for z in s.numbers])
+        entries["positions"].append([round(float(x), 5) for x in np.asarray(s.positions, float).ravel()])
+        entries["cells"].append([round(float(x), 5) for x in np.asarray(s.cell, float).ravel()])
+        for h, v in zip(heads, values):
+            entries["labels"][h].append(float(v))
+    return entries, left_out
+
+
+def build_reference(structures: Iterable[Any], target: str, fallback: str | Path, out: str | Path,
+                    fallback_head: str | None = None, tolerances: dict[str, float] | None = None
+                    ) -> tuple[Path, list[tuple[str, str]]]:
+    """Write a reference model folder ``out`` (which must not hold a model already): ``structures``'
+    ``target`` labels, and ``fallback`` (a run folder, model folder or shipped name) for structures without
+    a match. Returns the folder and the structures left out, as ``(id, reason)``."""
+    from matgnn.artifacts import MODEL_FILE, model_folder, read_model_info
+    from matgnn.errors import UserError
+    from matgnn.models.loading import load_model
+
+    out = Path(out)
+    if (out / MODEL_FILE).exists():
+        raise UserError(f"{out} holds a model already; choose another folder (nothing was overwritten)")
+    fb_dir = model_folder(fallback)
+    fb = load_model(fb_dir)
+    fb_info = read_model_info(fb_dir)
+    entries, left_out = entries_of(structures, [target])
+    if not entries["ids"]:
+        raise UserError(f"no structure of the reference has a finite '{target}' label ({len(left_out)} left out)")
+    heads_map = {target: fallback_head} if fallback_head and fallback_head != target else None
+    try:
+        model = ReferenceModel.of([{"name": target, "level": "graph"}], entries, fb, heads_map, tolerances)
+    except ValueError as e:
+        raise UserError(f"fallback {fb_dir}: {e}") from None
+    extra = {k: fb_info[k] for k in ("graphs", "train_elements") if k in fb_info}
+    extra["reference"] = {"entries": len(entries["ids"]), "left_out": len(left_out), "fallback": str(fb_dir),
+                          "target": target, "tolerances": model.tolerances}
+    folder = model.save(out, extra=extra)
+    if left_out:
+        with open(folder / "reference_left_out.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "reason"])
+            w.writerows(left_out)
+    return folder, left_out

@@ -1,0 +1,115 @@
+"""`matgnn reference`: a labelled reference set as a model (matched structures get the reference's label,
+the rest the fallback model's prediction), used by `predict` and as the frozen base of delta learning —
+driven through the installed CLI on CIF folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error
+
+
+def _predictions(path: Path, head: str) -> dict[str, float]:
+    return {r["id"]: float(r[head]) for r in csv.DictReader(open(path))}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """12 fcc crystals (labels 'lattice'); a base model of 'a0' (the same labels under another name)
+    trained on them; a reference folder of s0..s2 (Cu, Ag, Au) whose 'a0' labels are offset by +1 Å, so a
+    reference answer is told apart from the fallback's."""
+    tmp = tmp_path_factory.mktemp("reference")
+    folder = cif_folder(tmp / "cifs")
+    rows = (folder / "id_prop.csv").read_text().splitlines()[1:]
+    (folder / "id_prop_a0.csv").write_text("id,a0\n" + "\n".join(rows) + "\n")
+    ok(run("train", str(run_yaml(tmp / "base.yaml", f"{{kind: folder, path: {folder}, id_prop: id_prop_a0.csv}}",
+                                 tmp / "base_runs", epochs=2, target="a0"))))
+    (base_run,) = runs_in(tmp / "base_runs")
+    ref = tmp / "ref_cifs"
+    ref.mkdir()
+    labels = {}
+    for k in range(3):
+        shutil.copy(folder / f"s{k}.cif", ref / f"s{k}.cif")
+        labels[f"s{k}"] = float(rows[k].split(",")[1]) + 1.0
+    (ref / "id_prop.csv").write_text("id,a0\n" + "".join(f"{i},{v}\n" for i, v in labels.items()) + "s_missing,3.0\n")
+    return {"tmp": tmp, "folder": folder, "base_run": base_run, "ref": ref, "labels": labels}
+
+
+def test_reference_answers_matches_and_falls_back_for_the_rest(setup, tmp_path):
+    folder, base_run, labels = setup["folder"], setup["base_run"], setup["labels"]
+    out = tmp_path / "ref-model"
+    r = ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(out)))
+    assert "reference of 3 structures" in r.out
+    # the id_prop row without a structure file is left out and listed, not dropped silently
+    assert "1 structures left out" in " ".join(r.out.split())
+    left = list(csv.DictReader(open(out / "reference_left_out.csv")))
+    assert [row["id"] for row in left] == ["s_missing"]
+    info = json.loads((out / "model.json").read_text())
+    assert info["class"] == "ReferenceModel" and info["reference"]["entries"] == 3 and "graphs" in info
+
+    # a rotated 2×1×1 supercell of s0 (and s6: Cu fcc at another lattice constant, scaled) match s0
+    from ase.io import read, write
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    atoms = read(folder / "s0.cif").repeat((2, 1, 1))
+    atoms.rotate(33, "z", rotate_cell=True)
+    atoms.translate([0.4, 0.1, 0.2])
+    atoms.wrap()
+    write(extra / "cu_super.cif", atoms)
+    ok(run("predict", str(out), str(folder), str(extra), "--out", str(tmp_path / "p.csv")))
+    ok(run("predict", str(base_run), str(folder), str(extra), "--out", str(tmp_path / "base.csv")))
+    got, base = _predictions(tmp_path / "p.csv", "a0"), _predictions(tmp_path / "base.csv", "a0")
+    assert len(got) == 13
+    same = {"s0": "s0", "s1": "s1", "s2": "s2", "s6": "s0", "s7": "s1", "s8": "s2", "cu_super": "s0"}
+    for sid, v in got.items():
+        if sid in same:
+            assert v == pytest.approx(labels[same[sid]], abs=1e-5), sid
+        else:  # Al, Ni, Pd: no reference structure of that formula
+            assert v == pytest.approx(base[sid], abs=1e-5), sid
+
+
+def test_reference_as_the_base_of_delta_learning(setup, tmp_path):
+    folder, base_run = setup["folder"], setup["base_run"]
+    ref = tmp_path / "ref-model"
+    ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(ref)))
+    cfg = run_yaml(tmp_path / "delta.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=2,
+                   extra=f"delta: {{base_model: {ref}, base_heads: {{lattice: a0}}}}\n")
+    r = ok(run("train", str(cfg)))
+    assert "delta learning on the residuals" in r.out
+    (delta_run,) = runs_in(tmp_path / "runs")
+    m = json.loads((delta_run / "metrics.json").read_text())
+    assert np.isfinite(m["test.lattice.mae"]) and np.isfinite(m["base.test.lattice.mae"])
+    # the run's model folder carries the reference (no reference files or base run needed): move it away
+    moved = tmp_path / "mailed"
+    shutil.copytree(delta_run / "model", moved)
+    shutil.rmtree(ref)
+    ok(run("predict", str(moved), str(folder), "--out", str(tmp_path / "p.csv")))
+    assert len(_predictions(tmp_path / "p.csv", "lattice")) == 12
+
+
+def test_reference_refuses_what_it_cannot_use(setup, tmp_path):
+    ref, base_run = setup["ref"], setup["base_run"]
+    out = tmp_path / "ref-model"
+    ok(run("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--out", str(out)))
+    before = (out / "model.json").read_bytes()
+    # an existing model is not overwritten
+    user_error(run("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--out", str(out)),
+               str(out), "holds a model already")
+    assert (out / "model.json").read_bytes() == before
+    # a label the reference does not have
+    user_error(run("reference", str(ref), "--target", "gap", "--fallback", str(base_run), "--out",
+                   str(tmp_path / "o2")), "gap")
+    # a fallback without a head of that name
+    user_error(run("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--fallback-head", "gap",
+                   "--out", str(tmp_path / "o3")), "gap", "fallback")
+    # a fallback that is not a model
+    user_error(run("reference", str(ref), "--target", "a0", "--fallback", str(tmp_path / "nothing"),
+                   "--out", str(tmp_path / "o4")), "nothing")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
