@@ -20,9 +20,17 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
   more input (``_disjoint``: from the disjoint pretraining);
 - ``chgnet_delta_pbe`` (``_disjoint``): delta learning on the dft_2d gap with the 2DMatPedia-pretrained
   model as the frozen base (``delta: {base_model: ...}``): the MLP learns OptB88vdW − predicted PBE;
+- ``chgnet_ref``: the 2DMatPedia reference as a model (``matgnn reference``): a dft_2d monolayer that matches a
+  2DMatPedia monolayer (same reduced formula, pymatgen StructureMatcher) gets that monolayer's PBE gap as its
+  prediction, any other the 2DMatPedia-pretrained model's (no dft_2d label used);
+- ``chgnet_ref_delta``: delta learning with that reference model as the frozen base: the MLP learns
+  OptB88vdW − (matched PBE label, else predicted PBE gap); ``chgnet_gbm_ref``: ``chgnet_gbm`` with the
+  reference model's answer as one more input. All three see the labels of 2DMatPedia monolayers with dft_2d
+  formulas (no ``_disjoint`` form: a formula-disjoint reference matches nothing);
 - ``ens_delta``, ``ens_nn``, ``ens_nn_disjoint`` (variant ``ensemble``): the mean of each fold's
   network runs — the delta models of every backbone; every plain, transfer and delta run (pretraining on all
-  of 2DMatPedia); the plain ones and those pretrained without any dft_2d formula. On the exfoliation energy
+  of 2DMatPedia); the plain ones and those pretrained without any dft_2d formula. ``ens_ref``: the reference-based
+  delta models of every backbone; ``ens_ref_delta``: those and the ``_delta_pbe`` ones. On the exfoliation energy
   (no pretraining there) ``ens_nn`` is the mean of the frozen backbones' MLPs and PNA.
 - ``pna``: our PNA from scratch at the dft2d_bandgap budget (exfoliation; 2DMatPedia with ``--scratch``;
   the dft_2d gap's is in dft2d_bandgap.json).
@@ -49,7 +57,7 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
 Usage: python benchmarks/backbones_2d.py [--folds 5] [--tasks dft2d_gap,dft2d_exfoliation,2dmatpedia_gap] [--scratch]
        [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N]
        [--finetune-variants plain,tuned,sevennet,sevennet_tuned,sevennet_anchored]
-       [--variants ...] [--merge]
+       [--variants ...] [--no-disjoint] [--merge]
 """
 
 from __future__ import annotations
@@ -132,15 +140,22 @@ def run_cfg(source: dict, tgt: str, model: dict, train_cfg: dict, split: dict, n
             "seconds": m["wall_seconds"]}
 
 
-def ensembles(fold_runs: dict[str, str]) -> dict[str, list[str]]:
+def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, list[str]]:
     """Ensembles of a fold's network runs: ``ens_delta`` (the delta models of every backbone), ``ens_nn``
-    (every run whose pretraining saw all of 2DMatPedia, and the plain ones) and ``ens_nn_disjoint`` (only
-    runs whose pretraining excluded every dft_2d formula, and the plain ones)."""
+    (every run whose pretraining saw all of 2DMatPedia, and the plain ones), ``ens_nn_disjoint`` (only
+    runs whose pretraining excluded every dft_2d formula, and the plain ones), ``ens_ref`` (the delta models
+    on the 2DMatPedia reference) and ``ens_ref_delta`` (those and the ``_delta_pbe`` ones). An ensemble is
+    formed only when every kind of its members ran (a partial rerun does not redefine a committed one)."""
     plain = [m for m in fold_runs if "_" not in m]
     delta = [m for m in fold_runs if m.endswith("_delta_pbe")]
-    allpre = [m for m in fold_runs if m.endswith(("_2dm", "_delta_pbe"))]
+    pre2dm = [m for m in fold_runs if m.endswith("_2dm")]
     disjoint = [m for m in fold_runs if m.endswith("_disjoint")]
-    out = {"ens_delta": delta, "ens_nn": plain + allpre, "ens_nn_disjoint": plain + disjoint if disjoint else []}
+    ref = [m for m in fold_runs if m.endswith("_ref_delta")]
+    out = {"ens_delta": delta, "ens_ref": ref, "ens_ref_delta": ref + delta if ref and delta else []}
+    if plain and (pre2dm or task != "dft2d_gap"):
+        out["ens_nn"] = plain + pre2dm + delta
+    if plain and disjoint:
+        out["ens_nn_disjoint"] = plain + disjoint
     return {k: v for k, v in out.items() if len(v) > 1}
 
 
@@ -188,6 +203,15 @@ def predict_with(run: str, structures) -> dict[str, float]:
     return {row["id"]: row[head] for row in predict_structures(model, list(structures), graph_settings_of(run))}
 
 
+def reference_matches(folder: Path, structures) -> dict[str, int]:
+    """How many structures a reference model answers from its reference (the rest: its fallback)."""
+    from matgnn.models import load_model
+
+    model = load_model(folder)
+    hits = sum(model.match(s.numbers, s.positions, s.cell) >= 0 for s in structures)
+    return {"structures": len(structures), "matched": int(hits), "reference_entries": len(model.entries["ids"])}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--folds", type=int, default=5)
@@ -203,8 +227,11 @@ def main() -> None:
                         "sevennet_tuned (the same on sevennet_ft), sevennet_anchored (and SevenNet's energy anchored); "
                         "comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
-                   help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ensemble (means of the "
-                        "network runs of each fold: ens_delta, ens_nn, ens_nn_disjoint)")
+                   help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ref, ref_delta, gbm_ref, "
+                        "ensemble (means of the network runs of each fold: ens_delta, ens_nn, ens_nn_disjoint, "
+                        "ens_ref, ens_ref_delta)")
+    p.add_argument("--no-disjoint", action="store_true",
+                   help="skip the formula-disjoint pretraining and its variants")
     args = p.parse_args()
     variants = set(args.variants.split(","))
     if args.seed_task:
@@ -244,14 +271,25 @@ def main() -> None:
     (folder / "id_prop_disjoint.csv").write_text("".join(f"{i},{v}\n" for i, v in rows.items() if i in keep))
 
     pre: dict[str, dict] = {}
-    if "dft2d_gap" in tasks and variants & {"2dm", "gbm_pbe", "delta_pbe"}:  # pretraining on 2DMatPedia PBE gaps (all; formula-disjoint), random 90/10 for early stop
+    refs: dict[str, Path] = {}
+    if "dft2d_gap" in tasks and variants & {"2dm", "gbm_pbe", "delta_pbe", "ref", "ref_delta", "gbm_ref"}:
+        # pretraining on 2DMatPedia PBE gaps (all; formula-disjoint), random 90/10 for early stop
+        keys = (("all", "id_prop.csv"),) + (() if args.no_disjoint else (("disjoint", "id_prop_disjoint.csv"),))
         for bb in backbones:
-            for key, id_prop in (("all", "id_prop.csv"), ("disjoint", "id_prop_disjoint.csv")):
+            for key, id_prop in keys:
                 name = "chgnet-2dmatpedia-" + key if bb == "chgnet" else f"{bb}-2dmatpedia-{key}"
                 pre[f"{bb}:{key}"] = run_cfg({**m2d_source, "id_prop": id_prop}, "target", {**CHGNET, "name": bb},
                                              {**CHGNET_TRAIN, "epochs": 100, "patience": 30},
                                              {"kind": "random", "train": 0.9, "val": 0.1}, name)
                 data_notes[f"pretraining_{key}" if bb == "chgnet" else f"pretraining_{bb}_{key}"] = pre[f"{bb}:{key}"]
+            if variants & {"ref", "ref_delta", "gbm_ref"}:  # 2DMatPedia as a reference, that model as the fallback
+                import shutil
+
+                from matgnn.models.reference import build_reference
+
+                refs[bb] = OUT / f"{bb}-2dmatpedia-reference"
+                shutil.rmtree(refs[bb], ignore_errors=True)
+                build_reference(m2d, "target", pre[f"{bb}:all"]["run"], refs[bb])
 
     for task in tasks:
         if task == "2dmatpedia_gap":
@@ -263,6 +301,9 @@ def main() -> None:
         y = {s.id: float(s.graph_targets[tgt]) for s in structures}
         xs = {bb: pooled_features(structures, bb) for bb in backbones}
         extra_x = {k: predict_with(v["run"], structures) for k, v in pre.items()} if task == "dft2d_gap" else {}
+        ref_x = {bb: predict_with(str(f), structures) for bb, f in refs.items()} if task == "dft2d_gap" else {}
+        if ref_x:
+            data_notes["reference_matches"] = {bb: reference_matches(f, structures) for bb, f in refs.items()}
         res: dict[str, list[float]] = {}
         for fold in range(args.folds):
             parts = {k: [ids[i] for i in v] for k, v in kfold_split(len(ids), 5, fold, 0.1, 42).items()}
@@ -283,6 +324,17 @@ def main() -> None:
                     fit(bb, source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-{task}-{fold}")
                 if want("gbm"):
                     res.setdefault(f"{bb}_gbm", []).append(gbm_fold(x, y, parts))
+                if bb in ref_x:
+                    if want("ref"):  # the reference model alone: no dft_2d label seen
+                        res.setdefault(f"{bb}_ref", []).append(
+                            float(np.mean([abs(ref_x[bb][i] - y[i]) for i in parts["test"]])))
+                    if want("gbm_ref"):
+                        xr = {i: np.concatenate([x[i], [ref_x[bb][i]]]) for i in ids}
+                        res.setdefault(f"{bb}_gbm_ref", []).append(gbm_fold(xr, y, parts))
+                    if want("ref_delta"):
+                        fit(f"{bb}_ref_delta", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
+                            f"{bb}-ref-delta-{task}-{fold}",
+                            delta={"base_model": str(refs[bb]), "base_heads": {tgt: "target"}})
                 for key in ("all", "disjoint"):
                     run = pre.get(f"{bb}:{key}") if task == "dft2d_gap" else None
                     if run is None:
@@ -301,7 +353,7 @@ def main() -> None:
             if not args.no_pna and (task == "dft2d_exfoliation" or (task == "2dmatpedia_gap" and args.scratch)):
                 fit("pna", source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")  # from scratch; joins ens_nn
             if want("ensemble"):  # the mean of this fold's network runs, across backbones and recipes
-                for name, members in ensembles(fold_runs).items():
+                for name, members in ensembles(fold_runs, task).items():
                     res.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], tgt))
                     data_notes.setdefault("ensemble_members", {}).setdefault(task, {})[name] = members
             if task == "dft2d_gap" and fold < args.finetune_folds:  # the backbone itself fine-tuned
@@ -377,8 +429,8 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
     if "dft2d_gap" in tasks:
         best = min((k for k in metrics if k.endswith(".dft2d_gap.mae_mean")), key=metrics.get)
         targets["dft2d_gap.best"] = {**target(0.25, "<=", metrics[best]), "model": best.split(".")[0]}
-        def overlapping(k: str) -> bool:  # pretrained on 2DMatPedia with dft_2d formulas in it
-            return any(part in k.split(".")[0] for part in ("2dm", "pbe", "ens_"))
+        def overlapping(k: str) -> bool:  # pretrained on (or answering from) 2DMatPedia with dft_2d formulas in it
+            return any(part in k.split(".")[0] for part in ("2dm", "pbe", "ens_", "ref"))
 
         disjoint_best = min((k for k in metrics if k.endswith(".dft2d_gap.mae_mean") and not overlapping(k)
                              or k.endswith("_disjoint.dft2d_gap.mae_mean")), key=metrics.get)
