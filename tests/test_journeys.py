@@ -291,6 +291,24 @@ def test_2dmatpedia_folder_as_a_source_and_for_predict(matpedia, tmp_path):
     assert np.isfinite([float(a["magmom"]) for a in atoms]).all()
 
 
+def test_2dmatpedia_as_a_reference_model(matpedia, tmp_path):
+    """`matgnn reference structure_database/ --target target --fallback bandgap-2d --fallback-head
+    optb88vdw_bandgap --out pbe_ref` (the first 60 entries here), then `matgnn predict pbe_ref ...`: a
+    reference monolayer gets its own PBE gap back."""
+    out = tmp_path / "pbe_ref"
+    r = ok(run("reference", str(matpedia), "--limit", "60", "--target", "target", "--fallback", "bandgap-2d",
+               "--fallback-head", "optb88vdw_bandgap", "--out", str(out)))
+    assert "reference of 60 structures" in " ".join(r.out.split())
+    ids = json.loads((out / "model.json").read_text())["init_args"]["entries"]["ids"]
+    labels = {row[0]: float(row[1]) for row in csv.reader(open(matpedia / "id_prop.csv"))}
+    ok(run("predict", str(out), str(matpedia), "--limit", "120", "--out", str(tmp_path / "p.csv")))
+    rows = {row["id"]: float(row["target"]) for row in csv.DictReader(open(tmp_path / "p.csv"))}
+    both = set(rows) & set(ids)
+    assert len(rows) == 120 and both
+    for i in both:
+        assert rows[i] == pytest.approx(labels[i], abs=1e-5), i
+
+
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_the_shipped_models_training_configs_resolve(config):
