@@ -26,7 +26,13 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
 - ``chgnet_ref_delta``: delta learning with that reference model as the frozen base: the MLP learns
   OptB88vdW − (matched PBE label, else predicted PBE gap); ``chgnet_gbm_ref``: ``chgnet_gbm`` with the
   reference model's answer as one more input. All three see the labels of 2DMatPedia monolayers with dft_2d
-  formulas (no ``_disjoint`` form: a formula-disjoint reference matches nothing);
+  formulas (no ``_disjoint`` form: a formula-disjoint reference matches nothing); ``chgnet_ref_first``: the
+  reference answers where it matches, and this fold's ``chgnet_delta_pbe`` model (trained on dft_2d) elsewhere
+  (``matgnn reference --fallback <the delta run>``);
+- ``chgnet_log`` (exfoliation): the ``chgnet`` MLP on log1p of the energy (``transform: log``);
+  ``chgnet_gbm_geo`` (exfoliation): XGBoost on the pooled features plus the layer's geometry (area per atom,
+  thickness, atom count, atoms per area, slab volume per atom), learning log(energy / area per atom), the log of
+  a binding energy per area; ``ens_log_geo``: the mean of the ``_log`` MLPs, the ``_gbm_geo`` models and PNA;
 - ``ens_delta``, ``ens_nn``, ``ens_nn_disjoint`` (variant ``ensemble``): the mean of each fold's
   network runs — the delta models of every backbone; every plain, transfer and delta run (pretraining on all
   of 2DMatPedia); the plain ones and those pretrained without any dft_2d formula. ``ens_ref``: the reference-based
@@ -128,8 +134,10 @@ def reduced_formula(numbers) -> str:
     return Composition({Element.from_Z(int(a)): int(c) for a, c in zip(z, counts)}).reduced_formula
 
 
-def run_cfg(source: dict, tgt: str, model: dict, train_cfg: dict, split: dict, name: str, **extra) -> dict:
-    cfg = RunConfig.model_validate({"source": source, "targets": [{"name": tgt, "level": "graph", "loss": "l1"}],
+def run_cfg(source: dict, tgt: str, model: dict, train_cfg: dict, split: dict, name: str, transform: str = "none",
+            **extra) -> dict:
+    cfg = RunConfig.model_validate({"source": source, "targets": [{"name": tgt, "level": "graph", "loss": "l1",
+                                                                   "transform": transform}],
                                     "model": model, "train": train_cfg, "split": split,
                                     "output_dir": str(OUT / "runs"), "name": name, **extra})
     from rich.console import Console
@@ -144,14 +152,20 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
     """Ensembles of a fold's network runs: ``ens_delta`` (the delta models of every backbone), ``ens_nn``
     (every run whose pretraining saw all of 2DMatPedia, and the plain ones), ``ens_nn_disjoint`` (only
     runs whose pretraining excluded every dft_2d formula, and the plain ones), ``ens_ref`` (the delta models
-    on the 2DMatPedia reference) and ``ens_ref_delta`` (those and the ``_delta_pbe`` ones). An ensemble is
+    on the 2DMatPedia reference), ``ens_ref_delta`` (those and the ``_delta_pbe`` ones) and ``ens_log_geo``
+    (the ``_log`` MLPs, the ``_gbm_geo`` models and PNA, where they ran), ``ens_ref_first`` (the mean of the
+    ``_ref_first`` answers: the reference's label where it matches, the mean of the delta models elsewhere). An
+    ensemble is
     formed only when every kind of its members ran (a partial rerun does not redefine a committed one)."""
     plain = [m for m in fold_runs if "_" not in m]
     delta = [m for m in fold_runs if m.endswith("_delta_pbe")]
     pre2dm = [m for m in fold_runs if m.endswith("_2dm")]
     disjoint = [m for m in fold_runs if m.endswith("_disjoint")]
     ref = [m for m in fold_runs if m.endswith("_ref_delta")]
-    out = {"ens_delta": delta, "ens_ref": ref, "ens_ref_delta": ref + delta if ref and delta else []}
+    logged = [m for m in fold_runs if m.endswith(("_log", "_gbm_geo"))]
+    first = [m for m in fold_runs if m.endswith("_ref_first")]
+    out = {"ens_ref_first": first, "ens_delta": delta, "ens_ref": ref, "ens_ref_delta": ref + delta if ref and delta else [],
+           "ens_log_geo": logged + [m for m in fold_runs if m == "pna"] if logged else []}
     if plain and (pre2dm or task != "dft2d_gap"):
         out["ens_nn"] = plain + pre2dm + delta
     if plain and disjoint:
@@ -159,15 +173,35 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
     return {k: v for k, v in out.items() if len(v) > 1}
 
 
-def ensemble_mae(runs: list[str], tgt: str) -> float:
-    """Test MAE of the mean of runs' test predictions (same split, so the same ids)."""
+def ensemble_mae(members: list, y: dict[str, float]) -> float:
+    """Test MAE of the mean of members' test predictions (same split, so the same ids); a member is a run
+    folder (its ``predictions_test.csv``) or a GBM's predictions by id."""
     preds: dict[str, list[float]] = {}
-    truth: dict[str, float] = {}
-    for r in runs:
-        for row in csv.DictReader(open(Path(r) / "predictions_test.csv")):
-            preds.setdefault(row["id"], []).append(float(row[f"{tgt}_pred"]))
-            truth[row["id"]] = float(row[f"{tgt}_true"])
-    return float(np.mean([abs(np.mean(v) - truth[i]) for i, v in preds.items()]))
+    for m in members:
+        if isinstance(m, dict):
+            got = m
+        else:
+            rows = list(csv.DictReader(open(Path(m) / "predictions_test.csv")))
+            col = next(k for k in rows[0] if k.endswith("_pred"))
+            got = {row["id"]: float(row[col]) for row in rows}
+        for i, v in got.items():
+            preds.setdefault(i, []).append(v)
+    return float(np.mean([abs(np.mean(v) - y[i]) for i, v in preds.items()]))
+
+
+def layer_geometry(s) -> np.ndarray:
+    """A monolayer's in-plane area per atom (Å²), thickness (Å, the atoms' extent along the normal), atom count,
+    atoms per Å² and volume per atom of the slab (area per atom × thickness). The exfoliation energy per atom is
+    roughly a binding energy per area (~20 meV/Å²) times the area per atom."""
+    cell, pbc = np.asarray(s.cell, float), np.asarray(s.pbc, bool)
+    k = int(np.argmin(pbc)) if not pbc.all() else 2  # the vacuum axis
+    a, b = (cell[i] for i in range(3) if i != k)
+    area, n = float(np.linalg.norm(np.cross(a, b))), len(s.numbers)
+    normal = np.cross(a, b) / area
+    height = abs(cell[k] @ normal)
+    z = np.sort(np.mod(np.asarray(s.positions, float) @ normal, height))
+    thickness = height - np.diff(np.r_[z, z[0] + height]).max()
+    return np.array([area / n, thickness, n, n / area, thickness * area / n])
 
 
 def pooled_features(structures, backbone: str = "chgnet") -> dict[str, np.ndarray]:
@@ -182,15 +216,28 @@ def pooled_features(structures, backbone: str = "chgnet") -> dict[str, np.ndarra
     return out
 
 
-def gbm_fold(x: dict[str, np.ndarray], y: dict[str, float], parts: dict[str, list[str]], seed: int = 42) -> float:
+def gbm_predict(x: dict[str, np.ndarray], y: dict[str, float], parts: dict[str, list[str]], seed: int = 42,
+                per_area: dict[str, float] | None = None) -> dict[str, float]:
+    """XGBoost's test predictions by id. ``per_area`` (area per atom by id): it learns log(y / area per atom),
+    the log of a binding energy per area, and answers exp(that) × area per atom (exfoliation energies)."""
     import xgboost as xgb
 
     tr = parts["train"] + parts["val"]  # no early stopping: validation ids train too
     model = xgb.XGBRegressor(n_estimators=600, learning_rate=0.03, max_depth=6, subsample=0.8,
                              colsample_bytree=0.5, min_child_weight=2, random_state=seed, n_jobs=1)
-    model.fit(np.stack([x[i] for i in tr]), np.array([y[i] for i in tr]))
-    pred = model.predict(np.stack([x[i] for i in parts["test"]]))
-    return float(np.mean(np.abs(pred - np.array([y[i] for i in parts["test"]]))))
+    yt = np.array([y[i] for i in tr])
+    if per_area is not None:
+        yt = np.log(np.clip(yt / np.array([per_area[i] for i in tr]), 1e-3, None))
+    model.fit(np.stack([x[i] for i in tr]), yt)
+    pred = model.predict(np.stack([x[i] for i in parts["test"]])).astype(float)
+    if per_area is not None:
+        pred = np.exp(pred) * np.array([per_area[i] for i in parts["test"]])
+    return dict(zip(parts["test"], pred.tolist()))
+
+
+def gbm_fold(x: dict[str, np.ndarray], y: dict[str, float], parts: dict[str, list[str]], seed: int = 42) -> float:
+    pred = gbm_predict(x, y, parts, seed)
+    return float(np.mean([abs(pred[i] - y[i]) for i in parts["test"]]))
 
 
 def predict_with(run: str, structures) -> dict[str, float]:
@@ -228,8 +275,9 @@ def main() -> None:
                         "comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
                    help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ref, ref_delta, gbm_ref, "
-                        "ensemble (means of the network runs of each fold: ens_delta, ens_nn, ens_nn_disjoint, "
-                        "ens_ref, ens_ref_delta)")
+                        "ref_first (with delta_pbe), log and gbm_geo (exfoliation), ensemble (means of the network "
+                        "runs of each fold: ens_delta, ens_nn, ens_nn_disjoint, ens_ref, ens_ref_delta, ens_ref_first, "
+                        "ens_log_geo)")
     p.add_argument("--no-disjoint", action="store_true",
                    help="skip the formula-disjoint pretraining and its variants")
     args = p.parse_args()
@@ -300,6 +348,7 @@ def main() -> None:
         ids = [s.id for s in structures]
         y = {s.id: float(s.graph_targets[tgt]) for s in structures}
         xs = {bb: pooled_features(structures, bb) for bb in backbones}
+        geo = {s.id: layer_geometry(s) for s in structures}
         extra_x = {k: predict_with(v["run"], structures) for k, v in pre.items()} if task == "dft2d_gap" else {}
         ref_x = {bb: predict_with(str(f), structures) for bb, f in refs.items()} if task == "dft2d_gap" else {}
         if ref_x:
@@ -311,7 +360,7 @@ def main() -> None:
             split_file.parent.mkdir(parents=True, exist_ok=True)
             split_file.write_text(json.dumps(parts))
             split = {"kind": "ids", "ids_file": str(split_file)}
-            fold_runs: dict[str, str] = {}  # this fold's network runs by model (for the ensembles)
+            fold_runs: dict[str, object] = {}  # this fold's network runs (and GBM predictions) by model
 
             def fit(label: str, *a, **kw) -> None:  # noqa: ANN002, ANN003
                 got = run_cfg(*a, **kw)
@@ -324,6 +373,14 @@ def main() -> None:
                     fit(bb, source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-{task}-{fold}")
                 if want("gbm"):
                     res.setdefault(f"{bb}_gbm", []).append(gbm_fold(x, y, parts))
+                if want("log") and task == "dft2d_exfoliation":  # the MLP on log1p(y) (a skewed, positive target)
+                    fit(f"{bb}_log", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-log-{task}-{fold}",
+                        transform="log")
+                if want("gbm_geo") and task == "dft2d_exfoliation":  # + the layer's geometry, log of energy per area
+                    xg = {i: np.concatenate([x[i], geo[i]]) for i in ids}
+                    got = gbm_predict(xg, y, parts, per_area={i: geo[i][0] for i in ids})
+                    res.setdefault(f"{bb}_gbm_geo", []).append(float(np.mean([abs(got[i] - y[i]) for i in got])))
+                    fold_runs[f"{bb}_gbm_geo"] = got
                 if bb in ref_x:
                     if want("ref"):  # the reference model alone: no dft_2d label seen
                         res.setdefault(f"{bb}_ref", []).append(
@@ -350,11 +407,24 @@ def main() -> None:
                         fit(f"{bb}_delta_pbe{suffix}", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
                             f"{bb}-delta-pbe{suffix}-{task}-{fold}",
                             delta={"base_model": run["run"], "base_heads": {tgt: "target"}})
+                    if want("ref_first") and key == "all" and f"{bb}_delta_pbe" in fold_runs:
+                        # the reference answers where it matches, this fold's delta model elsewhere
+                        import shutil
+
+                        from matgnn.models.reference import build_reference
+
+                        folder_rf = OUT / "ref_first" / f"{bb}-fold{fold}"
+                        shutil.rmtree(folder_rf, ignore_errors=True)
+                        build_reference(m2d, "target", fold_runs[f"{bb}_delta_pbe"], folder_rf, fallback_head=tgt)
+                        test = [s for s in structures if s.id in set(parts["test"])]
+                        got = predict_with(str(folder_rf), test)
+                        res.setdefault(f"{bb}_ref_first", []).append(float(np.mean([abs(got[i] - y[i]) for i in got])))
+                        fold_runs[f"{bb}_ref_first"] = got
             if not args.no_pna and (task == "dft2d_exfoliation" or (task == "2dmatpedia_gap" and args.scratch)):
                 fit("pna", source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")  # from scratch; joins ens_nn
             if want("ensemble"):  # the mean of this fold's network runs, across backbones and recipes
                 for name, members in ensembles(fold_runs, task).items():
-                    res.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], tgt))
+                    res.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], y))
                     data_notes.setdefault("ensemble_members", {}).setdefault(task, {})[name] = members
             if task == "dft2d_gap" and fold < args.finetune_folds:  # the backbone itself fine-tuned
                 for variant in args.finetune_variants.split(","):
