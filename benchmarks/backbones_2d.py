@@ -28,11 +28,13 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
   reference model's answer as one more input. All three see the labels of 2DMatPedia monolayers with dft_2d
   formulas (no ``_disjoint`` form: a formula-disjoint reference matches nothing); ``chgnet_ref_first``: the
   reference answers where it matches, and this fold's ``chgnet_delta_pbe`` model (trained on dft_2d) elsewhere
-  (``matgnn reference --fallback <the delta run>``);
+  (``matgnn reference --fallback <the delta run>``); ``chgnet_ref_first_nou``: the same with the reference
+  leaving out the oxides and fluorides 2DMatPedia computed with GGA+U (``--skip-hubbard-u``; OptB88vdW has no U);
 - ``chgnet_log`` (exfoliation): the ``chgnet`` MLP on log1p of the energy (``transform: log``);
   ``chgnet_gbm_geo`` (exfoliation): XGBoost on the pooled features plus the layer's geometry (area per atom,
   thickness, atom count, atoms per area, slab volume per atom), learning log(energy / area per atom), the log of
-  a binding energy per area; ``ens_log_geo``: the mean of the ``_log`` MLPs, the ``_gbm_geo`` models and PNA;
+  a binding energy per area; ``ens_log_geo``: the mean of the ``_log`` MLPs, the ``_gbm_geo`` models and PNA; ``ens_all``: those and the
+  plain MLPs;
 - ``ens_delta``, ``ens_nn``, ``ens_nn_disjoint`` (variant ``ensemble``): the mean of each fold's
   network runs — the delta models of every backbone; every plain, transfer and delta run (pretraining on all
   of 2DMatPedia); the plain ones and those pretrained without any dft_2d formula. ``ens_ref``: the reference-based
@@ -154,7 +156,9 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
     runs whose pretraining excluded every dft_2d formula, and the plain ones), ``ens_ref`` (the delta models
     on the 2DMatPedia reference), ``ens_ref_delta`` (those and the ``_delta_pbe`` ones) and ``ens_log_geo``
     (the ``_log`` MLPs, the ``_gbm_geo`` models and PNA, where they ran), ``ens_ref_first`` (the mean of the
-    ``_ref_first`` answers: the reference's label where it matches, the mean of the delta models elsewhere). An
+    ``_ref_first`` answers: the reference's label where it matches, the mean of the delta models elsewhere) and
+    ``ens_ref_first_nou`` (the same for ``_ref_first_nou``); on the exfoliation energy ``ens_all``: every network
+    and GBM model of the fold (the plain and ``_log`` MLPs, the ``_gbm_geo`` models, PNA). An
     ensemble is
     formed only when every kind of its members ran (a partial rerun does not redefine a committed one)."""
     plain = [m for m in fold_runs if "_" not in m]
@@ -164,12 +168,16 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
     ref = [m for m in fold_runs if m.endswith("_ref_delta")]
     logged = [m for m in fold_runs if m.endswith(("_log", "_gbm_geo"))]
     first = [m for m in fold_runs if m.endswith("_ref_first")]
-    out = {"ens_ref_first": first, "ens_delta": delta, "ens_ref": ref, "ens_ref_delta": ref + delta if ref and delta else [],
+    first_nou = [m for m in fold_runs if m.endswith("_ref_first_nou")]
+    out = {"ens_ref_first": first, "ens_ref_first_nou": first_nou, "ens_delta": delta, "ens_ref": ref,
+           "ens_ref_delta": ref + delta if ref and delta else [],
            "ens_log_geo": logged + [m for m in fold_runs if m == "pna"] if logged else []}
     if plain and (pre2dm or task != "dft2d_gap"):
         out["ens_nn"] = plain + pre2dm + delta
     if plain and disjoint:
         out["ens_nn_disjoint"] = plain + disjoint
+    if task == "dft2d_exfoliation" and plain and logged:  # every model of the fold
+        out["ens_all"] = list(fold_runs)
     return {k: v for k, v in out.items() if len(v) > 1}
 
 
@@ -275,9 +283,9 @@ def main() -> None:
                         "comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
                    help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ref, ref_delta, gbm_ref, "
-                        "ref_first (with delta_pbe), log and gbm_geo (exfoliation), ensemble (means of the network "
+                        "ref_first and ref_first_nou (with delta_pbe), log and gbm_geo (exfoliation), ensemble (means of the network "
                         "runs of each fold: ens_delta, ens_nn, ens_nn_disjoint, ens_ref, ens_ref_delta, ens_ref_first, "
-                        "ens_log_geo)")
+                        "ens_ref_first_nou, ens_log_geo, ens_all)")
     p.add_argument("--no-disjoint", action="store_true",
                    help="skip the formula-disjoint pretraining and its variants")
     args = p.parse_args()
@@ -407,19 +415,23 @@ def main() -> None:
                         fit(f"{bb}_delta_pbe{suffix}", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
                             f"{bb}-delta-pbe{suffix}-{task}-{fold}",
                             delta={"base_model": run["run"], "base_heads": {tgt: "target"}})
-                    if want("ref_first") and key == "all" and f"{bb}_delta_pbe" in fold_runs:
-                        # the reference answers where it matches, this fold's delta model elsewhere
+                    for variant, skip_u in (("ref_first", False), ("ref_first_nou", True)):
+                        # the reference answers where it matches, this fold's delta model elsewhere; _nou: the
+                        # reference without the structures 2DMatPedia computed with GGA+U (MP's rule)
+                        if not (want(variant) and key == "all" and f"{bb}_delta_pbe" in fold_runs):
+                            continue
                         import shutil
 
                         from matgnn.models.reference import build_reference
 
-                        folder_rf = OUT / "ref_first" / f"{bb}-fold{fold}"
+                        folder_rf = OUT / variant / f"{bb}-fold{fold}"
                         shutil.rmtree(folder_rf, ignore_errors=True)
-                        build_reference(m2d, "target", fold_runs[f"{bb}_delta_pbe"], folder_rf, fallback_head=tgt)
+                        build_reference(m2d, "target", fold_runs[f"{bb}_delta_pbe"], folder_rf, fallback_head=tgt,
+                                        skip_hubbard_u=skip_u)
                         test = [s for s in structures if s.id in set(parts["test"])]
                         got = predict_with(str(folder_rf), test)
-                        res.setdefault(f"{bb}_ref_first", []).append(float(np.mean([abs(got[i] - y[i]) for i in got])))
-                        fold_runs[f"{bb}_ref_first"] = got
+                        res.setdefault(f"{bb}_{variant}", []).append(float(np.mean([abs(got[i] - y[i]) for i in got])))
+                        fold_runs[f"{bb}_{variant}"] = got
             if not args.no_pna and (task == "dft2d_exfoliation" or (task == "2dmatpedia_gap" and args.scratch)):
                 fit("pna", source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")  # from scratch; joins ens_nn
             if want("ensemble"):  # the mean of this fold's network runs, across backbones and recipes

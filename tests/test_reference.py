@@ -113,3 +113,39 @@ def test_reference_refuses_what_it_cannot_use(setup, tmp_path):
     user_error(run("reference", str(ref), "--target", "a0", "--fallback", str(tmp_path / "nothing"),
                    "--out", str(tmp_path / "o4")), "nothing")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_reference_can_leave_out_what_materials_project_computes_with_hubbard_u(setup, tmp_path):
+    """`--skip-hubbard-u`: an oxide of Ni (GGA+U under Materials Project's settings) is left out of the
+    reference, listed with the reason, and gets the fallback's prediction; without the flag it is kept."""
+    from ase.build import bulk
+    from ase.io import write
+
+    from matgnn.models.reference import hubbard_u_applies
+
+    assert hubbard_u_applies([28, 8]) and hubbard_u_applies([26, 9, 3]) and not hubbard_u_applies([28, 16])
+    assert not hubbard_u_applies([29, 8])
+    ref = tmp_path / "ref"
+    shutil.copytree(setup["ref"], ref)
+    write(ref / "nio.cif", bulk("NiO", "rocksalt", a=4.17))
+    with open(ref / "id_prop.csv", "a") as f:
+        f.write("nio,9.5\n")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    shutil.copy(ref / "nio.cif", probe / "nio.cif")
+    shutil.copy(ref / "s0.cif", probe / "s0.cif")
+    kept, skipped = tmp_path / "kept", tmp_path / "skipped"
+    ok(run("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(kept)))
+    r = ok(run("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(skipped),
+               "--skip-hubbard-u"))
+    assert "2 structures left out" in " ".join(r.out.split())
+    reasons = {row["id"]: row["reason"] for row in csv.DictReader(open(skipped / "reference_left_out.csv"))}
+    assert set(reasons) == {"s_missing", "nio"} and "GGA+U" in reasons["nio"]
+    for folder, nio in ((kept, 9.5), (skipped, None)):
+        ok(run("predict", str(folder), str(probe), "--out", str(tmp_path / "p.csv")))
+        got = _predictions(tmp_path / "p.csv", "a0")
+        assert got["s0"] == pytest.approx(setup["labels"]["s0"], abs=1e-5)
+        if nio is not None:
+            assert got["nio"] == pytest.approx(nio, abs=1e-5)
+        else:
+            assert got["nio"] != pytest.approx(9.5, abs=1e-3)

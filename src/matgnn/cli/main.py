@@ -424,6 +424,9 @@ def reference_cmd(
     ltol: float = typer.Option(0.3, help="StructureMatcher fractional lattice tolerance"),
     stol: float = typer.Option(0.5, help="StructureMatcher site tolerance (× (V/n)^(1/3))"),
     angle_tol: float = typer.Option(10.0, help="StructureMatcher angle tolerance (degrees)"),
+    skip_hubbard_u: bool = typer.Option(False, help="leave out the oxides and fluorides of Co, Cr, Fe, Mn, Mo, Ni, V "
+                                                    "and W (GGA+U under Materials Project's settings, e.g. in "
+                                                    "2DMatPedia): when the reference has +U and your target not"),
     store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding the dataset zip"),
     limit: Optional[int] = typer.Option(None, help="read at most this many entries"),
 ) -> None:
@@ -435,7 +438,7 @@ def reference_cmd(
     src = _source(source, store_dir, limit)
     try:
         folder, left_out = build_reference(src, target, fallback, out, fallback_head,
-                                           {"ltol": ltol, "stol": stol, "angle_tol": angle_tol})
+                                           {"ltol": ltol, "stol": stol, "angle_tol": angle_tol}, skip_hubbard_u)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USER_ERROR) from None

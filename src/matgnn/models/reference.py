@@ -179,9 +179,23 @@ class ReferenceModel(nn.Module):
         return MatgnnModel.save(self, path, extra)  # model.json (entries, fallback spec) + state.pt (fallback)
 
 
-def entries_of(structures: Iterable[Any], heads: list[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+#: Materials Project's GGA+U rule (pymatgen's MPRelaxSet): U on these metals in oxides and fluorides
+HUBBARD_U_METALS = frozenset({27, 24, 26, 25, 42, 28, 23, 74})  # Co Cr Fe Mn Mo Ni V W
+HUBBARD_U_ANIONS = frozenset({8, 9})  # O F
+
+
+def hubbard_u_applies(numbers: Iterable[int]) -> bool:
+    """Whether Materials Project (and databases computed with its settings, such as 2DMatPedia) uses GGA+U
+    for a structure of these elements."""
+    z = {int(a) for a in numbers}
+    return bool(z & HUBBARD_U_METALS) and bool(z & HUBBARD_U_ANIONS)
+
+
+def entries_of(structures: Iterable[Any], heads: list[str], skip_hubbard_u: bool = False
+               ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """A reference's entries from a source's structures with those graph labels. Left out, as
-    ``(id, reason)``: the source's unreadable structures and those without a finite label of every head."""
+    ``(id, reason)``: the source's unreadable structures, those without a finite label of every head and
+    (``skip_hubbard_u``) those Materials Project's settings compute with GGA+U."""
     from matgnn.errors import StructureError
 
     entries: dict[str, Any] = {"ids": [], "numbers": [], "positions": [], "cells": [], "labels": {h: [] for h in heads}}
@@ -189,6 +203,10 @@ def entries_of(structures: Iterable[Any], heads: list[str]) -> tuple[dict[str, A
     for s in structures:
         if isinstance(s, StructureError):
             left_out.append((s.structure_id, f"{s.code}: {s.detail}"))
+            continue
+        if skip_hubbard_u and hubbard_u_applies(s.numbers):
+            left_out.append((str(s.id), "GGA+U under Materials Project's settings (an oxide or fluoride of Co, Cr, "
+                                        "Fe, Mn, Mo, Ni, V or W)"))
             continue
         values = [s.graph_targets.get(h) for h in heads]
         lacking = [h for h, v in zip(heads, values)
@@ -206,8 +224,8 @@ def entries_of(structures: Iterable[Any], heads: list[str]) -> tuple[dict[str, A
 
 
 def build_reference(structures: Iterable[Any], target: str, fallback: str | Path, out: str | Path,
-                    fallback_head: str | None = None, tolerances: dict[str, float] | None = None
-                    ) -> tuple[Path, list[tuple[str, str]]]:
+                    fallback_head: str | None = None, tolerances: dict[str, float] | None = None,
+                    skip_hubbard_u: bool = False) -> tuple[Path, list[tuple[str, str]]]:
     """Write a reference model folder ``out`` (which must not hold a model already): ``structures``'
     ``target`` labels, and ``fallback`` (a run folder, model folder or shipped name) for structures without
     a match. Returns the folder and the structures left out, as ``(id, reason)``."""
@@ -221,7 +239,7 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
     fb_dir = model_folder(fallback)
     fb = load_model(fb_dir)
     fb_info = read_model_info(fb_dir)
-    entries, left_out = entries_of(structures, [target])
+    entries, left_out = entries_of(structures, [target], skip_hubbard_u)
     if not entries["ids"]:
         raise UserError(f"no structure of the reference has a finite '{target}' label ({len(left_out)} left out)")
     heads_map = {target: fallback_head} if fallback_head and fallback_head != target else None
@@ -231,7 +249,7 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
         raise UserError(f"fallback {fb_dir}: {e}") from None
     extra = {k: fb_info[k] for k in ("graphs", "train_elements") if k in fb_info}
     extra["reference"] = {"entries": len(entries["ids"]), "left_out": len(left_out), "fallback": str(fb_dir),
-                          "target": target, "tolerances": model.tolerances}
+                          "target": target, "tolerances": model.tolerances, "skip_hubbard_u": skip_hubbard_u}
     folder = model.save(out, extra=extra)
     if left_out:
         with open(folder / "reference_left_out.csv", "w", newline="") as f:
