@@ -503,7 +503,8 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
             members = {"dft2d_gap": members}
         members = {**members, **data_notes.get("ensemble_members", {})}
         data_notes = {**{k: v for k, v in old.get("data", {}).items()
-                         if k.startswith(("pretraining_", "formula_overlap", "chgnet_rejected"))}, **data_notes}
+                         if k.startswith(("pretraining_", "formula_overlap", "chgnet_rejected", "reference_matches"))},
+                      **data_notes}
         if members:
             data_notes["ensemble_members"] = members
         tasks = sorted({*tasks, *old.get("data", {}).get("tasks", [])})
