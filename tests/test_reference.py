@@ -149,3 +149,22 @@ def test_reference_can_leave_out_what_materials_project_computes_with_hubbard_u(
             assert got["nio"] == pytest.approx(nio, abs=1e-5)
         else:
             assert got["nio"] != pytest.approx(9.5, abs=1e-3)
+
+
+def test_reference_on_a_full_disk_or_read_only_folder_leaves_nothing_half_written(setup, tmp_path):
+    from tests.userdata import READ_ONLY_WORDS, read_only, user_error_any
+
+    args = ["reference", str(setup["ref"]), "--target", "a0", "--fallback", str(setup["base_run"])]
+    out = tmp_path / "ref-model"
+    r = run(*args, "--out", str(out), max_file_bytes=4000)  # model.json of 3 entries fits, state.pt does not
+    user_error(r, "File too large")
+    assert not out.exists() and not list(tmp_path.glob(".ref-model*"))
+    ok(run(*args, "--out", str(out)))  # nothing in the way afterwards
+    (tmp_path / "ro").mkdir()
+    with read_only(tmp_path / "ro") as ro:
+        r = run(*args, "--out", str(ro / "ref-model"))
+    user_error_any(r, str(ro), READ_ONLY_WORDS)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    user_error(run(*args, "--out", str(tmp_path / "busy")), "busy", "not an empty folder")
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"

@@ -23,6 +23,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -250,10 +252,22 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
     extra = {k: fb_info[k] for k in ("graphs", "train_elements") if k in fb_info}
     extra["reference"] = {"entries": len(entries["ids"]), "left_out": len(left_out), "fallback": str(fb_dir),
                           "target": target, "tolerances": model.tolerances, "skip_hubbard_u": skip_hubbard_u}
-    folder = model.save(out, extra=extra)
-    if left_out:
-        with open(folder / "reference_left_out.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "reason"])
-            w.writerows(left_out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder; choose another (nothing was overwritten)")
+    # written beside the destination and renamed into place when complete: a full disk, a read-only folder or
+    # Ctrl-C leaves no half-written model behind
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        model.save(tmp, extra=extra)
+        if left_out:
+            with open(tmp / "reference_left_out.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", "reason"])
+                w.writerows(left_out)
+        if out.is_dir():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    folder = out
     return folder, left_out
