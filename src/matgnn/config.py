@@ -31,8 +31,11 @@ class HeadConfig(_Strict):
     huber_delta: float = 1.0
     weight: float = Field(1.0, ge=0)
     normalize: bool = Field(True, description="standardise the target with train-set mean/std (stored in the model)")
-    transform: Literal["none", "log"] = Field("none", description="log: train on log1p(y) (positive, skewed targets "
-                                                                   "such as moduli); predictions are mapped back")
+    transform: Literal["none", "log", "log_per_area"] = Field("none", description=(
+        "log: train on log1p(y) (positive, skewed targets such as moduli); log_per_area (graph heads of slabs and "
+        "monolayers): train on log(y / A), A the in-plane area per atom (Å², the cell's two periodic axes), for "
+        "positive energies per atom that scale with the layer's area, such as exfoliation energies; predictions "
+        "are mapped back"))
     baseline: Literal["none", "element_mean", "backbone"] = Field("none", description=(
         "node heads: element_mean makes the model learn the residual to each element's mean label over the "
         "training atoms (the table is stored in the model and added back to predictions); backbone (magnetic "
@@ -65,7 +68,9 @@ class HeadConfig(_Strict):
         if self.baseline != "none" and self.level != "node":
             raise ValueError(f"head {self.name!r}: baseline {self.baseline!r} is for node-level heads")
         if self.baseline != "none" and self.transform != "none":
-            raise ValueError(f"head {self.name!r}: baseline and transform 'log' cannot be combined")
+            raise ValueError(f"head {self.name!r}: baseline and transform {self.transform!r} cannot be combined")
+        if self.transform == "log_per_area" and (self.level != "graph" or self.components):
+            raise ValueError(f"head {self.name!r}: transform 'log_per_area' is for scalar graph-level heads")
         return self
 
 

@@ -37,3 +37,17 @@ def edge_lengths(batch: Any) -> torch.Tensor:
     if not _needs_grad(batch):
         return batch[keys.EDGE_DIST]
     return edge_vectors(batch).norm(dim=-1)
+
+
+def area_per_atom(cell: torch.Tensor, pbc: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """``[n_graphs]`` in-plane area per atom (Å²) of slabs and monolayers: the area spanned by the cell's two
+    periodic axes (the first non-periodic axis is the normal; a cell periodic along all three: the a–b plane)
+    over the number of atoms. ``cell`` ``[n_graphs, 3, 3]``, ``pbc`` ``[n_graphs, 3]``."""
+    cell = cell.reshape(-1, 3, 3).to(torch.float64)
+    pbc = pbc.reshape(-1, 3).bool()
+    a, b, c = cell[:, 0], cell[:, 1], cell[:, 2]
+    planes = torch.stack([torch.linalg.cross(b, c).norm(dim=-1), torch.linalg.cross(c, a).norm(dim=-1),
+                          torch.linalg.cross(a, b).norm(dim=-1)], dim=1)  # the plane normal to axis 0, 1, 2
+    normal = torch.where(pbc.all(dim=1), torch.full_like(pbc[:, 0], 2, dtype=torch.long),
+                         (~pbc).long().argmax(dim=1))
+    return planes.gather(1, normal[:, None])[:, 0] / n_atoms.reshape(-1).to(torch.float64)

@@ -169,9 +169,13 @@ class MatgnnModel(nn.Module):
         if bad:
             raise ValueError(f"head {bad[0]!r}: baseline 'backbone' needs a model with a pretrained backbone that "
                              f"predicts it itself (model chgnet: magnetic moments); {type(self).__name__} has none")
-        bad = [h["transform"] for h in self.head_specs if h["transform"] not in ("none", "log")]
+        bad = [h["transform"] for h in self.head_specs if h["transform"] not in ("none", "log", "log_per_area")]
         if bad:
-            raise ValueError(f"unknown target transform {bad[0]!r}; use 'none' or 'log'")
+            raise ValueError(f"unknown target transform {bad[0]!r}; use 'none', 'log' or 'log_per_area'")
+        bad = [h["name"] for h in self.head_specs if h["transform"] == "log_per_area"
+               and (h["level"] != "graph" or h.get("components"))]
+        if bad:
+            raise ValueError(f"head {bad[0]!r}: transform 'log_per_area' is for scalar graph-level heads")
         if pooling not in ("mean", "sum", "attention"):
             raise ValueError(f"unknown pooling {pooling!r}; use mean, sum or attention")
         self.pooling = pooling
@@ -269,11 +273,14 @@ class MatgnnModel(nn.Module):
 
     def transform_target(self, k: int, y: torch.Tensor, batch: Any = None) -> torch.Tensor:
         """Head ``k``'s label in the space the model is trained in (before standardising):
-        ``log1p`` for ``transform: log`` (positive, skewed targets); minus each atom's
+        ``log1p`` for ``transform: log`` (positive, skewed targets); log(y / area per atom) for
+        ``log_per_area`` (an energy per atom that scales with the layer's area); minus each atom's
         element reference for ``baseline: element_mean`` (needs the batch); else unchanged."""
         spec = self.head_specs[k]
         if spec["transform"] == "log":
             return torch.log1p(y)
+        if spec["transform"] == "log_per_area":
+            return torch.log(torch.clamp(y / self._area_per_atom(batch, y), min=1e-12))
         if spec["baseline"] == "element_mean":
             return y - self.element_baseline[k][batch[keys.Z]]
         if spec["baseline"] == "backbone":
@@ -303,7 +310,15 @@ class MatgnnModel(nn.Module):
             v = v + self.element_baseline[k][batch[keys.Z]]
         elif spec["baseline"] == "backbone":
             v = v * self.element_baseline[k][batch[keys.Z]] + self.backbone_reference(k, batch)
+        if spec["transform"] == "log_per_area":
+            return torch.exp(v) * self._area_per_atom(batch, v)
         return torch.expm1(v) if spec["transform"] == "log" else v
+
+    @staticmethod
+    def _area_per_atom(batch: Any, like: torch.Tensor) -> torch.Tensor:
+        from matgnn.graphs.geometry import area_per_atom
+
+        return area_per_atom(batch[keys.CELL], batch[keys.PBC], batch[keys.N_ATOMS]).to(like.dtype)
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         """Predictions in the targets' own units."""

@@ -47,11 +47,18 @@ def target_labels(cache: GraphCache, heads: list[HeadConfig]) -> list[dict[str, 
     """Every graph's labels for the heads (one pass over the cache); ``"z"`` holds its
     atoms' Z when a head needs per-element statistics."""
     need_z = any(h.baseline != "none" for h in heads)
+    need_area = any(h.transform == "log_per_area" for h in heads)
     out = []
     for rec in cache.records():
         d = {h.name: head_labels(rec, h) for h in heads}
         if need_z:
             d["z"] = np.asarray(rec["z"], np.int64)
+        if need_area:  # transform log_per_area: the in-plane area per atom
+            from matgnn.graphs.geometry import area_per_atom
+
+            d["area"] = area_per_atom(torch.as_tensor(np.asarray(rec["cell"], float)),
+                                      torch.as_tensor(np.asarray(rec["pbc"], bool)),
+                                      torch.tensor([len(rec["z"])])).numpy()
         out.append(d)
     return out
 
@@ -103,6 +110,11 @@ def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: li
             columns = [(f"{h.name}.{c}", table[:, j]) for j, c in enumerate(h.components)]
         else:
             vals = np.concatenate([labels[i][h.name] for i in idx])
+            if h.transform == "log_per_area":
+                known = vals[~np.isnan(vals)]
+                if (known <= 0).any():
+                    raise ValueError(f"target {h.name!r} has values <= 0; transform 'log_per_area' needs y > 0")
+                vals = np.log(vals / np.concatenate([labels[i]["area"] for i in idx]))
             if h.baseline == "element_mean":
                 baseline[k] = element_means(labels, idx, h.name)
                 vals = vals - baseline[k][np.concatenate([labels[i]["z"] for i in idx])]

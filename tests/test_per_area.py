@@ -1,0 +1,77 @@
+"""`transform: log_per_area`: a graph head of slabs and monolayers learned as log(y / in-plane area per
+atom) and answered as exp(·) × that area (exfoliation energies scale with the layer's area)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.userdata import ok, run, run_yaml, runs_in, user_error
+
+
+def _monolayer(k: int):
+    from ase.build import mx2
+
+    atoms = mx2("MoS2" if k % 2 == 0 else "WSe2", a=3.18 + 0.03 * k, vacuum=8.0)
+    atoms.pbc = [True, True, False]
+    return atoms
+
+
+def test_area_per_atom_follows_the_periodic_plane():
+    from matgnn.graphs.geometry import area_per_atom
+
+    atoms = _monolayer(0)
+    cell = torch.tensor(np.asarray(atoms.cell), dtype=torch.float64)[None]
+    area = float(np.linalg.norm(np.cross(atoms.cell[0], atoms.cell[1]))) / 3
+    n = torch.tensor([3])
+    assert float(area_per_atom(cell, torch.tensor([[True, True, False]]), n)) == pytest.approx(area)
+    assert float(area_per_atom(cell, torch.tensor([[True, True, True]]), n)) == pytest.approx(area)  # a–b plane
+    rolled = cell[:, [2, 0, 1]]  # vacuum along the first axis now
+    assert float(area_per_atom(rolled, torch.tensor([[False, True, True]]), n)) == pytest.approx(area)
+
+
+def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
+    from ase.io import write
+
+    data = tmp_path / "layers"
+    data.mkdir()
+    rows = []
+    for k in range(12):
+        atoms = _monolayer(k)
+        write(data / f"m{k}.extxyz", atoms)
+        area = np.linalg.norm(np.cross(atoms.cell[0], atoms.cell[1])) / len(atoms)
+        rows.append((f"m{k}", (18.0 + k) * area))  # a binding energy per area times the area per atom
+    (data / "id_prop.csv").write_text("id,exfoliation\n" + "".join(f"{i},{v:.4f}\n" for i, v in rows))
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {data}}}", tmp_path / "runs", epochs=3,
+                   target="exfoliation")
+    spec = yaml.safe_load(cfg.read_text())
+    spec["targets"][0]["transform"] = "log_per_area"
+    cfg.write_text(yaml.safe_dump(spec))
+    ok(run("train", str(cfg)))
+    (run_dir,) = runs_in(tmp_path / "runs")
+    info = json.loads((run_dir / "model" / "model.json").read_text())
+    assert info["targets"][0]["transform"] == "log_per_area"
+    out = tmp_path / "p.csv"
+    ok(run("predict", str(run_dir), str(data), "--out", str(out)))
+    pred = [float(r["exfoliation"]) for r in csv.DictReader(open(out))]
+    assert len(pred) == 12 and all(p > 0 for p in pred)
+    # exp(per-area value) × area per atom: a 2×1 supercell (twice the atoms, twice the area) answers the same
+    from matgnn.data.structure import Structure
+    from matgnn.models import load_model
+    from matgnn.prediction.predict import graph_settings_of, predict_structures
+
+    model = load_model(run_dir)
+    one = _monolayer(0)
+    got = list(predict_structures(model, [Structure.from_ase(one, "a"), Structure.from_ase(one.repeat((2, 1, 1)), "b")],
+                                  graph_settings_of(run_dir)))
+    assert got[0]["exfoliation"] == pytest.approx(got[1]["exfoliation"], rel=1e-4)
+
+    # a label <= 0 cannot be learned as a log: one line naming the target
+    bad = data / "id_prop.csv"
+    bad.write_text(bad.read_text().replace(f"m3,{rows[3][1]:.4f}", "m3,-1.0"))
+    user_error(run("train", str(cfg)), "exfoliation", "log_per_area")
