@@ -33,8 +33,10 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
 - ``chgnet_log`` (exfoliation): the ``chgnet`` MLP on log1p of the energy (``transform: log``);
   ``chgnet_gbm_geo`` (exfoliation): XGBoost on the pooled features plus the layer's geometry (area per atom,
   thickness, atom count, atoms per area, slab volume per atom), learning log(energy / area per atom), the log of
-  a binding energy per area; ``ens_log_geo``: the mean of the ``_log`` MLPs, the ``_gbm_geo`` models and PNA; ``ens_all``: those and the
-  plain MLPs;
+  a binding energy per area; ``chgnet_area`` (exfoliation): the MLP learning log(energy / area per atom) itself
+  (``transform: log_per_area``); ``ens_log_geo``: the mean of the ``_log`` MLPs, the ``_gbm_geo`` models and PNA;
+  ``ens_area_geo``: the same with the ``_area`` MLPs in place of the ``_log`` ones; ``ens_all``: every model of
+  the fold;
 - ``ens_delta``, ``ens_nn``, ``ens_nn_disjoint`` (variant ``ensemble``): the mean of each fold's
   network runs — the delta models of every backbone; every plain, transfer and delta run (pretraining on all
   of 2DMatPedia); the plain ones and those pretrained without any dft_2d formula. ``ens_ref``: the reference-based
@@ -157,8 +159,8 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
     on the 2DMatPedia reference), ``ens_ref_delta`` (those and the ``_delta_pbe`` ones) and ``ens_log_geo``
     (the ``_log`` MLPs, the ``_gbm_geo`` models and PNA, where they ran), ``ens_ref_first`` (the mean of the
     ``_ref_first`` answers: the reference's label where it matches, the mean of the delta models elsewhere) and
-    ``ens_ref_first_nou`` (the same for ``_ref_first_nou``); on the exfoliation energy ``ens_all``: every network
-    and GBM model of the fold (the plain and ``_log`` MLPs, the ``_gbm_geo`` models, PNA). An
+    ``ens_ref_first_nou`` (the same for ``_ref_first_nou``); on the exfoliation energy ``ens_area_geo`` (the
+    ``_area`` MLPs, the ``_gbm_geo`` models and PNA) and ``ens_all``: every network and GBM model of the fold. An
     ensemble is
     formed only when every kind of its members ran (a partial rerun does not redefine a committed one)."""
     plain = [m for m in fold_runs if "_" not in m]
@@ -169,9 +171,12 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
     logged = [m for m in fold_runs if m.endswith(("_log", "_gbm_geo"))]
     first = [m for m in fold_runs if m.endswith("_ref_first")]
     first_nou = [m for m in fold_runs if m.endswith("_ref_first_nou")]
+    area = [m for m in fold_runs if m.endswith("_area")]
     out = {"ens_ref_first": first, "ens_ref_first_nou": first_nou, "ens_delta": delta, "ens_ref": ref,
            "ens_ref_delta": ref + delta if ref and delta else [],
-           "ens_log_geo": logged + [m for m in fold_runs if m == "pna"] if logged else []}
+           "ens_log_geo": [m for m in logged if not m.endswith("_area")] + [m for m in fold_runs if m == "pna"]
+           if logged else [],
+           "ens_area_geo": area + [m for m in fold_runs if m.endswith("_gbm_geo") or m == "pna"] if area else []}
     if plain and (pre2dm or task != "dft2d_gap"):
         out["ens_nn"] = plain + pre2dm + delta
     if plain and disjoint:
@@ -283,9 +288,9 @@ def main() -> None:
                         "comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
                    help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ref, ref_delta, gbm_ref, "
-                        "ref_first and ref_first_nou (with delta_pbe), log and gbm_geo (exfoliation), ensemble (means of the network "
+                        "ref_first and ref_first_nou (with delta_pbe), log, area and gbm_geo (exfoliation), ensemble (means of the network "
                         "runs of each fold: ens_delta, ens_nn, ens_nn_disjoint, ens_ref, ens_ref_delta, ens_ref_first, "
-                        "ens_ref_first_nou, ens_log_geo, ens_all)")
+                        "ens_ref_first_nou, ens_log_geo, ens_area_geo, ens_all)")
     p.add_argument("--no-disjoint", action="store_true",
                    help="skip the formula-disjoint pretraining and its variants")
     args = p.parse_args()
@@ -384,6 +389,9 @@ def main() -> None:
                 if want("log") and task == "dft2d_exfoliation":  # the MLP on log1p(y) (a skewed, positive target)
                     fit(f"{bb}_log", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-log-{task}-{fold}",
                         transform="log")
+                if want("area") and task == "dft2d_exfoliation":  # the MLP on log(y / area per atom)
+                    fit(f"{bb}_area", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
+                        f"{bb}-area-{task}-{fold}", transform="log_per_area")
                 if want("gbm_geo") and task == "dft2d_exfoliation":  # + the layer's geometry, log of energy per area
                     xg = {i: np.concatenate([x[i], geo[i]]) for i in ids}
                     got = gbm_predict(xg, y, parts, per_area={i: geo[i][0] for i in ids})
