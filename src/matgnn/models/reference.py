@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from matgnn import keys
 from matgnn.models.base import MatgnnModel
 from matgnn.models.registry import build_from_spec, model_spec, register_model_class
 
@@ -99,7 +100,7 @@ class ReferenceModel(nn.Module):
             p.requires_grad_(False)
         self.tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
         self._by_formula: dict[str, list[int]] | None = None
-        self._key = hashlib.sha1(json.dumps([entries["ids"], self.tolerances]).encode()).digest()
+        self._key = hashlib.sha1(json.dumps([entries, self.tolerances], sort_keys=True).encode()).digest()
 
     @classmethod
     def of(cls, heads: list[dict[str, Any]], entries: dict[str, Any], fallback: MatgnnModel,
@@ -161,7 +162,8 @@ class ReferenceModel(nn.Module):
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         found = self.matches(batch)
-        hit = torch.tensor([k >= 0 for k in found], dtype=torch.bool)
+        device = batch[keys.POS].device
+        hit = torch.tensor([k >= 0 for k in found], dtype=torch.bool, device=device)
         fb = None
         if not bool(hit.all()):
             with torch.no_grad():
@@ -170,10 +172,11 @@ class ReferenceModel(nn.Module):
         for spec in self._heads:
             name = spec["name"]
             labels = self.entries["labels"][name]
-            ref = torch.tensor([float(labels[k]) if k >= 0 else 0.0 for k in found], dtype=torch.float32)
+            ref = torch.tensor([float(labels[k]) if k >= 0 else 0.0 for k in found], dtype=torch.float32,
+                               device=device)
             if fb is not None:
                 other = fb[self.fallback_heads.get(name, name)].detach()
-                ref = torch.where(hit.to(other.device), ref.to(other.device, other.dtype), other)
+                ref = torch.where(hit, ref.to(other.dtype), other)
             out[name] = ref
         return out
 

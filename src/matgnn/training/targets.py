@@ -56,8 +56,8 @@ def target_labels(cache: GraphCache, heads: list[HeadConfig]) -> list[dict[str, 
         if need_area:  # transform log_per_area: the in-plane area per atom
             from matgnn.graphs.geometry import area_per_atom
 
-            d["area"] = area_per_atom(torch.as_tensor(np.asarray(rec["cell"], float)),
-                                      torch.as_tensor(np.asarray(rec["pbc"], bool)),
+            d["area"] = area_per_atom(torch.tensor(np.array(rec["cell"], float)),
+                                      torch.tensor(np.array(rec["pbc"], bool)),
                                       torch.tensor([len(rec["z"])])).numpy()
         out.append(d)
     return out
