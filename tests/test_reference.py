@@ -86,6 +86,16 @@ def test_reference_as_the_base_of_delta_learning(setup, tmp_path):
     (delta_run,) = runs_in(tmp_path / "runs")
     m = json.loads((delta_run / "metrics.json").read_text())
     assert np.isfinite(m["test.lattice.mae"]) and np.isfinite(m["base.test.lattice.mae"])
+    # the recipe of the best dft_2d gap: the reference where it matches, the delta run (itself built on a
+    # reference) elsewhere — a composite inside a composite
+    first = tmp_path / "ref-first"
+    ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(delta_run), "--fallback-head",
+           "lattice", "--out", str(first)))
+    ok(run("predict", str(first), str(folder), "--out", str(tmp_path / "first.csv")))
+    ok(run("predict", str(delta_run), str(folder), "--out", str(tmp_path / "delta.csv")))
+    got, fb = _predictions(tmp_path / "first.csv", "a0"), _predictions(tmp_path / "delta.csv", "lattice")
+    assert got["s0"] == pytest.approx(setup["labels"]["s0"], abs=1e-5)
+    assert got["s3"] == pytest.approx(fb["s3"], abs=1e-5)  # Al: no reference structure
     # the run's model folder carries the reference (no reference files or base run needed): move it away
     moved = tmp_path / "mailed"
     shutil.copytree(delta_run / "model", moved)
