@@ -74,4 +74,4 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     # a label <= 0 cannot be learned as a log: one line naming the target
     bad = data / "id_prop.csv"
     bad.write_text(bad.read_text().replace(f"m3,{rows[3][1]:.4f}", "m3,-1.0"))
-    user_error(run("train", str(cfg)), "exfoliation", "log_per_area")
+    user_error(run("train", str(cfg)), "m3", "exfoliation", "log_per_area")

@@ -53,8 +53,13 @@ def target_labels(cache: GraphCache, heads: list[HeadConfig]) -> list[dict[str, 
         d = {h.name: head_labels(rec, h) for h in heads}
         if need_z:
             d["z"] = np.asarray(rec["z"], np.int64)
-        if need_area:  # transform log_per_area: the in-plane area per atom
+        if need_area:  # transform log_per_area: the in-plane area per atom; every label must be > 0
             from matgnn.graphs.geometry import area_per_atom
+
+            for h in heads:
+                if h.transform == "log_per_area" and (d[h.name] <= 0).any():
+                    raise ValueError(f"structure {rec['id']!r}: target {h.name!r} = {float(d[h.name][0]):g}; "
+                                     "transform 'log_per_area' needs y > 0")
 
             d["area"] = area_per_atom(torch.tensor(np.array(rec["cell"], float)),
                                       torch.tensor(np.array(rec["pbc"], bool)),
