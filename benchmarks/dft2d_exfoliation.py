@@ -11,8 +11,11 @@ machine's cores are used; results are written after each family completes.
 
 ``--merge`` keeps the committed file's other families (each with the commit and settings that measured it).
 
+``--transform log_per_area`` trains the same families on log(energy / in-plane area per atom) (the head's
+``transform``), labelled ``<family>+area`` beside the plain ones.
+
 Usage: python benchmarks/dft2d_exfoliation.py [--models cgcnn,pna] [--folds 5] [--jobs 1] [--threads 2]
-       [--device auto|cpu|cuda] [--max-minutes M] [--merge]
+       [--device auto|cpu|cuda] [--max-minutes M] [--transform none|log|log_per_area] [--merge]
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ TARGET = "exfoliation_energy"
 TASK = "dft2d_exfoliation"
 OUT = ROOT / "benchmarks" / "runs" / "dft2d_exfoliation"
 JARVIS = {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / "jarvis")}
+#: --transform -> the suffix of the family's label (``pna+area``: PNA with ``transform: log_per_area``)
+LABEL = {"none": "", "log": "+log", "log_per_area": "+area"}
 
 
 def folds(n_folds: int) -> tuple[list[str], list[dict[str, list[str]]], dict[str, float]]:
@@ -48,7 +53,7 @@ def folds(n_folds: int) -> tuple[list[str], list[dict[str, list[str]]], dict[str
 
 
 def run_one(family: str, fold: int, split_file: str, epochs: int, device: str, threads: int,
-            max_minutes: float | None) -> dict:
+            max_minutes: float | None, transform: str = "none") -> dict:
     from rich.console import Console
 
     from matgnn.config import RunConfig
@@ -56,13 +61,13 @@ def run_one(family: str, fold: int, split_file: str, epochs: int, device: str, t
 
     cfg = RunConfig.model_validate({
         "source": JARVIS, "graphs": {"cutoff": 8.0, "max_neighbors": 12},
-        "targets": [{"name": TARGET, "level": "graph", "loss": "l1"}],
+        "targets": [{"name": TARGET, "level": "graph", "loss": "l1", "transform": transform}],
         "model": {k: v for k, v in FAMILIES[family].items() if k != "epochs"},
         "train": {"epochs": min(epochs, FAMILIES[family].get("epochs", epochs)), "batch_size": 32, "lr": 0.002,
                   "weight_decay": 1e-4, "patience": 40, "scheduler": "onecycle", "seed": 42, "device": device,
                   "threads": threads, "tensorboard": False, "max_minutes": max_minutes},
         "split": {"kind": "ids", "ids_file": split_file},
-        "output_dir": str(OUT), "name": f"{family.replace(':', '-')}-fold{fold}",
+        "output_dir": str(OUT), "name": f"{family.replace(':', '-')}{LABEL.get(transform, '')}-fold{fold}",
     })
     run = train(cfg, progress=False, console=Console(stderr=True, quiet=True))
     m = json.loads((run / "metrics.json").read_text())
@@ -80,9 +85,13 @@ def main() -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-minutes", type=float, default=None, help="time budget per run (train.max_minutes)")
     p.add_argument("--merge", action="store_true", help="keep the committed file's other families")
+    p.add_argument("--transform", default="none", choices=list(LABEL),
+                   help="the head's target transform; the families are then labelled <family>+log / +area")
     args = p.parse_args()
     started = time.time()
-    fams = args.models.split(",")
+    models = args.models.split(",")
+    fams = [m + LABEL[args.transform] for m in models]
+    family_of = dict(zip(fams, models))
     ids, parts, labels = folds(args.folds)  # the labelled entries, read once
     OUT.mkdir(parents=True, exist_ok=True)
     files = []
@@ -104,8 +113,8 @@ def main() -> None:
     base_mae = float(np.mean(base))
     done: list[str] = []
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {(f, k): pool.submit(run_one, f, k, str(files[k]), args.epochs, args.device, args.threads,
-                                       args.max_minutes)
+        futures = {(f, k): pool.submit(run_one, family_of[f], k, str(files[k]), args.epochs, args.device,
+                                       args.threads, args.max_minutes, args.transform)
                    for f in fams for k in range(args.folds)}  # family-major: families finish in order
         for fam in fams:
             for k in range(args.folds):
@@ -121,7 +130,8 @@ def main() -> None:
 
             how = (f"{args.epochs} epochs or the family's cap" + (f", at most {args.max_minutes} min per run"
                                                                   if args.max_minutes else "")
-                   + f"; {args.jobs} run(s) at once, {args.threads} thread(s) each, device {args.device}")
+                   + f"; {args.jobs} run(s) at once, {args.threads} thread(s) each, device {args.device}"
+                   + (f"; head transform {args.transform}" if args.transform != "none" else ""))
             fams, all_metrics = list(done), {"predict_mean.dft2d_exfoliation.mae_mean": base_mae, **metrics}
             per_fold = {f: results[f] for f in done}
             measured = {f: {"commit": COMMIT_AT_START, "budget": how} for f in done}
@@ -142,7 +152,7 @@ def main() -> None:
                 data={"source": "jarvis:dft_2d", "target": f"{TARGET} (meV/atom)", "n_structures": len(ids),
                       "split": f"{args.folds} of the 5 folds of backbones_2d.py's dft2d_exfoliation task (kfold over "
                                "the labelled entries, seed 42, val 10 %)",
-                      "families": fams, "best_family": best, "settings": {f: FAMILIES[f] for f in fams},
+                      "families": fams, "best_family": best, "settings": {f: FAMILIES[f.split("+")[0]] for f in fams},
                       "training": "L1, AdamW lr 2e-3 one-cycle, batch 32, weight decay 1e-4, early stopping "
                                   f"patience 40; {how}",
                       "measured": measured, "per_fold": per_fold},
