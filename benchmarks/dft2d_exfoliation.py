@@ -41,6 +41,14 @@ JARVIS = {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / 
 LABEL = {"none": "", "log": "+log", "log_per_area": "+area"}
 
 
+def base_family(label: str) -> str:
+    """The family of a label (``pna+area`` → ``pna``; ``dimenet++`` stays)."""
+    for suffix in ("+log", "+area"):
+        if label.endswith(suffix):
+            return label[: -len(suffix)]
+    return label
+
+
 def folds(n_folds: int) -> tuple[list[str], list[dict[str, list[str]]], dict[str, float]]:
     from matgnn.data.sources import JarvisSource
     from matgnn.training.splits import kfold_split
@@ -152,7 +160,7 @@ def main() -> None:
                 data={"source": "jarvis:dft_2d", "target": f"{TARGET} (meV/atom)", "n_structures": len(ids),
                       "split": f"{args.folds} of the 5 folds of backbones_2d.py's dft2d_exfoliation task (kfold over "
                                "the labelled entries, seed 42, val 10 %)",
-                      "families": fams, "best_family": best, "settings": {f: FAMILIES[f.split("+")[0]] for f in fams},
+                      "families": fams, "best_family": best, "settings": {f: FAMILIES[base_family(f)] for f in fams},
                       "training": "L1, AdamW lr 2e-3 one-cycle, batch 32, weight decay 1e-4, early stopping "
                                   f"patience 40; {how}",
                       "measured": measured, "per_fold": per_fold},
