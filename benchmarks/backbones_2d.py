@@ -88,6 +88,7 @@ from _common import RESULTS, ROOT, SHARED_DATA, target, write_result  # noqa: E4
 
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import make_source  # noqa: E402
+from matgnn.models.reference import reduced_formula  # noqa: E402
 from matgnn.training.run import train  # noqa: E402
 from matgnn.training.splits import kfold_split  # noqa: E402
 
@@ -129,13 +130,6 @@ def unpack_2dmatpedia() -> Path:
         with zipfile.ZipFile(SHARED_DATA / "2dmatpedia" / "structure_database.zip") as z:
             z.extractall(folder)
     return folder / "structure_database"
-
-
-def reduced_formula(numbers) -> str:
-    from pymatgen.core import Composition, Element
-
-    z, counts = np.unique(np.asarray(numbers), return_counts=True)
-    return Composition({Element.from_Z(int(a)): int(c) for a, c in zip(z, counts)}).reduced_formula
 
 
 def run_cfg(source: dict, tgt: str, model: dict, train_cfg: dict, split: dict, name: str, transform: str = "none",

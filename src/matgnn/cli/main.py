@@ -437,12 +437,12 @@ def reference_cmd(
 
     src = _source(source, store_dir, limit)
     try:
-        folder, left_out = build_reference(src, target, fallback, out, fallback_head,
-                                           {"ltol": ltol, "stol": stol, "angle_tol": angle_tol}, skip_hubbard_u)
+        folder, info = build_reference(src, target, fallback, out, fallback_head,
+                                       {"ltol": ltol, "stol": stol, "angle_tol": angle_tol}, skip_hubbard_u)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
-    info = json.loads((folder / "model.json").read_text())["reference"]
+    left_out = info["left_out"]
     if left_out:
         console.print(f"{len(left_out)} structures left out (listed in {folder / 'reference_left_out.csv'}), e.g. "
                       f"{left_out[0][0]}: {left_out[0][1]}", highlight=False, soft_wrap=True)

@@ -46,7 +46,8 @@ _MATCHES: dict[bytes, int] = {}
 _MATCHES_MAX = 1_000_000
 
 
-def _formula(numbers: Iterable[int]) -> str:
+def reduced_formula(numbers: Iterable[int]) -> str:
+    """The reduced formula (pymatgen's) of a structure's atomic numbers."""
     from pymatgen.core import Composition, Element
 
     z, counts = np.unique(np.asarray(list(numbers), dtype=int), return_counts=True)
@@ -99,8 +100,9 @@ class ReferenceModel(nn.Module):
         for p in self.fallback.parameters():
             p.requires_grad_(False)
         self.tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-        self._by_formula: dict[str, list[int]] | None = None
-        self._key = hashlib.sha1(json.dumps([entries, self.tolerances], sort_keys=True).encode()).digest()
+        self._by_formula: dict[str, list[int]] | None = None  # built at the first match, with the two below
+        self._key: bytes | None = None
+        self._matcher: Any = None
 
     @classmethod
     def of(cls, heads: list[dict[str, Any]], entries: dict[str, Any], fallback: MatgnnModel,
@@ -117,10 +119,17 @@ class ReferenceModel(nn.Module):
 
     # -- matching ---------------------------------------------------------------
     def _index(self) -> dict[str, list[int]]:
+        """Entries by reduced formula; also the reference's digest (the memo's key) and the matcher, all made
+        at the first match, not when the model is loaded."""
         if self._by_formula is None:
+            from pymatgen.analysis.structure_matcher import StructureMatcher
+
             by: dict[str, list[int]] = {}
             for k, numbers in enumerate(self.entries["numbers"]):
-                by.setdefault(_formula(numbers), []).append(k)
+                by.setdefault(reduced_formula(numbers), []).append(k)
+            self._key = hashlib.sha1(json.dumps([self.entries, self.tolerances], sort_keys=True).encode()).digest()
+            self._matcher = StructureMatcher(primitive_cell=True, scale=True, attempt_supercell=False,
+                                             **self.tolerances)
             self._by_formula = by
         return self._by_formula
 
@@ -130,21 +139,19 @@ class ReferenceModel(nn.Module):
         numbers = np.asarray(numbers, dtype=np.int64)
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
+        index = self._index()
         key = self._key + hashlib.sha1(numbers.tobytes() + np.round(positions, 4).tobytes()
                                        + np.round(cell, 4).tobytes()).digest()
         if key in _MATCHES:
             return _MATCHES[key]
-        from pymatgen.analysis.structure_matcher import StructureMatcher
-
         best, best_rms = -1, np.inf
-        candidates = self._index().get(_formula(numbers), [])
+        candidates = index.get(reduced_formula(numbers), [])
         if candidates:
-            matcher = StructureMatcher(primitive_cell=True, scale=True, attempt_supercell=False, **self.tolerances)
             mine = _pmg(numbers, positions, cell)
             for k in candidates:
                 theirs = _pmg(self.entries["numbers"][k], self.entries["positions"][k], self.entries["cells"][k])
                 try:
-                    rms = matcher.get_rms_dist(mine, theirs)
+                    rms = self._matcher.get_rms_dist(mine, theirs)
                 except (ValueError, RuntimeError):  # pymatgen gives up on degenerate lattices
                     rms = None
                 if rms is not None and rms[0] < best_rms:
@@ -230,10 +237,11 @@ def entries_of(structures: Iterable[Any], heads: list[str], skip_hubbard_u: bool
 
 def build_reference(structures: Iterable[Any], target: str, fallback: str | Path, out: str | Path,
                     fallback_head: str | None = None, tolerances: dict[str, float] | None = None,
-                    skip_hubbard_u: bool = False) -> tuple[Path, list[tuple[str, str]]]:
+                    skip_hubbard_u: bool = False) -> tuple[Path, dict[str, Any]]:
     """Write a reference model folder ``out`` (which must not hold a model already): ``structures``'
     ``target`` labels, and ``fallback`` (a run folder, model folder or shipped name) for structures without
-    a match. Returns the folder and the structures left out, as ``(id, reason)``."""
+    a match. Returns the folder and what ``model.json`` records under ``reference`` (entries, fallback, ...),
+    with ``left_out`` the structures left out, as ``(id, reason)``."""
     from matgnn.artifacts import MODEL_FILE, model_folder, read_model_info
     from matgnn.errors import UserError
     from matgnn.models.loading import load_model
@@ -241,6 +249,8 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
     out = Path(out)
     if (out / MODEL_FILE).exists():
         raise UserError(f"{out} holds a model already; choose another folder (nothing was overwritten)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder; choose another (nothing was overwritten)")
     fb_dir = model_folder(fallback)
     fb = load_model(fb_dir)
     fb_info = read_model_info(fb_dir)
@@ -255,8 +265,6 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
     extra = {k: fb_info[k] for k in ("graphs", "train_elements") if k in fb_info}
     extra["reference"] = {"entries": len(entries["ids"]), "left_out": len(left_out), "fallback": str(fb_dir),
                           "target": target, "tolerances": model.tolerances, "skip_hubbard_u": skip_hubbard_u}
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not an empty folder; choose another (nothing was overwritten)")
     # written beside the destination and renamed into place when complete: a full disk, a read-only folder or
     # Ctrl-C leaves no half-written model behind
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -272,5 +280,4 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    folder = out
-    return folder, left_out
+    return out, {**extra["reference"], "left_out": left_out}

@@ -115,10 +115,7 @@ def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: li
             columns = [(f"{h.name}.{c}", table[:, j]) for j, c in enumerate(h.components)]
         else:
             vals = np.concatenate([labels[i][h.name] for i in idx])
-            if h.transform == "log_per_area":
-                known = vals[~np.isnan(vals)]
-                if (known <= 0).any():
-                    raise ValueError(f"target {h.name!r} has values <= 0; transform 'log_per_area' needs y > 0")
+            if h.transform == "log_per_area":  # every label > 0: checked by target_labels
                 vals = np.log(vals / np.concatenate([labels[i]["area"] for i in idx]))
             if h.baseline == "element_mean":
                 baseline[k] = element_means(labels, idx, h.name)
