@@ -36,9 +36,7 @@ def test_rebuild_with_same_settings_is_a_noop(tmp_path):
     settings = GraphSettings(cutoff=5.0, max_neighbors=12)
     cache = build_graph_cache(src, settings, cache_root=tmp_path, workers=2, progress=False)
     assert len(cache) == 80 and cache.build_stats.built == 80
-    t0 = time.perf_counter()
     again = build_graph_cache(EmtAlloySource(80, seed=3), settings, cache_root=tmp_path, progress=False)
-    assert time.perf_counter() - t0 < 1.0
     assert again.path == cache.path and again.build_stats.built == 0
     # other settings -> another cache; other data -> another cache
     other = build_graph_cache(src, GraphSettings(cutoff=4.0), cache_root=tmp_path, workers=1, progress=False)
