@@ -71,6 +71,29 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
                                   graph_settings_of(run_dir)))
     assert got[0]["exfoliation"] == pytest.approx(got[1]["exfoliation"], rel=1e-4)
 
+    # the answers stay within a factor 2 of the training labels' range per area, however far the head extrapolates:
+    # a model whose head was pushed 1,000 standard deviations up (a wild extrapolation) answers at most twice the
+    # largest label per area, times each layer's area
+    import shutil
+
+    per_area = [v / (np.linalg.norm(np.cross(_monolayer(k).cell[0], _monolayer(k).cell[1])) / 3)
+                for k, (_, v) in enumerate(rows)]
+    assert float(model.target_high[0]) == pytest.approx(np.log(max(per_area)), abs=1e-3)  # whole set: training split
+    assert float(model.target_low[0]) >= np.log(min(per_area)) - 1e-3
+    wild = tmp_path / "wild"
+    shutil.copytree(run_dir / "model", wild)
+    state = torch.load(wild / "state.pt", weights_only=True)
+    (bias,) = [k for k in state if k.startswith("heads.exfoliation.") and k.endswith(".bias") and state[k].numel() == 1]
+    state[bias] += 1000.0
+    torch.save(state, wild / "state.pt")
+    ok(run("predict", str(wild), str(data), "--out", str(tmp_path / "w.csv")))
+    bound = 2 * np.exp(float(model.target_high[0]))
+    answers = {r["id"]: float(r["exfoliation"]) for r in csv.DictReader(open(tmp_path / "w.csv"))}
+    assert len(answers) == 12
+    for k in range(12):
+        area = np.linalg.norm(np.cross(_monolayer(k).cell[0], _monolayer(k).cell[1])) / 3
+        assert answers[f"m{k}"] == pytest.approx(bound * area, rel=1e-4)
+
     # a label <= 0 cannot be learned as a log: one line naming the target
     bad = data / "id_prop.csv"
     bad.write_text(bad.read_text().replace(f"m3,{rows[3][1]:.4f}", "m3,-1.0"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +27,11 @@ from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE
 from matgnn.data.structure import MAX_Z
 from matgnn.models.registry import register_model_class
 from matgnn.version import __version__
+
+#: how far (in the learned log space) a log-transformed head may answer beyond its training labels' range: a
+#: factor 2 on y / area (``log_per_area``) or on 1 + y (``log``). The exponential is unbounded, and a head that
+#: extrapolates wildly (CGCNN on one exfoliation fold: 644,466 meV/atom for a 2-atom layer) would otherwise say so.
+LOG_RANGE_MARGIN = math.log(2.0)
 
 
 class ModelSettings(BaseModel):
@@ -188,6 +194,10 @@ class MatgnnModel(nn.Module):
         self._slices = [slice(a, a + d) for a, d in zip([0, *torch.tensor(dims).cumsum(0).tolist()], dims)]
         self.register_buffer("target_mean", torch.zeros(sum(dims)))
         self.register_buffer("target_std", torch.ones(sum(dims)))
+        #: the training labels' lowest and highest value in the learned space, per value: answers of log-transformed
+        #: heads stay within LOG_RANGE_MARGIN of them (±inf, no bound, for other heads and models saved before)
+        self.register_buffer("target_low", torch.full((sum(dims),), -math.inf))
+        self.register_buffer("target_high", torch.full((sum(dims),), math.inf))
         #: per-head, per-element reference added to node predictions (``baseline: element_mean``); for
         #: ``baseline: backbone`` heads, 1 for the elements the training set labelled (the learned residual
         #: applies to those; an atom of any other element gets the backbone's answer unchanged)
@@ -235,11 +245,17 @@ class MatgnnModel(nn.Module):
 
     # -- normalisation ----------------------------------------------------------
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor,
-                          element_baseline: torch.Tensor | None = None) -> None:
+                          element_baseline: torch.Tensor | None = None,
+                          value_range: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Standardisation of every head's values; the element baselines; the training labels' range in the
+        learned space (``value_range``: lowest, highest), which bounds log-transformed heads' answers."""
         self.target_mean.copy_(mean)
         self.target_std.copy_(std)
         if element_baseline is not None:
             self.element_baseline.copy_(element_baseline)
+        if value_range is not None:
+            self.target_low.copy_(value_range[0])
+            self.target_high.copy_(value_range[1])
 
     # -- forward ----------------------------------------------------------------
     def node_features(self, batch: Any) -> torch.Tensor:
@@ -310,9 +326,14 @@ class MatgnnModel(nn.Module):
             v = v + self.element_baseline[k][batch[keys.Z]]
         elif spec["baseline"] == "backbone":
             v = v * self.element_baseline[k][batch[keys.Z]] + self.backbone_reference(k, batch)
+        if spec["transform"] == "none":
+            return v
+        # the exponential of a head extrapolating far from its training labels: bounded (LOG_RANGE_MARGIN)
+        v = torch.clamp(v, self._of_head(self.target_low, k) - LOG_RANGE_MARGIN,
+                        self._of_head(self.target_high, k) + LOG_RANGE_MARGIN)
         if spec["transform"] == "log_per_area":
             return torch.exp(v) * self._area_per_atom(batch, v)
-        return torch.expm1(v) if spec["transform"] == "log" else v
+        return torch.expm1(v)
 
     @staticmethod
     def _area_per_atom(batch: Any, like: torch.Tensor) -> torch.Tensor:

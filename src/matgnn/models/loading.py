@@ -17,8 +17,9 @@ from matgnn.models.base import MatgnnModel
 from matgnn.models.registry import registered_class
 from matgnn.runtime import keep_freed_memory
 
-#: buffers newer than some saved models; absent from a file, they keep their neutral default
-OPTIONAL_BUFFERS = {"element_baseline"}
+#: buffers newer than some saved models; absent from a file, they keep their neutral default (also inside a
+#: composite: a delta model's ``delta.element_baseline``, a reference's ``fallback.target_low``)
+OPTIONAL_BUFFERS = {"element_baseline", "target_low", "target_high"}
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MatgnnModel:
@@ -59,7 +60,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
         raise UserError(f"{path / WEIGHTS_FILE}: not a readable weights file: {str(e).splitlines()[0]}") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     # buffers added after a model was saved keep their neutral defaults (zeros: no element baseline)
-    missing = [k for k in missing if k not in OPTIONAL_BUFFERS]
+    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in OPTIONAL_BUFFERS]
     if missing or unexpected:
         raise RuntimeError(f"{path / WEIGHTS_FILE} does not fit {info['class']}: missing {missing}, "
                            f"unexpected {unexpected}")

@@ -79,11 +79,11 @@ def build_run_model(cfg: RunConfig, cache: GraphCache, split: dict[str, list[int
         data.add_batch_fields(batch_fields_of(run.base))  # the base's own fields (a backbone's features, triplets)
         mean, std = residual_normalization(run.base, make_loader(data.graphs["train"], cfg.train.batch_size),
                                            cfg.targets)
-        baseline = None
+        baseline = value_range = None
         console.print(f"delta learning on the residuals of {cfg.delta.base_model}")
     else:
-        mean, std, baseline = normalization(labels, split["train"], cfg.targets)
-    run.model.set_normalization(mean, std, baseline)
+        mean, std, baseline, value_range = normalization(labels, split["train"], cfg.targets)
+    run.model.set_normalization(mean, std, baseline, value_range)
     run.frozen = transfer.freeze(run.model, cfg.transfer.freeze)
     if run.frozen:
         console.print(f"frozen layer groups: {', '.join(run.frozen)}")

@@ -105,9 +105,10 @@ def standardisation(vals: np.ndarray, head: HeadConfig) -> tuple[float, float]:
 def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: list[HeadConfig]):
     """Mean and std of the training labels in the space the model learns (after ``transform``
     or minus the element baseline): one entry per scalar head and one per component of a vector
-    head, in head order (the layout of the model's ``target_mean``); and the element baselines (for
-    ``baseline: backbone`` heads: which elements the training set labels)."""
-    mean, std = [], []
+    head, in head order (the layout of the model's ``target_mean``); the element baselines (for
+    ``baseline: backbone`` heads: which elements the training set labels); and the labels' lowest and
+    highest value in that space for heads with a log ``transform`` (±inf for the others)."""
+    mean, std, low, high = [], [], [], []
     baseline = np.zeros((len(heads), MAX_Z + 1))
     for k, h in enumerate(heads):
         if h.components:  # each component on its own
@@ -134,7 +135,11 @@ def normalization(labels: list[dict[str, np.ndarray]], idx: list[int], heads: li
                 mu = 0.0
             mean.append(mu)
             std.append(sd)
-    return torch.tensor(mean), torch.tensor(std), torch.tensor(baseline, dtype=torch.float32)
+            bounded = h.transform != "none" and len(vals)  # log heads: their answers stay near this range
+            low.append(float(vals.min()) if bounded else -np.inf)
+            high.append(float(vals.max()) if bounded else np.inf)
+    return (torch.tensor(mean), torch.tensor(std), torch.tensor(baseline, dtype=torch.float32),
+            (torch.tensor(low), torch.tensor(high)))
 
 
 @torch.no_grad()

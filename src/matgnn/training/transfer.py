@@ -32,7 +32,7 @@ FREEZE_POLICIES: dict[str, tuple[str, ...] | None] = {
     "all_but_embedding": ("embedding", "head"),
     "trunk": ("head",),
 }
-NORMALIZATION_BUFFERS = ("target_mean", "target_std", "element_baseline")
+NORMALIZATION_BUFFERS = ("target_mean", "target_std", "element_baseline", "target_low", "target_high")
 
 
 def layer_groups(model: MatgnnModel) -> dict[str, list[str]]:
