@@ -98,3 +98,38 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     bad = data / "id_prop.csv"
     bad.write_text(bad.read_text().replace(f"m3,{rows[3][1]:.4f}", "m3,-1.0"))
     user_error(run("train", str(cfg)), "m3", "exfoliation", "log_per_area")
+
+
+def test_a_run_checkpointed_before_the_bound_resumes(tmp_path):
+    """A checkpoint written before log-transformed heads were bounded (no target_low/target_high in its weights)
+    resumes through ``matgnn train --resume``; the run's own training range fills the bound."""
+    from ase.io import write
+
+    data = tmp_path / "layers"
+    data.mkdir()
+    rows = []
+    for k in range(10):
+        atoms = _monolayer(k)
+        write(data / f"m{k}.extxyz", atoms)
+        rows.append(f"m{k},{20.0 + k:.1f}\n")
+    (data / "id_prop.csv").write_text("id,exfoliation\n" + "".join(rows))
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {data}}}", tmp_path / "runs", epochs=2,
+                   target="exfoliation")
+    spec = yaml.safe_load(cfg.read_text())
+    spec["targets"][0]["transform"] = "log_per_area"
+    cfg.write_text(yaml.safe_dump(spec))
+    ok(run("train", str(cfg)))
+    (run_dir,) = runs_in(tmp_path / "runs")
+    ckpt = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
+    for state in (ckpt["model"], ckpt["best_state"]):
+        for k in [k for k in state if k.endswith(("target_low", "target_high"))]:
+            del state[k]
+    torch.save(ckpt, run_dir / "checkpoint_last.pt")
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(text.replace("epochs: 2", "epochs: 4"))
+    r = ok(run("train", "--resume", str(run_dir)))
+    assert "continuing after epoch 2" in r.out
+    from matgnn.models import load_model
+
+    model = load_model(run_dir)
+    assert np.isfinite(float(model.target_low[0])) and np.isfinite(float(model.target_high[0]))

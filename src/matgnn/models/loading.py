@@ -58,11 +58,17 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
                                   "(torch.load with weights_only=True failed)") from None
     except RuntimeError as e:
         raise UserError(f"{path / WEIGHTS_FILE}: not a readable weights file: {str(e).splitlines()[0]}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # buffers added after a model was saved keep their neutral defaults (zeros: no element baseline)
-    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in OPTIONAL_BUFFERS]
-    if missing or unexpected:
-        raise RuntimeError(f"{path / WEIGHTS_FILE} does not fit {info['class']}: missing {missing}, "
-                           f"unexpected {unexpected}")
+    load_weights(model, state, f"{path / WEIGHTS_FILE}")
     model.eval()
     return model
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)``, except that buffers added after ``state`` was saved (a model folder or
+    a training checkpoint of an earlier version) keep what the model holds: their neutral default, or in a
+    resumed run what this run computed from its training split."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in OPTIONAL_BUFFERS]
+    if missing or unexpected:
+        raise RuntimeError(f"{source} does not fit {type(model).__name__}: missing {missing}, "
+                           f"unexpected {unexpected}")

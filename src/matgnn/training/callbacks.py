@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from matgnn.models.loading import load_weights
 from matgnn.training.checkpoints import save_checkpoint, write_history
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class Checkpointing(Callback):
         # (after the last epoch the run saves the best model itself, once fit() has loaded it)
         if not final and trainer.best_epoch != self.best_written and trainer.best_state is not None:
             best = copy.deepcopy(trainer.model)
-            best.load_state_dict(trainer.best_state)
+            load_weights(best, trainer.best_state, "the best weights")
             self.save_best(best, trainer.best_epoch)
             self.best_written = trainer.best_epoch
         self.at = time.perf_counter()

@@ -18,6 +18,7 @@ from rich.console import Console
 from matgnn import keys
 from matgnn.config import HeadConfig
 from matgnn.models import MatgnnModel
+from matgnn.models.loading import load_weights
 from matgnn.training import distributed
 from matgnn.training.callbacks import Callback, EarlyStopping
 from matgnn.training.checkpoints import (  # noqa: F401
@@ -210,7 +211,7 @@ class Trainer:
 
     def load_state_dict(self, st: dict[str, Any], generator: torch.Generator) -> None:
         self.epoch = st["epoch"]
-        self.model.load_state_dict(st["model"])  # load_state_dict copies onto the model's device
+        load_weights(self.model, st["model"], "the checkpoint")  # copies onto the model's device
         self.opt.load_state_dict(st["opt"])
         if self.log_vars is not None and st.get("log_vars") is not None:
             with torch.no_grad():
@@ -264,7 +265,7 @@ class Trainer:
                 cb.on_interrupt(self)
             raise
         if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
+            load_weights(self.model, self.best_state, "the checkpoint's best weights")
         for cb in callbacks:
             cb.on_fit_end(self)
         return self.history
