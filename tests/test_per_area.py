@@ -60,6 +60,7 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     ok(run("predict", str(run_dir), str(data), "--out", str(out)))
     pred = [float(r["exfoliation"]) for r in csv.DictReader(open(out))]
     assert len(pred) == 12 and all(p > 0 for p in pred)
+    assert [r["answers_at_bound"] for r in csv.DictReader(open(out))] == [""] * 12  # within the training range
     # exp(per-area value) × area per atom: a 2×1 supercell (twice the atoms, twice the area) answers the same
     from matgnn.data.structure import Structure
     from matgnn.models import load_model
@@ -86,7 +87,10 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     (bias,) = [k for k in state if k.startswith("heads.exfoliation.") and k.endswith(".bias") and state[k].numel() == 1]
     state[bias] += 1000.0
     torch.save(state, wild / "state.pt")
-    ok(run("predict", str(wild), str(data), "--out", str(tmp_path / "w.csv")))
+    r = ok(run("predict", str(wild), str(data), "--out", str(tmp_path / "w.csv")))
+    flat = " ".join(r.out.split())
+    assert "12 structure(s) answered exfoliation at the bound of its training range" in flat, r.out
+    assert [r["answers_at_bound"] for r in csv.DictReader(open(tmp_path / "w.csv"))] == ["exfoliation"] * 12
     bound = 2 * np.exp(float(model.target_high[0]))
     answers = {r["id"]: float(r["exfoliation"]) for r in csv.DictReader(open(tmp_path / "w.csv"))}
     assert len(answers) == 12

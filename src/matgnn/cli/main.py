@@ -408,6 +408,10 @@ def predict_cmd(
     if report.renamed:
         console.print(f"{report.renamed} structures had an id used before (same file name in another folder) "
                       "and were renamed <folder>-<id>")
+    for head, n in report.at_bound.items():
+        console.print(f"[yellow]warning:[/yellow] {n} structure(s) answered {head} at the bound of its training "
+                      "range (a factor 2 beyond the labels it learned from: an extrapolation that was cut); they are "
+                      "named in the answers_at_bound column", highlight=False, soft_wrap=True)
     if where:
         console.print(f"{filtered} structures failed {' and '.join(where)}")
     console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → {path}")

@@ -21,6 +21,8 @@ class LoadReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     #: entries whose id an earlier entry already had and that were given a new one (prediction)
     renamed: int = 0
+    #: head → structures whose answer sat at the bound of the head's training range (log transforms; prediction)
+    at_bound: dict[str, int] = field(default_factory=dict)
 
     def skip(self, error: StructureError) -> None:
         self.skipped.append(error.as_dict())

@@ -335,6 +335,31 @@ class MatgnnModel(nn.Module):
             return torch.exp(v) * self._area_per_atom(batch, v)
         return torch.expm1(v)
 
+    @torch.no_grad()
+    def answers_at_bound(self, out: dict[str, torch.Tensor], batch: Any) -> dict[str, torch.Tensor]:
+        """Per graph of ``batch``, for each head with a log ``transform``: whether its answer (``out``, as
+        :meth:`forward` gives it) sits at the bound LOG_RANGE_MARGIN beyond the training labels' range, i.e.
+        the head extrapolated and its answer was cut (a node head: any of the graph's atoms)."""
+        flags: dict[str, torch.Tensor] = {}
+        for k, spec in enumerate(self.head_specs):
+            if spec["transform"] == "none":
+                continue
+            v = out[spec["name"]].float()
+            if spec["transform"] == "log_per_area":
+                t = torch.log(torch.clamp(v / self._area_per_atom(batch, v), min=1e-30))
+            else:
+                t = torch.log1p(torch.clamp(v, min=-1 + 1e-7))
+            low = self._of_head(self.target_low, k) - LOG_RANGE_MARGIN
+            high = self._of_head(self.target_high, k) + LOG_RANGE_MARGIN
+            hit = (t >= high - 1e-4) | (t <= low + 1e-4)  # ±inf bounds (models saved before): never
+            if spec["level"] == "node":
+                hit = scatter(hit.float().reshape(len(hit), -1).amax(1), batch[keys.BATCH], dim=0,
+                              dim_size=batch.num_graphs, reduce="max") > 0
+            elif hit.dim() > 1:  # a vector head: any component
+                hit = hit.any(dim=1)
+            flags[spec["name"]] = hit
+        return flags
+
     @staticmethod
     def _area_per_atom(batch: Any, like: torch.Tensor) -> torch.Tensor:
         from matgnn.graphs.geometry import area_per_atom

@@ -161,6 +161,14 @@ def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureErro
             yield e
 
 
+def bounded_heads(model: Any) -> list[str]:
+    """The heads of a single model whose answers are bounded to their training range (log transforms), for
+    which predictions say when an answer sat at the bound; none for ensembles and composite models."""
+    if not isinstance(model, MatgnnModel):
+        return []
+    return [s["name"] for s in model.head_specs if s["transform"] != "none"]
+
+
 def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Structure | StructureError],
                        settings: GraphSettings, batch_size: int = 64,
                        report: LoadReport | None = None) -> Iterator[dict[str, Any]]:
@@ -174,20 +182,29 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
     specs = predictor.head_specs if predictor is not None else model.head_specs
     fields = batch_fields_of(*(predictor.members if predictor is not None else [model]))
     report = report if report is not None else LoadReport("predict")
+    bound_heads = bounded_heads(model)
     records: list[dict[str, Any]] = []
     kept: list[Structure] = []
 
     def flush() -> Iterator[dict[str, Any]]:
         batch = PackedGraphs.from_records(records, extras=fields).batch(torch.arange(len(records)))
+        bounded: dict[str, torch.Tensor] = {}
         if predictor is not None:
             out = predictor(batch)
         else:
             with torch.inference_mode():
-                out = {k: (v.float(), None) for k, v in model(batch).items()}
+                raw = model(batch)
+                out = {k: (v.float(), None) for k, v in raw.items()}
+                if bound_heads:
+                    bounded = model.answers_at_bound(raw, batch)
         counts = batch[keys.N_ATOMS].tolist()
         starts = np.cumsum([0] + counts)
         for g, sid in enumerate(batch[keys.STRUCTURE_ID]):
             row: dict[str, Any] = {"id": sid, "structure": kept[g]}
+            if bound_heads:
+                row["answers_at_bound"] = [n for n in bound_heads if bool(bounded[n][g])]
+                for n in row["answers_at_bound"]:
+                    report.at_bound[n] = report.at_bound.get(n, 0) + 1
             for spec in specs:
                 mean, std = out[spec["name"]]
                 for suffix, v in (("", mean), ("_std", std)):
@@ -358,7 +375,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
         tmp_xyz = files.file(Path(atoms_extxyz)) if atoms_extxyz is not None else None
         tmp_warm = files.folder(Path(magmom_export)) if magmom_export is not None else None
         sink = _RowWriter(columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head,
-                          sort, top)
+                          sort, top, bool(bounded_heads(model)))
         filtered = _predict_rows(model, predictor.settings, paths, batch_size, limit, report, conditions, sort, top,
                                  sink)
         if report.total == 0:
@@ -414,8 +431,9 @@ class _RowWriter:
     starts hold exactly the rows of the main output."""
 
     def __init__(self, columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head,
-                 sort, top: int | None):
+                 sort, top: int | None, bound: bool = False):
         self.columns, self.node_cols, self.known, self.as_json = columns, node_cols, known, as_json
+        self.bound = bound  # an answers_at_bound column: the heads whose answer sat at their training range's bound
         self.sort, self.top = sort, top
         self.flag = known is not None
         self.tmp_out, self.tmp_warm, self.magmom_head = tmp_out, tmp_warm, magmom_head
@@ -427,7 +445,8 @@ class _RowWriter:
         self.w_out = csv.writer(self.f_out) if self.f_out else None
         self.w_atoms = csv.writer(self.f_atoms) if self.f_atoms else None
         if self.w_out:
-            self.w_out.writerow(["id"] + columns + ["formula"] + (["unseen_elements"] if self.flag else []))
+            self.w_out.writerow(["id"] + columns + ["formula"] + (["unseen_elements"] if self.flag else [])
+                                + (["answers_at_bound"] if bound else []))
         if self.w_atoms:
             self.w_atoms.writerow(["id", "atom", "z"] + node_cols + (["unseen_element"] if self.flag else []))
 
@@ -454,13 +473,16 @@ class _RowWriter:
         keep = {"id": row["id"], "formula": s.formula, **{c: row[c] for c in self.columns}}
         if self.flag:
             keep["unseen_elements"] = self._unseen(s)
+        if self.bound:
+            keep["answers_at_bound"] = row["answers_at_bound"]
         if self.as_json:
             keep.update({n: np.asarray(row[n]).round(6).tolist() for n in self.node_cols})
         return keep
 
     def _main_row(self, v: dict[str, Any]) -> None:
         self.w_out.writerow([v["id"]] + [_fmt(v[c]) if c != "n_atoms" else v[c] for c in self.columns] + [v["formula"]]
-                            + ([" ".join(v["unseen_elements"])] if self.flag else []))
+                            + ([" ".join(v["unseen_elements"])] if self.flag else [])
+                            + ([" ".join(v["answers_at_bound"])] if self.bound else []))
 
     def _sides(self, row: dict[str, Any]) -> None:
         s: Structure = row["structure"]
