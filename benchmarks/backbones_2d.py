@@ -65,7 +65,7 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
 ``--merge`` keeps the committed file's other models (each says the commit that measured it).
 
 Usage: python benchmarks/backbones_2d.py [--folds 5] [--tasks dft2d_gap,dft2d_exfoliation,2dmatpedia_gap] [--scratch]
-       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N]
+       [--backbones chgnet,sevennet] [--no-pna] [--seed-task] [--finetune-folds N] [--finetune-first-fold F]
        [--finetune-variants plain,tuned,sevennet,sevennet_tuned,sevennet_anchored]
        [--variants ...] [--no-disjoint] [--merge]
 """
@@ -276,12 +276,15 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="keep the committed file's other models")
     p.add_argument("--seed-task", action="store_true", help="cgcnn2 and our CGCNN on the 2DMatPedia folds")
     p.add_argument("--finetune-folds", type=int, default=0, help="chgnet_ft on the first N dft_2d gap folds")
+    p.add_argument("--finetune-first-fold", type=int, default=0,
+                   help="fine-tune from this fold on (with --merge: the committed file's earlier folds of the same "
+                        "variant complete the record)")
     p.add_argument("--finetune-variants", default="plain",
                    help="fine-tune recipes: plain (as CHGNET_FT), tuned (backbone at lr/20, anchored), sevennet, "
                         "sevennet_tuned (the same on sevennet_ft), sevennet_anchored (and SevenNet's energy anchored); "
                         "comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
-                   help="backbone variants to run: mlp, gbm, 2dm, gbm_pbe, delta_pbe, ref, ref_delta, gbm_ref, "
+                   help="backbone variants to run (none: only --finetune-folds): mlp, gbm, 2dm, gbm_pbe, delta_pbe, ref, ref_delta, gbm_ref, "
                         "ref_first and ref_first_nou (with delta_pbe), log, area and gbm_geo (exfoliation), ensemble (means of the network "
                         "runs of each fold: ens_delta, ens_nn, ens_nn_disjoint, ens_ref, ens_ref_delta, ens_ref_first, "
                         "ens_ref_first_nou, ens_log_geo, ens_area_geo, ens_all)")
@@ -354,7 +357,8 @@ def main() -> None:
             structures = [s for s in jarvis if np.isfinite(s.graph_targets.get(tgt, np.nan))]
         ids = [s.id for s in structures]
         y = {s.id: float(s.graph_targets[tgt]) for s in structures}
-        xs = {bb: pooled_features(structures, bb) for bb in backbones}
+        # the frozen features (--variants none: only the fine-tuned backbones run, which need none of them)
+        xs = {bb: pooled_features(structures, bb) for bb in backbones} if variants - {"none"} else {}
         geo = {s.id: layer_geometry(s) for s in structures}
         extra_x = {k: predict_with(v["run"], structures) for k, v in pre.items()} if task == "dft2d_gap" else {}
         ref_x = {bb: predict_with(str(f), structures) for bb, f in refs.items()} if task == "dft2d_gap" else {}
@@ -375,7 +379,7 @@ def main() -> None:
                 fold_runs[label] = got["run"]
 
             for bb in backbones:
-                x = xs[bb]
+                x = xs.get(bb)
                 if want("mlp"):
                     fit(bb, source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-{task}-{fold}")
                 if want("gbm"):
@@ -440,7 +444,7 @@ def main() -> None:
                 for name, members in ensembles(fold_runs, task).items():
                     res.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], y))
                     data_notes.setdefault("ensemble_members", {}).setdefault(task, {})[name] = members
-            if task == "dft2d_gap" and fold < args.finetune_folds:  # the backbone itself fine-tuned
+            if task == "dft2d_gap" and args.finetune_first_fold <= fold < args.finetune_folds:  # the backbone itself
                 for variant in args.finetune_variants.split(","):
                     label, extra, train_extra = CHGNET_FT_VARIANTS[variant]
                     res.setdefault(label, []).append(run_cfg(source, tgt, {**CHGNET_FT, **extra},
@@ -461,6 +465,15 @@ def main() -> None:
                     {"fold": fold, "cgcnn2_structures_per_s": r2["structures_per_s"], "cgcnn2_epochs": r2["epochs"],
                      "cgcnn2_wall_s": r2["wall_s"], "cgcnn_wall_s": ours["seconds"]})
             print(f"{task} fold {fold}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in res.items()), flush=True)
+        if task == "dft2d_gap" and args.finetune_first_fold > 0:  # the committed earlier folds complete the record
+            earlier = committed_folds(task, [CHGNET_FT_VARIANTS[v][0] for v in args.finetune_variants.split(",")],
+                                      args.finetune_first_fold)
+            for label, (maes, commit) in earlier.items():
+                if label in res:
+                    res[label] = maes + res[label]
+                    data_notes.setdefault("finetune_folds_measured_at", {})[label] = {
+                        f"folds 0-{args.finetune_first_fold - 1}": commit,
+                        f"folds {args.finetune_first_fold}-{args.finetune_folds - 1}": "this run (git_commit)"}
         for model, maes in res.items():
             if model in FT_FROZEN and len(maes) < args.folds:  # fewer folds: beside the frozen one
                 k, bb = len(maes), FT_FROZEN[model]
@@ -476,6 +489,24 @@ def main() -> None:
             record(model, task, maes)
         done.append(task)
         _write(done, metrics, per_fold, data_notes, started, args)  # a partial file says which tasks it has
+
+
+def committed_folds(task: str, labels: list[str], first: int) -> dict[str, tuple[list[float], str]]:
+    """The committed file's per-fold MAEs of folds 0..first-1 for each fine-tuned variant in ``labels``, with the
+    commit that measured them (a variant lacking any of those folds is left out)."""
+    from _common import RESULTS
+
+    path = RESULTS / "backbones_2d.json"
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    out = {}
+    for label in labels:
+        maes = old.get("data", {}).get("per_fold", {}).get(task, {}).get(label, [])
+        if len(maes) >= first:
+            at = old.get("data", {}).get("measured_at", {}).get(f"{label}.{task}", old["git_commit"])
+            out[label] = (list(maes[:first]), at)
+    return out
 
 
 def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, started: float, args) -> None:
