@@ -127,6 +127,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     # Adam turns sign flips of near-zero gradient components into steps of ~lr, so compare whole tensors
     a = torch.cat([w1[k].flatten() for k in w1 if w1[k].is_floating_point()])
     b = torch.cat([w2[k].flatten() for k in w1 if w1[k].is_floating_point()])
+    finite = torch.isfinite(a)  # the ±inf bounds of heads without a log transform: the same on both
+    assert torch.equal(a[~finite], b[~finite])
+    a, b = a[finite], b[finite]
     assert float((a - b).norm() / a.norm()) < 0.01
     # rank 0 alone wrote the run folder: one run, one history with one row per epoch
     assert len(list((tmp_path / "two" / "runs").iterdir())) == 1
