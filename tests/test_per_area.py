@@ -22,6 +22,28 @@ def _monolayer(k: int):
     return atoms
 
 
+def _layers_run(tmp_path, n: int, epochs: int):
+    """``n`` monolayer extxyz files labelled with a binding energy per area times the area per atom, and a run
+    config learning it with ``transform: log_per_area``: (data folder, config path, (id, label) rows)."""
+    from ase.io import write
+
+    data = tmp_path / "layers"
+    data.mkdir()
+    rows = []
+    for k in range(n):
+        atoms = _monolayer(k)
+        write(data / f"m{k}.extxyz", atoms)
+        area = np.linalg.norm(np.cross(atoms.cell[0], atoms.cell[1])) / len(atoms)
+        rows.append((f"m{k}", (18.0 + k) * area))
+    (data / "id_prop.csv").write_text("id,exfoliation\n" + "".join(f"{i},{v:.4f}\n" for i, v in rows))
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {data}}}", tmp_path / "runs", epochs=epochs,
+                   target="exfoliation")
+    spec = yaml.safe_load(cfg.read_text())
+    spec["targets"][0]["transform"] = "log_per_area"
+    cfg.write_text(yaml.safe_dump(spec))
+    return data, cfg, rows
+
+
 def test_area_per_atom_follows_the_periodic_plane():
     from matgnn.graphs.geometry import area_per_atom
 
@@ -36,22 +58,7 @@ def test_area_per_atom_follows_the_periodic_plane():
 
 
 def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
-    from ase.io import write
-
-    data = tmp_path / "layers"
-    data.mkdir()
-    rows = []
-    for k in range(12):
-        atoms = _monolayer(k)
-        write(data / f"m{k}.extxyz", atoms)
-        area = np.linalg.norm(np.cross(atoms.cell[0], atoms.cell[1])) / len(atoms)
-        rows.append((f"m{k}", (18.0 + k) * area))  # a binding energy per area times the area per atom
-    (data / "id_prop.csv").write_text("id,exfoliation\n" + "".join(f"{i},{v:.4f}\n" for i, v in rows))
-    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {data}}}", tmp_path / "runs", epochs=3,
-                   target="exfoliation")
-    spec = yaml.safe_load(cfg.read_text())
-    spec["targets"][0]["transform"] = "log_per_area"
-    cfg.write_text(yaml.safe_dump(spec))
+    data, cfg, rows = _layers_run(tmp_path, 12, epochs=3)
     ok(run("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     info = json.loads((run_dir / "model" / "model.json").read_text())
@@ -107,21 +114,7 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
 def test_a_run_checkpointed_before_the_bound_resumes(tmp_path):
     """A checkpoint written before log-transformed heads were bounded (no target_low/target_high in its weights)
     resumes through ``matgnn train --resume``; the run's own training range fills the bound."""
-    from ase.io import write
-
-    data = tmp_path / "layers"
-    data.mkdir()
-    rows = []
-    for k in range(10):
-        atoms = _monolayer(k)
-        write(data / f"m{k}.extxyz", atoms)
-        rows.append(f"m{k},{20.0 + k:.1f}\n")
-    (data / "id_prop.csv").write_text("id,exfoliation\n" + "".join(rows))
-    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {data}}}", tmp_path / "runs", epochs=2,
-                   target="exfoliation")
-    spec = yaml.safe_load(cfg.read_text())
-    spec["targets"][0]["transform"] = "log_per_area"
-    cfg.write_text(yaml.safe_dump(spec))
+    _, cfg, _ = _layers_run(tmp_path, 10, epochs=2)
     ok(run("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     ckpt = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
