@@ -472,8 +472,8 @@ def main() -> None:
                 if label in res:
                     res[label] = maes + res[label]
                     data_notes.setdefault("finetune_folds_measured_at", {})[label] = {
-                        f"folds 0-{args.finetune_first_fold - 1}": commit,
-                        f"folds {args.finetune_first_fold}-{args.finetune_folds - 1}": "this run (git_commit)"}
+                        fold_range(0, args.finetune_first_fold - 1): commit,
+                        fold_range(args.finetune_first_fold, args.finetune_folds - 1): "this run (git_commit)"}
         for model, maes in res.items():
             if model in FT_FROZEN and len(maes) < args.folds:  # fewer folds: beside the frozen one
                 k, bb = len(maes), FT_FROZEN[model]
@@ -489,6 +489,11 @@ def main() -> None:
             record(model, task, maes)
         done.append(task)
         _write(done, metrics, per_fold, data_notes, started, args)  # a partial file says which tasks it has
+
+
+def fold_range(first: int, last: int) -> str:
+    """"fold 2" or "folds 0-2"."""
+    return f"fold {first}" if first == last else f"folds {first}-{last}"
 
 
 def committed_folds(task: str, labels: list[str], first: int) -> dict[str, tuple[list[float], str]]:
