@@ -468,12 +468,11 @@ def main() -> None:
         if task == "dft2d_gap" and args.finetune_first_fold > 0:  # the committed earlier folds complete the record
             earlier = committed_folds(task, [CHGNET_FT_VARIANTS[v][0] for v in args.finetune_variants.split(",")],
                                       args.finetune_first_fold)
-            for label, (maes, commit) in earlier.items():
+            for label, (maes, parts) in earlier.items():
                 if label in res:
                     res[label] = maes + res[label]
                     data_notes.setdefault("finetune_folds_measured_at", {})[label] = {
-                        fold_range(0, args.finetune_first_fold - 1): commit,
-                        fold_range(args.finetune_first_fold, args.finetune_folds - 1): "this run (git_commit)"}
+                        **parts, fold_range(args.finetune_first_fold, args.finetune_folds - 1): "this run (git_commit)"}
         for model, maes in res.items():
             if model in FT_FROZEN and len(maes) < args.folds:  # fewer folds: beside the frozen one
                 k, bb = len(maes), FT_FROZEN[model]
@@ -496,21 +495,27 @@ def fold_range(first: int, last: int) -> str:
     return f"fold {first}" if first == last else f"folds {first}-{last}"
 
 
-def committed_folds(task: str, labels: list[str], first: int) -> dict[str, tuple[list[float], str]]:
+def committed_folds(task: str, labels: list[str], first: int) -> dict[str, tuple[list[float], dict[str, str]]]:
     """The committed file's per-fold MAEs of folds 0..first-1 for each fine-tuned variant in ``labels``, with the
-    commit that measured them (a variant lacking any of those folds is left out)."""
+    commits that measured them by fold range (a variant lacking any of those folds is left out)."""
     from _common import RESULTS
 
     path = RESULTS / "backbones_2d.json"
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
+    data = old.get("data", {})
     out = {}
     for label in labels:
-        maes = old.get("data", {}).get("per_fold", {}).get(task, {}).get(label, [])
+        maes = data.get("per_fold", {}).get(task, {}).get(label, [])
         if len(maes) >= first:
-            at = old.get("data", {}).get("measured_at", {}).get(f"{label}.{task}", old["git_commit"])
-            out[label] = (list(maes[:first]), at)
+            parts = data.get("finetune_folds_measured_at", {}).get(label)
+            if parts:  # the folds were themselves measured in parts: "this run" there is that file's commit
+                parts = {r: old["git_commit"] if c == "this run (git_commit)" else c for r, c in parts.items()}
+            else:
+                parts = {fold_range(0, first - 1): data.get("measured_at", {}).get(f"{label}.{task}",
+                                                                                   old["git_commit"])}
+            out[label] = (list(maes[:first]), parts)
     return out
 
 
@@ -541,7 +546,8 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
             members = {"dft2d_gap": members}
         members = {**members, **data_notes.get("ensemble_members", {})}
         data_notes = {**{k: v for k, v in old.get("data", {}).items()
-                         if k.startswith(("pretraining_", "formula_overlap", "chgnet_rejected", "reference_matches"))},
+                         if k.startswith(("pretraining_", "formula_overlap", "chgnet_rejected", "reference_matches",
+                                          "finetune_folds_measured_at"))},
                       **data_notes}
         if members:
             data_notes["ensemble_members"] = members
