@@ -22,6 +22,12 @@ def _monolayer(k: int):
     return atoms
 
 
+def _area(k: int) -> float:
+    """The in-plane area per atom of monolayer ``k`` (Å²)."""
+    cell = _monolayer(k).cell
+    return float(np.linalg.norm(np.cross(cell[0], cell[1]))) / 3
+
+
 def _layers_run(tmp_path, n: int, epochs: int):
     """``n`` monolayer extxyz files labelled with a binding energy per area times the area per atom, and a run
     config learning it with ``transform: log_per_area``: (data folder, config path, (id, label) rows)."""
@@ -31,10 +37,8 @@ def _layers_run(tmp_path, n: int, epochs: int):
     data.mkdir()
     rows = []
     for k in range(n):
-        atoms = _monolayer(k)
-        write(data / f"m{k}.extxyz", atoms)
-        area = np.linalg.norm(np.cross(atoms.cell[0], atoms.cell[1])) / len(atoms)
-        rows.append((f"m{k}", (18.0 + k) * area))
+        write(data / f"m{k}.extxyz", _monolayer(k))
+        rows.append((f"m{k}", (18.0 + k) * _area(k)))
     (data / "id_prop.csv").write_text("id,exfoliation\n" + "".join(f"{i},{v:.4f}\n" for i, v in rows))
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {data}}}", tmp_path / "runs", epochs=epochs,
                    target="exfoliation")
@@ -84,8 +88,7 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     # largest label per area, times each layer's area
     import shutil
 
-    per_area = [v / (np.linalg.norm(np.cross(_monolayer(k).cell[0], _monolayer(k).cell[1])) / 3)
-                for k, (_, v) in enumerate(rows)]
+    per_area = [v / _area(k) for k, (_, v) in enumerate(rows)]
     assert float(model.target_high[0]) == pytest.approx(np.log(max(per_area)), abs=1e-3)  # whole set: training split
     assert float(model.target_low[0]) >= np.log(min(per_area)) - 1e-3
     wild = tmp_path / "wild"
@@ -102,8 +105,7 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     answers = {r["id"]: float(r["exfoliation"]) for r in csv.DictReader(open(tmp_path / "w.csv"))}
     assert len(answers) == 12
     for k in range(12):
-        area = np.linalg.norm(np.cross(_monolayer(k).cell[0], _monolayer(k).cell[1])) / 3
-        assert answers[f"m{k}"] == pytest.approx(bound * area, rel=1e-4)
+        assert answers[f"m{k}"] == pytest.approx(bound * _area(k), rel=1e-4)
 
     # a label <= 0 cannot be learned as a log: one line naming the target
     bad = data / "id_prop.csv"

@@ -328,9 +328,7 @@ class MatgnnModel(nn.Module):
             v = v * self.element_baseline[k][batch[keys.Z]] + self.backbone_reference(k, batch)
         if spec["transform"] == "none":
             return v
-        # the exponential of a head extrapolating far from its training labels: bounded (LOG_RANGE_MARGIN)
-        v = torch.clamp(v, self._of_head(self.target_low, k) - LOG_RANGE_MARGIN,
-                        self._of_head(self.target_high, k) + LOG_RANGE_MARGIN)
+        v = torch.clamp(v, *self._log_bounds(k))  # the exponential of a head extrapolating far: bounded
         if spec["transform"] == "log_per_area":
             return torch.exp(v) * self._area_per_atom(batch, v)
         return torch.expm1(v)
@@ -344,21 +342,21 @@ class MatgnnModel(nn.Module):
         for k, spec in enumerate(self.head_specs):
             if spec["transform"] == "none":
                 continue
-            v = out[spec["name"]].float()
-            if spec["transform"] == "log_per_area":
-                t = torch.log(torch.clamp(v / self._area_per_atom(batch, v), min=1e-30))
-            else:
-                t = torch.log1p(torch.clamp(v, min=-1 + 1e-7))
-            low = self._of_head(self.target_low, k) - LOG_RANGE_MARGIN
-            high = self._of_head(self.target_high, k) + LOG_RANGE_MARGIN
+            t = self.transform_target(k, out[spec["name"]].float(), batch)  # the answer back in the learned space
+            low, high = self._log_bounds(k)
             hit = (t >= high - 1e-4) | (t <= low + 1e-4)  # ±inf bounds (models saved before): never
             if spec["level"] == "node":
-                hit = scatter(hit.float().reshape(len(hit), -1).amax(1), batch[keys.BATCH], dim=0,
-                              dim_size=batch.num_graphs, reduce="max") > 0
+                hit = scatter(hit.float(), batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce="max") > 0
             elif hit.dim() > 1:  # a vector head: any component
                 hit = hit.any(dim=1)
             flags[spec["name"]] = hit
         return flags
+
+    def _log_bounds(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head ``k``'s lowest and highest answer in the learned space: the training labels' range widened by
+        LOG_RANGE_MARGIN (±inf for models saved before it was stored)."""
+        return (self._of_head(self.target_low, k) - LOG_RANGE_MARGIN,
+                self._of_head(self.target_high, k) + LOG_RANGE_MARGIN)
 
     @staticmethod
     def _area_per_atom(batch: Any, like: torch.Tensor) -> torch.Tensor:

@@ -265,7 +265,7 @@ class Trainer:
                 cb.on_interrupt(self)
             raise
         if self.best_state is not None:
-            load_weights(self.model, self.best_state, "the checkpoint's best weights")
+            load_weights(self.model, self.best_state, "the best weights")
         for cb in callbacks:
             cb.on_fit_end(self)
         return self.history
