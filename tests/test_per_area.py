@@ -48,6 +48,19 @@ def _layers_run(tmp_path, n: int, epochs: int):
     return data, cfg, rows
 
 
+def _pushed(run_dir, to):
+    """A copy of ``run_dir``'s model whose exfoliation head was pushed 1,000 standard deviations up (a wild
+    extrapolation: every answer at the bound)."""
+    import shutil
+
+    shutil.copytree(run_dir / "model", to)
+    state = torch.load(to / "state.pt", weights_only=True)
+    (bias,) = [k for k in state if k.startswith("heads.exfoliation.") and k.endswith(".bias") and state[k].numel() == 1]
+    state[bias] += 1000.0
+    torch.save(state, to / "state.pt")
+    return to
+
+
 def test_area_per_atom_follows_the_periodic_plane():
     from matgnn.graphs.geometry import area_per_atom
 
@@ -86,17 +99,10 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     # the answers stay within a factor 2 of the training labels' range per area, however far the head extrapolates:
     # a model whose head was pushed 1,000 standard deviations up (a wild extrapolation) answers at most twice the
     # largest label per area, times each layer's area
-    import shutil
-
     per_area = [v / _area(k) for k, (_, v) in enumerate(rows)]
     assert float(model.target_high[0]) == pytest.approx(np.log(max(per_area)), abs=1e-3)  # whole set: training split
     assert float(model.target_low[0]) >= np.log(min(per_area)) - 1e-3
-    wild = tmp_path / "wild"
-    shutil.copytree(run_dir / "model", wild)
-    state = torch.load(wild / "state.pt", weights_only=True)
-    (bias,) = [k for k in state if k.startswith("heads.exfoliation.") and k.endswith(".bias") and state[k].numel() == 1]
-    state[bias] += 1000.0
-    torch.save(state, wild / "state.pt")
+    wild = _pushed(run_dir, tmp_path / "wild")
     r = ok(run("predict", str(wild), str(data), "--out", str(tmp_path / "w.csv")))
     flat = " ".join(r.out.split())
     assert "12 structure(s) answered exfoliation at the bound of its training range" in flat, r.out
@@ -132,3 +138,50 @@ def test_a_run_checkpointed_before_the_bound_resumes(tmp_path):
 
     model = load_model(run_dir)
     assert np.isfinite(float(model.target_low[0])) and np.isfinite(float(model.target_high[0]))
+
+
+def test_ensembles_and_composites_say_when_a_part_answered_at_the_bound(tmp_path):
+    """`matgnn predict` flags answers at the bound for ensembles (any member), delta models (base or
+    correction) and reference models (the fallback, where nothing matched), not only single models."""
+    data, cfg, _ = _layers_run(tmp_path, 12, epochs=2)
+    ok(run("train", str(cfg)))
+    (run_dir,) = runs_in(tmp_path / "runs")
+    wild = _pushed(run_dir, tmp_path / "wild")
+
+    def flagged(out):
+        return {r["id"]: r["answers_at_bound"] for r in csv.DictReader(open(out))}
+
+    # an ensemble of a sane and a pushed member: every answer used an answer at the bound
+    r = ok(run("predict", f"{run_dir},{wild}", str(data), "--out", str(tmp_path / "e.csv")))
+    assert "12 structure(s) answered exfoliation at the bound" in " ".join(r.out.split()), r.out
+    assert set(flagged(tmp_path / "e.csv").values()) == {"exfoliation"}
+    ok(run("predict", f"{run_dir},{run_dir / 'model'}", str(data), "--out", str(tmp_path / "s.csv")))
+    assert set(flagged(tmp_path / "s.csv").values()) == {""}
+
+    # a delta model on the pushed base (its correction has no transform): flagged through the base
+    delta_cfg = tmp_path / "d.yaml"
+    spec = yaml.safe_load(cfg.read_text())
+    spec["targets"][0]["transform"] = "none"
+    spec["delta"] = {"base_model": str(wild)}
+    spec["output_dir"] = str(tmp_path / "delta_runs")
+    delta_cfg.write_text(yaml.safe_dump(spec))
+    ok(run("train", str(delta_cfg)))
+    (delta_run,) = runs_in(tmp_path / "delta_runs")
+    r = ok(run("predict", str(delta_run), str(data), "--out", str(tmp_path / "d.csv")))
+    assert set(flagged(tmp_path / "d.csv").values()) == {"exfoliation"}, r.out
+
+    # a reference of the MoS2 layers with the pushed model as fallback: only the WSe2 layers (no match) flagged
+    from ase.io import read, write
+
+    ref_data = tmp_path / "mos2"
+    ref_data.mkdir()
+    lines = ["id,exfoliation"]
+    for k in range(0, 12, 2):
+        write(ref_data / f"m{k}.extxyz", read(data / f"m{k}.extxyz"))
+        lines.append(f"m{k},{20.0 + k}")
+    (ref_data / "id_prop.csv").write_text("\n".join(lines) + "\n")
+    ok(run("reference", str(ref_data), "--target", "exfoliation", "--fallback", str(wild), "--out",
+           str(tmp_path / "ref")))
+    r = ok(run("predict", str(tmp_path / "ref"), str(data), "--out", str(tmp_path / "r.csv")))
+    assert "6 structure(s) answered exfoliation at the bound" in " ".join(r.out.split()), r.out
+    assert flagged(tmp_path / "r.csv") == {f"m{k}": "" if k % 2 == 0 else "exfoliation" for k in range(12)}

@@ -370,6 +370,28 @@ class MatgnnModel(nn.Module):
         return {spec["name"]: self.denormalize(k, out[spec["name"]], batch) for k, spec in enumerate(self.head_specs)}
 
 
+def bounded_heads(model: nn.Module) -> list[str]:
+    """The heads of ``model`` whose answer can sit at a log transform's bound (see
+    :meth:`MatgnnModel.answers_at_bound`): a single model's log-transformed heads; a composite (ensemble,
+    delta, reference model) answers through its ``bounded_heads()``, naming its own heads whose answer
+    uses such a head of a part."""
+    if isinstance(model, MatgnnModel):
+        return [s["name"] for s in model.head_specs if s["transform"] != "none"]
+    of_parts = getattr(model, "bounded_heads", None)
+    return of_parts() if callable(of_parts) else []
+
+
+def answers_at_bound(model: nn.Module, batch: Any, out: dict[str, torch.Tensor] | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """Per graph of ``batch``, for each of :func:`bounded_heads`: whether the answer sat at a bound (a
+    composite: whether any part whose answer it used did). ``out``: a single model's own answers for
+    ``batch``, when already computed; composites run their parts again."""
+    if isinstance(model, MatgnnModel):
+        return model.answers_at_bound(out if out is not None else model(batch), batch)
+    of_parts = getattr(model, "at_bound", None)
+    return of_parts(batch) if callable(of_parts) else {}
+
+
 def write_atomic(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a full disk or a
     kill never leaves a truncated file where a good one was (the OSError names the path)."""

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
 from matgnn.models.registry import build_from_spec, model_spec, register_model_class
 
 
@@ -57,6 +57,23 @@ class DeltaModel(nn.Module):
             b = self.base(batch)
         d = self.delta(batch)
         return {s["name"]: b[self.base_heads.get(s["name"], s["name"])] + d[s["name"]] for s in self.head_specs}
+
+    def bounded_heads(self) -> list[str]:
+        """Heads whose base or correction answer can sit at a log transform's bound."""
+        of_delta, of_base = set(bounded_heads(self.delta)), set(bounded_heads(self.base))
+        return [s["name"] for s in self.head_specs
+                if s["name"] in of_delta or self.base_heads.get(s["name"], s["name"]) in of_base]
+
+    def at_bound(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Per graph, for each of :meth:`bounded_heads`: whether the base's or the correction's answer sat at
+        its bound."""
+        of_delta = answers_at_bound(self.delta, batch) if bounded_heads(self.delta) else {}
+        of_base = answers_at_bound(self.base, batch) if bounded_heads(self.base) else {}
+        flags = {}
+        for name in self.bounded_heads():
+            parts = [f for f in (of_delta.get(name), of_base.get(self.base_heads.get(name, name))) if f is not None]
+            flags[name] = parts[0] | parts[1] if len(parts) == 2 else parts[0]
+        return flags
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         return MatgnnModel.save(self, path, extra)  # same files: model.json (specs) + state.pt (both)

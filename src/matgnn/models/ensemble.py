@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from matgnn.evaluation.uncertainty import Recalibration
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
 from matgnn.models.registry import build_from_spec, model_spec, register_model_class
 
 
@@ -53,8 +53,29 @@ class EnsembleModel(nn.Module):
     def head_specs(self) -> list[dict[str, Any]]:
         return self.members[0].head_specs
 
-    def predict_with_std(self, batch: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def bounded_heads(self) -> list[str]:
+        """Heads for which some member's answer can sit at its log transform's bound."""
+        named = {n for m in self.members for n in bounded_heads(m)}
+        return [s["name"] for s in self.head_specs if s["name"] in named]
+
+    def at_bound(self, batch: Any, outs: list[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+        """Per graph, for each of :meth:`bounded_heads`: whether any member's answer sat at its bound
+        (``outs``: the members' answers for ``batch``, when already computed)."""
+        flags: dict[str, torch.Tensor] = {}
+        for k, m in enumerate(self.members):
+            if not bounded_heads(m):
+                continue
+            for name, hit in answers_at_bound(m, batch, outs[k] if outs is not None else None).items():
+                flags[name] = flags[name] | hit if name in flags else hit
+        return flags
+
+    def predict_with_std(self, batch: Any, bound: dict[str, torch.Tensor] | None = None
+                         ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The members' mean and σ per head; ``bound``, when given, receives :meth:`at_bound`'s flags
+        (from the same member answers)."""
         outs = [m(batch) for m in self.members]
+        if bound is not None:
+            bound.update(self.at_bound(batch, outs))
         res = {}
         for s in self.head_specs:
             stack = torch.stack([o[s["name"]].float() for o in outs])

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from matgnn import keys
-from matgnn.models.base import MatgnnModel
+from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
 from matgnn.models.registry import build_from_spec, model_spec, register_model_class
 
 #: StructureMatcher tolerances used unless given: looser than pymatgen's (0.2, 0.3, 5°) because the
@@ -186,6 +186,21 @@ class ReferenceModel(nn.Module):
                 ref = torch.where(hit, ref.to(other.dtype), other)
             out[name] = ref
         return out
+
+    def bounded_heads(self) -> list[str]:
+        """Heads whose fallback answer can sit at a log transform's bound."""
+        of_fallback = set(bounded_heads(self.fallback))
+        return [h["name"] for h in self._heads if self.fallback_heads.get(h["name"], h["name"]) in of_fallback]
+
+    def at_bound(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Per graph, for each of :meth:`bounded_heads`: whether it had no match and the fallback's answer sat
+        at its bound."""
+        names = self.bounded_heads()
+        if not names:
+            return {}
+        unmatched = torch.tensor([k < 0 for k in self.matches(batch)], dtype=torch.bool, device=batch[keys.POS].device)
+        of_fallback = answers_at_bound(self.fallback, batch)
+        return {n: of_fallback[self.fallback_heads.get(n, n)] & unmatched for n in names}
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         return MatgnnModel.save(self, path, extra)  # model.json (entries, fallback spec) + state.pt (fallback)

@@ -36,7 +36,7 @@ from matgnn.errors import StructureError, UserError
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
-from matgnn.models.base import MatgnnModel, batch_fields_of, value_names
+from matgnn.models.base import MatgnnModel, answers_at_bound, batch_fields_of, bounded_heads, value_names
 from matgnn.models.ensemble import EnsembleModel
 from matgnn.models.loading import load_model
 
@@ -81,6 +81,11 @@ class Ensemble:
         return len(self.members)
 
     @property
+    def combined(self) -> torch.nn.Module:
+        """The one model answering: the ensemble of the members, or the only member."""
+        return self.model if self.model is not None else self.members[0]
+
+    @property
     def train_elements(self) -> set[int] | None:
         """Atomic numbers every member saw in training (None when a member does not record them)."""
         sets = []
@@ -92,10 +97,16 @@ class Ensemble:
         return set.intersection(*sets)
 
     @torch.inference_mode()
-    def __call__(self, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    def __call__(self, batch, bound: dict[str, torch.Tensor] | None = None
+                 ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Mean and σ per head; ``bound``, when given, receives the flags of answers at a log transform's bound
+        (:func:`~matgnn.models.base.answers_at_bound`)."""
         if self.model is None:
-            return {k: (v.float(), None) for k, v in self.members[0](batch).items()}
-        return self.model.predict_with_std(batch)
+            raw = self.members[0](batch)
+            if bound is not None:
+                bound.update(answers_at_bound(self.members[0], batch, raw))
+            return {k: (v.float(), None) for k, v in raw.items()}
+        return self.model.predict_with_std(batch, bound)
 
 
 def _input_problem(p: Path) -> str | None:
@@ -161,14 +172,6 @@ def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureErro
             yield e
 
 
-def bounded_heads(model: Any) -> list[str]:
-    """The heads of a single model whose answers are bounded to their training range (log transforms), for
-    which predictions say when an answer sat at the bound; none for ensembles and composite models."""
-    if not isinstance(model, MatgnnModel):
-        return []
-    return [s["name"] for s in model.head_specs if s["transform"] != "none"]
-
-
 def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Structure | StructureError],
                        settings: GraphSettings, batch_size: int = 64,
                        report: LoadReport | None = None) -> Iterator[dict[str, Any]]:
@@ -182,7 +185,7 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
     specs = predictor.head_specs if predictor is not None else model.head_specs
     fields = batch_fields_of(*(predictor.members if predictor is not None else [model]))
     report = report if report is not None else LoadReport("predict")
-    bound_heads = bounded_heads(model)
+    bound_heads = bounded_heads(predictor.combined if predictor is not None else model)
     records: list[dict[str, Any]] = []
     kept: list[Structure] = []
 
@@ -190,13 +193,13 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
         batch = PackedGraphs.from_records(records, extras=fields).batch(torch.arange(len(records)))
         bounded: dict[str, torch.Tensor] = {}
         if predictor is not None:
-            out = predictor(batch)
+            out = predictor(batch, bounded if bound_heads else None)
         else:
             with torch.inference_mode():
                 raw = model(batch)
                 out = {k: (v.float(), None) for k, v in raw.items()}
                 if bound_heads:
-                    bounded = model.answers_at_bound(raw, batch)
+                    bounded = answers_at_bound(model, batch, raw)
         counts = batch[keys.N_ATOMS].tolist()
         starts = np.cumsum([0] + counts)
         for g, sid in enumerate(batch[keys.STRUCTURE_ID]):
@@ -375,7 +378,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
         tmp_xyz = files.file(Path(atoms_extxyz)) if atoms_extxyz is not None else None
         tmp_warm = files.folder(Path(magmom_export)) if magmom_export is not None else None
         sink = _RowWriter(columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head,
-                          sort, top, bool(bounded_heads(model)))
+                          sort, top, bool(bounded_heads(predictor.combined)))
         filtered = _predict_rows(model, predictor.settings, paths, batch_size, limit, report, conditions, sort, top,
                                  sink)
         if report.total == 0:
