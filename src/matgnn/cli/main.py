@@ -87,14 +87,29 @@ def data_report_cmd(
     cutoff: float = typer.Option(DEFAULT_GRAPHS.cutoff, help="cutoff (Å) for the isolated-atom check"),
     out: Optional[Path] = typer.Option(None, help="folder for the figures and index.html "
                                                   "(default ./matgnn-data-report/<source>)"),
+    compare: list[str] = typer.Option([], "--compare", help="A:B — check two labels of one quantity against "
+                                                            "each other (e.g. optb88vdw_bandgap:mbj_bandgap) and "
+                                                            "list the structures far off their robust line; "
+                                                            "repeatable"),
+    z_max: float = typer.Option(3.5, min=0.5, help="--compare: robust σ beyond which a pair is listed as doubtful"),
 ) -> None:
-    """EDA figures: target histograms, counts by dimensionality, most common elements, box plots by group."""
-    from matgnn.data.eda import data_report
+    """EDA figures: target histograms, counts by dimensionality, most common elements, box plots by group;
+    with --compare, labels that disagree with a related label."""
+    from matgnn.data.eda import data_report, parse_pair
 
+    pairs = [parse_pair(c) for c in compare]
     src = _source(source, store_dir, limit)
     folder = out or Path("matgnn-data-report") / src.name
-    index, info = data_report(src, folder, cutoff)
+    index, info = data_report(src, folder, cutoff, compare=pairs, z_max=z_max)
     console.print(f"{info['kept']} usable of {info['entries']} entries; figures and {index}")
+    for key, summary in info.get("label_pairs", {}).items():
+        a, b = key.split(":")
+        if "file" not in summary:
+            console.print(f"{b} against {a}: {summary['note']}", highlight=False, soft_wrap=True)
+            continue
+        console.print(f"{b} against {a}: {summary['both']} structures with both, {b} ≈ {summary['intercept']:.3g} + "
+                      f"{summary['slope']:.3g} × {a}; {summary['doubtful']} beyond {summary['z_max']:g} robust σ "
+                      f"→ {folder / summary['file']}", highlight=False, soft_wrap=True)
 
 
 @app.command("report")

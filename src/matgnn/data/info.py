@@ -19,13 +19,14 @@ def source_info(source: StructureSource, cutoff: float = 8.0,
                 values: dict[str, Any] | None = None) -> tuple[dict[str, Any], LoadReport]:
     """Counts, target fields with missing values and statistics, element counts, and
     the load report (every check of the graph builder at ``cutoff``). ``values``: a dict
-    that receives the per-structure values (for plots): ``graph_targets`` (name → list),
+    that receives the per-structure values (for plots): ``ids``, ``graph_targets`` (name → list),
     ``node_targets`` (name → concatenated array), ``n_atoms``, ``n_elements``, ``dimensionality``."""
     report = LoadReport(source=source.describe())
     settings = GraphSettings(cutoff=cutoff, max_neighbors=None)
     graph_vals: dict[str, list[float]] = {}
     node_vals: dict[str, list[np.ndarray]] = {}
     n_atoms: list[int] = []
+    ids: list[str] = []
     elements: Counter[str] = Counter()
     dims: Counter[str] = Counter()
     dim_list: list[str] = []
@@ -43,6 +44,7 @@ def source_info(source: StructureSource, cutoff: float = 8.0,
             report.skip(e)
             continue
         report.kept += 1
+        ids.append(str(entry.id))
         n_atoms.append(entry.n_atoms)
         elements.update(chemical_symbols[z] for z in set(entry.numbers.tolist()))
         n_elements.append(len(set(entry.numbers.tolist())))
@@ -64,7 +66,7 @@ def source_info(source: StructureSource, cutoff: float = 8.0,
     if values is not None:
         values.update(graph_targets={k: np.asarray(v, float) for k, v in graph_vals.items()},
                       node_targets={k: np.concatenate(v) for k, v in node_vals.items()},
-                      n_atoms=np.asarray(n_atoms), n_elements=np.asarray(n_elements), dimensionality=dim_list,
+                      ids=ids, n_atoms=np.asarray(n_atoms), n_elements=np.asarray(n_elements), dimensionality=dim_list,
                       elements=elements)
     info = {
         "source": source.describe(),
