@@ -91,10 +91,12 @@ def _epoch_times(log: str) -> tuple[list[float], list[float]]:
 
 
 def run_fold(posc: Path, parts: dict[str, list[str]], labels: dict[str, float], work: Path, epochs: int,
-             threads: int = 1, device: str = "cpu") -> dict:
+             threads: int = 1, device: str = "cpu", lr: float = 1e-3) -> dict:
     """ALIGNN's ``train_alignn.py`` on one fold: test MAE, training / validation structures per
-    second over whole epochs, peak memory, parameters, wall time (cached, see the module doc)."""
-    cfg = alignn_config(epochs, len(parts["train"]), len(parts["val"]), len(parts["test"]))
+    second over whole epochs, peak memory, parameters, wall time, and the validation MAE of the model it
+    tests (its last epoch's: ``train_alignn.py`` predicts the test set with the final weights) (cached, see the
+    module doc)."""
+    cfg = alignn_config(epochs, len(parts["train"]), len(parts["val"]), len(parts["test"]), lr=lr)
     key = hashlib.sha256(json.dumps([alignn_version(), cfg, parts], sort_keys=True).encode()).hexdigest()[:12]
     out = work.with_name(f"{work.name}-{key}")
     done = out / "result.json"
@@ -128,10 +130,12 @@ def run_fold(posc: Path, parts: dict[str, list[str]], labels: dict[str, float], 
     train_s, val_s = _epoch_times(proc.stdout)
     rows = [line.split(",") for line in (out / "out" / "prediction_results_test_set.csv").read_text().splitlines()[1:]]
     mae = sum(abs(float(t) - float(p)) for _, t, p in rows) / len(rows)
+    history = out / "out" / "history_val.json"  # per epoch: [loss (L1 = MAE of the one graph target), parts...]
+    val_mae = float(json.loads(history.read_text())[-1][0]) if history.is_file() else None
     params = re.search(r"Model parameters (\d+)", proc.stdout)
     rss = re.search(r"MAXRSS_KB (\d+)", proc.stdout)
     gpu = re.search(r"CUDA_PEAK_BYTES (\d+)", proc.stdout)
-    res = {"mae": mae, "n_test": len(rows), "epochs": len(train_s),
+    res = {"mae": mae, "val_mae": val_mae, "lr": lr, "n_test": len(rows), "epochs": len(train_s),
            "train_structures_per_s": len(parts["train"]) * len(train_s) / max(sum(train_s), 1e-9),
            "epoch_structures_per_s": len(parts["train"]) * len(train_s) / max(sum(train_s) + sum(val_s), 1e-9),
            "inference_structures_per_s": len(parts["val"]) * len(val_s) / max(sum(val_s), 1e-9),

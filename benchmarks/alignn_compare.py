@@ -69,15 +69,16 @@ def _matgnn_command() -> list[str]:
 
 
 def ours_fold(split_file: Path, name: str, epochs: int, threads: int, device: str = "cpu",
-              source: dict | None = None, target_name: str = TARGET) -> dict:
+              source: dict | None = None, target_name: str = TARGET, lr: float = 1e-3) -> dict:
     """``matgnn train`` (subprocess) on one fold of ``source`` (default: JARVIS dft_2d); then a timed
-    inference pass over its test split."""
+    inference pass over its test split. ``val_mae``: the validation MAE of the weights it tests (its best
+    epoch's)."""
     cfg = {
         "source": source or {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / "jarvis")},
         "graphs": {"cutoff": 8.0, "max_neighbors": 12},
         "targets": [{"name": target_name, "level": "graph", "loss": "l1"}],
         "model": OURS,
-        "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-5, "scheduler": "onecycle",
+        "train": {"epochs": epochs, "batch_size": 32, "lr": lr, "weight_decay": 1e-5, "scheduler": "onecycle",
                   "patience": epochs, "threads": threads, "tensorboard": False, "device": device},
         "split": {"kind": "ids", "ids_file": str(split_file)},
         "output_dir": str(OUT / "ours"), "name": name,
@@ -100,7 +101,8 @@ def ours_fold(split_file: Path, name: str, epochs: int, threads: int, device: st
     m = json.loads((run / "metrics.json").read_text())
     rss = int(re.search(r"MAXRSS_KB (\d+)", proc.stdout).group(1)) / 1024**2
     gpu = re.search(r"CUDA_PEAK_BYTES (\d+)", proc.stdout)
-    return {"mae": m[f"test.{target_name}.mae"], "epochs": m["epochs_run"], "n_test": m["n_test"],
+    return {"mae": m[f"test.{target_name}.mae"], "val_mae": m.get(f"val.{target_name}.mae"), "lr": lr,
+            "epochs": m["epochs_run"], "n_test": m["n_test"],
             "train_structures_per_s": m.get("train_pass_structures_per_s", m["train_structures_per_s"]),
             "epoch_structures_per_s": m["train_structures_per_s"],
             "inference_structures_per_s": _inference_rate(run, threads, device),
