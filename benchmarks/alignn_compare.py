@@ -84,6 +84,7 @@ def ours_fold(split_file: Path, name: str, epochs: int, threads: int, device: st
         "output_dir": str(OUT / "ours"), "name": name,
     }
     path = OUT / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     import yaml
 
     path.write_text(yaml.safe_dump(cfg))
