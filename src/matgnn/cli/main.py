@@ -102,8 +102,8 @@ def data_report_cmd(
     folder = out or Path("matgnn-data-report") / src.name
     index, info = data_report(src, folder, cutoff, compare=pairs, z_max=z_max)
     console.print(f"{info['kept']} usable of {info['entries']} entries; figures and {index}")
-    for key, summary in info.get("label_pairs", {}).items():
-        a, b = key.split(":")
+    for a, b in pairs:
+        summary = info["label_pairs"][f"{a}:{b}"]
         if "file" not in summary:
             console.print(f"{b} against {a}: {summary['note']}", highlight=False, soft_wrap=True)
             continue

@@ -385,7 +385,10 @@ def answers_at_bound(model: nn.Module, batch: Any, out: dict[str, torch.Tensor] 
                      ) -> dict[str, torch.Tensor]:
     """Per graph of ``batch``, for each of :func:`bounded_heads`: whether the answer sat at a bound (a
     composite: whether any part whose answer it used did). ``out``: a single model's own answers for
-    ``batch``, when already computed; composites run their parts again."""
+    ``batch``, when already computed; composites run their parts again. A model without such heads: ``{}``,
+    without running it."""
+    if not bounded_heads(model):
+        return {}
     if isinstance(model, MatgnnModel):
         return model.answers_at_bound(out if out is not None else model(batch), batch)
     of_parts = getattr(model, "at_bound", None)

@@ -67,8 +67,7 @@ class DeltaModel(nn.Module):
     def at_bound(self, batch: Any) -> dict[str, torch.Tensor]:
         """Per graph, for each of :meth:`bounded_heads`: whether the base's or the correction's answer sat at
         its bound."""
-        of_delta = answers_at_bound(self.delta, batch) if bounded_heads(self.delta) else {}
-        of_base = answers_at_bound(self.base, batch) if bounded_heads(self.base) else {}
+        of_delta, of_base = answers_at_bound(self.delta, batch), answers_at_bound(self.base, batch)
         flags = {}
         for name in self.bounded_heads():
             parts = [f for f in (of_delta.get(name), of_base.get(self.base_heads.get(name, name))) if f is not None]

@@ -63,8 +63,6 @@ class EnsembleModel(nn.Module):
         (``outs``: the members' answers for ``batch``, when already computed)."""
         flags: dict[str, torch.Tensor] = {}
         for k, m in enumerate(self.members):
-            if not bounded_heads(m):
-                continue
             for name, hit in answers_at_bound(m, batch, outs[k] if outs is not None else None).items():
                 flags[name] = flags[name] | hit if name in flags else hit
         return flags

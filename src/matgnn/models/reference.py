@@ -195,12 +195,9 @@ class ReferenceModel(nn.Module):
     def at_bound(self, batch: Any) -> dict[str, torch.Tensor]:
         """Per graph, for each of :meth:`bounded_heads`: whether it had no match and the fallback's answer sat
         at its bound."""
-        names = self.bounded_heads()
-        if not names:
-            return {}
         unmatched = torch.tensor([k < 0 for k in self.matches(batch)], dtype=torch.bool, device=batch[keys.POS].device)
         of_fallback = answers_at_bound(self.fallback, batch)
-        return {n: of_fallback[self.fallback_heads.get(n, n)] & unmatched for n in names}
+        return {n: of_fallback[self.fallback_heads.get(n, n)] & unmatched for n in self.bounded_heads()}
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         return MatgnnModel.save(self, path, extra)  # model.json (entries, fallback spec) + state.pt (fallback)

@@ -102,11 +102,18 @@ class Ensemble:
         """Mean and σ per head; ``bound``, when given, receives the flags of answers at a log transform's bound
         (:func:`~matgnn.models.base.answers_at_bound`)."""
         if self.model is None:
-            raw = self.members[0](batch)
-            if bound is not None:
-                bound.update(answers_at_bound(self.members[0], batch, raw))
-            return {k: (v.float(), None) for k, v in raw.items()}
+            return _single_answers(self.members[0], batch, bound)
         return self.model.predict_with_std(batch, bound)
+
+
+def _single_answers(model: torch.nn.Module, batch, bound: dict[str, torch.Tensor] | None
+                    ) -> dict[str, tuple[torch.Tensor, None]]:
+    """One model's answers as ``(value, no σ)`` per head; ``bound``, when given, receives the flags of answers at a
+    log transform's bound (from the same answers)."""
+    raw = model(batch)
+    if bound is not None:
+        bound.update(answers_at_bound(model, batch, raw))
+    return {k: (v.float(), None) for k, v in raw.items()}
 
 
 def _input_problem(p: Path) -> str | None:
@@ -196,10 +203,7 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
             out = predictor(batch, bounded if bound_heads else None)
         else:
             with torch.inference_mode():
-                raw = model(batch)
-                out = {k: (v.float(), None) for k, v in raw.items()}
-                if bound_heads:
-                    bounded = answers_at_bound(model, batch, raw)
+                out = _single_answers(model, batch, bounded if bound_heads else None)
         counts = batch[keys.N_ATOMS].tolist()
         starts = np.cumsum([0] + counts)
         for g, sid in enumerate(batch[keys.STRUCTURE_ID]):
