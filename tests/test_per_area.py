@@ -112,6 +112,16 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     assert len(answers) == 12
     for k in range(12):
         assert answers[f"m{k}"] == pytest.approx(bound * _area(k), rel=1e-4)
+    # the ASE calculator says the same
+    from matgnn.ase import MatgnnCalculator
+
+    atoms = _monolayer(1)
+    atoms.calc = MatgnnCalculator(str(wild))
+    assert atoms.calc.get_property("exfoliation", atoms) == pytest.approx(bound * _area(1), rel=1e-4)
+    assert atoms.calc.results["answers_at_bound"] == ["exfoliation"]
+    atoms.calc = MatgnnCalculator(str(run_dir))
+    atoms.calc.get_property("exfoliation", atoms)
+    assert atoms.calc.results["answers_at_bound"] == []
 
     # a label <= 0 cannot be learned as a log: one line naming the target
     bad = data / "id_prop.csv"

@@ -8,7 +8,9 @@
 Properties are what the model predicts: each graph head under its name, each per-atom head
 under its name (a head named ``magmom`` also as ASE's ``magmoms``, so ``get_magnetic_moments``
 works), and for an ensemble ``<head>_std`` (σ, recalibrated when the ensemble folder says so).
-Elements the model never saw in training are listed in ``results["unseen_elements"]``.
+Elements the model never saw in training are listed in ``results["unseen_elements"]``; heads whose answer
+sat at the bound of a log transform's training range (a wild extrapolation, capped) in
+``results["answers_at_bound"]`` (only for models with such heads, as ``matgnn predict``'s column).
 :meth:`MatgnnCalculator.predict_many` predicts many structures in batches (screening).
 """
 
@@ -60,6 +62,8 @@ class MatgnnCalculator(Calculator):
                 out[key] = v
                 if spec["name"] in _ASE_NAMES:
                     out[_ASE_NAMES[spec["name"]] + suffix] = v
+        if "answers_at_bound" in row:
+            out["answers_at_bound"] = list(row["answers_at_bound"])
         if self.known is not None:
             from ase.data import chemical_symbols
 
