@@ -29,3 +29,11 @@ def jarvis_dir() -> str:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.cache from tests."""
     monkeypatch.setenv("MATGNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "matgnn-cache"))
+
+
+def pytest_sessionstart(session) -> None:  # noqa: ANN001
+    """Build the fused CPU kernel once before the tests (about a minute on a fresh machine; `make setup` does
+    it too), so no subprocess test pays the build inside its own time limit."""
+    from matgnn.models import kernels
+
+    kernels.extension()

@@ -1,0 +1,144 @@
+"""Fused CPU kernels of our own, compiled on first use with PyTorch's C++ extension builder.
+
+:func:`gated_sum` is CGCNN's gated message sum, ``Σ_{j→i} σ(f) ⊙ softplus(c)`` with the gate ``[f | c] =
+yc[i] + yn[j] + ye[j→i]``, in one pass over each atom's incoming edges instead of a dozen passes over
+edge-sized tensors: nothing edge-sized is written in the forward pass (the backward pass recomputes the
+gate), and the backward pass writes one edge-sized gradient. It needs edges sorted by their centre atom
+(matgnn's graphs are: one sort by (centre, distance) per structure, kept by batching) and CPU tensors;
+anything else takes the PyTorch path (:func:`matgnn.models.layers.gated_message`), the same function.
+
+The kernel is built once per machine type and source version into PyTorch's extension folder
+(``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``; about a minute; needs a C++ compiler).
+Where it cannot be built (no compiler, a read-only folder) matgnn says so in one line, once, and uses the
+PyTorch path. ``MATGNN_KERNELS=off`` never builds or uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_SOURCE = Path(__file__).with_name("gated_conv.cpp")
+#: compiler flags; -ffast-math lets GCC call glibc's vector exp/log1p (the kernel clamps its exponents, so no
+#: infinity arises); it is not passed to the linker, so the process's floating-point mode is untouched
+_CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+#: a build lock older than this was left by a build that was interrupted (Ctrl-C, a killed job)
+STALE_LOCK_S = 600
+_state: dict[str, Any] = {}
+
+
+def _machine_tag() -> str:
+    """A short tag of this CPU's instruction sets: a kernel built with ``-march=native`` on one machine type
+    is never loaded on another (a home folder shared by a cluster's different nodes)."""
+    flags = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags += line
+                break
+    except OSError:
+        pass
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def _name() -> str:
+    """The extension's name: one per machine type, source and flags (a changed kernel is a new build)."""
+    text = _SOURCE.read_bytes() + " ".join(_CFLAGS).encode() + torch.__version__.encode()
+    return f"matgnn_gated_conv_{_machine_tag()}_{hashlib.sha1(text).hexdigest()[:8]}"
+
+
+def enabled() -> bool:
+    """Whether fused kernels may be used (``MATGNN_KERNELS`` is not ``off``/``0``)."""
+    return os.environ.get("MATGNN_KERNELS", "on").lower() not in ("off", "0", "no", "false")
+
+
+def _say(text: str) -> None:
+    print(f"matgnn: {text}", file=sys.stderr, flush=True)
+
+
+def _build() -> Any:
+    from torch.utils import cpp_extension
+
+    if shutil.which("ninja") is None:  # the ninja wheel's binary, when its folder is not on PATH
+        try:
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
+    name = _name()
+    folder = Path(cpp_extension._get_build_directory(name, False))
+    lock = folder / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        _say(f"removing {lock}, left by an interrupted build of the fused CPU kernel")
+        lock.unlink(missing_ok=True)
+    if not (folder / f"{name}.so").exists():
+        _say(f"building the fused CPU kernel for this machine into {folder} (once, about a minute)")
+    with warnings.catch_warnings():  # the compiler checks' warnings: the build's own error says what failed
+        warnings.simplefilter("ignore")
+        return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
+                                  extra_ldflags=["-fopenmp"], build_directory=str(folder), verbose=False)
+
+
+def extension() -> Any | None:
+    """The compiled kernel module, built on first use; None where it is disabled or cannot be built (the
+    reason is said once)."""
+    if "module" not in _state:
+        module = None
+        if enabled():
+            try:
+                module = _build()
+            except Exception as e:  # noqa: BLE001 — any build failure falls back to the PyTorch path
+                reason = " ".join(str(e).split())
+                _say(f"the fused CPU kernel could not be built ({type(e).__name__}: "
+                     f"{reason[:200] + ' …' if len(reason) > 200 else reason}); using the PyTorch path (same "
+                     "function, slower; MATGNN_KERNELS=off skips the attempt)")
+        _state["module"] = module
+    return _state["module"]
+
+
+class _GatedSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, yc, yn, ye, src, ptr):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(yc, yn, ye, src, ptr)
+        return _state["module"].forward(yc, yn, ye, src, ptr)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        yc, yn, ye, src, ptr = ctx.saved_tensors
+        dyc, dye = _state["module"].backward(grad, yc, yn, ye, src, ptr)
+        dyn = torch.zeros_like(yn).index_add_(0, src, dye) if ctx.needs_input_grad[1] else None
+        return dyc, dyn, dye, None, None
+
+
+def centre_ptr(dst: torch.Tensor, n: int) -> torch.Tensor | None:
+    """``ptr`` with atom ``i``'s edges at ``ptr[i]:ptr[i+1]`` when ``dst`` is sorted; None when it is not."""
+    if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
+        return None
+    ptr = torch.zeros(n + 1, dtype=torch.long, device=dst.device)
+    torch.cumsum(torch.bincount(dst, minlength=n), 0, out=ptr[1:])
+    return ptr
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether :func:`gated_sum` can run on tensors like ``x`` (CPU, float32/64, the kernel built)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and enabled()
+            and extension() is not None)
+
+
+def gated_sum(yc: torch.Tensor, yn: torch.Tensor, ye: torch.Tensor, src: torch.Tensor,
+              ptr: torch.Tensor) -> torch.Tensor:
+    """``out[i] = Σ_{e ∈ ptr[i]:ptr[i+1]} σ(f_e) ⊙ softplus(c_e)``, ``[f_e | c_e] = yc[i] + yn[src[e]] + ye[e]``
+    (``yc``, ``yn`` ``[N, 2C]``, ``ye`` ``[E, 2C]``, out ``[N, C]``) by the fused kernel (check :func:`usable`
+    first)."""
+    return _GatedSum.apply(yc.contiguous(), yn.contiguous(), ye.contiguous(), src.contiguous(), ptr)

@@ -1,0 +1,98 @@
+"""The fused CPU kernel of CGCNN's gated convolution (`matgnn.models.kernels`): the same function and
+gradients as the PyTorch path, used only where it applies, and a machine that cannot build it still trains."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.userdata import ok, run, run_yaml, runs_in
+
+
+def _batch():
+    """A real batch of three crystals (graphs at CGCNN's settings)."""
+    from ase.build import bulk
+
+    from matgnn.data.structure import Structure
+    from matgnn.graphs.cache import graph_record
+    from matgnn.graphs.neighbors import GraphSettings
+    from matgnn.graphs.packed import PackedGraphs
+
+    settings = GraphSettings(cutoff=6.0, max_neighbors=12)
+    atoms = [bulk("NaCl", "rocksalt", a=5.64), bulk("Si", "diamond", a=5.43).repeat((2, 1, 1)),
+             bulk("Fe", "bcc", a=2.87, cubic=True)]
+    records = [graph_record(Structure.from_ase(a, f"s{k}"), settings) for k, a in enumerate(atoms)]
+    return PackedGraphs.from_records(records).batch(torch.arange(len(records)))
+
+
+def _conv_and_grads(conv, x, edge_index, edge_attr):
+    out = conv(x, edge_index, edge_attr)
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum(),
+                                [x, *conv.parameters()])
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_gated_conv_equals_the_pytorch_path(monkeypatch, dtype):
+    from matgnn import keys
+    from matgnn.models import kernels
+    from matgnn.models.layers import GatedConv
+
+    if kernels.extension() is None:
+        pytest.skip("the fused CPU kernel could not be built on this machine (no C++ compiler?)")
+    batch = _batch()
+    edge_index = batch[keys.EDGE_INDEX]
+    assert kernels.centre_ptr(edge_index[1], int(batch[keys.N_ATOMS].sum())) is not None  # graphs come sorted
+    torch.manual_seed(0)
+    conv = GatedConv(16, 10).to(dtype).train()
+    n, e = int(batch[keys.N_ATOMS].sum()), edge_index.shape[1]
+    x = (3 * torch.randn(n, 16, dtype=dtype)).requires_grad_()  # gates from about -30 to 30: both tails
+    edge_attr = torch.rand(e, 10, dtype=dtype)
+    fused, fused_grads = _conv_and_grads(conv, x, edge_index, edge_attr)
+    monkeypatch.setenv("MATGNN_KERNELS", "off")
+    plain, plain_grads = _conv_and_grads(conv, x, edge_index, edge_attr)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(fused, plain, rtol=tol, atol=tol)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=tol * 10, atol=tol * 10)
+    # edges not sorted by centre atom: the PyTorch path, the same answer
+    monkeypatch.setenv("MATGNN_KERNELS", "on")
+    order = torch.randperm(e)
+    shuffled, _ = _conv_and_grads(conv, x, edge_index[:, order], edge_attr[order])
+    assert kernels.centre_ptr(edge_index[1, order], n) is None
+    torch.testing.assert_close(shuffled, plain, rtol=tol, atol=tol)
+
+
+def test_a_machine_that_cannot_build_the_kernel_still_trains(tmp_path):
+    """No working C++ compiler and a lock left by an interrupted build: one line each, and the run trains on the
+    PyTorch path (no hang, no traceback)."""
+    from torch.utils import cpp_extension
+
+    from matgnn.models import kernels
+
+    ext_dir = tmp_path / "torch_extensions"
+    env = {"TORCH_EXTENSIONS_DIR": str(ext_dir), "CXX": str(tmp_path / "no-such-compiler")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_EXTENSIONS_DIR", str(ext_dir))
+        lock = Path(cpp_extension._get_build_directory(kernels._name(), False)) / "lock"
+    assert ext_dir in lock.parents
+    lock.touch()
+    old = time.time() - 2 * kernels.STALE_LOCK_S
+    os.utime(lock, (old, old))
+
+    cfg = run_yaml(tmp_path / "c.yaml", "{kind: emt, n_structures: 24}", tmp_path / "runs", epochs=2,
+                   target="mixing_energy")
+    r = ok(run("train", str(cfg), env=env, timeout=600))
+    flat = " ".join(r.out.split())
+    assert "left by an interrupted build" in flat, r.out
+    assert flat.count("the fused CPU kernel could not be built") == 1, r.out
+    assert "using the PyTorch path" in flat and "Traceback" not in r.out
+    (run_dir,) = runs_in(tmp_path / "runs")
+    assert (run_dir / "metrics.json").exists()
+    # switched off: not even tried
+    r = ok(run("train", str(cfg), env={**env, "MATGNN_KERNELS": "off"}, timeout=600))
+    assert "fused CPU kernel" not in r.out
