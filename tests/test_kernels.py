@@ -60,11 +60,37 @@ def test_fused_gated_conv_equals_the_pytorch_path(monkeypatch, dtype):
     for a, b in zip(fused_grads, plain_grads):
         torch.testing.assert_close(a, b, rtol=tol * 10, atol=tol * 10)
     # edges not sorted by centre atom: the PyTorch path, the same answer
-    monkeypatch.setenv("MATGNN_KERNELS", "on")
     order = torch.randperm(e)
+    monkeypatch.setenv("MATGNN_KERNELS", "on")
     shuffled, _ = _conv_and_grads(conv, x, edge_index[:, order], edge_attr[order])
     assert kernels.centre_ptr(edge_index[1, order], n) is None
     torch.testing.assert_close(shuffled, plain, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", ["cgcnn", "cgconv_net"])
+def test_models_with_the_kernel_train_as_without(monkeypatch, name):
+    """A CGCNN and the seed research's CGConvNet: the same answers and gradients with and without the kernel
+    (train mode: batch norm on batch statistics)."""
+    from matgnn.models import kernels
+    from matgnn.models.cgcnn import CGCNN, CGConvNet
+
+    if kernels.extension() is None:
+        pytest.skip("the fused CPU kernel could not be built on this machine (no C++ compiler?)")
+    batch = _batch()
+    torch.manual_seed(1)
+    model = (CGCNN if name == "cgcnn" else CGConvNet)(heads=[{"name": "y", "level": "graph"}], hidden=32,
+                                                       layers=3, cutoff=6.0, n_rbf=20, dropout=0.0).train()
+
+    def answers():
+        out = model(batch)["y"]
+        return out.detach(), torch.autograd.grad(out.sum(), list(model.parameters()))
+
+    fused, fused_grads = answers()
+    monkeypatch.setenv("MATGNN_KERNELS", "off")
+    plain, plain_grads = answers()
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
 def test_a_machine_that_cannot_build_the_kernel_still_trains(tmp_path):

@@ -12,7 +12,7 @@ from torch import nn
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, EdgeFeatures
 from matgnn.models.base import MatgnnModel, ModelSettings
-from matgnn.models.layers import GatedConv, RowBatchNorm
+from matgnn.models.layers import GatedConv, RowBatchNorm, gated_conv_edges
 
 
 class CGCNNConfig(ModelSettings):
@@ -52,9 +52,9 @@ class CGCNN(MatgnnModel):
 
     def node_features(self, batch: Any) -> torch.Tensor:
         h = self.embed(self.atom_features(batch[keys.Z]))
-        e = self.edge_features(batch)
+        edges = gated_conv_edges(self.edge_features, batch, h)
         for conv in self.convs:
-            h = self.dropout(self.act(conv(h, batch[keys.EDGE_INDEX], e)))
+            h = self.dropout(self.act(conv(h, batch[keys.EDGE_INDEX], **edges)))
         return h
 
 
@@ -79,7 +79,7 @@ class CGConvNet(MatgnnModel):
 
     def node_features(self, batch: Any) -> torch.Tensor:
         h = self.embed(self.atom_features(batch[keys.Z]))
-        e = self.edge_features(batch)
+        edges = gated_conv_edges(self.edge_features, batch, h)
         for conv, norm in zip(self.convs, self.norms):
-            h = self.dropout(torch.relu(norm(conv(h, batch[keys.EDGE_INDEX], e))))
+            h = self.dropout(torch.relu(norm(conv(h, batch[keys.EDGE_INDEX], **edges))))
         return h

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from matgnn import keys
 from matgnn.models import kernels
 
 
@@ -126,12 +127,15 @@ class GatedConv(nn.Module):
         self.lin_edge = nn.Linear(edge_dim, 2 * channels, bias=False)
         self.bn = RowBatchNorm(channels) if batch_norm else None
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor,
+                ptr: torch.Tensor | None = None) -> torch.Tensor:
+        """``ptr``: the edges' centre-atom offsets (:func:`matgnn.models.kernels.centre_ptr`) when the caller
+        found them once for several layers (:func:`gated_conv_edges`)."""
         src, dst = edge_index[0], edge_index[1]  # message j → i: src = neighbour j, dst = centre i
         out = None
         if kernels.usable(x):
-            ptr = kernels.centre_ptr(dst, x.shape[0])  # edges sorted by centre: the fused kernel, one pass
-            if ptr is not None:
+            ptr = ptr if ptr is not None else kernels.centre_ptr(dst, x.shape[0])
+            if ptr is not None:  # edges sorted by centre: the fused kernel, one pass over them
                 out = kernels.gated_sum(self.lin_centre(x), self.lin_neighbour(x),
                                         F.linear(edge_attr, self.lin_edge.weight), src, ptr)
         if out is None:
@@ -159,3 +163,11 @@ class GatedConv(nn.Module):
         if self.bn is not None and getattr(conv, "bn", None) is not None:
             self.bn.load_state_dict(conv.bn.state_dict())
         return self
+
+
+
+def gated_conv_edges(edge_features: nn.Module, batch, x: torch.Tensor) -> dict:  # noqa: ANN001
+    """The edge inputs of :class:`GatedConv` layers over one batch, found once for all of them: the edge
+    features and, where the fused kernel runs, the edges' centre-atom offsets."""
+    ptr = kernels.centre_ptr(batch[keys.EDGE_INDEX][1], x.shape[0]) if kernels.usable(x) else None
+    return {"edge_attr": edge_features(batch), "ptr": ptr}

@@ -83,9 +83,17 @@ def _build() -> Any:
         lock.unlink(missing_ok=True)
     if not (folder / f"{name}.so").exists():
         _say(f"building the fused CPU kernel for this machine into {folder} (once, about a minute)")
+    # compiled from a copy in the build folder: the same source from another checkout or environment (another
+    # path) is then the same build, not a rebuild
+    source = folder / _SOURCE.name
+    if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
+        folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f".{_SOURCE.name}.{os.getpid()}"
+        shutil.copyfile(_SOURCE, part)
+        os.replace(part, source)  # whole or not at all, for a second process building at the same time
     with warnings.catch_warnings():  # the compiler checks' warnings: the build's own error says what failed
         warnings.simplefilter("ignore")
-        return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
+        return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_CFLAGS,
                                   extra_ldflags=["-fopenmp"], build_directory=str(folder), verbose=False)
 
 
@@ -142,3 +150,4 @@ def gated_sum(yc: torch.Tensor, yn: torch.Tensor, ye: torch.Tensor, src: torch.T
     (``yc``, ``yn`` ``[N, 2C]``, ``ye`` ``[E, 2C]``, out ``[N, C]``) by the fused kernel (check :func:`usable`
     first)."""
     return _GatedSum.apply(yc.contiguous(), yn.contiguous(), ye.contiguous(), src.contiguous(), ptr)
+
