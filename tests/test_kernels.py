@@ -94,8 +94,8 @@ def test_models_with_the_kernel_train_as_without(monkeypatch, name):
 
 
 def test_a_machine_that_cannot_build_the_kernel_still_trains(tmp_path):
-    """No working C++ compiler and a lock left by an interrupted build: one line each, and the run trains on the
-    PyTorch path (no hang, no traceback)."""
+    """A broken library in the build folder, a lock left by an interrupted build and no working C++ compiler: one
+    line each, and the run trains on the PyTorch path (no hang, no traceback)."""
     from torch.utils import cpp_extension
 
     from matgnn.models import kernels
@@ -109,11 +109,14 @@ def test_a_machine_that_cannot_build_the_kernel_still_trains(tmp_path):
     lock.touch()
     old = time.time() - 2 * kernels.STALE_LOCK_S
     os.utime(lock, (old, old))
+    (lock.parent / f"{kernels._name()}.so").write_bytes(b"half a library")  # a build cut short, or a bad copy
+    (lock.parent / "finished").touch()
 
     cfg = run_yaml(tmp_path / "c.yaml", "{kind: emt, n_structures: 24}", tmp_path / "runs", epochs=2,
                    target="mixing_energy")
     r = ok(run("train", str(cfg), env=env, timeout=600))
     flat = " ".join(r.out.split())
+    assert "does not load" in flat and "building it again" in flat, r.out
     assert "left by an interrupted build" in flat, r.out
     assert flat.count("the fused CPU kernel could not be built") == 1, r.out
     assert "using the PyTorch path" in flat and "Traceback" not in r.out

@@ -16,6 +16,7 @@ PyTorch path. ``MATGNN_KERNELS=off`` never builds or uses it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -65,9 +66,27 @@ def _say(text: str) -> None:
     print(f"matgnn: {text}", file=sys.stderr, flush=True)
 
 
+def _import(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _build() -> Any:
+    """The kernel module: imported from its build folder when a finished build is there (its name fixes the
+    source, flags, torch version and machine type), else built (by PyTorch's builder, under its lock)."""
     from torch.utils import cpp_extension
 
+    name = _name()
+    folder = Path(cpp_extension._get_build_directory(name, False))
+    built, finished = folder / f"{name}.so", folder / "finished"
+    if built.is_file() and finished.is_file():
+        try:
+            return _import(name, built)
+        except ImportError as e:
+            _say(f"{built} does not load ({' '.join(str(e).split())}); building it again")
+            finished.unlink(missing_ok=True)
     if shutil.which("ninja") is None:  # the ninja wheel's binary, when its folder is not on PATH
         try:
             import ninja
@@ -75,16 +94,13 @@ def _build() -> Any:
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         except ImportError:
             pass
-    name = _name()
-    folder = Path(cpp_extension._get_build_directory(name, False))
     lock = folder / "lock"
     if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
         _say(f"removing {lock}, left by an interrupted build of the fused CPU kernel")
         lock.unlink(missing_ok=True)
-    if not (folder / f"{name}.so").exists():
-        _say(f"building the fused CPU kernel for this machine into {folder} (once, about a minute)")
+    _say(f"building the fused CPU kernel for this machine into {folder} (once, about a minute)")
     # compiled from a copy in the build folder: the same source from another checkout or environment (another
-    # path) is then the same build, not a rebuild
+    # path) is the same build
     source = folder / _SOURCE.name
     if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
         folder.mkdir(parents=True, exist_ok=True)
@@ -93,8 +109,10 @@ def _build() -> Any:
         os.replace(part, source)  # whole or not at all, for a second process building at the same time
     with warnings.catch_warnings():  # the compiler checks' warnings: the build's own error says what failed
         warnings.simplefilter("ignore")
-        return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_CFLAGS,
-                                  extra_ldflags=["-fopenmp"], build_directory=str(folder), verbose=False)
+        module = cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_CFLAGS,
+                                    extra_ldflags=["-fopenmp"], build_directory=str(folder), verbose=False)
+    finished.write_text(f"{_SOURCE.name} built for torch {torch.__version__}\n")
+    return module
 
 
 def extension() -> Any | None:
