@@ -24,7 +24,10 @@ size-aware batches (≈ 64 structures' atoms each), ``--memory-epochs`` epochs, 
 (this run is also how the shipped ``magmom-mp`` model is trained); peak resident memory (RSS) of the process and its children, sampled every 0.2 s.
 
 Needs ``cgcnn-tr``/``cgcnn-pr`` on PATH (``pip install cgcnn2``, Python ≥ 3.11).
-Usage: python benchmarks/throughput.py [--structures 10000] [--epochs 4] [--phases train,infer,memory] [--memory-epochs 10]
+Kernel A/B (``--phases kernel``): our CGCNN trained twice on the same split, with the fused CPU kernel switched
+off (``MATGNN_KERNELS=off``, the PyTorch path) and on; ``kernel_ab.speedup`` is the ratio of their throughputs.
+
+Usage: python benchmarks/throughput.py [--structures 10000] [--epochs 4] [--phases train,infer,memory,kernel] [--memory-epochs 10]
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ TARGET = "magmom_abs_mean"
 OUT = ROOT / "benchmarks" / "runs" / "throughput"
 DATA = SHARED_DATA / "mp_magmoms" / "mp_magmoms.jsonl.gz"
 GRAPHS = GraphSettings(cutoff=8.0, max_neighbors=12)
+PHASES = ("train", "infer", "memory", "kernel")
 
 
 def safe(sid: str) -> str:
@@ -183,6 +187,8 @@ def _phase(metric: str) -> str:
     """Which phase measured a metric (memory, infer or train)."""
     if metric.startswith("memory"):
         return "memory"
+    if metric.startswith("kernel_ab"):
+        return "kernel"
     return "infer" if "predict" in metric or "model_only" in metric else "train"
 
 
@@ -191,7 +197,7 @@ def main() -> None:
     p.add_argument("--structures", type=int, default=10_000)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--models", default="cgcnn,schnet,pna")
-    p.add_argument("--phases", default="train,infer,memory")
+    p.add_argument("--phases", default=",".join(PHASES))
     p.add_argument("--memory-epochs", type=int, default=10)
     args = p.parse_args()
     phases = set(args.phases.split(","))
@@ -209,7 +215,7 @@ def main() -> None:
     metrics: dict[str, float] = {}
     previous = RESULTS / "throughput.json"
     earlier = {}
-    if phases != {"train", "infer", "memory"} and previous.is_file():  # the phases not rerun keep their figures
+    if phases != set(PHASES) and previous.is_file():  # the phases not rerun keep their figures
         old = json.loads(previous.read_text())
         kept = {k: v for k, v in old["metrics"].items() if _phase(k) not in phases}
         metrics.update(kept)
@@ -268,6 +274,18 @@ def main() -> None:
             res["cgcnn"].update(ours_predict(runs["cgcnn"], cifs, len(labels), OUT))
             print("infer", {k: v for k, v in res.items()}, flush=True)
             save()
+    if "kernel" in phases:  # our CGCNN with and without the fused CPU kernel, one after the other
+        ab = {}
+        for label, switch in (("pytorch_path", "off"), ("fused", "on")):
+            os.environ["MATGNN_KERNELS"] = switch
+            _, ab[label] = ours_train(f"cgcnn-kernel-{switch}", "cgcnn", split_file, args.structures, args.epochs)
+            print("kernel", label, ab[label], flush=True)
+        os.environ.pop("MATGNN_KERNELS")
+        res.update({f"kernel_ab.{k}": v for k, v in ab.items()})
+        metrics["kernel_ab.speedup"] = ab["fused"]["train_structures_per_s"] / ab["pytorch_path"]["train_structures_per_s"]
+        data["kernel_ab"] = ("matgnn cgcnn trained twice on the same split, MATGNN_KERNELS=off (the PyTorch path) then "
+                             "on (the fused CPU kernel of models/kernels)")
+        save()
     if "memory" in phases:
         res["memory_stream"], run = memory_run(args.memory_epochs, in_memory=False)
         data["memory_run"] = str(run)
