@@ -222,6 +222,9 @@ def main() -> None:
         earlier = {"earlier_phases": {"command": old["command"], "git_commit": old["git_commit"],
                                       "created": old["created"], "wall_seconds": old["wall_seconds"],
                                       "phases": sorted({_phase(k) for k in kept}),
+                                      # where that run had itself kept phases of an earlier one: their provenance
+                                      **({"earlier_phases": old["data"]["earlier_phases"]}
+                                         if "earlier_phases" in old.get("data", {}) else {}),
                                       **({"memory_run": old["data"]["memory_run"], "memory": old["data"]["memory"]}
                                          if "memory" not in phases and "memory" in old.get("data", {}) else {})}}
     data = {**earlier, "source": f"mp_magmoms (first {args.structures} entries; {len(ids)} with a valid graph, "
