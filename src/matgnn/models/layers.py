@@ -165,7 +165,6 @@ class GatedConv(nn.Module):
         return self
 
 
-
 def gated_conv_edges(edge_features: nn.Module, batch, x: torch.Tensor) -> dict:  # noqa: ANN001
     """The edge inputs of :class:`GatedConv` layers over one batch, found once for all of them: the edge
     features and, where the fused kernel runs, the edges' centre-atom offsets."""
