@@ -24,9 +24,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -42,8 +40,10 @@ SPLIT = {"kind": "kfold", "folds": 5, "fold": 0, "val": 0.1, "seed": 42}
 
 
 def reference_here(commit: str) -> dict[str, float]:
-    """Fold 0 of CGCNN and PNA trained on this machine by ``commit``'s code (a temporary worktree)."""
-    tree = Path(tempfile.mkdtemp(prefix="fold0-reference-")) / "tree"
+    """Fold 0 of CGCNN and PNA trained on this machine by ``commit``'s code (a temporary worktree beside this
+    checkout, removed afterwards)."""
+    # beside this checkout, so the old code finds ../shared/data where this one does
+    tree = ROOT.parent / f".{ROOT.name}-fold0-reference-{os.getpid()}"
     subprocess.run(["git", "worktree", "add", "--detach", "-f", str(tree), commit], cwd=ROOT, check=True,
                    capture_output=True)
     try:
