@@ -50,7 +50,7 @@ def test_fused_gated_conv_equals_the_pytorch_path(monkeypatch, dtype):
     torch.manual_seed(0)
     conv = GatedConv(16, 10).to(dtype).train()
     n, e = int(batch[keys.N_ATOMS].sum()), edge_index.shape[1]
-    x = (3 * torch.randn(n, 16, dtype=dtype)).requires_grad_()  # gates from about -30 to 30: both tails
+    x = (3 * torch.randn(n, 16, dtype=dtype)).requires_grad_()  # gates of several units, both signs
     edge_attr = torch.rand(e, 10, dtype=dtype)
     fused, fused_grads = _conv_and_grads(conv, x, edge_index, edge_attr)
     monkeypatch.setenv("MATGNN_KERNELS", "off")
