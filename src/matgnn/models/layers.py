@@ -132,15 +132,14 @@ class GatedConv(nn.Module):
         """``ptr``: the edges' centre-atom offsets (:func:`matgnn.models.kernels.centre_ptr`) when the caller
         found them once for several layers (:func:`gated_conv_edges`)."""
         src, dst = edge_index[0], edge_index[1]  # message j → i: src = neighbour j, dst = centre i
+        centre, neighbour = self.lin_centre(x), self.lin_neighbour(x)  # one product per atom
         out = None
         if kernels.usable(x):
             ptr = ptr if ptr is not None else kernels.centre_ptr(dst, x.shape[0])
             if ptr is not None:  # edges sorted by centre: the fused kernel, one pass over them
-                out = kernels.gated_sum(self.lin_centre(x), self.lin_neighbour(x),
-                                        F.linear(edge_attr, self.lin_edge.weight), src, ptr)
+                out = kernels.gated_sum(centre, neighbour, F.linear(edge_attr, self.lin_edge.weight), src, ptr)
         if out is None:
-            gate = self.lin_centre(x).index_select(0, dst)
-            gate = gate + self.lin_neighbour(x).index_select(0, src)
+            gate = centre.index_select(0, dst) + neighbour.index_select(0, src)
             gate = torch.addmm(gate, edge_attr, self.lin_edge.weight.t())
             msg = gated_message(gate)
             out = msg.new_zeros((x.shape[0], msg.shape[1])).index_add_(0, dst, msg)

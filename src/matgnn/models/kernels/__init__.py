@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 _SOURCE = Path(__file__).with_name("gated_conv.cpp")
-#: compiler flags; -ffast-math lets GCC call glibc's vector exp/log1p (the kernel clamps its exponents, so no
+#: compiler flags; -ffast-math lets GCC call glibc's vector exp/log1p (the kernel only takes exp(-|x|), so no
 #: infinity arises); it is not passed to the linker, so the process's floating-point mode is untouched
 _CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 #: a build lock older than this was left by a build that was interrupted (Ctrl-C, a killed job)
