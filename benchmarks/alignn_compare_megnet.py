@@ -13,7 +13,9 @@ epochs, batch 32, one thread, 8 Å / 12 neighbours. Throughput and memory are me
 On one thread of this 2-core machine ALIGNN's own trains at about 2.5 MP structures per second (a
 10,000-structure epoch: over an hour), so the CPU run uses ``--n-train 1000 --n-val 100 --epochs 3``: a
 comparison of throughput on MP-sized cells and of accuracy at equal, short training, not of converged
-models.
+models. The 10,000-structure run (``--n-train 10000 --n-val 1000 --epochs 1 --threads 2 --result
+alignn_compare_megnet_10k``: both cores for each tool, one tool at a time; an ALIGNN epoch of 10,000 MP
+structures takes about half an hour there) writes ``alignn_compare_megnet_10k.json``.
 The reference of converged models on these test ids is ALIGNN's leaderboard entry trained on all
 60,000 (0.0195 eV/atom, 0.192 eV); our GPU run on the 31,624 training ids is in
 ``mp_megnet_alignn.json``. ALIGNN's runs are cached as in ``alignn_compare.py``.
@@ -30,6 +32,7 @@ unaffected, throughput is not claimed from this mode (it is the main mode's).
 
 Usage: python benchmarks/alignn_compare_megnet.py [--tasks megnet_e_form] [--epochs 5] [--n-train 10000]
        [--n-val 1000] [--hidden 48] [--threads 1] [--equal-time] [--lrs 1e-3,2e-3 [--jobs 2]]
+       [--result alignn_compare_megnet_10k]
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ def main() -> None:
                                                                 "the script; results then not comparable)")
     p.add_argument("--lrs", default=None, help="a learning-rate study over these peak rates (comma-separated)")
     p.add_argument("--jobs", type=int, default=1, help="--lrs: trainings at once")
+    p.add_argument("--result", default="alignn_compare_megnet",
+                   help="the results file's name (benchmarks/results/<name>.json; the 10,000-structure run: "
+                        "alignn_compare_megnet_10k)")
     args = p.parse_args()
     OURS["hidden"] = args.hidden
     started = time.time()
@@ -148,7 +154,7 @@ def main() -> None:
         targets[f"{task}.inference_speedup_vs_alignn"] = target(
             10.0, ">=", metrics[f"ours.{task}.inference_speedup_vs_alignn"])
     write_result(
-        "alignn_compare_megnet", started,
+        args.result, started,
         data={"source": "MEGNet-MP (JARVIS leaderboard split) on ../shared/data/mp_cgcnn structures",
               "split": {k: len(v) for k, v in parts.items()},
               "split_rule": "train: seed-42 subset of the leaderboard train ids (mp_megnet.py's curve subset); "
