@@ -104,6 +104,38 @@ def test_reference_as_the_base_of_delta_learning(setup, tmp_path):
     assert len(_predictions(tmp_path / "p.csv", "lattice")) == 12
 
 
+def test_a_reference_of_training_labels_in_front_of_another_reference(setup, tmp_path):
+    """The recipe of the twin lookup on dft_2d: a reference of the user's own labelled structures whose fallback is
+    a reference of another database (itself falling back on a model): a structure in the first gets its own label,
+    one only in the second that database's, any other the model's."""
+    folder, base_run, labels = setup["folder"], setup["base_run"], setup["labels"]
+    outer_db = tmp_path / "own"
+    outer_db.mkdir()
+    rows = (folder / "id_prop.csv").read_text().splitlines()[1:]
+    own = {f"s{k}": float(rows[k].split(",")[1]) - 2.0 for k in (1, 3)}  # s1 in both sets, s3 (Al) only here
+    for sid in own:
+        shutil.copy(folder / f"{sid}.cif", outer_db / f"{sid}.cif")
+    (outer_db / "id_prop.csv").write_text("id,a0\n" + "".join(f"{i},{v}\n" for i, v in own.items()))
+    inner = tmp_path / "inner"
+    ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(inner)))
+    outer = tmp_path / "outer"
+    r = ok(run("reference", str(outer_db), "--target", "a0", "--fallback", str(inner), "--out", str(outer)))
+    assert "reference of 2 structures" in r.out
+    ok(run("predict", str(outer), str(folder), "--out", str(tmp_path / "p.csv")))
+    ok(run("predict", str(base_run), str(folder), "--out", str(tmp_path / "base.csv")))
+    got, base = _predictions(tmp_path / "p.csv", "a0"), _predictions(tmp_path / "base.csv", "a0")
+    assert got["s1"] == pytest.approx(own["s1"], abs=1e-5)  # the own label wins over the database's
+    assert got["s3"] == pytest.approx(own["s3"], abs=1e-5)
+    assert got["s0"] == pytest.approx(labels["s0"], abs=1e-5)  # only in the database
+    assert got["s4"] == pytest.approx(base["s4"], abs=1e-5)  # in neither: the model
+    # the outer folder alone carries both references and the model
+    moved = tmp_path / "mailed"
+    shutil.copytree(outer, moved)
+    shutil.rmtree(inner)
+    ok(run("predict", str(moved), str(folder), "--out", str(tmp_path / "m.csv")))
+    assert _predictions(tmp_path / "m.csv", "a0") == pytest.approx(got, abs=1e-6)
+
+
 def test_reference_refuses_what_it_cannot_use(setup, tmp_path):
     ref, base_run = setup["ref"], setup["base_run"]
     out = tmp_path / "ref-model"
