@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -105,6 +106,20 @@ def refuse_dirty_tree() -> None:
 
 if Path(sys.argv[0]).resolve().parent == ROOT / "benchmarks":  # run as a benchmark script: check before the work
     refuse_dirty_tree()
+
+
+@contextlib.contextmanager
+def kernels(switch: str):
+    """``MATGNN_KERNELS=switch`` (``on``/``off``) inside the block; the caller's own setting (or its absence) after."""
+    before = os.environ.get("MATGNN_KERNELS")
+    os.environ["MATGNN_KERNELS"] = switch
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MATGNN_KERNELS", None)
+        else:
+            os.environ["MATGNN_KERNELS"] = before
 
 
 def target(goal: float, direction: str, value: float) -> dict[str, Any]:

@@ -13,9 +13,9 @@ epochs, batch 32, one thread, 8 Å / 12 neighbours. Throughput and memory are me
 On one thread of this 2-core machine ALIGNN's own trains at about 2.5 MP structures per second (a
 10,000-structure epoch: over an hour), so the CPU run uses ``--n-train 1000 --n-val 100 --epochs 3``: a
 comparison of throughput on MP-sized cells and of accuracy at equal, short training, not of converged
-models. The 10,000-structure run (``--n-train 10000 --n-val 1000 --epochs 1 --threads 2 --result
-alignn_compare_megnet_10k``: both cores for each tool, one tool at a time; an ALIGNN epoch of 10,000 MP
-structures takes about half an hour there) writes ``alignn_compare_megnet_10k.json``.
+models. The 10,000-structure run (``--n-train 10000 --n-val 1000 --epochs 1 --result alignn_compare_megnet_10k``;
+an ALIGNN epoch of 10,000 MP structures takes about half an hour on one thread) writes
+``alignn_compare_megnet_10k.json``.
 The reference of converged models on these test ids is ALIGNN's leaderboard entry trained on all
 60,000 (0.0195 eV/atom, 0.192 eV); our GPU run on the 31,624 training ids is in
 ``mp_megnet_alignn.json``. ALIGNN's runs are cached as in ``alignn_compare.py``.

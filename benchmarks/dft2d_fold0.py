@@ -29,7 +29,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import RESULTS, ROOT, target, write_result  # noqa: E402
+from _common import RESULTS, ROOT, kernels, target, write_result  # noqa: E402
 from dft2d_bandgap import run_one  # noqa: E402
 
 REFERENCE = {"commit": "a534c130395a4b43d213ae1905bdf81f90cea609",
@@ -75,15 +75,14 @@ def main() -> None:
         print("reference on this machine:", reference, flush=True)
     metrics: dict[str, float] = {}
     for fam in ("cgcnn", "pna", "cgcnn_fused"):
-        os.environ["MATGNN_KERNELS"] = "on" if fam == "cgcnn_fused" else "off"
-        mae, secs, _ = run_one(fam.removesuffix("_fused"), SPLIT, 150,
-                               str(ROOT / "benchmarks" / "runs" / "dft2d_fold0"))
+        with kernels("on" if fam == "cgcnn_fused" else "off"):
+            mae, secs, _ = run_one(fam.removesuffix("_fused"), SPLIT, 150,
+                                   str(ROOT / "benchmarks" / "runs" / "dft2d_fold0"))
         metrics[f"{fam}.fold0.mae"] = mae
         metrics[f"{fam}.fold0.seconds"] = secs
         ref = reference[fam.removesuffix("_fused")]
         metrics[f"{fam}.fold0.abs_difference_to_reference"] = abs(mae - ref)
         print(f"{fam}: fold 0 MAE {mae!r} (reference {ref!r})", flush=True)
-    os.environ.pop("MATGNN_KERNELS")
     noise = json.loads((RESULTS / "dft2d_bandgap.json").read_text())["metrics"]["cgcnn.cv5.mae_std"]
     write_result(
         "dft2d_fold0", started,

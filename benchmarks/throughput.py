@@ -47,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _cgcnn2 import set_folder, train_cli, write_cifs  # noqa: E402
-from _common import RESULTS, ROOT, SHARED_DATA, UNKNOWN, PeakRSS, target, write_result  # noqa: E402
+from _common import RESULTS, ROOT, SHARED_DATA, UNKNOWN, PeakRSS, kernels, target, write_result  # noqa: E402
 
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import MagmomSource  # noqa: E402
@@ -231,7 +231,8 @@ def main() -> None:
                       f"{len(cache.report.skipped)} skipped and listed in the cache's load report)",
             "target": f"{TARGET} (mean |m| per atom, μB/atom)", "graphs": GRAPHS.model_dump(),
             "split": "random 80/10/10, seed 42", "n_train": len(parts["train"]),
-            "mean_atoms": float(np.mean(cache.meta["n_atoms"])), "batch_size": 256, "epochs": args.epochs}
+            "mean_atoms": float(np.mean(cache.meta["n_atoms"])), "batch_size": 256, "epochs": args.epochs,
+            "MATGNN_KERNELS": os.environ.get("MATGNN_KERNELS", "unset (the fused CPU kernel where it builds)")}
 
     def save() -> None:
         for k, v in res.items():
@@ -280,10 +281,9 @@ def main() -> None:
     if "kernel" in phases:  # our CGCNN with and without the fused CPU kernel, one after the other
         ab = {}
         for label, switch in (("pytorch_path", "off"), ("fused", "on")):
-            os.environ["MATGNN_KERNELS"] = switch
-            _, ab[label] = ours_train(f"cgcnn-kernel-{switch}", "cgcnn", split_file, args.structures, args.epochs)
+            with kernels(switch):
+                _, ab[label] = ours_train(f"cgcnn-kernel-{switch}", "cgcnn", split_file, args.structures, args.epochs)
             print("kernel", label, ab[label], flush=True)
-        os.environ.pop("MATGNN_KERNELS")
         res.update({f"kernel_ab.{k}": v for k, v in ab.items()})
         metrics["kernel_ab.speedup"] = ab["fused"]["train_structures_per_s"] / ab["pytorch_path"]["train_structures_per_s"]
         data["kernel_ab"] = ("matgnn cgcnn trained twice on the same split, MATGNN_KERNELS=off (the PyTorch path) then "
