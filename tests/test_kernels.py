@@ -91,6 +91,23 @@ def test_models_with_the_kernel_train_as_without(monkeypatch, name):
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
     for a, b in zip(fused_grads, plain_grads):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    # a batch whose edges are not sorted by centre atom (looked at once per batch, then every layer takes the
+    # PyTorch path): the same answers
+    from matgnn import keys
+    from matgnn.models.layers import gated_conv_edges
+
+    monkeypatch.setenv("MATGNN_KERNELS", "on")
+    order = torch.randperm(batch[keys.EDGE_INDEX].shape[1])
+    batch[keys.EDGE_INDEX] = batch[keys.EDGE_INDEX][:, order]
+    for key in (keys.CELL_OFFSETS, keys.EDGE_VEC, keys.EDGE_DIST):  # the per-edge fields a batch holds
+        if key in batch:
+            batch[key] = batch[key][order]
+    h = torch.zeros(int(batch[keys.N_ATOMS].sum()), 4)
+    assert gated_conv_edges(model.edge_features, batch, h)["ptr"] is False
+    shuffled, shuffled_grads = answers()
+    torch.testing.assert_close(shuffled, plain, rtol=1e-4, atol=1e-5)
+    for a, b in zip(shuffled_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
 def test_a_machine_that_cannot_build_the_kernel_still_trains(tmp_path):

@@ -128,13 +128,14 @@ class GatedConv(nn.Module):
         self.bn = RowBatchNorm(channels) if batch_norm else None
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor,
-                ptr: torch.Tensor | None = None) -> torch.Tensor:
+                ptr: torch.Tensor | bool | None = None) -> torch.Tensor:
         """``ptr``: the edges' centre-atom offsets (:func:`matgnn.models.kernels.centre_ptr`) when the caller
-        found them once for several layers (:func:`gated_conv_edges`)."""
+        found them once for several layers (:func:`gated_conv_edges`); ``False``: the caller looked and the
+        fused kernel does not apply (unsorted edges), so no layer looks again; ``None``: look here."""
         src, dst = edge_index[0], edge_index[1]  # message j → i: src = neighbour j, dst = centre i
         centre, neighbour = self.lin_centre(x), self.lin_neighbour(x)  # one product per atom
         out = None
-        if kernels.usable(x):
+        if ptr is not False and kernels.usable(x):
             ptr = ptr if ptr is not None else kernels.centre_ptr(dst, x.shape[0])
             if ptr is not None:  # edges sorted by centre: the fused kernel, one pass over them
                 out = kernels.gated_sum(centre, neighbour, F.linear(edge_attr, self.lin_edge.weight), src, ptr)
@@ -168,4 +169,4 @@ def gated_conv_edges(edge_features: nn.Module, batch, x: torch.Tensor) -> dict: 
     """The edge inputs of :class:`GatedConv` layers over one batch, found once for all of them: the edge
     features and, where the fused kernel runs, the edges' centre-atom offsets."""
     ptr = kernels.centre_ptr(batch[keys.EDGE_INDEX][1], x.shape[0]) if kernels.usable(x) else None
-    return {"edge_attr": edge_features(batch), "ptr": ptr}
+    return {"edge_attr": edge_features(batch), "ptr": False if ptr is None else ptr}
