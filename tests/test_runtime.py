@@ -56,3 +56,35 @@ def test_a_users_own_allocator_choice_is_left_alone():
     assert r["state"] == "user: MALLOC_TRIM_THRESHOLD_"
     assert _batches("keep", GLIBC_TUNABLES="glibc.malloc.tcache_count=0")["state"] == "user: GLIBC_TUNABLES"
     assert _batches("keep", MATGNN_MALLOC="system")["state"] == "user: MATGNN_MALLOC=system"
+
+
+_API_TRAIN = """
+import json, os, sys, torch
+from rich.console import Console
+from matgnn.config import RunConfig
+from matgnn.training.run import train
+torch.set_num_threads(len(os.sched_getaffinity(0)))  # torch imported first: its OpenMP threads spin, as in a notebook
+before = torch.get_num_threads()
+cfg = RunConfig().with_overrides(["train.epochs=1", "train.tensorboard=false", f"output_dir={sys.argv[1]}"])
+console = Console(stderr=False, record=True, width=200)
+train(cfg, progress=False, console=console)
+print(json.dumps({"before": before, "after": torch.get_num_threads(), "log": console.export_text()}))
+"""
+
+
+def test_python_api_training_beside_another_job_fits_its_threads_to_the_free_cores(tmp_path):
+    """The Python API imports torch before matgnn can make its threads yield (the CLI does): beside another busy
+    job, spinning threads on a shared core collapse the speed, so the run trains on the cores left over, says so,
+    and gives the caller's process its thread count back."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out = subprocess.run([sys.executable, "-c", _API_TRAIN, str(tmp_path / "runs")], env=clean,
+                             capture_output=True, text=True, timeout=600)
+    finally:
+        busy.kill()
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "other task(s) running on this machine: training on" in got["log"], got["log"]
+    assert f"instead of {got['before']}" in got["log"]
+    assert got["after"] == got["before"]

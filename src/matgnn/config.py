@@ -94,7 +94,9 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1, description=(
         "torch CPU threads; default: torch's own choice (all cores), and the matgnn command makes them "
         "yield (OMP_WAIT_POLICY=PASSIVE) when other processes run as it starts, so a busy machine does not "
-        "collapse the speed; set 1-2 when several runs or torchrun processes share a machine"))
+        "collapse the speed; through the Python API (torch already imported, its threads spinning) a run "
+        "that starts beside other work trains on the cores left over and says so; set 1-2 when several runs "
+        "or torchrun processes share a machine"))
     task_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description=(
         "fixed: the heads' weights; uncertainty: each head's loss scaled by a learned exp(-s_k) plus s_k "
         "(Kendall, Gal & Cipolla 2018) on top of its weight; the learned weights are logged per epoch"))

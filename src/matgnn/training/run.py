@@ -28,7 +28,7 @@ from matgnn.evaluation.scoring import (
     predict_dataset,
 )
 from matgnn.models.base import batch_fields_of
-from matgnn.runtime import keep_freed_memory
+from matgnn.runtime import keep_freed_memory, threads_beside_other_work
 from matgnn.training import distributed, transfer
 from matgnn.training.callbacks import (
     Callback,
@@ -117,6 +117,8 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
             run.console.print(f"removed the unfinished run folder {run.created}")
         raise
     finally:
+        if run.threads_before is not None:  # the caller's process keeps its own thread count
+            torch.set_num_threads(run.threads_before)
         if info.enabled:
             distributed.shutdown()
 
@@ -141,6 +143,7 @@ class _Run(Callback):
             self.console, self.progress = Console(stderr=True, quiet=True), False
         self.created: Path | None = None
         self.trained = False
+        self.threads_before: int | None = None  # torch's threads before this run lowered them
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         self.trained = True
@@ -151,6 +154,13 @@ class _Run(Callback):
         self.cfg = parent_graph_settings(self.cfg, self.console)
         if self.cfg.train.threads:
             torch.set_num_threads(self.cfg.train.threads)
+        else:
+            busy = threads_beside_other_work()
+            if busy is not None:  # torch's threads would spin against other work: fewer, for this run only
+                self.threads_before = torch.get_num_threads()
+                torch.set_num_threads(busy[0])
+                self.console.print(f"{busy[1]} other task(s) running on this machine: training on {busy[0]} CPU "
+                                   f"thread(s) instead of {self.threads_before} (set train.threads to choose)")
         keep_freed_memory()
         folder = self.open_folder(resume)
         cache, labels, split, data, gen = self.load_data(folder, resume is not None)
