@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,9 +79,13 @@ def test_python_api_training_beside_another_job_fits_its_threads_to_the_free_cor
     and gives the caller's process its thread count back."""
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    matgnn = str(Path(sys.executable).parent / "matgnn")
     try:
         out = subprocess.run([sys.executable, "-c", _API_TRAIN, str(tmp_path / "runs")], env=clean,
                              capture_output=True, text=True, timeout=600)
+        # the command chose at its start (threads that yield), and keeps its thread count
+        cli = subprocess.run([matgnn, "train", "--epochs", "1", "--set", "train.tensorboard=false", "--output-dir",
+                              str(tmp_path / "cli_runs")], env=clean, capture_output=True, text=True, timeout=600)
     finally:
         busy.kill()
     assert out.returncode == 0, out.stderr[-2000:]
@@ -88,3 +93,5 @@ def test_python_api_training_beside_another_job_fits_its_threads_to_the_free_cor
     assert "other task(s) running on this machine: training on" in got["log"], got["log"]
     assert f"instead of {got['before']}" in got["log"]
     assert got["after"] == got["before"]
+    assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
+    assert "other task(s) running" not in cli.stdout + cli.stderr

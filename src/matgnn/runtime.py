@@ -19,6 +19,8 @@ MMAP_THRESHOLD = 64 << 20
 #: free memory at the heap's top beyond this is handed back to the system
 TRIM_THRESHOLD = 256 << 20
 _allocator_state: str | None = None
+#: busy_machine_threading ran (the matgnn command, before torch was imported): the threads are settled
+_threading_chosen = False
 
 
 def busy_machine_threading() -> None:
@@ -28,6 +30,8 @@ def busy_machine_threading() -> None:
     task is runnable as the command starts (``/proc/loadavg``), the OpenMP threads yield instead of
     spinning. Must run before torch is imported; a user's own ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS``
     always wins."""
+    global _threading_chosen
+    _threading_chosen = True
     if "OMP_WAIT_POLICY" in os.environ or "OMP_NUM_THREADS" in os.environ:
         return
     if other_runnable_tasks():
@@ -52,8 +56,11 @@ def threads_beside_other_work() -> tuple[int, int] | None:
     other tasks are runnable now and torch's threads would not fit beside them, ``(threads, others)`` — as
     many threads as cores are left over (at least 1). Spinning threads on a shared core wait on each other
     at every parallel operation: an MLP epoch on frozen CHGNet features took 80 s instead of 1.5 s beside
-    one other single-threaded job on 2 cores. ``None``: leave torch's threads as they are."""
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" or "OMP_NUM_THREADS" in os.environ:
+    one other single-threaded job on 2 cores. ``None``: leave torch's threads as they are — also in the
+    ``matgnn`` command, which chose at its start (:func:`busy_machine_threading`), so a command's thread count
+    (and with it the float rounding of its results) does not depend on what started beside it later."""
+    if (_threading_chosen or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+            or "OMP_NUM_THREADS" in os.environ):
         return None
     others = other_runnable_tasks()
     if not others:
