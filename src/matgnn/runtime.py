@@ -26,8 +26,8 @@ _threading_chosen = False
 def busy_machine_threading() -> None:
     """Keep CPU training from collapsing on a shared machine (``benchmarks/busy_threads.py``: with
     another job running, torch's OpenMP spin-waiting made epochs 4× slower on one machine, 20–38× on
-    another; yielding threads,
-    ``OMP_WAIT_POLICY=PASSIVE``, do not collapse; on an idle machine spinning is faster). So when another
+    another; yielding threads, ``OMP_WAIT_POLICY=PASSIVE``, do not collapse; on an idle machine spinning is
+    faster). So when another
     task is runnable as the command starts (``/proc/loadavg``), the OpenMP threads yield instead of
     spinning. Must run before torch is imported; a user's own ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS``
     always wins."""
