@@ -264,13 +264,19 @@ def predict_with(run: str, structures) -> dict[str, float]:
     return {row["id"]: row[head] for row in predict_structures(model, list(structures), graph_settings_of(run))}
 
 
-def reference_matches(folder: Path, structures) -> dict[str, int]:
-    """How many structures a reference model answers from its reference (the rest: its fallback)."""
+def matched_ids(folder: Path, structures) -> tuple[set[str], int]:
+    """The ids of the structures a reference model answers from its reference (the rest: its fallback), and
+    how many entries the reference holds."""
     from matgnn.models import load_model
 
     model = load_model(folder)
-    hits = sum(model.match(s.numbers, s.positions, s.cell) >= 0 for s in structures)
-    return {"structures": len(structures), "matched": int(hits), "reference_entries": len(model.entries["ids"])}
+    return {s.id for s in structures if model.match(s.numbers, s.positions, s.cell) >= 0}, len(model.entries["ids"])
+
+
+def reference_matches(folder: Path, structures) -> dict[str, int]:
+    """How many structures a reference model answers from its reference (the rest: its fallback)."""
+    hits, entries = matched_ids(folder, structures)
+    return {"structures": len(structures), "matched": len(hits), "reference_entries": entries}
 
 
 def main() -> None:
@@ -374,6 +380,7 @@ def main() -> None:
         res: dict[str, list[float]] = {}
         twinned: dict[int, set[str]] = {}  # by fold: the test ids with a structural twin in training (ref_twin)
         no_twin: dict[str, list[float]] = {}  # by model: each fold's MAE on the test ids without one
+        test_sizes: list[int] = []  # by fold (of those with twins counted)
         for fold in range(args.folds):
             parts = {k: [ids[i] for i in v] for k, v in kfold_split(len(ids), 5, fold, 0.1, 42).items()}
             split_file = OUT / f"{task}-fold{fold}.json"
@@ -453,7 +460,6 @@ def main() -> None:
                     # others the ref_first_nou model's answer
                     import shutil
 
-                    from matgnn.models import load_model
                     from matgnn.models.reference import build_reference
 
                     folder_tw = OUT / "ref_twin" / f"{bb}-fold{fold}"
@@ -466,21 +472,21 @@ def main() -> None:
                     res.setdefault(f"{bb}_ref_twin", []).append(float(np.mean([abs(got[i] - y[i]) for i in got])))
                     fold_runs[f"{bb}_ref_twin"] = got
                     if fold not in twinned:
-                        twin_model = load_model(folder_tw)
-                        twinned[fold] = {s.id for s in test if twin_model.match(s.numbers, s.positions, s.cell) >= 0}
+                        twinned[fold] = matched_ids(folder_tw, test)[0]
             if not args.no_pna and (task == "dft2d_exfoliation" or (task == "2dmatpedia_gap" and args.scratch)):
                 fit("pna", source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")  # from scratch; joins ens_nn
+            lone = set(parts["test"]) - twinned[fold] if fold in twinned else set()  # test ids without a twin
             if want("ensemble"):  # the mean of this fold's network runs, across backbones and recipes
                 for name, members in ensembles(fold_runs, task).items():
                     res.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], y))
                     data_notes.setdefault("ensemble_members", {}).setdefault(task, {})[name] = members
                     if fold in twinned and name in ("ens_ref_first_nou", "ens_ref_twin"):
-                        no_twin.setdefault(name, []).append(ensemble_mae(
-                            [fold_runs[m] for m in members], y, only=set(parts["test"]) - twinned[fold]))
+                        no_twin.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], y,
+                                                                         only=lone))
             if fold in twinned:  # the same models on the test monolayers without a twin in training
+                test_sizes.append(len(parts["test"]))
                 for name in [m for m in fold_runs if m.endswith(("_ref_first_nou", "_ref_twin"))]:
-                    no_twin.setdefault(name, []).append(ensemble_mae([fold_runs[name]], y,
-                                                                     only=set(parts["test"]) - twinned[fold]))
+                    no_twin.setdefault(name, []).append(ensemble_mae([fold_runs[name]], y, only=lone))
             if task == "dft2d_gap" and args.finetune_first_fold <= fold < args.finetune_folds:  # the backbone itself
                 for variant in args.finetune_variants.split(","):
                     label, extra, train_extra = CHGNET_FT_VARIANTS[variant]
@@ -529,7 +535,7 @@ def main() -> None:
                         "monolayers (same reduced formula, StructureMatcher at the reference's tolerances): JARVIS "
                         "lists some monolayers twice (exfoliated from different bulk parents)",
                 "test_with_a_training_twin_by_fold": [len(twinned[f]) for f in sorted(twinned)],
-                "test_by_fold": [len(v) for v in (kfold_split(len(ids), 5, f, 0.1, 42)["test"] for f in sorted(twinned))],
+                "test_by_fold": test_sizes,
                 "no_twin_mae_by_fold": no_twin}
             for model, maes in no_twin.items():
                 metrics[f"{model}.{task}.no_twin_mae_mean"] = float(np.mean(maes))
