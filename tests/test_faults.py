@@ -480,6 +480,22 @@ def test_a_complete_cache_in_a_read_only_folder_is_used(trained, tmp_path):
     assert "reused" in r.out
 
 
+def test_a_split_by_structural_twins_on_a_read_only_cache(trained, tmp_path):
+    """The twin groups are kept beside the graph cache; a read-only cache only costs the search, said once."""
+    grouped = ("--set", "split.kind=grouped", "--set", "split.group_by=structure", "--set", "split.train=0.5",
+               "--set", "split.val=0.2")
+    ok(run("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(tmp_path / "c")}))
+    with read_only(tmp_path / "c") as ro:
+        r = ok(run("train", str(trained["cfg"]), *grouped, "--set", f"output_dir={tmp_path / 'r1'}",
+                   env={"MATGNN_CACHE_DIR": str(ro)}))
+    assert "twin groups not kept beside the graph cache" in r.out and "12 of 12 structures have a structural twin" in r.out
+    r = ok(run("train", str(trained["cfg"]), *grouped, "--set", f"output_dir={tmp_path / 'r2'}",
+               env={"MATGNN_CACHE_DIR": str(tmp_path / "c")}))
+    assert "not kept" not in r.out and len(list((tmp_path / "c").rglob("twins.json"))) == 1
+    splits = [json.loads((runs_in(tmp_path / r)[0] / "split.json").read_text()) for r in ("r1", "r2")]
+    assert [{k: s[k] for k in ("train", "val", "test")} for s in splits][0] == {k: splits[1][k] for k in ("train", "val", "test")}
+
+
 def test_predict_into_a_read_only_folder(trained, tmp_path):
     (tmp_path / "ro").mkdir()
     with read_only(tmp_path / "ro") as ro:

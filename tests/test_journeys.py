@@ -76,6 +76,43 @@ def test_train_with_overrides_from_the_readme(user, tmp_path):
     assert "test lattice: MAE" in r.out
 
 
+def test_kfold_that_keeps_structural_twins_together(tmp_path):
+    """`split: {kind: grouped_kfold, group_by: structure}` on a CIF folder holding the same crystal under two
+    ids (a scaled copy; a 2×1×1 supercell shifted and rotated), and a polymorph that is no twin."""
+    from ase.build import bulk
+    from ase.io import write
+
+    d = cif_folder(tmp_path / "d")  # s{k} and s{k+6}: the same fcc crystal 6 % apart in lattice constant
+    ag = crystal(1, "Ag", 4.09).repeat((2, 1, 1))
+    ag.translate([0.7, 0.2, 0.1])
+    ag.wrap()
+    ag.rotate(30, "z", rotate_cell=True)
+    write(d / "s12.cif", ag)
+    write(d / "s13.cif", bulk("Cu", "bcc", a=2.87))  # Cu, not fcc: a formula twin only
+    with open(d / "id_prop.csv", "a") as f:
+        f.write("s12,4.1309\ns13,2.87\n")
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {d}}}", tmp_path / "runs", epochs=1)
+    twins = [{f"s{k}", f"s{k + 6}"} for k in range(6)]
+    twins[1].add("s12")
+    for fold in range(3):
+        r = ok(run("train", str(cfg), "--set", "split.kind=grouped_kfold", "--set", "split.group_by=structure",
+                   "--set", "split.folds=3", "--set", f"split.fold={fold}", "--set", "split.val=0.15",
+                   "--set", f"output_dir={tmp_path / f'runs{fold}'}",
+                   env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+        assert "split by structure: 13 of 14 structures have a structural twin (6 sets)" in " ".join(r.out.split())
+        (run_dir,) = runs_in(tmp_path / f"runs{fold}")
+        split = json.loads((run_dir / "split.json").read_text())
+        assert split["config"]["kind"] == "grouped_kfold" and split["config"]["group_by"] == "structure"
+        where = {i: k for k in ("train", "val", "test") for i in split[k]}
+        assert len(where) == 14 and split["val"] and split["test"]
+        for t in twins:
+            assert len({where[i] for i in t}) == 1, (t, split)
+    r = run("train", str(cfg), "--set", "split.kind=grouped_kfold", "--set", "split.group_by=structure",
+            "--set", "split.folds=8", "--set", f"output_dir={tmp_path / 'runs9'}",
+            env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 2 and "7 groups cannot make 8 folds" in r.out and "Traceback" not in r.out, r.out
+
+
 def test_embedded_default_train(tmp_path):
     """`matgnn train` (the EMT demo; 60 structures and 2 epochs here instead of 1,000 and 100)."""
     r = ok(run("train", "--set", "source.n_structures=60", "--epochs", "2", "--output-dir", str(tmp_path)))

@@ -32,6 +32,20 @@ def test_split_kinds_partition_and_respect_groups():
     g = splits.grouped_split(groups, 0.8, 0.1, 0)
     seen = {k: {groups[i] for i in v} for k, v in g.items()}
     assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["val"]) and not (seen["val"] & seen["test"])
+    sizes = [1] * 150 + [2] * 20 + [5] * 6  # 220 entries in 176 groups
+    groups = [g for g, n in enumerate(sizes) for _ in range(n)]
+    tests = []
+    for k in range(5):
+        gk = splits.grouped_kfold_split(groups, 5, k, 0.1, 7)
+        assert sorted(gk["train"] + gk["val"] + gk["test"]) == list(range(220))
+        seen = {s: {groups[i] for i in v} for s, v in gk.items()}
+        assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["val"]) and not (seen["val"] & seen["test"])
+        assert len(gk["test"]) == 44 and 20 <= len(gk["val"]) <= 26
+        tests.append(set(gk["test"]))
+    assert set().union(*tests) == set(range(220))
+    assert splits.grouped_kfold_split(groups, 5, 2, 0.1, 7) == splits.grouped_kfold_split(groups, 5, 2, 0.1, 7)
+    with pytest.raises(ValueError, match="3 groups cannot make 5 folds"):
+        splits.grouped_kfold_split(["a", "b", "c", "a"], 5, 0, 0.1, 0)
     vals = np.r_[np.random.default_rng(0).normal(size=300), [np.nan] * 10]
     st = splits.stratified_split(vals, 0.8, 0.1, 0, bins=5)
     assert sorted(st["train"] + st["val"] + st["test"]) == list(range(310))

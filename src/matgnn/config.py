@@ -129,17 +129,22 @@ class TrainConfig(_Strict):
 class SplitConfig(_Strict):
     """How structures are split. ``random``: seeded fractions. ``kfold``: fold ``fold``
     of ``folds`` is the test set, ``val`` drawn from the rest. ``grouped``: whole groups
-    (``group_by: formula`` = reduced formula) per split. ``stratified``: random within
-    quantile bins of ``stratify_by`` (a target). ``ids``: a JSON/zip file of ids per split
+    per split (``group_by: formula``: reduced formula; ``structure``: structural twins, the same
+    crystal or monolayer under two ids, see :mod:`matgnn.data.twins`). ``grouped_kfold``: ``kfold``
+    over whole groups (folds balanced in size; validation also whole groups). ``stratified``: random
+    within quantile bins of ``stratify_by`` (a target). ``ids``: a JSON/zip file of ids per split
     (e.g. the JARVIS leaderboard's ``dft_3d_<target>.json.zip``)."""
 
-    kind: Literal["random", "kfold", "grouped", "stratified", "ids"] = "random"
+    kind: Literal["random", "kfold", "grouped", "grouped_kfold", "stratified", "ids"] = "random"
     train: float = Field(0.8, gt=0, lt=1)
     val: float = Field(0.1, ge=0, lt=1)
     seed: int = 42
     folds: int = Field(5, ge=2)
     fold: int = Field(0, ge=0)
-    group_by: Literal["formula"] = "formula"
+    group_by: Literal["formula", "structure"] = Field("formula", description=(
+        "grouped and grouped_kfold: what a group is. formula: one reduced formula (no composition in two "
+        "splits); structure: structural twins (same reduced formula and pymatgen StructureMatcher fit), so a "
+        "duplicate entry never sits in training while its twin is tested"))
     stratify_by: str | None = None
     bins: int = Field(10, ge=2)
     ids_file: str | None = None

@@ -33,12 +33,10 @@ import torch
 from torch import nn
 
 from matgnn import keys
+from matgnn.data.twins import DEFAULT_TOLERANCES, structure_matcher
+from matgnn.data.twins import to_pymatgen as _pmg
 from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
 from matgnn.models.registry import build_from_spec, model_spec, register_model_class
-
-#: StructureMatcher tolerances used unless given: looser than pymatgen's (0.2, 0.3, 5°) because the
-#: same monolayer relaxed with two functionals differs in lattice constants and vacuum
-DEFAULT_TOLERANCES = {"ltol": 0.3, "stol": 0.5, "angle_tol": 10.0}
 
 #: (reference, structure) digest -> the matching entry (-1: none), shared by the instances of one reference
 #: in a process (every training run and every fold reloads its base model)
@@ -52,13 +50,6 @@ def reduced_formula(numbers: Iterable[int]) -> str:
 
     z, counts = np.unique(np.asarray(list(numbers), dtype=int), return_counts=True)
     return Composition({Element.from_Z(int(a)): int(c) for a, c in zip(z, counts)}).reduced_formula
-
-
-def _pmg(numbers: Any, positions: Any, cell: Any) -> Any:
-    from pymatgen.core import Lattice, Structure
-
-    return Structure(Lattice(np.asarray(cell, float).reshape(3, 3)), [int(z) for z in numbers],
-                     np.asarray(positions, float).reshape(-1, 3), coords_are_cartesian=True)
 
 
 @register_model_class
@@ -122,14 +113,11 @@ class ReferenceModel(nn.Module):
         """Entries by reduced formula; also the reference's digest (the memo's key) and the matcher, all made
         at the first match, not when the model is loaded."""
         if self._by_formula is None:
-            from pymatgen.analysis.structure_matcher import StructureMatcher
-
             by: dict[str, list[int]] = {}
             for k, numbers in enumerate(self.entries["numbers"]):
                 by.setdefault(reduced_formula(numbers), []).append(k)
             self._key = hashlib.sha1(json.dumps([self.entries, self.tolerances], sort_keys=True).encode()).digest()
-            self._matcher = StructureMatcher(primitive_cell=True, scale=True, attempt_supercell=False,
-                                             **self.tolerances)
+            self._matcher = structure_matcher(self.tolerances)
             self._by_formula = by
         return self._by_formula
 

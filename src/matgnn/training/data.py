@@ -47,8 +47,13 @@ def make_split(cfg: RunConfig, cache: GraphCache, labels: list[dict[str, np.ndar
                           f"(split.val = {sp.val}, seed {sp.seed}) are the validation split")
     elif sp.kind == "kfold":
         parts = splitting.kfold_split(len(labelled), sp.folds, sp.fold, sp.val, sp.seed)
-    elif sp.kind == "grouped":
-        parts = splitting.grouped_split([cache.meta["formula"][i] for i in labelled], sp.train, sp.val, sp.seed)
+    elif sp.kind in ("grouped", "grouped_kfold"):
+        groups = split_groups(cache, labelled, sp.group_by, console)
+        try:
+            parts = (splitting.grouped_split(groups, sp.train, sp.val, sp.seed) if sp.kind == "grouped" else
+                     splitting.grouped_kfold_split(groups, sp.folds, sp.fold, sp.val, sp.seed))
+        except ValueError as e:
+            raise UserError(f"split {sp.kind} by {sp.group_by}: {e}") from None
     elif sp.kind == "stratified":
         col = sp.stratify_by or cfg.targets[0].name
         if col not in labels[0]:
@@ -58,6 +63,42 @@ def make_split(cfg: RunConfig, cache: GraphCache, labels: list[dict[str, np.ndar
     else:
         parts = splitting.random_split(len(labelled), sp.train, sp.val, sp.seed)
     return {k: [labelled[i] for i in v] for k, v in parts.items()}
+
+
+def split_groups(cache: GraphCache, labelled: list[int], group_by: str, console: Console) -> list:
+    """The group of each labelled graph: its reduced formula, or (``structure``) its set of structural
+    twins (:func:`matgnn.data.twins.twin_groups`), with a line saying how many entries have a twin. The
+    twins of the whole cache are found once and kept beside it (``twins.json``; an unwritable cache folder
+    only costs the search again, and says so)."""
+    if group_by == "formula":
+        return [cache.meta["formula"][i] for i in labelled]
+    from matgnn.data.twins import twin_groups, twin_summary
+    from matgnn.models.base import write_atomic
+
+    kept = cache.path / "twins.json"
+    groups = None
+    if kept.is_file():
+        try:
+            saved = json.loads(kept.read_text())
+            groups = saved["groups"] if len(saved["groups"]) == len(cache) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            groups = None
+    if groups is None:
+        def structure(k: int) -> tuple:
+            rec = cache.record(k)
+            return rec["z"], rec["pos"], rec["cell"]
+
+        groups = twin_groups(cache.meta["formula"], structure, progress=console.print)
+        try:
+            write_atomic(kept, json.dumps({"groups": groups}).encode())
+        except OSError as e:
+            console.print(f"twin groups not kept beside the graph cache ({kept}: {e.strerror or e}); "
+                          "the next run searches again")
+    mine = [groups[i] for i in labelled]
+    twinned, sets = twin_summary(mine)
+    console.print(f"split by structure: {twinned} of {len(labelled)} structures have a structural twin "
+                  f"({sets} sets), each set kept in one split")
+    return mine
 
 
 def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: bool = True,

@@ -76,7 +76,7 @@ def check_config(cfg: RunConfig) -> None:
             raise UserError("split.kind 'ids' needs split.ids_file (a JSON/zip file of ids per split)")
         if not Path(sp.ids_file).is_file():
             raise UserError(f"split.ids_file {sp.ids_file}: no such file")
-    if sp.kind == "kfold" and sp.fold >= sp.folds:
+    if sp.kind in ("kfold", "grouped_kfold") and sp.fold >= sp.folds:
         raise UserError(f"split.fold {sp.fold} is not one of the {sp.folds} folds (0..{sp.folds - 1})")
     if sp.kind in ("random", "grouped", "stratified") and sp.train + sp.val >= 1.0 + 1e-9:
         raise UserError(f"split.train ({sp.train}) + split.val ({sp.val}) must leave something for test")

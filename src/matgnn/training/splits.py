@@ -56,6 +56,36 @@ def grouped_split(groups: Sequence[str], train: float, val: float, seed: int) ->
     return {k: sorted(v) for k, v in out.items()}
 
 
+def grouped_kfold_split(groups: Sequence[Any], folds: int, fold: int, val: float, seed: int) -> dict[str, list[int]]:
+    """Fold ``fold`` of a ``folds``-fold split over whole groups: no group appears in two splits. Groups
+    (shuffled by ``seed``, then largest first) each go to the fold holding the fewest entries so far;
+    validation (``val``, a fraction of all entries) is whole groups drawn from the other folds."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1}, not {fold}")
+    order: dict[Any, list[int]] = {}
+    for k, g in enumerate(groups):
+        order.setdefault(g, []).append(k)
+    if len(order) < folds:
+        raise ValueError(f"{len(order)} groups cannot make {folds} folds")
+    names = list(order)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(names)
+    names.sort(key=lambda g: -len(order[g]))  # stable: equal sizes keep the seeded order
+    members: list[list[Any]] = [[] for _ in range(folds)]
+    size = [0] * folds
+    for g in names:
+        k = int(np.argmin(size))
+        members[k].append(g)
+        size[k] += len(order[g])
+    rest = [g for k in range(folds) if k != fold for g in members[k]]
+    rng.shuffle(rest)
+    n_val = int(round(val * len(groups)))
+    out: dict[str, list[int]] = {"train": [], "val": [], "test": [i for g in members[fold] for i in order[g]]}
+    for g in rest:
+        out["val" if len(out["val"]) < n_val else "train"].extend(order[g])
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def stratified_split(values: Sequence[float], train: float, val: float, seed: int, bins: int = 10) -> dict[str, list[int]]:
     """Random split within quantile bins of ``values`` (a target or any numeric column),
     so each split covers its range alike. NaN values form a bin of their own."""
