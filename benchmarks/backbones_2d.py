@@ -33,6 +33,9 @@ Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
   reference answers where it matches, and this fold's ``chgnet_delta_pbe`` model (trained on dft_2d) elsewhere
   (``matgnn reference --fallback <the delta run>``); ``chgnet_ref_first_nou``: the same with the reference
   leaving out the oxides and fluorides 2DMatPedia computed with GGA+U (``--skip-hubbard-u``; OptB88vdW has no U);
+  ``data.matching_rules``: how many dft_2d monolayers that reference matches, and how far the matched PBE label is
+  from the OptB88vdW one, under the reference's rule (slabs given the same vacuum, stol 0.3) and under the rule
+  of older reference folders (whole cells as stored, stol 0.5);
   ``chgnet_ref_twin``: dft_2d's own labels before 2DMatPedia's — a reference of the fold's training and validation
   monolayers whose fallback is the ``_ref_first_nou`` model: JARVIS lists some monolayers twice (the same layer
   exfoliated from different bulk parents), and a test monolayer with such a twin in training gets the twin's label
@@ -284,6 +287,42 @@ def reference_matches(folder: Path, structures) -> dict[str, int]:
     return {"structures": len(structures), "matched": len(hits), "reference_entries": entries}
 
 
+def matching_rules(structures, reference, tgt: str) -> dict[str, dict]:
+    """The reference's rule against the rule of older reference folders: how many ``structures`` match a
+    ``reference`` structure (2DMatPedia without GGA+U), and how far the closest match's label is from theirs
+    (PBE against OptB88vdW gaps: mean, and how many off by more than 0.5 eV)."""
+    from matgnn.data.twins import TOLERANCES, WHOLE_CELL_TOLERANCES, matching_structure, structure_matcher
+    from matgnn.models.reference import hubbard_u_applies
+
+    by: dict[str, list] = {}
+    for r in reference:
+        if not hubbard_u_applies(r.numbers) and np.isfinite(r.graph_targets.get("target", np.nan)):
+            by.setdefault(r.formula, []).append(r)
+    out = {}
+    for name, vacuum, tol in (("slabs_normalised", 4.0, TOLERANCES), ("whole_cells", None, WHOLE_CELL_TOLERANCES)):
+        matcher = structure_matcher(tol)
+        made: dict[str, object] = {}
+        off = []
+        for s in structures:
+            mine, best = None, None
+            for r in by.get(s.formula, []):
+                if mine is None:
+                    mine = matching_structure(s.numbers, s.positions, s.cell, vacuum)
+                if r.id not in made:
+                    made[r.id] = matching_structure(r.numbers, r.positions, r.cell, vacuum)
+                try:
+                    rms = matcher.get_rms_dist(mine, made[r.id])
+                except (ValueError, RuntimeError):
+                    rms = None
+                if rms is not None and (best is None or rms[0] < best[0]):
+                    best = (rms[0], r.graph_targets["target"])
+            if best is not None:
+                off.append(abs(best[1] - s.graph_targets[tgt]))
+        out[name] = {"slab_vacuum": vacuum, "tolerances": tol, "matched": len(off),
+                     "mean_abs_label_difference": float(np.mean(off)), "off_by_over_0.5": int(np.sum(np.array(off) > 0.5))}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--folds", type=int, default=5)
@@ -383,6 +422,9 @@ def main() -> None:
         ref_x = {bb: predict_with(str(f), structures) for bb, f in refs.items()} if task in GAP_TASKS else {}
         if ref_x:
             data_notes["reference_matches"] = {bb: reference_matches(f, structures) for bb, f in refs.items()}
+        if task == "dft2d_gap" and want("ref_first_nou"):
+            data_notes["matching_rules"] = matching_rules(structures, m2d, tgt)
+            print("matching rules:", data_notes["matching_rules"], flush=True)
         res: dict[str, list[float]] = {}
         twinned: dict[int, set[str]] = {}  # by fold: the test ids with a structural twin in training (ref_twin)
         no_twin: dict[str, list[float]] = {}  # by model: each fold's MAE on the test ids without one
@@ -618,7 +660,7 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
         members = {**members, **data_notes.get("ensemble_members", {})}
         data_notes = {**{k: v for k, v in old.get("data", {}).items()
                          if k.startswith(("pretraining_", "formula_overlap", "chgnet_rejected", "reference_matches",
-                                          "finetune_folds_measured_at", "twins", "twin_groups"))},
+                                          "finetune_folds_measured_at", "twins", "twin_groups", "matching_rules"))},
                       **data_notes}
         if members:
             data_notes["ensemble_members"] = members

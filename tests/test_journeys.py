@@ -113,6 +113,35 @@ def test_kfold_that_keeps_structural_twins_together(tmp_path):
     assert r.returncode == 2 and "7 groups cannot make 8 folds" in r.out and "Traceback" not in r.out, r.out
 
 
+def test_data_info_lists_structural_twins_and_their_labels(tmp_path):
+    """`matgnn data info my_cifs/ --twins`: the same MoS2 monolayer under two ids (10 and 30 Å of vacuum, one a
+    shifted 2×2 supercell) is one set; its 1T polytype, the same formula and lattice, is not (compared as stored,
+    the vacuum made it fit)."""
+    from ase.build import mx2
+    from ase.io import write
+
+    d = tmp_path / "my_cifs"
+    d.mkdir()
+    h1 = mx2("MoS2", kind="2H", a=3.18, thickness=3.19, vacuum=5.0)
+    h2 = mx2("MoS2", kind="2H", a=3.20, thickness=3.17, vacuum=15.0).repeat((2, 2, 1))
+    h2.translate([0.4, 0.3, 2.0])
+    h2.wrap()
+    t = mx2("MoS2", kind="1T", a=3.18, thickness=3.19, vacuum=5.0)
+    for name, atoms in (("h1", h1), ("h2", h2), ("t", t)):
+        atoms.pbc = True  # as a CIF holds them: periodic, the vacuum in the cell
+        write(d / f"{name}.cif", atoms)
+    write(d / "cu.cif", crystal(0, "Cu", 3.61))
+    (d / "id_prop.csv").write_text("id,gap\nh1,1.70\nh2,1.50\nt,0.0\ncu,0.0\n")
+    r = ok(run("data", "info", str(d), "--twins", "--out", str(tmp_path / "info")))
+    flat = " ".join(r.out.split())
+    assert "structural twins: 2 of 4 structures in 1 sets" in flat, r.out
+    assert "labels within a set of twins" in flat and "│ gap │ 1 │ 0.2 │ 0.2 │ 1 │" in flat, r.out
+    rows = list(csv.DictReader(open(tmp_path / "info" / "twins.csv")))
+    assert [(x["set"], x["id"], x["formula"]) for x in rows] == [("0", "h1", "MoS2"), ("0", "h2", "MoS2")]
+    info = json.loads((tmp_path / "info" / "data_info.json").read_text())
+    assert info["twins"]["label_spread"]["gap"]["max"] == pytest.approx(0.2)
+
+
 def test_embedded_default_train(tmp_path):
     """`matgnn train` (the EMT demo; 60 structures and 2 epochs here instead of 1,000 and 100)."""
     r = ok(run("train", "--set", "source.n_structures=60", "--epochs", "2", "--output-dir", str(tmp_path)))

@@ -52,12 +52,16 @@ def data_info(
     cutoff: float = typer.Option(DEFAULT_GRAPHS.cutoff, help="cutoff (Å) for the isolated-atom check"),
     out: Optional[Path] = typer.Option(None, help="folder for data_info.json, load_report.json, skipped.csv "
                                                   "(default ./matgnn-data-info/<source>)"),
+    twins: bool = typer.Option(False, "--twins", help=(
+        "also find structural twins (the same structure under two ids: same reduced formula and a pymatgen "
+        "StructureMatcher fit) and how far their labels differ; lists them in twins.csv")),
 ) -> None:
     """Counts, target fields, missing values per target, skipped structures and why."""
     from matgnn.data.info import source_info
 
     src = _source(source, store_dir, limit)
-    info, report = source_info(src, cutoff)
+    values: dict = {}
+    info, report = source_info(src, cutoff, values=values, twins=twins, progress=console.print)
     table = Table(title=f"{info['source']}: {info['kept']} usable of {info['entries']} entries")
     for col in ("target", "level", "labelled", "missing", "mean", "std", "min", "max"):
         table.add_column(col, justify="left" if col in ("target", "level") else "right", no_wrap=col == "target")
@@ -73,10 +77,31 @@ def data_info(
     if info["dimensionality"]:
         Console().print(f"dimensionality: {info['dimensionality']}")
     report.print(console)
+    if twins:
+        tw = info["twins"]
+        console.print(f"structural twins: {tw['structures_with_a_twin']} of {info['kept']} structures in {tw['sets']} "
+                      "sets (the same structure under two ids; listed in twins.csv)")
+        if tw["label_spread"]:
+            spread = Table(title="labels within a set of twins")
+            for col in ("target", "sets labelled twice", "mean spread", "max spread", "sets over 10 % of std"):
+                spread.add_column(col, justify="left" if col == "target" else "right", no_wrap=col == "target")
+            for name, sp in tw["label_spread"].items():
+                spread.add_row(name, str(sp["sets_with_two_labels"]), f"{sp['mean']:.4g}", f"{sp['max']:.4g}",
+                               str(sp["sets_differing_by_over_10pct_of_std"]))
+            Console().print(spread)
     folder = out or Path("matgnn-data-info") / src.name
     report.save(folder)
     (folder / "data_info.json").write_text(json.dumps(info, indent=1))
-    console.print(f"saved {folder / 'data_info.json'}, {folder / 'skipped.csv'}")
+    written = [folder / "data_info.json", folder / "skipped.csv"]
+    if twins:
+        import csv
+
+        with open(folder / "twins.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["set", "id", "formula", *info["graph_targets"]])
+            w.writeheader()
+            w.writerows(values["twin_rows"])
+        written.append(folder / "twins.csv")
+    console.print("saved " + ", ".join(map(str, written)))
 
 
 @data_app.command("report")
@@ -441,8 +466,13 @@ def reference_cmd(
     out: Path = typer.Option(..., help="the model folder to write (must not hold a model)"),
     fallback_head: Optional[str] = typer.Option(None, help="the fallback's head for TARGET (default: the same name)"),
     ltol: float = typer.Option(0.3, help="StructureMatcher fractional lattice tolerance"),
-    stol: float = typer.Option(0.5, help="StructureMatcher site tolerance (× (V/n)^(1/3))"),
+    stol: Optional[float] = typer.Option(None, help="StructureMatcher site tolerance (× (V/n)^(1/3)); default 0.3, "
+                                                    "0.5 with --whole-cells"),
     angle_tol: float = typer.Option(10.0, help="StructureMatcher angle tolerance (degrees)"),
+    slab_vacuum: float = typer.Option(4.0, min=0.0, help="Å of vacuum each slab (monolayer) gets above its layer "
+                                                         "before matching, so the vacuum of a file does not decide"),
+    whole_cells: bool = typer.Option(False, help="match cells as stored (slab vacuum included; the rule of older "
+                                                 "reference folders: a 1T and a 1H monolayer then match)"),
     skip_hubbard_u: bool = typer.Option(False, help="leave out the oxides and fluorides of Co, Cr, Fe, Mn, Mo, Ni, V "
                                                     "and W (GGA+U under Materials Project's settings, e.g. in "
                                                     "2DMatPedia): when the reference has +U and your target not"),
@@ -457,7 +487,9 @@ def reference_cmd(
     src = _source(source, store_dir, limit)
     try:
         folder, info = build_reference(src, target, fallback, out, fallback_head,
-                                       {"ltol": ltol, "stol": stol, "angle_tol": angle_tol}, skip_hubbard_u)
+                                       {"ltol": ltol, "stol": stol if stol is not None else 0.5 if whole_cells else 0.3,
+                                        "angle_tol": angle_tol}, skip_hubbard_u,
+                                       None if whole_cells else slab_vacuum)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USER_ERROR) from None

@@ -16,11 +16,14 @@ from matgnn.graphs.neighbors import GraphSettings, build_neighbor_graph
 
 
 def source_info(source: StructureSource, cutoff: float = 8.0,
-                values: dict[str, Any] | None = None) -> tuple[dict[str, Any], LoadReport]:
+                values: dict[str, Any] | None = None, twins: bool = False,
+                progress: Any = None) -> tuple[dict[str, Any], LoadReport]:
     """Counts, target fields with missing values and statistics, element counts, and
     the load report (every check of the graph builder at ``cutoff``). ``values``: a dict
     that receives the per-structure values (for plots): ``ids``, ``graph_targets`` (name → list),
-    ``node_targets`` (name → concatenated array), ``n_atoms``, ``n_elements``, ``dimensionality``."""
+    ``node_targets`` (name → concatenated array), ``n_atoms``, ``n_elements``, ``dimensionality``.
+    ``twins``: also the structural twins (:mod:`matgnn.data.twins`): ``info["twins"]`` summarises them and
+    their labels' spread, ``values["twin_rows"]`` lists them (``progress``: a callable for a long search)."""
     report = LoadReport(source=source.describe())
     settings = GraphSettings(cutoff=cutoff, max_neighbors=None)
     graph_vals: dict[str, list[float]] = {}
@@ -31,6 +34,8 @@ def source_info(source: StructureSource, cutoff: float = 8.0,
     dims: Counter[str] = Counter()
     dim_list: list[str] = []
     n_elements: list[int] = []
+    formulas: list[str] = []
+    structures: list[tuple] = []  # (numbers, positions, cell) of each kept entry, for twins
     from ase.data import chemical_symbols
 
     for entry in source:
@@ -48,6 +53,9 @@ def source_info(source: StructureSource, cutoff: float = 8.0,
         n_atoms.append(entry.n_atoms)
         elements.update(chemical_symbols[z] for z in set(entry.numbers.tolist()))
         n_elements.append(len(set(entry.numbers.tolist())))
+        if twins:
+            formulas.append(entry.formula)
+            structures.append((entry.numbers, entry.positions, entry.cell))
         dim_list.append(str(entry.meta.get("dimensionality") or ""))
         if entry.meta.get("dimensionality"):
             dims[str(entry.meta["dimensionality"])] += 1
@@ -80,4 +88,11 @@ def source_info(source: StructureSource, cutoff: float = 8.0,
         "dimensionality": dict(dims),
         "check_cutoff": cutoff,
     }
+    if twins:
+        from matgnn.data.twins import twin_groups, twin_table
+
+        groups = twin_groups(formulas, structures.__getitem__, progress=progress)
+        info["twins"], rows = twin_table(ids, formulas, groups, graph_vals)
+        if values is not None:
+            values["twin_rows"] = rows
     return info, report

@@ -251,7 +251,12 @@ class SevennetFeatures(FrozenBackbone):
                 warnings.simplefilter("ignore")
                 self._calc = SevenNetCalculator(SEVENNET_MODEL, device="cpu")
             readout = self._calc.model._modules["reduce_input_to_hidden"]
-            readout.register_forward_pre_hook(lambda _m, args: self._captured.append(args[0]["x"].detach().clone()))
+
+            def capture(_m, args):  # noqa: ANN001, ANN202
+                self._captured.append(args[0]["x"].detach().clone())
+                raise _FeaturesTaken  # the readout, the energy and the forces and stress (a backward pass) are not needed
+
+            readout.register_forward_pre_hook(capture)
         return self._calc
 
     def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
@@ -274,7 +279,10 @@ class SevennetFeatures(FrozenBackbone):
                           cell=np.asarray(cell, float), pbc=np.asarray(pbc, bool))
             with torch.inference_mode(False), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                calc.calculate(atoms, properties=["energy"])
+                try:
+                    calc.calculate(atoms, properties=["energy"])
+                except _FeaturesTaken:
+                    pass
             atom = self._captured[-1].cpu().numpy().astype(np.float32).reshape(len(z), self.dim)
         except Exception:  # noqa: BLE001 - sevenn's own checks (e.g. an element it does not know)
             self._reject(sid, key)
@@ -282,6 +290,10 @@ class SevennetFeatures(FrozenBackbone):
         crystal = atom.mean(0)
         self._write(key, atom, crystal)
         return atom, crystal
+
+
+class _FeaturesTaken(Exception):
+    """Stops SevenNet's forward pass once the features are captured."""
 
 
 #: backbone name -> its feature store class

@@ -7,10 +7,12 @@ The use: a database that already holds a related label for many of the structure
 the two levels of theory, and wherever the reference has no such structure, the difference from the
 fallback model (e.g. a model trained on the reference's labels).
 
-Matching: the same reduced composition, then pymatgen's ``StructureMatcher`` (lattice, site and angle
-tolerances; volumes scaled, primitive cells compared, so a supercell, rotation, translation or a
-different vacuum thickness of a monolayer still matches); of several matches the one with the smallest
-RMS site displacement. Matches are memoised per reference and structure within a process, so training
+Matching: the rule of :mod:`matgnn.data.twins` — the same reduced composition, then pymatgen's
+``StructureMatcher`` (lattice, site and angle tolerances; volumes scaled, primitive cells compared, so a
+supercell, rotation or translation still matches) on structures whose slabs got the same vacuum (a
+different vacuum thickness of a monolayer still matches, a 1T and a 1H polytype do not; folders saved
+before that rule, without ``slab_vacuum``, keep comparing whole cells); of several matches the one with the
+smallest RMS site displacement. Matches are memoised per reference and structure within a process, so training
 epochs after the first (and further runs on the same reference) cost nothing extra.
 
 The reference's structures and labels are constructor arguments (``model.json``, plain data) and the
@@ -33,8 +35,7 @@ import torch
 from torch import nn
 
 from matgnn import keys
-from matgnn.data.twins import DEFAULT_TOLERANCES, structure_matcher
-from matgnn.data.twins import to_pymatgen as _pmg
+from matgnn.data.twins import SLAB_VACUUM, TOLERANCES, WHOLE_CELL_TOLERANCES, matching_structure, structure_matcher
 from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
 from matgnn.models.registry import build_from_spec, model_spec, register_model_class
 
@@ -63,11 +64,13 @@ class ReferenceModel(nn.Module):
     VERSION = 1
 
     def __init__(self, heads: list[dict[str, Any]], entries: dict[str, Any], fallback: dict[str, Any],
-                 fallback_heads: dict[str, str] | None = None, tolerances: dict[str, float] | None = None) -> None:
+                 fallback_heads: dict[str, str] | None = None, tolerances: dict[str, float] | None = None,
+                 slab_vacuum: float | None = None) -> None:
         super().__init__()
         self.init_args = {"heads": heads, "entries": entries, "fallback": fallback,
                           **({"fallback_heads": fallback_heads} if fallback_heads else {}),
-                          **({"tolerances": tolerances} if tolerances else {})}
+                          **({"tolerances": tolerances} if tolerances else {}),
+                          **({"slab_vacuum": slab_vacuum} if slab_vacuum is not None else {})}
         bad = [h.get("name") for h in heads if h.get("level", "graph") != "graph"]
         if bad:
             raise ValueError(f"a reference model answers graph-level heads only, not {bad}")
@@ -90,17 +93,20 @@ class ReferenceModel(nn.Module):
                              "name its head for each target in fallback_heads")
         for p in self.fallback.parameters():
             p.requires_grad_(False)
-        self.tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+        # slab_vacuum None: the rule of folders saved before slabs were normalised (whole cells, looser sites)
+        self.slab_vacuum = slab_vacuum
+        self.tolerances = {**(WHOLE_CELL_TOLERANCES if slab_vacuum is None else TOLERANCES), **(tolerances or {})}
+        self._made: dict[int, Any] = {}  # the entries as compared, made at their first comparison
         self._by_formula: dict[str, list[int]] | None = None  # built at the first match, with the two below
         self._key: bytes | None = None
         self._matcher: Any = None
 
     @classmethod
     def of(cls, heads: list[dict[str, Any]], entries: dict[str, Any], fallback: MatgnnModel,
-           fallback_heads: dict[str, str] | None = None, tolerances: dict[str, float] | None = None
-           ) -> ReferenceModel:
+           fallback_heads: dict[str, str] | None = None, tolerances: dict[str, float] | None = None,
+           slab_vacuum: float | None = SLAB_VACUUM) -> ReferenceModel:
         """A reference model around a trained fallback (its weights copied)."""
-        m = cls(heads, entries, model_spec(fallback), fallback_heads, tolerances)
+        m = cls(heads, entries, model_spec(fallback), fallback_heads, tolerances, slab_vacuum)
         m.fallback.load_state_dict(fallback.state_dict())
         return m.eval()
 
@@ -116,7 +122,8 @@ class ReferenceModel(nn.Module):
             by: dict[str, list[int]] = {}
             for k, numbers in enumerate(self.entries["numbers"]):
                 by.setdefault(reduced_formula(numbers), []).append(k)
-            self._key = hashlib.sha1(json.dumps([self.entries, self.tolerances], sort_keys=True).encode()).digest()
+            self._key = hashlib.sha1(json.dumps([self.entries, self.tolerances, self.slab_vacuum],
+                                                sort_keys=True).encode()).digest()
             self._matcher = structure_matcher(self.tolerances)
             self._by_formula = by
         return self._by_formula
@@ -135,9 +142,12 @@ class ReferenceModel(nn.Module):
         best, best_rms = -1, np.inf
         candidates = index.get(reduced_formula(numbers), [])
         if candidates:
-            mine = _pmg(numbers, positions, cell)
+            mine = matching_structure(numbers, positions, cell, self.slab_vacuum)
             for k in candidates:
-                theirs = _pmg(self.entries["numbers"][k], self.entries["positions"][k], self.entries["cells"][k])
+                theirs = self._made.get(k)
+                if theirs is None:
+                    theirs = self._made[k] = matching_structure(self.entries["numbers"][k], self.entries["positions"][k],
+                                                                self.entries["cells"][k], self.slab_vacuum)
                 try:
                     rms = self._matcher.get_rms_dist(mine, theirs)
                 except (ValueError, RuntimeError):  # pymatgen gives up on degenerate lattices
@@ -237,11 +247,13 @@ def entries_of(structures: Iterable[Any], heads: list[str], skip_hubbard_u: bool
 
 def build_reference(structures: Iterable[Any], target: str, fallback: str | Path, out: str | Path,
                     fallback_head: str | None = None, tolerances: dict[str, float] | None = None,
-                    skip_hubbard_u: bool = False) -> tuple[Path, dict[str, Any]]:
+                    skip_hubbard_u: bool = False, slab_vacuum: float | None = SLAB_VACUUM) -> tuple[Path, dict[str, Any]]:
     """Write a reference model folder ``out`` (which must not hold a model already): ``structures``'
     ``target`` labels, and ``fallback`` (a run folder, model folder or shipped name) for structures without
     a match. Returns the folder and what ``model.json`` records under ``reference`` (entries, fallback, ...),
-    with ``left_out`` the structures left out, as ``(id, reason)``."""
+    with ``left_out`` the structures left out, as ``(id, reason)``. Structures match under the rule of
+    :mod:`matgnn.data.twins` (slabs with their vacuum normalised to ``slab_vacuum``; None: whole cells as stored,
+    the rule of older reference folders, at :data:`~matgnn.data.twins.WHOLE_CELL_TOLERANCES` unless ``tolerances`` say)."""
     from matgnn.artifacts import MODEL_FILE, model_folder, read_model_info
     from matgnn.errors import UserError
     from matgnn.models.loading import load_model
@@ -259,12 +271,13 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
         raise UserError(f"no structure of the reference has a finite '{target}' label ({len(left_out)} left out)")
     heads_map = {target: fallback_head} if fallback_head and fallback_head != target else None
     try:
-        model = ReferenceModel.of([{"name": target, "level": "graph"}], entries, fb, heads_map, tolerances)
+        model = ReferenceModel.of([{"name": target, "level": "graph"}], entries, fb, heads_map, tolerances, slab_vacuum)
     except ValueError as e:
         raise UserError(f"fallback {fb_dir}: {e}") from None
     extra = {k: fb_info[k] for k in ("graphs", "train_elements") if k in fb_info}
     extra["reference"] = {"entries": len(entries["ids"]), "left_out": len(left_out), "fallback": str(fb_dir),
-                          "target": target, "tolerances": model.tolerances, "skip_hubbard_u": skip_hubbard_u}
+                          "target": target, "tolerances": model.tolerances, "slab_vacuum": slab_vacuum,
+                          "skip_hubbard_u": skip_hubbard_u}
     # written beside the destination and renamed into place when complete: a full disk, a read-only folder or
     # Ctrl-C leaves no half-written model behind
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
