@@ -111,6 +111,9 @@ def test_kfold_that_keeps_structural_twins_together(tmp_path):
             "--set", "split.folds=8", "--set", f"output_dir={tmp_path / 'runs9'}",
             env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 2 and "7 groups cannot make 8 folds" in r.out and "Traceback" not in r.out, r.out
+    r = run("train", str(cfg), "--set", "split.kind=kfold", "--set", "split.group_by=structure",
+            "--set", f"output_dir={tmp_path / 'runs10'}")  # grouping asked for, on a kind that does not group
+    assert r.returncode == 2 and "set split.kind to grouped_kfold" in " ".join(r.out.split()), r.out
 
 
 def test_data_info_lists_structural_twins_and_their_labels(tmp_path):

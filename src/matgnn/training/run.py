@@ -76,6 +76,9 @@ def check_config(cfg: RunConfig) -> None:
             raise UserError("split.kind 'ids' needs split.ids_file (a JSON/zip file of ids per split)")
         if not Path(sp.ids_file).is_file():
             raise UserError(f"split.ids_file {sp.ids_file}: no such file")
+    if sp.group_by == "structure" and sp.kind not in ("grouped", "grouped_kfold"):
+        raise UserError(f"split.group_by 'structure' applies to split kinds grouped and grouped_kfold, not "
+                        f"{sp.kind!r}: set split.kind to grouped_kfold (k-fold) or grouped (fractions)")
     if sp.kind in ("kfold", "grouped_kfold") and sp.fold >= sp.folds:
         raise UserError(f"split.fold {sp.fold} is not one of the {sp.folds} folds (0..{sp.folds - 1})")
     if sp.kind in ("random", "grouped", "stratified") and sp.train + sp.val >= 1.0 + 1e-9:
