@@ -75,6 +75,35 @@ def test_reference_answers_matches_and_falls_back_for_the_rest(setup, tmp_path):
             assert v == pytest.approx(base[sid], abs=1e-5), sid
 
 
+def test_reference_tells_monolayer_polytypes_apart(setup, tmp_path):
+    """A 1H MoS2 monolayer in the reference answers the same layer with three times the vacuum, not its 1T
+    polytype (the fallback answers that). `--whole-cells` (the rule of older folders, cells as stored) gets both
+    wrong: the vacuum decides, so the 1T layer with the same vacuum matches and the 1H one with more does not."""
+    from ase.build import mx2
+    from ase.io import write
+
+    ref, new = tmp_path / "ref", tmp_path / "new"
+    ref.mkdir()
+    new.mkdir()
+    for folder, name, kind, vacuum in ((ref, "h", "2H", 5.0), (new, "h_thick", "2H", 15.0), (new, "t", "1T", 5.0)):
+        atoms = mx2("MoS2", kind=kind, a=3.18, thickness=3.19, vacuum=vacuum)
+        atoms.pbc = True
+        write(folder / f"{name}.cif", atoms)
+    (ref / "id_prop.csv").write_text("id,a0\nh,1.7\n")
+    base = _predictions(ok(run("predict", str(setup["base_run"]), str(new), "--out", str(tmp_path / "b.csv")))
+                        and tmp_path / "b.csv", "a0")
+    for flags, t_matches in (((), False), (("--whole-cells",), True)):
+        out = tmp_path / f"ref{len(flags)}"
+        ok(run("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(out), *flags))
+        info = json.loads((out / "model.json").read_text())["reference"]
+        assert info["slab_vacuum"] == (None if flags else 4.0) and info["tolerances"]["stol"] == (0.5 if flags else 0.3)
+        ok(run("predict", str(out), str(new), "--out", str(tmp_path / f"p{len(flags)}.csv")))
+        got = _predictions(tmp_path / f"p{len(flags)}.csv", "a0")
+        assert got["h_thick"] == pytest.approx(base["h_thick"] if t_matches else 1.7, abs=1e-5)
+        assert got["t"] == pytest.approx(1.7 if t_matches else base["t"], abs=1e-5)
+    assert abs(base["t"] - 1.7) > 0.01 and abs(base["h_thick"] - 1.7) > 0.01
+
+
 def test_reference_as_the_base_of_delta_learning(setup, tmp_path):
     folder, base_run = setup["folder"], setup["base_run"]
     ref = tmp_path / "ref-model"
