@@ -72,16 +72,17 @@ def split_groups(cache: GraphCache, labelled: list[int], group_by: str, console:
     only costs the search again, and says so)."""
     if group_by == "formula":
         return [cache.meta["formula"][i] for i in labelled]
-    from matgnn.data.twins import twin_groups, twin_summary
+    from matgnn.data.twins import SLAB_VACUUM, TOLERANCES, twin_groups, twin_summary
     from matgnn.models.base import write_atomic
 
     kept = cache.path / "twins.json"
+    rule = {"tolerances": TOLERANCES, "slab_vacuum": SLAB_VACUUM}
     groups = None
-    if kept.is_file():
+    if kept.is_file():  # found under another rule (or for another cache): searched again
         try:
             saved = json.loads(kept.read_text())
-            groups = saved["groups"] if len(saved["groups"]) == len(cache) else None
-        except (OSError, ValueError, KeyError, TypeError):
+            groups = saved["groups"] if saved.get("rule") == rule and len(saved["groups"]) == len(cache) else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             groups = None
     if groups is None:
         def structure(k: int) -> tuple:
@@ -90,7 +91,7 @@ def split_groups(cache: GraphCache, labelled: list[int], group_by: str, console:
 
         groups = twin_groups(cache.meta["formula"], structure, progress=console.print)
         try:
-            write_atomic(kept, json.dumps({"groups": groups}).encode())
+            write_atomic(kept, json.dumps({"rule": rule, "groups": groups}).encode())
         except OSError as e:
             console.print(f"twin groups not kept beside the graph cache ({kept}: {e.strerror or e}); "
                           "the next run searches again")
