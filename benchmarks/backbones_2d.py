@@ -658,10 +658,16 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
         if members and all(isinstance(v, list) for v in members.values()):  # written before it was kept per task
             members = {"dft2d_gap": members}
         members = {**members, **data_notes.get("ensemble_members", {})}
+        # the kept file's "this run" is its own commit: resolved now, or the next merge would credit its own
+        old_parts = {label: {r: old["git_commit"] if c == "this run (git_commit)" else c for r, c in parts.items()}
+                     for label, parts in old.get("data", {}).get("finetune_folds_measured_at", {}).items()}
+        parts_now = {**old_parts, **data_notes.get("finetune_folds_measured_at", {})}  # per variant
         data_notes = {**{k: v for k, v in old.get("data", {}).items()
                          if k.startswith(("pretraining_", "formula_overlap", "chgnet_rejected", "reference_matches",
-                                          "finetune_folds_measured_at", "twins", "twin_groups", "matching_rules"))},
+                                          "twins", "twin_groups", "matching_rules"))},
                       **data_notes}
+        if parts_now:
+            data_notes["finetune_folds_measured_at"] = parts_now
         if members:
             data_notes["ensemble_members"] = members
         tasks = sorted({*tasks, *old.get("data", {}).get("tasks", [])})
