@@ -291,7 +291,7 @@ def matching_rules(structures, reference, tgt: str) -> dict[str, dict]:
     """The reference's rule against the rule of older reference folders: how many ``structures`` match a
     ``reference`` structure (2DMatPedia without GGA+U), and how far the closest match's label is from theirs
     (PBE against OptB88vdW gaps: mean, and how many off by more than 0.5 eV)."""
-    from matgnn.data.twins import TOLERANCES, WHOLE_CELL_TOLERANCES, matching_structure, structure_matcher
+    from matgnn.data.twins import SLAB_VACUUM, TOLERANCES, WHOLE_CELL_TOLERANCES, matching_structure, structure_matcher
     from matgnn.models.reference import hubbard_u_applies
 
     by: dict[str, list] = {}
@@ -299,7 +299,7 @@ def matching_rules(structures, reference, tgt: str) -> dict[str, dict]:
         if not hubbard_u_applies(r.numbers) and np.isfinite(r.graph_targets.get("target", np.nan)):
             by.setdefault(r.formula, []).append(r)
     out = {}
-    for name, vacuum, tol in (("slabs_normalised", 4.0, TOLERANCES), ("whole_cells", None, WHOLE_CELL_TOLERANCES)):
+    for name, vacuum, tol in (("slabs_normalised", SLAB_VACUUM, TOLERANCES), ("whole_cells", None, WHOLE_CELL_TOLERANCES)):
         matcher = structure_matcher(tol)
         made: dict[str, object] = {}
         off = []

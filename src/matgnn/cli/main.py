@@ -482,12 +482,14 @@ def reference_cmd(
     """A model answering from a reference set: a structure matching a reference structure (same reduced
     formula, pymatgen StructureMatcher) gets its label, any other the fallback's prediction. Use it with
     `predict`, or as the base of delta learning (delta.base_model) to learn the difference to the reference."""
+    from matgnn.data.twins import TOLERANCES, WHOLE_CELL_TOLERANCES
     from matgnn.models.reference import build_reference
 
     src = _source(source, store_dir, limit)
+    rule = WHOLE_CELL_TOLERANCES if whole_cells else TOLERANCES
     try:
         folder, info = build_reference(src, target, fallback, out, fallback_head,
-                                       {"ltol": ltol, "stol": stol if stol is not None else 0.5 if whole_cells else 0.3,
+                                       {"ltol": ltol, "stol": stol if stol is not None else rule["stol"],
                                         "angle_tol": angle_tol}, skip_hubbard_u,
                                        None if whole_cells else slab_vacuum)
     except (FileNotFoundError, ValueError) as e:

@@ -1,7 +1,7 @@
 """Structural twins: entries of one data set that are the same crystal (or monolayer) under two ids.
 
 Databases hold such twins — JARVIS ``dft_2d`` has the same monolayer under two JVASP ids with the same
-label (299 of its 1,076 entries have a twin), Materials Project keeps polymorph duplicates — and a random
+label (288 of its 1,076 entries have a twin under the rule below), Materials Project keeps polymorph duplicates — and a random
 split that puts one twin in training and the other in test measures a lookup, not a prediction.
 ``split: {kind: grouped | grouped_kfold, group_by: structure}`` keeps each set of twins in one split.
 
