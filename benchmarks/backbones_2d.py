@@ -200,15 +200,34 @@ def ensemble_mae(members: list, y: dict[str, float], only: set[str] | None = Non
     only); a member is a run folder (its ``predictions_test.csv``) or predictions by id."""
     preds: dict[str, list[float]] = {}
     for m in members:
-        if isinstance(m, dict):
-            got = m
-        else:
-            rows = list(csv.DictReader(open(Path(m) / "predictions_test.csv")))
-            col = next(k for k in rows[0] if k.endswith("_pred"))
-            got = {row["id"]: float(row[col]) for row in rows}
-        for i, v in got.items():
+        for i, v in predictions_of(m).items():
             preds.setdefault(i, []).append(v)
     return float(np.mean([abs(np.mean(v) - y[i]) for i, v in preds.items() if only is None or i in only]))
+
+
+def predictions_of(member) -> dict[str, float]:
+    """A fold member's test predictions by id: a run folder's ``predictions_test.csv``, or the predictions."""
+    if isinstance(member, dict):
+        return member
+    rows = list(csv.DictReader(open(Path(member) / "predictions_test.csv")))
+    col = next(k for k in rows[0] if k.endswith("_pred"))
+    return {row["id"]: float(row[col]) for row in rows}
+
+
+def nearest_labels(structures, reference, backbone: str, k: int = 5) -> dict[str, np.ndarray]:
+    """For each structure, the labels (``target``) of its ``k`` nearest ``reference`` structures in the
+    backbone's pooled feature space (standardised over the reference) and their distances. No label of
+    ``structures`` is used: the reference is the pretraining set (2DMatPedia)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    ref = [r for r in reference if np.isfinite(r.graph_targets.get("target", np.nan))]
+    xr, xs = pooled_features(ref, backbone), pooled_features(structures, backbone)
+    a = np.stack([xr[r.id] for r in ref])
+    mu, sd = a.mean(0), a.std(0) + 1e-6
+    labels = np.array([r.graph_targets["target"] for r in ref])
+    dist, idx = NearestNeighbors(n_neighbors=k).fit((a - mu) / sd).kneighbors(
+        (np.stack([xs[s.id] for s in structures]) - mu) / sd)
+    return {s.id: np.r_[labels[idx[j]], dist[j]] for j, s in enumerate(structures)}
 
 
 def layer_geometry(s) -> np.ndarray:
@@ -343,7 +362,9 @@ def main() -> None:
                         "comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
                    help="backbone variants to run (none: only --finetune-folds): mlp, gbm, 2dm, gbm_pbe, delta_pbe, ref, ref_delta, gbm_ref, "
-                        "ref_first and ref_first_nou (with delta_pbe), ref_twin (with ref_first_nou), log, area and gbm_geo (exfoliation), ensemble (means of the network "
+                        "ref_first and ref_first_nou (with delta_pbe), ref_twin (with ref_first_nou), gbm_both (gap: one GBM over "
+                        "every backbone's features, the PBE-gap models' answers and 2DMatPedia's nearest labels; "
+                        "with ensemble and ref_first_nou also ens_ref_first_mix), log, area and gbm_geo (exfoliation), ensemble (means of the network "
                         "runs of each fold: ens_delta, ens_nn, ens_nn_disjoint, ens_ref, ens_ref_delta, ens_ref_first, "
                         "ens_ref_first_nou, ens_ref_twin, ens_log_geo, ens_area_geo, ens_all)")
     p.add_argument("--no-disjoint", action="store_true",
@@ -422,6 +443,8 @@ def main() -> None:
         ref_x = {bb: predict_with(str(f), structures) for bb, f in refs.items()} if task in GAP_TASKS else {}
         if ref_x:
             data_notes["reference_matches"] = {bb: reference_matches(f, structures) for bb, f in refs.items()}
+        knn = ({bb: nearest_labels(structures, m2d, bb) for bb in backbones}
+               if task in GAP_TASKS and want("gbm_both") else {})
         if task == "dft2d_gap" and want("ref_first_nou"):
             data_notes["matching_rules"] = matching_rules(structures, m2d, tgt)
             print("matching rules:", data_notes["matching_rules"], flush=True)
@@ -533,6 +556,14 @@ def main() -> None:
                     fold_runs[f"{bb}_ref_twin"] = got
                     if fold not in twinned:
                         twinned[fold] = matched_ids(folder_tw, test)[0]
+            if knn and all(f"{bb}:all" in extra_x for bb in backbones):
+                # one GBM over every backbone's features, each 2DMatPedia PBE-gap model's answer and the labels of
+                # the 5 nearest 2DMatPedia monolayers in each backbone's feature space (with their distances)
+                xb = {i: np.concatenate([*(xs[bb][i] for bb in backbones), [extra_x[f"{bb}:all"][i] for bb in backbones],
+                                         *(knn[bb][i] for bb in backbones)]) for i in ids}
+                got = {i: max(v, 0.0) for i, v in gbm_predict(xb, y, parts).items()}  # a gap is not negative
+                res.setdefault("gbm_both", []).append(float(np.mean([abs(got[i] - y[i]) for i in got])))
+                fold_runs["gbm_both"] = got
             if not args.no_pna and (task == "dft2d_exfoliation" or (task == "2dmatpedia_gap" and args.scratch)):
                 fit("pna", source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")  # from scratch; joins ens_nn
             lone = set(parts["test"]) - twinned[fold] if fold in twinned else set()  # test ids without a twin
@@ -543,6 +574,22 @@ def main() -> None:
                     if fold in twinned and name in ("ens_ref_first_nou", "ens_ref_twin"):
                         no_twin.setdefault(name, []).append(ensemble_mae([fold_runs[m] for m in members], y,
                                                                          only=lone))
+            first_nou = [f"{bb}_ref_first_nou" for bb in backbones]
+            if want("ensemble") and "gbm_both" in fold_runs and all(m in fold_runs for m in first_nou):
+                # ens_ref_first_mix: the reference's label where it matches (the same in every _ref_first_nou
+                # model), elsewhere the mean of the delta models and gbm_both
+                test = [s for s in structures if s.id in set(parts["test"])]
+                hits = matched_ids(OUT / "ref_first_nou" / f"{backbones[0]}-fold{fold}", test)[0]
+                members = [predictions_of(fold_runs[f"{bb}_delta_pbe"]) for bb in backbones] + [fold_runs["gbm_both"]]
+                ref = fold_runs[first_nou[0]]
+                mix = {i: ref[i] if i in hits else float(np.mean([m[i] for m in members])) for i in parts["test"]}
+                fold_runs["ens_ref_first_mix"] = mix
+                res.setdefault("ens_ref_first_mix", []).append(ensemble_mae([mix], y))
+                data_notes.setdefault("ensemble_members", {}).setdefault(task, {})["ens_ref_first_mix"] = (
+                    [f"{first_nou[0]} where the reference matches"] + [f"{bb}_delta_pbe" for bb in backbones]
+                    + ["gbm_both"])
+                if fold in twinned:
+                    no_twin.setdefault("ens_ref_first_mix", []).append(ensemble_mae([mix], y, only=lone))
             if fold in twinned:  # the same models on the test monolayers without a twin in training
                 test_sizes.append(len(parts["test"]))
                 for name in [m for m in fold_runs if m.endswith(("_ref_first_nou", "_ref_twin"))]:
