@@ -310,7 +310,8 @@ def matching_rules(structures, reference, tgt: str) -> dict[str, dict]:
     """The reference's rule against the rule of older reference folders: how many ``structures`` match a
     ``reference`` structure (2DMatPedia without GGA+U), and how far the closest match's label is from theirs
     (PBE against OptB88vdW gaps: mean, and how many off by more than 0.5 eV)."""
-    from matgnn.data.twins import SLAB_VACUUM, TOLERANCES, WHOLE_CELL_TOLERANCES, matching_structure, structure_matcher
+    from matgnn.data.twins import (SLAB_VACUUM, TOLERANCES, WHOLE_CELL_TOLERANCES, closest_match, matching_structure,
+                                   structure_matcher)
     from matgnn.models.reference import hubbard_u_applies
 
     by: dict[str, list] = {}
@@ -322,21 +323,18 @@ def matching_rules(structures, reference, tgt: str) -> dict[str, dict]:
         matcher = structure_matcher(tol)
         made: dict[str, object] = {}
         off = []
+        def made_of(r):  # noqa: ANN001, ANN202
+            if r.id not in made:
+                made[r.id] = matching_structure(r.numbers, r.positions, r.cell, vacuum)
+            return made[r.id]
+
         for s in structures:
-            mine, best = None, None
-            for r in by.get(s.formula, []):
-                if mine is None:
-                    mine = matching_structure(s.numbers, s.positions, s.cell, vacuum)
-                if r.id not in made:
-                    made[r.id] = matching_structure(r.numbers, r.positions, r.cell, vacuum)
-                try:
-                    rms = matcher.get_rms_dist(mine, made[r.id])
-                except (ValueError, RuntimeError):
-                    rms = None
-                if rms is not None and (best is None or rms[0] < best[0]):
-                    best = (rms[0], r.graph_targets["target"])
+            if s.formula not in by:
+                continue
+            best = closest_match(matching_structure(s.numbers, s.positions, s.cell, vacuum),
+                                 ((r, made_of(r)) for r in by[s.formula]), matcher)
             if best is not None:
-                off.append(abs(best[1] - s.graph_targets[tgt]))
+                off.append(abs(best[0].graph_targets["target"] - s.graph_targets[tgt]))
         out[name] = {"slab_vacuum": vacuum, "tolerances": tol, "matched": len(off),
                      "mean_abs_label_difference": float(np.mean(off)), "off_by_over_0.5": int(np.sum(np.array(off) > 0.5))}
     return out

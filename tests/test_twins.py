@@ -8,6 +8,7 @@ from ase.build import bulk, mx2
 
 from matgnn.data.twins import (
     WHOLE_CELL_TOLERANCES,
+    closest_match,
     matching_structure,
     structure_matcher,
     twin_groups,
@@ -46,3 +47,19 @@ def test_twin_groups_join_twins_of_twins_and_only_within_a_formula():
     assert groups == [0, 0, 1, 2, 0]
     assert twin_summary(groups) == (3, 1)
     assert twin_groups(["Cu", "Ag", "Cu"], lambda k: _parts([cells[0], cells[3], cells[1]][k])) == [0, 1, 0]
+
+
+def test_closest_match_takes_the_smallest_displacement_among_fits():
+    ideal = bulk("NaCl", "rocksalt", a=5.64)
+    shaken = ideal.copy()
+    shaken.positions[1] += [0.05, 0.0, 0.0]  # still a fit, further away than the scaled copy
+    scaled = bulk("NaCl", "rocksalt", a=5.80)
+    cscl = bulk("NaCl", "cesiumchloride", a=3.40)
+    m = structure_matcher()
+    made = {k: matching_structure(*_parts(x)) for k, x in {"shaken": shaken, "scaled": scaled, "cscl": cscl}.items()}
+    key, rms = closest_match(matching_structure(*_parts(ideal)), made.items(), m)
+    assert key == "scaled" and rms < 1e-6
+    assert closest_match(matching_structure(*_parts(ideal)), [("shaken", made["shaken"]), ("cscl", made["cscl"])],
+                         m)[0] == "shaken"
+    assert closest_match(matching_structure(*_parts(ideal)), [("cscl", made["cscl"])], m) is None
+    assert closest_match(matching_structure(*_parts(ideal)), iter(()), m) is None

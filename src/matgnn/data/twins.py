@@ -17,7 +17,7 @@ twins are one group (union over every fitting pair found)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,21 @@ def structure_matcher(tolerances: dict[str, float] | None = None) -> Any:
 
     return StructureMatcher(primitive_cell=True, scale=True, attempt_supercell=False,
                             **{**TOLERANCES, **(tolerances or {})})
+
+
+def closest_match(mine: Any, candidates: Iterable[tuple[Any, Any]], matcher: Any) -> tuple[Any, float] | None:
+    """The key of the candidate ``(key, structure)`` closest to ``mine`` among those ``matcher`` fits (the
+    smallest RMS displacement) and that RMS, or None when none fits. Structures as :func:`matching_structure`
+    makes them; ``candidates`` may be a generator that makes each one when it is reached."""
+    best: tuple[Any, float] | None = None
+    for key, theirs in candidates:
+        try:
+            rms = matcher.get_rms_dist(mine, theirs)
+        except (ValueError, RuntimeError):  # pymatgen gives up on degenerate lattices
+            rms = None
+        if rms is not None and (best is None or rms[0] < best[1]):
+            best = (key, float(rms[0]))
+    return best
 
 
 def twin_groups(formulas: Sequence[str], structure: Callable[[int], tuple[Any, Any, Any]],

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from matgnn import keys
-from matgnn.data.twins import SLAB_VACUUM, TOLERANCES, WHOLE_CELL_TOLERANCES, matching_structure, structure_matcher
+from matgnn.data.twins import (SLAB_VACUUM, TOLERANCES, WHOLE_CELL_TOLERANCES, closest_match, matching_structure,
+                                structure_matcher)
 from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
 from matgnn.models.registry import build_from_spec, model_spec, register_model_class
 
@@ -128,6 +129,13 @@ class ReferenceModel(nn.Module):
             self._by_formula = by
         return self._by_formula
 
+    def _entry(self, k: int) -> Any:
+        """Reference entry ``k`` as compared (made at its first comparison)."""
+        if k not in self._made:
+            self._made[k] = matching_structure(self.entries["numbers"][k], self.entries["positions"][k],
+                                               self.entries["cells"][k], self.slab_vacuum)
+        return self._made[k]
+
     def match(self, numbers: Any, positions: Any, cell: Any) -> int:
         """The index of the reference entry matching a structure (smallest RMS displacement of the
         matches), or -1."""
@@ -139,21 +147,12 @@ class ReferenceModel(nn.Module):
                                        + np.round(cell, 4).tobytes()).digest()
         if key in _MATCHES:
             return _MATCHES[key]
-        best, best_rms = -1, np.inf
+        best = -1
         candidates = index.get(reduced_formula(numbers), [])
         if candidates:
-            mine = matching_structure(numbers, positions, cell, self.slab_vacuum)
-            for k in candidates:
-                theirs = self._made.get(k)
-                if theirs is None:
-                    theirs = self._made[k] = matching_structure(self.entries["numbers"][k], self.entries["positions"][k],
-                                                                self.entries["cells"][k], self.slab_vacuum)
-                try:
-                    rms = self._matcher.get_rms_dist(mine, theirs)
-                except (ValueError, RuntimeError):  # pymatgen gives up on degenerate lattices
-                    rms = None
-                if rms is not None and rms[0] < best_rms:
-                    best, best_rms = k, rms[0]
+            found = closest_match(matching_structure(numbers, positions, cell, self.slab_vacuum),
+                                  ((k, self._entry(k)) for k in candidates), self._matcher)
+            best = -1 if found is None else found[0]
         if len(_MATCHES) >= _MATCHES_MAX:
             _MATCHES.clear()
         _MATCHES[key] = best
