@@ -725,7 +725,7 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
                    key=metrics.get)
         targets["dft2d_gap.best_without_twin_lookup"] = {**target(0.25, "<=", metrics[best]), "model": best.split(".")[0]}
         def overlapping(k: str) -> bool:  # pretrained on (or answering from) 2DMatPedia with dft_2d formulas in it
-            return any(part in k.split(".")[0] for part in ("2dm", "pbe", "ens_", "ref"))
+            return any(part in k.split(".")[0] for part in ("2dm", "pbe", "ens_", "ref", "gbm_both"))
 
         disjoint_best = min((k for k in metrics if k.endswith(".dft2d_gap.mae_mean") and not overlapping(k)
                              or k.endswith("_disjoint.dft2d_gap.mae_mean")), key=metrics.get)
