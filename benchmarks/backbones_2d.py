@@ -214,20 +214,22 @@ def predictions_of(member) -> dict[str, float]:
     return {row["id"]: float(row[col]) for row in rows}
 
 
-def nearest_labels(structures, reference, backbone: str, k: int = 5) -> dict[str, np.ndarray]:
-    """For each structure, the labels (``target``) of its ``k`` nearest ``reference`` structures in the
-    backbone's pooled feature space (standardised over the reference) and their distances. No label of
-    ``structures`` is used: the reference is the pretraining set (2DMatPedia)."""
+def nearest_labels(features: dict[str, np.ndarray], reference: list, reference_features: dict[str, np.ndarray],
+                   k: int = 5) -> dict[str, np.ndarray]:
+    """For each structure (its pooled backbone ``features`` by id), the labels (``target``) of its ``k`` nearest
+    labelled ``reference`` structures in that feature space (standardised over the reference; their pooled
+    features by id) and their distances. No label of the structures is used: the reference is the pretraining
+    set (2DMatPedia)."""
     from sklearn.neighbors import NearestNeighbors
 
     ref = [r for r in reference if np.isfinite(r.graph_targets.get("target", np.nan))]
-    xr, xs = pooled_features(ref, backbone), pooled_features(structures, backbone)
-    a = np.stack([xr[r.id] for r in ref])
+    a = np.stack([reference_features[r.id] for r in ref])
     mu, sd = a.mean(0), a.std(0) + 1e-6
     labels = np.array([r.graph_targets["target"] for r in ref])
+    ids = list(features)
     dist, idx = NearestNeighbors(n_neighbors=k).fit((a - mu) / sd).kneighbors(
-        (np.stack([xs[s.id] for s in structures]) - mu) / sd)
-    return {s.id: np.r_[labels[idx[j]], dist[j]] for j, s in enumerate(structures)}
+        (np.stack([features[i] for i in ids]) - mu) / sd)
+    return {i: np.r_[labels[idx[j]], dist[j]] for j, i in enumerate(ids)}
 
 
 def layer_geometry(s) -> np.ndarray:
@@ -406,6 +408,7 @@ def main() -> None:
     (folder / "id_prop_disjoint.csv").write_text("".join(f"{i},{v}\n" for i, v in rows.items() if i in keep))
 
     pre: dict[str, dict] = {}
+    m2d_x: dict[str, dict[str, np.ndarray]] = {}  # 2DMatPedia's pooled features by backbone (gbm_both)
     refs: dict[str, Path] = {}
     if set(GAP_TASKS) & set(tasks) and variants & {"2dm", "gbm_pbe", "delta_pbe", "ref", "ref_delta", "gbm_ref"}:
         # pretraining on 2DMatPedia PBE gaps (all; formula-disjoint), random 90/10 for early stop
@@ -441,8 +444,13 @@ def main() -> None:
         ref_x = {bb: predict_with(str(f), structures) for bb, f in refs.items()} if task in GAP_TASKS else {}
         if ref_x:
             data_notes["reference_matches"] = {bb: reference_matches(f, structures) for bb, f in refs.items()}
-        knn = ({bb: nearest_labels(structures, m2d, bb) for bb in backbones}
-               if task in GAP_TASKS and want("gbm_both") else {})
+        if task in GAP_TASKS and want("gbm_both"):  # 2DMatPedia's features once for both gap tasks
+            for bb in backbones:
+                if bb not in m2d_x:
+                    m2d_x[bb] = pooled_features(m2d, bb)
+            knn = {bb: nearest_labels(xs[bb], m2d, m2d_x[bb]) for bb in backbones}
+        else:
+            knn = {}
         if task == "dft2d_gap" and want("ref_first_nou"):
             data_notes["matching_rules"] = matching_rules(structures, m2d, tgt)
             print("matching rules:", data_notes["matching_rules"], flush=True)
