@@ -62,3 +62,30 @@ def test_shipped_sevennet_delta_gap_model_on_the_users_monolayer(tmp_path):
     assert 0.5 < float(row["optb88vdw_bandgap"]) < 3.0, r.out  # MoS2 monolayer: ~1.7 eV in OptB88vdW
     card = " ".join(ok(run("models", "bandgap-2d-sevennet")).out.split())
     assert "SevenNet-0" in card and "MIT licence" in card and "Delta learning" in card and "2DMatPedia" in card
+    # both shipped 2D gap models as one ensemble (CHGNet and SevenNet features in one batch): the mean and σ
+    ok(run("predict", "bandgap-2d-chgnet,bandgap-2d-sevennet", str(tmp_path / "mos2.cif"), "--out",
+           str(tmp_path / "both.csv"), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+    (both,) = list(csv.DictReader(open(tmp_path / "both.csv")))
+    assert 0.5 < float(both["optb88vdw_bandgap"]) < 3.0 and float(both["optb88vdw_bandgap_std"]) >= 0
+
+
+def test_ensemble_of_a_chgnet_and_a_sevennet_model(tmp_path):
+    """`matgnn ensemble --combine` of a CHGNet run and a SevenNet run on one split (the mean of both backbones'
+    models, as the README's 2D gap recipes use), then `predict` with σ. Both backbones' features travel in one
+    batch: they used to share one batch field, so whichever came last overwrote the other and the CHGNet member
+    crashed with a matrix-shape error (the same for a delta model or reference fallback mixing them)."""
+    folder = cif_folder(tmp_path / "cifs")
+    env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=2)
+    for name in ("chgnet", "sevennet"):
+        ok(run("train", str(cfg), "--set", f"model.name={name}", "--set", "model.hidden=16", env=env))
+    runs = runs_in(tmp_path / "runs")
+    classes = sorted(json.loads((r / "model" / "model.json").read_text())["class"] for r in runs)
+    assert classes == ["CHGNetBackbone", "SevenNetBackbone"]
+    ens = tmp_path / "ens"
+    ok(run("ensemble", "--combine", str(runs[0]), "--combine", str(runs[1]), "--out", str(ens), env=env))
+    out = tmp_path / "p.csv"
+    r = ok(run("predict", str(ens), str(folder), "--out", str(out), env=env))
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 12 and all(np.isfinite(float(row["lattice"])) for row in rows), r.out
+    assert any(float(row["lattice_std"]) > 0 for row in rows)

@@ -149,6 +149,70 @@ def test_baselines_on_backbone_features_from_the_cli(trained, tmp_path):
     assert len(runs_in(tmp_path / "b")) == 1  # a refused call leaves no run folder
 
 
+def test_regressor_on_backbone_features_is_a_model_like_any_other(trained, tmp_path):
+    """`matgnn baseline xgboost CFG --features chgnet` saves its trees in the run folder: `predict` answers what the
+    baseline scored on its test split, `evaluate` rescores it, `ensemble --combine` puts it beside the CHGNet
+    network (σ from their disagreement); a per-atom ridge on the features predicts moments per atom. The trees are
+    XGBoost's own JSON (data); a model.json or state.pt someone edited is refused in one line."""
+    import torch
+
+    from tests.userdata import magmom_jsonl, magmom_run_yaml, user_error
+
+    env, cfg, folder = trained["env"], trained["cfg"], trained["folder"]
+    r = ok(run("baseline", "xgboost", str(cfg), "--features", "chgnet", "--set", f"output_dir={tmp_path / 'b'}",
+               env=env))
+    (b,) = runs_in(tmp_path / "b")
+    assert f"matgnn predict {b}" in " ".join(r.out.split())
+    info = json.loads((b / "model" / "model.json").read_text())
+    assert info["class"] == "BackboneRegressor" and info["init_args"]["kind"] == "xgboost" and info["graphs"]
+    state = torch.load(b / "model" / "state.pt", weights_only=True)
+    assert "learner" in json.loads(bytes(state["model_0"].numpy()))  # XGBoost's JSON model: numbers, no code
+    out = tmp_path / "p.csv"
+    ok(run("predict", str(b), str(folder), "--out", str(out), env=env))
+    answers = {row["id"]: float(row["lattice"]) for row in csv.DictReader(open(out))}
+    scored = {row["id"]: float(row["lattice_pred"]) for row in csv.DictReader(open(b / "predictions_test.csv"))}
+    assert len(answers) == 12 and scored
+    assert all(abs(answers[i] - v) <= 1e-4 * max(1.0, abs(v)) for i, v in scored.items()), (answers, scored)
+    before = json.loads((b / "metrics.json").read_text())["test.lattice.mae"]
+    ok(run("evaluate", str(b), env=env))
+    assert json.loads((b / "metrics.json").read_text())["test.lattice.mae"] == pytest.approx(before, rel=1e-4)
+
+    ens = tmp_path / "ens"
+    ok(run("ensemble", "--combine", str(b), "--combine", str(trained["run"]), "--out", str(ens), env=env))
+    ok(run("predict", str(ens), str(folder), "--out", str(tmp_path / "e.csv"), env=env))
+    rows = list(csv.DictReader(open(tmp_path / "e.csv")))
+    assert len(rows) == 12 and any(float(row["lattice_std"]) > 0 for row in rows)
+
+    ref = tmp_path / "ref"  # the trees as a reference's fallback: s0 answered from the reference, the rest by them
+    ref.mkdir()
+    (ref / "s0.cif").write_bytes((folder / "s0.cif").read_bytes())
+    (ref / "id_prop.csv").write_text("id,lattice\ns0,9.5\n")
+    ok(run("reference", str(ref), "--target", "lattice", "--fallback", str(b), "--out", str(tmp_path / "refm"),
+           env=env))
+    ok(run("predict", str(tmp_path / "refm"), str(folder), "--out", str(tmp_path / "r.csv"), env=env))
+    via_ref = {row["id"]: float(row["lattice"]) for row in csv.DictReader(open(tmp_path / "r.csv"))}
+    assert via_ref["s0"] == pytest.approx(9.5)
+    assert via_ref["s1"] == pytest.approx(answers["s1"], abs=1e-5)
+
+    mcfg = magmom_run_yaml(tmp_path / "m.yaml", magmom_jsonl(tmp_path / "m.jsonl.gz"), tmp_path / "mruns")
+    ok(run("baseline", "linear", str(mcfg), "--features", "chgnet", env=env))
+    (mb,) = runs_in(tmp_path / "mruns")
+    ok(run("predict", str(mb), str(folder), "--out", str(tmp_path / "m.csv"), env=env))
+    atoms = list(csv.DictReader(open(tmp_path / "m_atoms.csv")))
+    assert atoms and all(np.isfinite(float(a["magmom"])) for a in atoms)
+
+    info["init_args"]["sizes"] = [7]  # an edited model.json: the weights no longer fit
+    (b / "model" / "model.json").write_text(json.dumps(info))
+    user_error(run("predict", str(b), str(folder), "--out", str(tmp_path / "q.csv"), env=env), "state.pt",
+               "does not fit")
+    info["init_args"]["sizes"] = [len(state["model_0"])]
+    (b / "model" / "model.json").write_text(json.dumps(info))
+    state["model_0"] = torch.full_like(state["model_0"], ord("x"))  # not an XGBoost model any more
+    torch.save(state, b / "model" / "state.pt")
+    user_error(run("predict", str(b), str(folder), "--out", str(tmp_path / "q.csv"), env=env), "lattice",
+               "not readable")
+
+
 def test_shipped_backbone_moment_model_warm_starts_dft(tmp_path):
     """`matgnn predict magmom-mp-chgnet fe.cif --magmom-export OUT`: the shipped CHGNet-feature moment model
     gives bcc Fe ~2.2 μB per atom and writes the DFT starting-moment files; its card names the backbone,

@@ -36,10 +36,19 @@ STRUCTURE_ID = "structure_id"
 TRIPLET_KJ = "idx_kj"
 TRIPLET_JI = "idx_ji"
 
-#: Frozen features of a pretrained backbone (CHGNet): per atom ``[n_atoms, 64]`` and per
-#: structure ``[n_graphs, 64]``. Present when a model declares ``batch_fields = ("chgnet_features",)``.
-BACKBONE_ATOM = "backbone_atom"
-BACKBONE_CRYSTAL = "backbone_crystal"
+
+def backbone_atom(name: str) -> str:
+    """Frozen features of pretrained backbone ``name`` (``chgnet``, ``sevennet``) per atom, ``[n_atoms, dim]``.
+    Present when a model declares ``batch_fields = ("<name>_features",)``. One field per backbone, so a
+    composite whose parts read different backbones (an ensemble of a CHGNet and a SevenNet model) gets both."""
+    return f"{name}_atom_features"
+
+
+def backbone_crystal(name: str) -> str:
+    """Frozen features of pretrained backbone ``name`` per structure, ``[n_graphs, dim]`` (see :func:`backbone_atom`)."""
+    return f"{name}_crystal_features"
+
+
 #: CHGNet's own graphs of a batch's structures (a list of chgnet CrystalGraph, one per structure;
 #: model ``chgnet_ft``)
 CHGNET_GRAPHS = "chgnet_graphs"

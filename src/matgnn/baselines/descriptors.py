@@ -113,14 +113,13 @@ class BackboneSpace:
         return self.store.features([record_structure(rec)])[0][0]
 
     def atoms(self, rec: dict[str, Any]) -> sp.csr_matrix:
-        a = self._atom_features(rec)
-        return sp.csr_matrix(np.hstack([a, np.broadcast_to(a.mean(0), a.shape)]))
+        from matgnn.models.regressors import atom_rows
+
+        return sp.csr_matrix(atom_rows(self._atom_features(rec)))
 
     def graphs(self, recs: Sequence[dict[str, Any]]) -> sp.csr_matrix:
+        from matgnn.models.regressors import graph_rows  # the rows a saved model computes from a batch
+
         if not recs:
             return sp.csr_matrix((0, 3 * self.dim))
-        rows = []
-        for r in recs:
-            a = self._atom_features(r)
-            rows.append(np.concatenate([a.mean(0), a.max(0), a.min(0)]))
-        return sp.csr_matrix(np.vstack(rows))
+        return sp.csr_matrix(graph_rows([self._atom_features(r) for r in recs]))

@@ -216,10 +216,24 @@ def write_rejected(rejected: list[tuple[str, str]], path: str | Path) -> Path:
     return Path(path)
 
 
+def save_regressor(cfg: RunConfig, kind: str, backbone: str, fits: list[_Fitted], train_recs: list[dict[str, Any]],
+                   folder: Path) -> Path:
+    """The fitted heads as one :class:`~matgnn.models.regressors.BackboneRegressor` in ``folder`` (with the graph
+    settings, targets and training elements a model folder records)."""
+    from matgnn.models.regressors import BackboneRegressor
+    from matgnn.training.outcome import model_extra
+
+    heads = [{"name": h.name, "level": h.level} for h in cfg.targets]
+    model = BackboneRegressor.of(heads, backbone, kind, [f.model if kind == "xgboost" else f.w for f in fits])
+    seen = sorted({int(z) for r in train_recs for z in r["z"]})
+    return model.save(folder, extra=model_extra(cfg, 0, seen))
+
+
 def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, progress: bool = True,
                  max_train_rows: int | None = None, finetune_epochs: int = 3, features: str = "descriptors") -> Path:
     """Fit baseline ``kind`` on the config's training split, score it on val and test;
-    returns the run folder (same files as a training run, no model/). ``max_train_rows``:
+    returns the run folder (same files as a training run; ``model/`` for linear and xgboost on a backbone's
+    features, which predict like any model). ``max_train_rows``:
     fit on a seeded sample of that many rows (atoms or graphs; structures for CHGNet).
     ``features`` (linear, xgboost): ``descriptors`` (hand-built, from the graph) or a pretrained
     backbone's frozen features, ``chgnet`` or ``sevennet``."""
@@ -290,15 +304,22 @@ def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, prog
                 console.print(f"{len(space.rejected)} structures refused by the backbone have zero features "
                               f"(listed in baseline.json): {', '.join(sorted(space.rejected)[:5])}"
                               f"{', ...' if len(space.rejected) > 5 else ''}")
+        fits = []
         for h in cfg.targets:
             t0 = time.perf_counter()
             fitted = _Fitted(kind, h, space, recs["train"], recs["val"], max_train_rows, cfg.train.seed, console)
+            fits.append(fitted)
             metrics[f"{h.name}.fit_seconds"] = time.perf_counter() - t0
             metrics[f"{h.name}.fit_rows"] = fitted.n_rows
             for part in ("val", "test"):
                 t0 = time.perf_counter()
                 res[part]["heads"][h.name]["pred"] = np.asarray(fitted.predict(recs[part]), float)
                 metrics[f"{part}.structures_per_s"] = len(recs[part]) / max(time.perf_counter() - t0, 1e-9)
+        if features != "descriptors":  # a model folder: predict, ensembles, reference fallbacks use it
+            save_regressor(cfg, kind, features, fits, recs["train"], run_dir / "model")
+            info["model"] = "model"
+        else:
+            info["model"] = None  # hand-built descriptors need the training elements' columns: scored, not saved
     for part in ("val", "test"):
         if recs[part]:
             metrics.update(evaluate_predictions(res[part], cfg.targets, run_dir, part, evaluation=cfg.evaluation))

@@ -352,7 +352,9 @@ def baseline_cmd(
                                                      "pretrained backbone's frozen features: chgnet, sevennet "
                                                      "(pip install 'matgnn[foundation]')"),
 ) -> None:
-    """Fit and score a baseline on a config's split; writes a run folder like `train`."""
+    """Fit and score a baseline on a config's split; writes a run folder like `train`.
+    linear and xgboost on a backbone's features (--features chgnet|sevennet) also save a model there, which
+    `predict`, `evaluate`, `ensemble --combine` and `reference --fallback` use like any model."""
     from matgnn.baselines import BASELINES, run_baseline
     from matgnn.errors import StructureError
 
@@ -361,8 +363,10 @@ def baseline_cmd(
         raise typer.Exit(EXIT_USER_ERROR)
     cfg = _run_config(config, set_)
     try:
-        run_baseline(cfg, kind, console=console, max_train_rows=max_train_rows, finetune_epochs=finetune_epochs,
-                     features=features)
+        run_dir = run_baseline(cfg, kind, console=console, max_train_rows=max_train_rows,
+                               finetune_epochs=finetune_epochs, features=features)
+        if (run_dir / "model").is_dir():
+            console.print(f"model → {run_dir / 'model'} (matgnn predict {run_dir} STRUCTURES)")
     except (StructureError, ValueError, FileNotFoundError, ImportError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USER_ERROR) from None

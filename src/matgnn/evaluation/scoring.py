@@ -23,7 +23,8 @@ from matgnn.models import MatgnnModel
 def predict_dataset(model: MatgnnModel, loader) -> dict[str, Any]:
     """Per-head predictions and labels, ids, each graph's elements and each atom's Z."""
     model.eval()
-    device = next(model.parameters()).device
+    held = next(iter([*model.parameters(), *model.buffers()]), None)  # a fitted regressor holds buffers only
+    device = held.device if held is not None else torch.device("cpu")
     node_heads = any(s["level"] == "node" for s in model.head_specs)
     res: dict[str, Any] = {"ids": [], "graph_z": [], "heads": {s["name"]: {"true": [], "pred": []} for s in model.head_specs},
                            "atoms": {"id": [], "index": [], "z": []}}

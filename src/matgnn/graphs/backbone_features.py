@@ -5,7 +5,7 @@ CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 5, 1031, 2023; modified BSD licenc
 ship inside the ``chgnet`` wheel, so nothing is downloaded) gives for every structure a 64-d
 feature per atom (its last atom-convolution output) and a 64-d crystal feature (its pooled
 readout input). A model that declares ``batch_fields = ("chgnet_features",)`` gets them as batch
-fields ``keys.BACKBONE_ATOM`` ``[n_atoms, 64]`` and ``keys.BACKBONE_CRYSTAL`` ``[n_graphs, 64]``.
+fields ``keys.backbone_atom("chgnet")`` ``[n_atoms, 64]`` and ``keys.backbone_crystal("chgnet")`` ``[n_graphs, 64]``.
 
 SevenNet-0 (Park et al., J. Chem. Theory Comput. 20, 4857, 2024; MIT licence; weights in the
 ``sevenn`` wheel) gives 128 invariant features per atom: its last interaction block's output (the
@@ -335,12 +335,12 @@ def record_structure(rec: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray, 
 
 
 def add_backbone_features(batch: Any, name: str) -> Any:
-    """Store the batch's features of backbone ``name`` as ``keys.BACKBONE_ATOM`` / ``keys.BACKBONE_CRYSTAL``."""
+    """Store the batch's features of backbone ``name`` as ``keys.backbone_atom(name)`` / ``keys.backbone_crystal(name)``."""
     store = backbone_features(name)
     feats = store.features(batch_structures(batch))
-    batch[keys.BACKBONE_ATOM] = torch.from_numpy(np.concatenate([a for a, _ in feats]) if feats
+    batch[keys.backbone_atom(name)] = torch.from_numpy(np.concatenate([a for a, _ in feats]) if feats
                                                  else np.zeros((0, store.dim), np.float32))
-    batch[keys.BACKBONE_CRYSTAL] = torch.from_numpy(np.stack([c for _, c in feats]) if feats
+    batch[keys.backbone_crystal(name)] = torch.from_numpy(np.stack([c for _, c in feats]) if feats
                                                     else np.zeros((0, store.dim), np.float32))
     return batch
 

@@ -73,6 +73,7 @@ class CHGNetBackbone(MatgnnModel):
     embedding_modules = ("input",)
     #: the backbone's title, feature width and the version of it matgnn computes now
     backbone_title = "CHGNet"
+    backbone_name = "chgnet"  # its batch field: keys.backbone_atom(backbone_name)
     feature_dim = FEATURE_DIM
 
     @staticmethod
@@ -91,7 +92,7 @@ class CHGNetBackbone(MatgnnModel):
             self._add_magmom_reference()
 
     def node_features(self, batch: Any) -> torch.Tensor:
-        return feature_mlp(self, batch[keys.BACKBONE_ATOM], batch)
+        return feature_mlp(self, batch[keys.backbone_atom(self.backbone_name)], batch)
 
     # ``baseline: backbone``: CHGNet's own magnetic moment of each atom, |w·f + b|, its ``site_wise`` head on
     # the very features the cache holds (the atom features before its last convolution), so the
@@ -115,7 +116,7 @@ class CHGNetBackbone(MatgnnModel):
                     self.backbone_magmom_weight.copy_(head.weight.detach().reshape(-1))
                     self.backbone_magmom_bias.copy_(head.bias.detach().reshape(()))
             self._magmom_reference_ready = True
-        f = batch[keys.BACKBONE_ATOM]
+        f = batch[keys.backbone_atom(self.backbone_name)]
         return torch.abs(f @ self.backbone_magmom_weight + self.backbone_magmom_bias)
 
 
@@ -134,6 +135,7 @@ class SevenNetBackbone(CHGNetBackbone):
     batch_fields = ("sevennet_features",)
     backbone_references = False  # SevenNet-0 predicts no magnetic moments
     backbone_title = "SevenNet"
+    backbone_name = "sevennet"
     feature_dim = SEVENNET_DIM
 
     @staticmethod

@@ -79,7 +79,7 @@ def batch_fields_of(*models: Any) -> tuple[str, ...]:
     for model in models:
         if model is not None:
             for m in model.modules():
-                fields.update(dict.fromkeys(getattr(type(m), "batch_fields", ())))
+                fields.update(dict.fromkeys(getattr(m, "batch_fields", ())))  # a class's, or an instance's own
     return tuple(fields)
 
 

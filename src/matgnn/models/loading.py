@@ -58,7 +58,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
                                   "(torch.load with weights_only=True failed)") from None
     except RuntimeError as e:
         raise UserError(f"{path / WEIGHTS_FILE}: not a readable weights file: {str(e).splitlines()[0]}") from None
-    load_weights(model, state, f"{path / WEIGHTS_FILE}")
+    try:
+        load_weights(model, state, f"{path / WEIGHTS_FILE}")
+    except RuntimeError as e:  # tensors of other shapes than the constructor arguments make (an edited model.json)
+        raise UserError(f"{path / WEIGHTS_FILE} does not fit the model {path / MODEL_FILE} describes: "
+                        f"{' '.join(str(e).split())[:300]}") from None
+    except UserError as e:  # weights the model cannot use (a fitted regressor's unreadable trees)
+        raise UserError(f"{path / WEIGHTS_FILE}: {e}") from None
     model.eval()
     return model
 

@@ -26,6 +26,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "matgnn.models.delta": ("DeltaModel",),
     "matgnn.models.ensemble": ("EnsembleModel",),
     "matgnn.models.reference": ("ReferenceModel",),
+    "matgnn.models.regressors": ("BackboneRegressor",),
 }
 
 #: (module, class name) -> class, filled as the model modules are imported
