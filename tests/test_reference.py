@@ -133,6 +133,27 @@ def test_reference_as_the_base_of_delta_learning(setup, tmp_path):
     assert len(_predictions(tmp_path / "p.csv", "lattice")) == 12
 
 
+def test_reference_in_front_of_an_ensemble(setup, tmp_path):
+    """`--fallback ENSEMBLE_FOLDER` (as `--fallback bandgap-2d-ensemble`): structures without a match get the
+    members' mean — the recipe of the README's 2D band gap, the reference in front of both backbones' models."""
+    folder, base_run = setup["folder"], setup["base_run"]
+    cfg = run_yaml(tmp_path / "b.yaml", f"{{kind: folder, path: {folder}, id_prop: id_prop_a0.csv}}", tmp_path / "runs",
+                   epochs=2, target="a0")
+    ok(run("train", str(cfg), "--set", "train.seed=1"))
+    (other,) = runs_in(tmp_path / "runs")
+    ens = tmp_path / "ens"
+    ok(run("ensemble", "--combine", str(base_run), "--combine", str(other), "--out", str(ens)))
+    out = tmp_path / "ref-ens"
+    r = ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(ens), "--out", str(out)))
+    assert "reference of 3 structures" in r.out
+    ok(run("predict", str(out), str(folder), "--out", str(tmp_path / "p.csv")))
+    ok(run("predict", str(ens), str(folder), "--out", str(tmp_path / "e.csv")))
+    got, mean = _predictions(tmp_path / "p.csv", "a0"), _predictions(tmp_path / "e.csv", "a0")
+    assert got["s0"] == pytest.approx(setup["labels"]["s0"], abs=1e-5)
+    assert got["s3"] == pytest.approx(mean["s3"], abs=1e-5)  # Al: no reference structure, the ensemble's mean
+    assert json.loads((out / "model.json").read_text())["graphs"]
+
+
 def test_a_reference_of_training_labels_in_front_of_another_reference(setup, tmp_path):
     """The recipe of the twin lookup on dft_2d: a reference of the user's own labelled structures whose fallback is
     a reference of another database (itself falling back on a model): a structure in the first gets its own label,

@@ -105,6 +105,38 @@ CARDS = {
                   "SevenNet refuses get zero backbone features and a warning naming them. Bulk crystals are outside "
                   "its training data.",
     },
+    "bandgap-2d-ensemble": {
+        "summary": "OptB88vdW band gap (eV) of 2D monolayers with an uncertainty: the mean of two delta models, one on "
+                   "SevenNet-0's and one on CHGNet 0.3.0's frozen features (each a 2DMatPedia PBE-gap base and a "
+                   "JARVIS-DFT dft_2d correction), σ recalibrated.",
+        "use": "Screening monolayers by band gap with σ (`matgnn predict bandgap-2d-ensemble DIR --where "
+               "'optb88vdw_bandgap>=1' --sort-by -optb88vdw_bandgap_std`); the most accurate shipped 2D gap model "
+               "(test MAE below bandgap-2d-sevennet's on the same split; 5-fold: `ens_delta` against "
+               "`sevennet_delta_pbe` in benchmarks/results/backbones_2d.json). Needs the `[foundation]` extra (`chgnet` "
+               "and `sevenn`): both backbones' weights come from their wheels; a model trained on one backbone "
+               "version is refused under another.",
+        "data": "Bases: 2DMatPedia (Zhou et al., Sci. Data 6, 86, 2019), 6,351 monolayers with PBE band gaps, in the "
+                "CGCNN-style folder of the research on CGCNN for 2D materials (random 90/10 split for early stopping). "
+                "Corrections: JARVIS-DFT `dft_2d` (the `d2-12-12-2022` file; 1,076 monolayers), target "
+                "`optb88vdw_bandgap`. 702 of the 857 dft_2d reduced formulas also occur in 2DMatPedia (a PBE gap of the "
+                "same composition, often another structure), so the bases have seen compositions of the test split.",
+        "licence": "Data: JARVIS-DFT (NIST, public domain) and 2DMatPedia (CC BY 4.0). Backbones: SevenNet-0 (`sevenn`, "
+                   "MIT licence) and CHGNet 0.3.0 (`chgnet`, modified BSD licence), both trained on MPtrj, not "
+                   "redistributed here: loaded from the installed wheels. Our weights (four MLPs and heads): same terms "
+                   "as matgnn.",
+        "citation": "Y. Park et al., J. Chem. Theory Comput. 20, 4857 (2024) (SevenNet); B. Deng et al., Nat. Mach. "
+                    "Intell. 5, 1031 (2023) (CHGNet); J. Zhou et al., Sci. Data 6, 86 (2019) (2DMatPedia); "
+                    "K. Choudhary et al., npj Comput. Mater. 6, 173 (2020) (JARVIS).",
+        "limits": "~860 training monolayers for the corrections; semi-local gaps underestimate experiment. The "
+                  "members disagree where one backbone's features do not tell structures apart: CHGNet 0.3.0's barely "
+                  "separate the 1H and 1T polytypes of MoS2 (its member answers 0.58 and 0.44 eV for JARVIS's 1H "
+                  "JVASP-664, labelled 1.66, and 1T JVASP-730, labelled 0, both in its training split; SevenNet's 1.70 "
+                  "and 0.85), so the mean for 1H MoS2 is ~1.1 eV with σ ~0.8: a large σ marks such cases. σ is "
+                  "calibrated on 108 validation monolayers (per bin of the predicted gap): an estimate from two "
+                  "members that share their training data, not a guarantee. Structures a backbone refuses get zero "
+                  "features from it and a warning naming them. Bulk crystals are outside its training data. Runs "
+                  "both backbones on every new structure (features cached per structure).",
+    },
     "magmom-mp-chgnet": {
         "summary": "Per-atom magnetic moment |m| (μB) of bulk crystals: CHGNet 0.3.0's frozen per-atom features with "
                    "our MLP and node head, which learns the residual to CHGNet's own zero-shot moment of each atom "
@@ -219,6 +251,27 @@ def _write_card(dest: Path, name: str, model: str, metrics_title: str, rows: lis
     print(f"shipped {name} → {dest} ({size / 1e6:.2f} MB)")
 
 
+def _delta_base_text(run: Path, cfg: dict, dest: Path) -> str:
+    """For a delta run: its frozen base's training in words (its config copied to ``dest`` as
+    ``training_config_base.yaml``); else nothing."""
+    from matgnn.artifacts import parent_of, parent_run
+
+    parent = parent_of(run)
+    if parent is None or parent.relation != "delta":
+        return ""
+    base = parent_run(run, RUN_ROOTS)
+    if base is None:
+        raise SystemExit(f"{run}: its delta base {parent.spec} was not found as a run folder (by hash)")
+    bc = yaml.safe_load((base / "config.yaml").read_text())
+    shutil.copy(base / "config.yaml", dest / "training_config_base.yaml")
+    base_heads = list((cfg["delta"].get("base_heads") or {}).values())
+    via = f" (the base head {', '.join(map(repr, base_heads))})" if base_heads else ""
+    return (f"Delta learning: prediction = frozen base + this model's correction{via}; both sets of weights are in "
+            f"its `state.pt`. The base: `{bc['model']['name']}`, width {bc['model']['hidden']}, {bc['model']['layers']} "
+            f"layers, trained on {_source_text(bc)} — {_stages_text(lineage(base))}; its config is "
+            "`training_config_base.yaml`.")
+
+
 def ship_ensemble(folder: Path, name: str) -> None:
     """An ensemble folder (``matgnn ensemble``, ``--combine``) into the package: each member's model
     and training configs under ``members/``, ``ensemble.json`` with the σ recalibration, the card."""
@@ -240,7 +293,8 @@ def ship_ensemble(folder: Path, name: str) -> None:
         _copy_training_configs(run, stages, dest / "members" / sub)
         m = stages[-1][2]
         lines.append(f"- `{sub}`: `{cfg['model']['name']}` ({m['n_parameters']:,} parameters), width {cfg['model']['hidden']}, "
-                     f"{cfg['model']['layers']} layers; {_stages_text(stages)}")
+                     f"{cfg['model']['layers']} layers; {_stages_text(stages)}"
+                     + (" — " + base if (base := _delta_base_text(run, cfg, dest / "members" / sub)) else ""))
     (dest / ENSEMBLE_FILE).write_text(json.dumps({**source, "members": names}, indent=1))
     cfg = yaml.safe_load((members[0] / "config.yaml").read_text())
     keys = [k for k in metrics if k.startswith(("val.", "test.")) and isinstance(metrics[k], (int, float))
@@ -257,8 +311,6 @@ def ship_ensemble(folder: Path, name: str) -> None:
 
 
 def main() -> None:
-    from matgnn.artifacts import parent_of, parent_run
-
     run, name = Path(sys.argv[1]), sys.argv[2]
     if (run / "ensemble.json").is_file():
         return ship_ensemble(run, name)
@@ -282,21 +334,8 @@ def main() -> None:
                    f"parent found by the SHA-256 its child recorded) {where_} — {steps}; {total_epochs} epochs, "
                    f"{total_min:.0f} min in all. Configs: `training_config_stage1.yaml` … and `training_config.yaml` "
                    "(the last)")
-    base_text = ""
-    parent = parent_of(run)
-    if parent is not None and parent.relation == "delta":  # the frozen base inside the model: its own training
-        base = parent_run(run, RUN_ROOTS)
-        if base is None:
-            raise SystemExit(f"{run}: its delta base {parent.spec} was not found as a run folder (by hash)")
-        bstages = lineage(base)
-        bc = yaml.safe_load((base / "config.yaml").read_text())
-        shutil.copy(base / "config.yaml", dest / "training_config_base.yaml")
-        base_heads = list((cfg["delta"].get("base_heads") or {}).values())
-        via = f" (the base head {', '.join(map(repr, base_heads))})" if base_heads else ""
-        base_text = (f"\nDelta learning: prediction = frozen base + this model's correction{via}. "
-                     f"Both sets of weights are in `state.pt`. The base: `{bc['model']['name']}`, width "
-                     f"{bc['model']['hidden']}, {bc['model']['layers']} layers, trained on {_source_text(bc)} — "
-                     f"{_stages_text(bstages)}; its config is `training_config_base.yaml`.")
+    base_text = _delta_base_text(run, cfg, dest)  # the frozen base inside a delta model: its own training
+    base_text = "\n" + base_text if base_text else ""
     heads = cfg["targets"]
     rows = []
     for h in heads:

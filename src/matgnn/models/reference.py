@@ -248,12 +248,12 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
                     fallback_head: str | None = None, tolerances: dict[str, float] | None = None,
                     skip_hubbard_u: bool = False, slab_vacuum: float | None = SLAB_VACUUM) -> tuple[Path, dict[str, Any]]:
     """Write a reference model folder ``out`` (which must not hold a model already): ``structures``'
-    ``target`` labels, and ``fallback`` (a run folder, model folder or shipped name) for structures without
-    a match. Returns the folder and what ``model.json`` records under ``reference`` (entries, fallback, ...),
+    ``target`` labels, and ``fallback`` (a run folder, model folder, ensemble folder or shipped name; an
+    ensemble answers with its members' mean) for structures without a match. Returns the folder and what ``model.json`` records under ``reference`` (entries, fallback, ...),
     with ``left_out`` the structures left out, as ``(id, reason)``. Structures match under the rule of
     :mod:`matgnn.data.twins` (slabs with their vacuum normalised to ``slab_vacuum``; None: whole cells as stored,
     the rule of older reference folders, at :data:`~matgnn.data.twins.WHOLE_CELL_TOLERANCES` unless ``tolerances`` say)."""
-    from matgnn.artifacts import MODEL_FILE, model_folder, read_model_info
+    from matgnn.artifacts import MODEL_FILE, model_folder, read_model_info, resolve
     from matgnn.errors import UserError
     from matgnn.models.loading import load_model
 
@@ -262,9 +262,19 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
         raise UserError(f"{out} holds a model already; choose another folder (nothing was overwritten)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not an empty folder; choose another (nothing was overwritten)")
-    fb_dir = model_folder(fallback)
-    fb = load_model(fb_dir)
-    fb_info = read_model_info(fb_dir)
+    found = resolve(fallback)
+    if found.kind == "ensemble":  # its members' mean answers (their σ is not kept: a reference answers one value)
+        from matgnn.prediction.predict import Ensemble
+
+        members = Ensemble([fallback])
+        fb, fb_dir = members.combined, found.path
+        fb_info: dict[str, Any] = {"graphs": members.settings.model_dump()}
+        if members.train_elements is not None:
+            fb_info["train_elements"] = sorted(members.train_elements)
+    else:
+        fb_dir = model_folder(fallback)
+        fb = load_model(fb_dir)
+        fb_info = read_model_info(fb_dir)
     entries, left_out = entries_of(structures, [target], skip_hubbard_u)
     if not entries["ids"]:
         raise UserError(f"no structure of the reference has a finite '{target}' label ({len(left_out)} left out)")
