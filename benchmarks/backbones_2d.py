@@ -8,6 +8,8 @@ of all drawn from the training folds):
   monolayer under two JVASP ids; ``split: {kind: grouped_kfold, group_by: structure}``) in one fold, seed 42:
   no test monolayer has a twin in its fold's training data, so no model can answer from a twin's label;
 - ``dft2d_exfoliation``: JARVIS dft_2d exfoliation energy (meV/atom), the 748 labelled;
+  ``dft2d_exfoliation_twin_grouped``: the same on folds that keep structural twins together (74 of the 748 have
+  one; a twin's energy differs with its bulk parent, but mostly by a few meV/atom);
 - ``2dmatpedia_gap``: 2DMatPedia PBE band gap (eV), 6,351 monolayers.
 
 Models (metrics ``<model>.<task>.mae_mean`` / ``_std``):
@@ -107,8 +109,10 @@ from matgnn.training.splits import grouped_kfold_split, kfold_split  # noqa: E40
 OUT = ROOT / "benchmarks" / "runs" / "backbones_2d"
 JARVIS = {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / "jarvis")}
 TASKS = {"dft2d_gap": (JARVIS, "optb88vdw_bandgap"), "dft2d_exfoliation": (JARVIS, "exfoliation_energy"),
-         "dft2d_gap_twin_grouped": (JARVIS, "optb88vdw_bandgap")}
+         "dft2d_gap_twin_grouped": (JARVIS, "optb88vdw_bandgap"),
+         "dft2d_exfoliation_twin_grouped": (JARVIS, "exfoliation_energy")}
 GAP_TASKS = ("dft2d_gap", "dft2d_gap_twin_grouped")  # the dft_2d gap: the 2DMatPedia pretraining applies
+EXFOLIATION_TASKS = ("dft2d_exfoliation", "dft2d_exfoliation_twin_grouped")  # the geometry-aware variants apply
 CHGNET = {"name": "chgnet", "hidden": 128, "layers": 2, "dropout": 0.1}
 CHGNET_TRAIN = {"epochs": 200, "batch_size": 32, "lr": 0.002, "weight_decay": 1e-4, "scheduler": "onecycle",
                 "patience": 60, "tensorboard": False}
@@ -190,7 +194,7 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
         out["ens_nn"] = plain + pre2dm + delta
     if plain and disjoint:
         out["ens_nn_disjoint"] = plain + disjoint
-    if task == "dft2d_exfoliation" and plain and logged:  # every model of the fold
+    if task in EXFOLIATION_TASKS and plain and logged:  # every model of the fold
         out["ens_all"] = list(fold_runs)
     return {k: v for k, v in out.items() if len(v) > 1}
 
@@ -346,7 +350,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--tasks", default="dft2d_gap,dft2d_exfoliation,2dmatpedia_gap",
-                   help="also dft2d_gap_twin_grouped (the gaps on folds that keep structural twins together)")
+                   help="also dft2d_gap_twin_grouped and dft2d_exfoliation_twin_grouped (folds that keep structural "
+                        "twins together)")
     p.add_argument("--scratch", action="store_true", help="also PNA from scratch on 2DMatPedia (about 7 min a fold)")
     p.add_argument("--backbones", default="chgnet", help="chgnet, sevennet or both")
     p.add_argument("--no-pna", action="store_true", help="skip the PNA runs (exfoliation)")
@@ -465,9 +470,11 @@ def main() -> None:
             groups = twin_groups([s.formula for s in structures],
                                  lambda k: (structures[k].numbers, structures[k].positions, structures[k].cell))
             twinned_n, sets = twin_summary(groups)
-            data_notes["twin_groups"] = {"structures_with_a_twin": twinned_n, "sets": sets,
-                                         "rule": "same reduced formula and a StructureMatcher fit at the reference's "
-                                                 "tolerances (matgnn.data.twins); grouped_kfold_split, seed 42"}
+            # the gap's under its first name; another task's under its own (a merge keeps both)
+            data_notes["twin_groups" if task == "dft2d_gap_twin_grouped" else f"twin_groups_{task}"] = {
+                "structures_with_a_twin": twinned_n, "sets": sets,
+                "rule": "same reduced formula and a StructureMatcher fit at the reference's tolerances "
+                        "(matgnn.data.twins); grouped_kfold_split, seed 42"}
         for fold in range(args.folds):
             fold_parts = (kfold_split(len(ids), 5, fold, 0.1, 42) if groups is None
                           else grouped_kfold_split(groups, 5, fold, 0.1, 42))
@@ -489,13 +496,13 @@ def main() -> None:
                     fit(bb, source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-{task}-{fold}")
                 if want("gbm"):
                     res.setdefault(f"{bb}_gbm", []).append(gbm_fold(x, y, parts))
-                if want("log") and task == "dft2d_exfoliation":  # the MLP on log1p(y) (a skewed, positive target)
+                if want("log") and task in EXFOLIATION_TASKS:  # the MLP on log1p(y) (a skewed, positive target)
                     fit(f"{bb}_log", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split, f"{bb}-log-{task}-{fold}",
                         transform="log")
-                if want("area") and task == "dft2d_exfoliation":  # the MLP on log(y / area per atom)
+                if want("area") and task in EXFOLIATION_TASKS:  # the MLP on log(y / area per atom)
                     fit(f"{bb}_area", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
                         f"{bb}-area-{task}-{fold}", transform="log_per_area")
-                if want("gbm_geo") and task == "dft2d_exfoliation":  # + the layer's geometry, log of energy per area
+                if want("gbm_geo") and task in EXFOLIATION_TASKS:  # + the layer's geometry, log of energy per area
                     xg = {i: np.concatenate([x[i], geo[i]]) for i in ids}
                     got = gbm_predict(xg, y, parts, per_area={i: geo[i][0] for i in ids})
                     res.setdefault(f"{bb}_gbm_geo", []).append(float(np.mean([abs(got[i] - y[i]) for i in got])))
@@ -570,7 +577,7 @@ def main() -> None:
                 got = {i: max(v, 0.0) for i, v in gbm_predict(xb, y, parts).items()}  # a gap is not negative
                 res.setdefault("gbm_both", []).append(float(np.mean([abs(got[i] - y[i]) for i in got])))
                 fold_runs["gbm_both"] = got
-            if not args.no_pna and (task == "dft2d_exfoliation" or (task == "2dmatpedia_gap" and args.scratch)):
+            if not args.no_pna and (task in EXFOLIATION_TASKS or (task == "2dmatpedia_gap" and args.scratch)):
                 fit("pna", source, tgt, PNA, PNA_TRAIN, split, f"pna-{task}-{fold}")  # from scratch; joins ens_nn
             lone = set(parts["test"]) - twinned[fold] if fold in twinned else set()  # test ids without a twin
             if want("ensemble"):  # the mean of this fold's network runs, across backbones and recipes
@@ -748,9 +755,10 @@ def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, st
     if "dft2d_gap_twin_grouped" in tasks:  # no twin in training: the models' own accuracy
         best = min((k for k in metrics if k.endswith(".dft2d_gap_twin_grouped.mae_mean")), key=metrics.get)
         targets["dft2d_gap_twin_grouped.best"] = {**target(0.25, "<=", metrics[best]), "model": best.split(".")[0]}
-    if "dft2d_exfoliation" in tasks:
-        best = min((k for k in metrics if k.endswith(".dft2d_exfoliation.mae_mean")), key=metrics.get)
-        targets["dft2d_exfoliation.best"] = {**target(33.0, "<=", metrics[best]), "model": best.split(".")[0]}
+    for task in ("dft2d_exfoliation", "dft2d_exfoliation_twin_grouped"):
+        if task in tasks:
+            best = min((k for k in metrics if k.endswith(f".{task}.mae_mean")), key=metrics.get)
+            targets[f"{task}.best"] = {**target(33.0, "<=", metrics[best]), "model": best.split(".")[0]}
     write_result(
         "backbones_2d", started,
         data={"tasks": tasks, "tasks_requested": args.tasks.split(","), "folds": args.folds, "split": "5-fold CV seed 42, validation 10 % of all from the "
