@@ -201,6 +201,11 @@ def test_regressor_on_backbone_features_is_a_model_like_any_other(trained, tmp_p
     atoms = list(csv.DictReader(open(tmp_path / "m_atoms.csv")))
     assert atoms and all(np.isfinite(float(a["magmom"])) for a in atoms)
 
+    # trees have no layers to fine-tune: one line, and no run folder; as a delta learning base they serve
+    user_error(run("finetune", str(b), str(cfg), "--set", f"output_dir={tmp_path / 'ft'}", env=env),
+               "BackboneRegressor", "delta.base_model")
+    assert not (tmp_path / "ft").exists()
+
     info["init_args"]["sizes"] = [7]  # an edited model.json: the weights no longer fit
     (b / "model" / "model.json").write_text(json.dumps(info))
     user_error(run("predict", str(b), str(folder), "--out", str(tmp_path / "q.csv"), env=env), "state.pt",

@@ -181,6 +181,11 @@ def test_delta_on_a_base_that_names_the_target_otherwise_from_the_cli(tmp_path):
     bad = run_yaml(tmp_path / "bad.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "bad_runs", epochs=1,
                    extra=f"delta: {{base_model: {base_run}, base_heads: {{lattice: gap}}}}\n")
     user_error(run("train", str(bad)), "gap", "base_heads")
+    # fine-tuning starts from one network's layers: a delta run's model is two; its delta_model/ is the network
+    plain = run_yaml(tmp_path / "plain.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "ft", epochs=1)
+    user_error(run("finetune", str(delta_run), str(plain)), "DeltaModel", "delta_model/")
+    assert not (tmp_path / "ft").exists()
+    ok(run("finetune", str(delta_run / "delta_model"), str(plain)))
 
 
 def test_delta_on_a_base_that_needs_extra_batch_fields(tmp_path):

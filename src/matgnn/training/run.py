@@ -70,6 +70,8 @@ def check_config(cfg: RunConfig) -> None:
     for spec in (cfg.transfer.from_model, cfg.delta.base_model):
         if spec:
             transfer.model_dir(spec)  # a missing model is a FileNotFoundError naming it
+    if cfg.transfer.from_model:
+        transfer.check_source(cfg.transfer.from_model)
     sp = cfg.split
     if sp.kind == "ids":
         if not sp.ids_file:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from matgnn.errors import UserError
 from matgnn.models.base import MatgnnModel
 from matgnn.models.loading import load_model
 
@@ -55,12 +56,27 @@ def source_info(spec: str | Path) -> dict[str, Any]:
     return read_model_info(model_dir(spec))
 
 
+def check_source(spec: str | Path) -> None:
+    """A :class:`UserError` unless ``spec`` holds one trained network (checked from its ``model.json``, before any
+    run folder exists): a composite (delta, ensemble, reference) or a fitted regressor has no one network's layers
+    to start from."""
+    from matgnn.models.registry import registered_class
+
+    info = source_info(spec)
+    cls = registered_class(info.get("module"), info.get("class"), model_dir(spec))
+    if not issubclass(cls, MatgnnModel):
+        raise UserError(f"{model_dir(spec)} holds a {cls.__name__}, not one trained network: transfer starts from a "
+                        "network's layers (fine-tune a delta run's delta_model/ or an ensemble's member instead); "
+                        "a model like this one can be the frozen base of delta learning (delta.base_model)")
+
+
 def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads: bool = False
                       ) -> tuple[MatgnnModel, dict[str, Any]]:
     """The source's architecture with ``heads``, initialised from the source's weights: every
     trunk weight, and (``keep_heads``) the head of a target the source also predicted. Returns
     the model and what was loaded and what is new."""
     info = source_info(spec)
+    check_source(spec)
     source = load_model(model_dir(spec))
     cls = type(source)  # load_model admitted only a registered class
     args = dict(info["init_args"], heads=heads)
