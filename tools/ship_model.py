@@ -87,8 +87,9 @@ CARDS = {
                    "2DMatPedia PBE-gap model as the frozen base, our MLP trained on JARVIS-DFT dft_2d for the "
                    "OptB88vdW − PBE correction.",
         "use": "Screening monolayers by band gap (`matgnn predict bandgap-2d-sevennet DIR --where "
-               "'optb88vdw_bandgap>=1'`); the most accurate shipped 2D gap model (5-fold: "
-               "`sevennet_delta_pbe` in benchmarks/results/backbones_2d.json). Needs the `sevenn` package "
+               "'optb88vdw_bandgap>=1'`); the most accurate shipped single 2D gap model (5-fold: "
+               "`sevennet_delta_pbe` in benchmarks/results/backbones_2d.json; bandgap-2d-ensemble, its mean with a CHGNet "
+               "model, is more accurate and gives σ). Needs the `sevenn` package "
                "(`pip install 'matgnn[foundation]'`): the backbone's weights come from its wheel, and a model "
                "trained on one sevenn version is refused under another (both versions named).",
         "data": "Base: 2DMatPedia (Zhou et al., Sci. Data 6, 86, 2019), 6,351 monolayers with PBE band gaps, in the "
