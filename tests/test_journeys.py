@@ -27,6 +27,7 @@ from tests.userdata import (
     run,
     run_yaml,
     runs_in,
+    user_error,
     world_readable_tmp,
 )
 
@@ -277,6 +278,9 @@ def test_baseline_on_the_same_split(user, tmp_path):
     assert json.loads((run_dir / "split.json").read_text())["test"] == \
         json.loads((user["run"] / "split.json").read_text())["test"]
     assert "test.lattice.mae" in json.loads((run_dir / "metrics.json").read_text())
+    # trees on hand-built descriptors are scored, not saved: predict with the run says so in one line
+    user_error(run("predict", str(run_dir), str(user["w"] / "my_cifs"), "--out", str(tmp_path / "p.csv"),
+                   env=user["env"]), "xgboost on descriptors", "--features")
 
 
 def test_finetune_two_phase(user, tmp_path):

@@ -129,6 +129,15 @@ def _members_present(folder: Path) -> bool:
     return all(kind_of(m) in ("run", "model") for m in members)
 
 
+def _baseline_kind(run: Path) -> str:
+    """What a baseline run folder fitted, in a few words (its ``baseline.json``)."""
+    try:
+        info = json.loads((run / "baseline.json").read_text())
+        return f"{info['kind']} on {info.get('features') or 'descriptors'}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable baseline.json"
+
+
 def search_path() -> list[Path]:
     """The directories of ``$MATGNN_MODELS`` that exist, in order."""
     raw = os.environ.get(MODELS_PATH_VARIABLE, "")
@@ -152,6 +161,9 @@ def resolve(spec: str | Path) -> Resolved:
     path = Path(text).expanduser()
     if path.exists():
         kind = kind_of(path) if path.is_dir() else None
+        if kind is None and path.is_dir() and (path / "baseline.json").is_file():
+            raise UserError(f"{path}: a baseline run ({_baseline_kind(path)}) is scored, not saved as a model; linear "
+                            "and xgboost baselines on a backbone's features (--features chgnet or sevennet) save one")
         if kind is None:
             raise UserError(f"{path}: not a matgnn run, model or ensemble folder (no {MODEL_FILE}, model/{MODEL_FILE} "
                             f"or {ENSEMBLE_FILE})")
