@@ -79,6 +79,9 @@ CARDS = {
         "citation": "B. Deng et al., Nat. Mach. Intell. 5, 1031 (2023) (CHGNet); J. Zhou et al., Sci. Data 6, 86 (2019) "
                     "(2DMatPedia); K. Choudhary et al., npj Comput. Mater. 6, 173 (2020) (JARVIS).",
         "limits": "~860 training monolayers after pretraining on PBE gaps; semi-local gaps underestimate experiment. "
+                  "CHGNet 0.3.0's frozen features barely tell a monolayer's polytypes apart (benchmarks/results/"
+                  "backbone_polytypes.json): polytypes of one formula get similar gaps, e.g. 1H MoS2 is predicted far "
+                  "below its 1.66 eV; bandgap-2d-sevennet and bandgap-2d-ensemble (σ) do better there. "
                   "Structures CHGNet refuses (an atom with no neighbour within 6 Å) get zero backbone features and a "
                   "warning naming them. Bulk crystals are outside its training data.",
     },
