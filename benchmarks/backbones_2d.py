@@ -172,7 +172,9 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
     (the ``_log`` MLPs, the ``_gbm_geo`` models and PNA, where they ran), ``ens_ref_first`` (the mean of the
     ``_ref_first`` answers: the reference's label where it matches, the mean of the delta models elsewhere) and
     ``ens_ref_first_nou`` (the same for ``_ref_first_nou``), ``ens_ref_twin`` (the ``_ref_twin`` models); on the exfoliation energy ``ens_area_geo`` (the
-    ``_area`` MLPs, the ``_gbm_geo`` models and PNA) and ``ens_all``: every network and GBM model of the fold. An
+    ``_area`` MLPs, the ``_gbm_geo`` models and PNA) and ``ens_all``: every network and GBM model of the fold;
+    ``ens_delta_<backbone>_seeds``: that backbone's ``_delta_pbe`` and ``_delta_pbe_seed1`` models (two seeds of one
+    backbone, against ``ens_delta``'s two backbones). An
     ensemble is
     formed only when every kind of its members ran (a partial rerun does not redefine a committed one)."""
     plain = [m for m in fold_runs if "_" not in m]
@@ -196,6 +198,9 @@ def ensembles(fold_runs: dict[str, str], task: str = "dft2d_gap") -> dict[str, l
         out["ens_nn_disjoint"] = plain + disjoint
     if task in EXFOLIATION_TASKS and plain and logged:  # every model of the fold
         out["ens_all"] = list(fold_runs)
+    for bb in ("chgnet", "sevennet"):  # one backbone's delta model at two training seeds
+        if f"{bb}_delta_pbe" in fold_runs and f"{bb}_delta_pbe_seed1" in fold_runs:
+            out[f"ens_delta_{bb}_seeds"] = [f"{bb}_delta_pbe", f"{bb}_delta_pbe_seed1"]
     return {k: v for k, v in out.items() if len(v) > 1}
 
 
@@ -366,7 +371,9 @@ def main() -> None:
                         "sevennet_tuned (the same on sevennet_ft), sevennet_anchored (and SevenNet's energy anchored); "
                         "comma-separated")
     p.add_argument("--variants", default="mlp,gbm,2dm,gbm_pbe,delta_pbe",
-                   help="backbone variants to run (none: only --finetune-folds): mlp, gbm, 2dm, gbm_pbe, delta_pbe, ref, ref_delta, gbm_ref, "
+                   help="backbone variants to run (none: only --finetune-folds): mlp, gbm, 2dm, gbm_pbe, delta_pbe, delta_pbe_seed1 "
+                        "(both stages at training seed 1; with delta_pbe and ensemble: ens_delta_<backbone>_seeds), "
+                        "ref, ref_delta, gbm_ref, "
                         "ref_first and ref_first_nou (with delta_pbe), ref_twin (with ref_first_nou), gbm_both (gap: one GBM over "
                         "every backbone's features, the PBE-gap models' answers and 2DMatPedia's nearest labels; "
                         "with ensemble and ref_first_nou also ens_ref_first_mix), log, area and gbm_geo (exfoliation), ensemble (means of the network "
@@ -415,14 +422,16 @@ def main() -> None:
     pre: dict[str, dict] = {}
     m2d_x: dict[str, dict[str, np.ndarray]] = {}  # 2DMatPedia's pooled features by backbone (gbm_both)
     refs: dict[str, Path] = {}
-    if set(GAP_TASKS) & set(tasks) and variants & {"2dm", "gbm_pbe", "delta_pbe", "ref", "ref_delta", "gbm_ref"}:
+    if set(GAP_TASKS) & set(tasks) and variants & {"2dm", "gbm_pbe", "delta_pbe", "delta_pbe_seed1", "ref", "ref_delta", "gbm_ref"}:
         # pretraining on 2DMatPedia PBE gaps (all; formula-disjoint), random 90/10 for early stop
-        keys = (("all", "id_prop.csv"),) + (() if args.no_disjoint else (("disjoint", "id_prop_disjoint.csv"),))
+        keys = (("all", "id_prop.csv"),) + (() if args.no_disjoint else (("disjoint", "id_prop_disjoint.csv"),)) \
+            + ((("all_seed1", "id_prop.csv"),) if want("delta_pbe_seed1") else ())
         for bb in backbones:
             for key, id_prop in keys:
                 name = "chgnet-2dmatpedia-" + key if bb == "chgnet" else f"{bb}-2dmatpedia-{key}"
+                seed = {"seed": 1} if key.endswith("_seed1") else {}  # the same split, another training seed
                 pre[f"{bb}:{key}"] = run_cfg({**m2d_source, "id_prop": id_prop}, "target", {**CHGNET, "name": bb},
-                                             {**CHGNET_TRAIN, "epochs": 100, "patience": 30},
+                                             {**CHGNET_TRAIN, "epochs": 100, "patience": 30, **seed},
                                              {"kind": "random", "train": 0.9, "val": 0.1}, name)
                 data_notes[f"pretraining_{key}" if bb == "chgnet" else f"pretraining_{bb}_{key}"] = pre[f"{bb}:{key}"]
             if variants & {"ref", "ref_delta", "gbm_ref"}:  # 2DMatPedia as a reference, that model as the fallback
@@ -518,9 +527,14 @@ def main() -> None:
                         fit(f"{bb}_ref_delta", source, tgt, {**CHGNET, "name": bb}, CHGNET_TRAIN, split,
                             f"{bb}-ref-delta-{task}-{fold}",
                             delta={"base_model": str(refs[bb]), "base_heads": {tgt: "target"}})
-                for key in ("all", "disjoint"):
+                for key in ("all", "disjoint", "all_seed1"):
                     run = pre.get(f"{bb}:{key}") if task in GAP_TASKS else None
                     if run is None:
+                        continue
+                    if key == "all_seed1":  # delta_pbe_seed1: both stages again at training seed 1
+                        fit(f"{bb}_delta_pbe_seed1", source, tgt, {**CHGNET, "name": bb}, {**CHGNET_TRAIN, "seed": 1},
+                            split, f"{bb}-delta-pbe-seed1-{task}-{fold}",
+                            delta={"base_model": run["run"], "base_heads": {tgt: "target"}})
                         continue
                     suffix = "" if key == "all" else "_disjoint"
                     if want("2dm"):
