@@ -339,9 +339,9 @@ def add_backbone_features(batch: Any, name: str) -> Any:
     store = backbone_features(name)
     feats = store.features(batch_structures(batch))
     batch[keys.backbone_atom(name)] = torch.from_numpy(np.concatenate([a for a, _ in feats]) if feats
-                                                 else np.zeros((0, store.dim), np.float32))
+                                                       else np.zeros((0, store.dim), np.float32))
     batch[keys.backbone_crystal(name)] = torch.from_numpy(np.stack([c for _, c in feats]) if feats
-                                                    else np.zeros((0, store.dim), np.float32))
+                                                          else np.zeros((0, store.dim), np.float32))
     return batch
 
 

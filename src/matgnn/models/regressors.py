@@ -37,15 +37,15 @@ def atom_rows(a: np.ndarray) -> np.ndarray:
     return np.hstack([a, np.broadcast_to(a.mean(0), a.shape)])
 
 
-def current_backbone_version(name: str) -> str:
-    """The version of backbone ``name`` whose features matgnn computes now."""
-    from matgnn.graphs.backbone_features import CHGNET_VERSION, sevennet_version
+def frozen_backbone_model(name: str) -> type:
+    """The frozen-backbone network class of backbone ``name``: it knows the backbone's current version and the batch
+    field that carries its features."""
+    from matgnn.models.backbones import CHGNetBackbone, SevenNetBackbone
 
-    if name == "chgnet":
-        return CHGNET_VERSION
-    if name == "sevennet":
-        return sevennet_version()
-    raise ValueError(f"unknown backbone {name!r}; known: chgnet, sevennet")
+    known = {cls.backbone_name: cls for cls in (CHGNetBackbone, SevenNetBackbone)}
+    if name not in known:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(known)}")
+    return known[name]
 
 
 @register_model_class
@@ -61,7 +61,8 @@ class BackboneRegressor(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown regressor {kind!r}; known: {', '.join(KINDS)}")
-        current = current_backbone_version(backbone)
+        network = frozen_backbone_model(backbone)
+        current = network.current_version()
         version = backbone_version or current
         if version != current:
             raise ValueError(f"this model was fitted on {backbone} {version} features; matgnn computes {backbone} "
@@ -75,7 +76,7 @@ class BackboneRegressor(nn.Module):
                           "backbone_version": version}
         self.backbone, self.kind = backbone, kind
         #: the batch field the packer adds for it (instance-level: it depends on the backbone)
-        self.batch_fields = (f"{backbone}_features",)
+        self.batch_fields = network.batch_fields
         self._heads = [{"name": h["name"], "level": h.get("level", "graph"), "transform": "none", "baseline": "none"}
                        for h in heads]
         dtype = torch.uint8 if kind == "xgboost" else torch.float64

@@ -56,13 +56,13 @@ def source_info(spec: str | Path) -> dict[str, Any]:
     return read_model_info(model_dir(spec))
 
 
-def check_source(spec: str | Path) -> None:
-    """A :class:`UserError` unless ``spec`` holds one trained network (checked from its ``model.json``, before any
-    run folder exists): a composite (delta, ensemble, reference) or a fitted regressor has no one network's layers
-    to start from."""
+def check_source(spec: str | Path, info: dict[str, Any] | None = None) -> None:
+    """A :class:`UserError` unless ``spec`` holds one trained network (checked from its ``model.json``, ``info`` when
+    already read, before any run folder exists): a composite (delta, ensemble, reference) or a fitted regressor has no
+    one network's layers to start from."""
     from matgnn.models.registry import registered_class
 
-    info = source_info(spec)
+    info = info if info is not None else source_info(spec)
     cls = registered_class(info.get("module"), info.get("class"), model_dir(spec))
     if not issubclass(cls, MatgnnModel):
         raise UserError(f"{model_dir(spec)} holds a {cls.__name__}, not one trained network: transfer starts from a "
@@ -76,7 +76,7 @@ def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads:
     trunk weight, and (``keep_heads``) the head of a target the source also predicted. Returns
     the model and what was loaded and what is new."""
     info = source_info(spec)
-    check_source(spec)
+    check_source(spec, info)
     source = load_model(model_dir(spec))
     cls = type(source)  # load_model admitted only a registered class
     args = dict(info["init_args"], heads=heads)
