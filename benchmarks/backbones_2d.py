@@ -259,13 +259,14 @@ def layer_geometry(s) -> np.ndarray:
 def pooled_features(structures, backbone: str = "chgnet") -> dict[str, np.ndarray]:
     """Each structure's backbone features pooled: mean, max and min over its atoms (3 × the width)."""
     from matgnn.graphs.backbone_features import backbone_features
+    from matgnn.models.regressors import graph_rows  # the pooling of matgnn's own regressor models
 
     items = [(s.id, s.numbers, np.asarray(s.positions, np.float32), np.asarray(s.cell, np.float32),
               np.asarray(s.pbc, bool)) for s in structures]
-    out = {}
-    for (sid, *_), (atom, _) in zip(items, backbone_features(backbone).features(items)):
-        out[sid] = np.concatenate([atom.mean(0), atom.max(0), atom.min(0)])
-    return out
+    if not items:
+        return {}
+    rows = graph_rows([atom for atom, _ in backbone_features(backbone).features(items)])
+    return {sid: row for (sid, *_), row in zip(items, rows)}
 
 
 def gbm_predict(x: dict[str, np.ndarray], y: dict[str, float], parts: dict[str, list[str]], seed: int = 42,
