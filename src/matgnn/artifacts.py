@@ -144,15 +144,71 @@ def search_path() -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p and Path(p).expanduser().is_dir()]
 
 
-def named_models() -> dict[str, tuple[Path, str]]:
-    """Every model that can be named: shipped ones, then those of ``$MATGNN_MODELS`` (a name
-    shipped with matgnn is never shadowed). Name -> (folder, origin)."""
+def search_path_problems() -> list[str]:
+    """What is wrong with entries of ``$MATGNN_MODELS`` that give no models (said, never silently ignored)."""
+    raw = os.environ.get(MODELS_PATH_VARIABLE, "")
+    out = []
+    for p in (x for x in raw.split(os.pathsep) if x):
+        path = Path(p).expanduser()
+        if not path.exists():
+            out.append(f"${MODELS_PATH_VARIABLE} entry {p}: no such folder")
+        elif not path.is_dir():
+            out.append(f"${MODELS_PATH_VARIABLE} entry {p}: not a folder")
+    return out
+
+
+def named_models(shadowed: list[tuple[str, Path]] | None = None) -> dict[str, tuple[Path, str]]:
+    """Every model that can be named: shipped ones, then those of ``$MATGNN_MODELS`` in order. The rule for
+    a name found twice: **the first one wins** — a shipped name is never shadowed, and an earlier directory of
+    ``$MATGNN_MODELS`` wins over a later one; the losers are appended to ``shadowed`` (``matgnn models`` lists
+    them). Name -> (folder, origin)."""
     out: dict[str, tuple[Path, str]] = {}
     for root, origin in [(SHIPPED_DIR, "shipped"), *((d, str(d)) for d in search_path())]:
         for p in sorted(root.iterdir()):
-            if p.is_dir() and p.name not in out and kind_of(p) is not None:
-                out[p.name] = (p, origin)
+            if not p.is_dir() or kind_of(p) is None:
+                continue
+            if p.name in out:
+                if shadowed is not None:
+                    shadowed.append((p.name, p))
+                continue
+            out[p.name] = (p, origin)
     return out
+
+
+#: classes of saved models that need an optional package, and which
+_CLASS_PACKAGES = {"CHGNetBackbone": "chgnet", "CHGNetFineTune": "chgnet", "SevenNetBackbone": "sevenn",
+                   "SevenNetFineTune": "sevenn"}
+_BACKBONE_PACKAGES = {"chgnet": "chgnet", "sevennet": "sevenn"}
+
+
+def required_packages(folder: Path) -> list[str]:
+    """The optional packages a model, run or ensemble folder needs to answer (read from its ``model.json``
+    files, nested models included; nothing is loaded)."""
+    found: dict[str, None] = {}
+
+    def walk(x: object) -> None:
+        if isinstance(x, dict):
+            cls = x.get("class")
+            if cls in _CLASS_PACKAGES:
+                found[_CLASS_PACKAGES[cls]] = None
+            args = x.get("init_args")
+            if cls == "BackboneRegressor" and isinstance(args, dict):
+                if args.get("backbone") in _BACKBONE_PACKAGES:
+                    found[_BACKBONE_PACKAGES[args["backbone"]]] = None
+                if args.get("kind") == "xgboost":
+                    found["xgboost"] = None
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    for f in sorted(Path(folder).rglob(MODEL_FILE)):
+        try:
+            walk(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            continue
+    return list(found)
 
 
 def resolve(spec: str | Path) -> Resolved:
@@ -173,8 +229,9 @@ def resolve(spec: str | Path) -> Resolved:
         folder, origin = named[text]
         return Resolved(text, kind_of(folder), folder, origin)  # type: ignore[arg-type]
     where = ", ".join(str(d) for d in search_path()) or f"none (set ${MODELS_PATH_VARIABLE})"
+    problems = "".join(f"; {p}" for p in search_path_problems())
     raise UserError(f"{text}: no such run or model folder, and no model of that name (shipped or in "
-                    f"${MODELS_PATH_VARIABLE}: {where}); known names: {', '.join(named) or 'none'}")
+                    f"${MODELS_PATH_VARIABLE}: {where}){problems}; known names: {', '.join(named) or 'none'}")
 
 
 def split_specs(spec: str | Path | list[str | Path]) -> list[str]:

@@ -16,6 +16,8 @@ TARGET_LENGTH = "target_length"
 EMPTY_STRUCTURE = "empty_structure"
 NOT_IN_ID_PROP = "not_in_id_prop"
 DUPLICATE_ID = "duplicate_id"
+#: a pretrained backbone refused the structure (its features would be zero): no prediction is made
+BACKBONE_REFUSED = "backbone_refused"
 
 
 #: Exit status of every ``matgnn`` command for a user error (bad input, config, path or

@@ -49,6 +49,11 @@ def backbone_crystal(name: str) -> str:
     return f"{name}_crystal_features"
 
 
+#: Why a pretrained backbone refused each structure of a batch (a list of strings, ``""`` where none did):
+#: present when a backbone's features were added. A refused structure's features are zero, so prediction
+#: lists it with this reason instead of answering.
+BACKBONE_REFUSED = "backbone_refused"
+
 #: CHGNet's own graphs of a batch's structures (a list of chgnet CrystalGraph, one per structure;
 #: model ``chgnet_ft``)
 CHGNET_GRAPHS = "chgnet_graphs"

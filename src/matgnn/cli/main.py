@@ -17,18 +17,38 @@ from matgnn.graphs.neighbors import GraphSettings
 #: the one default of graph settings (the run config's, `graphs build`'s and `data info`'s)
 DEFAULT_GRAPHS = GraphSettings()
 
-app = typer.Typer(help="Graph neural networks for materials properties from crystal structures.",
+app = typer.Typer(rich_markup_mode=None, help="Graph neural networks for materials properties from crystal structures.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
-data_app = typer.Typer(help="Inspect structure sources.", no_args_is_help=True)
-graphs_app = typer.Typer(help="Build and reuse graph caches.", no_args_is_help=True)
+data_app = typer.Typer(rich_markup_mode=None, help="Inspect structure sources.", no_args_is_help=True)
+graphs_app = typer.Typer(rich_markup_mode=None, help="Build and reuse graph caches.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(graphs_app, name="graphs")
-bench_app = typer.Typer(help="Measure costs of saved models.", no_args_is_help=True)
+bench_app = typer.Typer(rich_markup_mode=None, help="Measure costs of saved models.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-leaderboard_app = typer.Typer(help="JARVIS-Leaderboard: contributions from runs, benchmark definitions.",
+leaderboard_app = typer.Typer(rich_markup_mode=None, help="JARVIS-Leaderboard: contributions from runs, benchmark definitions.",
                               no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
-console = Console(stderr=True)
+#: every message prints literally (a path or an install hint in brackets is text, not markup)
+console = Console(stderr=True, markup=False, highlight=False)
+
+_STYLES = {"error": "red", "invalid config": "red", "warning": "yellow", "interrupted": "yellow"}
+
+
+def plain(text: object) -> str:
+    """``text`` as one printable string: terminal control characters (escape sequences from a model card or
+    a file name someone made) removed, so nothing printed can move the cursor or recolour the terminal."""
+    import re
+
+    return re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07?|[\x00-\x08\x0b-\x1f\x7f\x9b]", "", str(text))
+
+
+def _say(label: str, message: object) -> None:
+    """``label: message`` on stderr, the label coloured and the message printed literally (brackets in a path
+    or an install command are text, not markup)."""
+    from rich.text import Text
+
+    console.print(Text.assemble((f"{label}:", _STYLES.get(label, "")), " ", plain(message)), soft_wrap=True)
+
 
 SOURCE_HELP = ("emt[:N] (embedded demo set), jarvis:NAME (dft_2d, dft_3d, ...), a folder with id_prop.csv, "
                "an .extxyz/.xyz/.traj/.db file, or a .jsonl(.gz) magnetic-moment file")
@@ -40,7 +60,7 @@ def _source(spec: str, store_dir: Optional[str], limit: Optional[int]):
     try:
         return make_source(parse_source(spec, store_dir=store_dir, limit=limit))
     except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
 
 
@@ -146,7 +166,7 @@ def report_cmd(run: Path = typer.Argument(..., help="a run folder"),
     try:
         path = build_report(run, out)
     except FileNotFoundError as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     console.print(f"report → {path}")
 
@@ -174,7 +194,7 @@ def graphs_build(
         cache = build_graph_cache(src, settings, cache_root=(cache_dir or default_cache_root()) / "graphs",
                                   workers=workers, on_invalid=on_invalid)
     except ValueError as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     wall = time.perf_counter() - t0
     st = cache.build_stats
@@ -195,7 +215,7 @@ def _run_config(config: Optional[Path], overrides: list[str]):
     try:
         return (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(overrides))
     except Exception as e:  # pydantic errors say which key is wrong
-        console.print(f"[red]invalid config:[/red] {e}")
+        _say("invalid config", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
 
 
@@ -220,11 +240,11 @@ def train_cmd(
         overrides.append(f"output_dir={output_dir}")
     if resume is not None:
         if config is not None or overrides:
-            console.print("[red]error:[/red] --resume continues a run with its saved config; give no CONFIG or overrides")
+            _say("error", "--resume continues a run with its saved config; give no CONFIG or overrides")
             raise typer.Exit(EXIT_USER_ERROR) from None
         if not (resume / "checkpoint_last.pt").is_file():
-            console.print(f"[red]error:[/red] {resume} has no checkpoint_last.pt to resume from (not a run folder, or "
-                          "the run stopped before its first epoch ended)", highlight=False, soft_wrap=True)
+            _say("error", f"{resume} has no checkpoint_last.pt to resume from (not a run folder, or "
+                 "the run stopped before its first epoch ended)")
             raise typer.Exit(EXIT_USER_ERROR)
         config = resume / "config.yaml"
     cfg = _run_config(config, overrides)
@@ -236,7 +256,7 @@ def train_cmd(
     try:
         train(cfg, console=console, resume=resume)
     except (StructureError, ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
 
 
@@ -262,7 +282,7 @@ def finetune_cmd(
     try:
         runs = finetune(cfg, source, policy, keep_heads, two_phase, phase1_epochs, phase2_lr_factor, console=console)
     except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     import json as _json
 
@@ -297,7 +317,7 @@ def ensemble_cmd(
             cfg = _run_config(config, set_)
             folder = train_ensemble(cfg, members, bootstrap, console=console)
     except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     import json as _json
 
@@ -333,7 +353,7 @@ def sweep_cmd(
         folder = run_sweep(cfg, parse_grid(grid), parse_space(space), trials, metric, out=resume,
                            resume=resume is not None, console=console, progress=False)
     except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     print((folder / "ranking.md").read_text())
     console.print(f"ranking → {folder / 'ranking.csv'}, {folder / 'ranking.md'}")
@@ -359,7 +379,7 @@ def baseline_cmd(
     from matgnn.errors import StructureError
 
     if kind not in BASELINES:
-        console.print(f"[red]error:[/red] unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+        _say("error", f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
         raise typer.Exit(EXIT_USER_ERROR)
     cfg = _run_config(config, set_)
     try:
@@ -368,7 +388,7 @@ def baseline_cmd(
         if (run_dir / "model").is_dir():
             console.print(f"model → {run_dir / 'model'} (matgnn predict {run_dir} STRUCTURES)")
     except (StructureError, ValueError, FileNotFoundError, ImportError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
 
 
@@ -389,19 +409,19 @@ def evaluate_cmd(
     from matgnn.training.splits import ids_split
 
     if split not in ("val", "test"):
-        console.print(f"[red]error:[/red] --split must be val or test, not {split!r}")
+        _say("error", f"--split must be val or test, not {split!r}")
         raise typer.Exit(EXIT_USER_ERROR)
     cfg = RunConfig.from_yaml(run / "config.yaml")
     saved = json.loads((run / "split.json").read_text())
     model = load_model(run)
     if not saved.get(split):
-        console.print(f"[red]error:[/red] the {split} split of {run / 'split.json'} is empty: nothing to evaluate")
+        _say("error", f"the {split} split of {run / 'split.json'} is empty: nothing to evaluate")
         raise typer.Exit(EXIT_USER_ERROR)
     cache = build_graph_cache(make_source(cfg.source), cfg.graphs, workers=cfg.workers, cache_root=cfg.cache_dir)
     cache.check_unique_ids()
     positions, missing = ids_split(cache.ids, {split: saved[split]})
     if missing[split]:
-        console.print(f"[red]error:[/red] {missing[split]} {split} ids of {run / 'split.json'} are not in the graph "
+        _say("error", f"{missing[split]} {split} ids of {run / 'split.json'} are not in the graph "
                       "cache (did the source change?)")
         raise typer.Exit(EXIT_USER_ERROR)
     graphs = PackedGraphs(cache, positions[split], *batch_targets(cfg.targets), extras=batch_fields_of(model))
@@ -444,7 +464,7 @@ def predict_cmd(
                                                where=where, sort_by=sort_by, top=top, atoms_extxyz=atoms_extxyz,
                                                limit=limit)
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     report.print(console)
     if report.skipped:
@@ -453,9 +473,9 @@ def predict_cmd(
         console.print(f"{report.renamed} structures had an id used before (same file name in another folder) "
                       "and were renamed <folder>-<id>")
     for head, n in report.at_bound.items():
-        console.print(f"[yellow]warning:[/yellow] {n} structure(s) answered {head} at the bound of its training "
+        _say("warning", f"{n} structure(s) answered {head} at the bound of its training "
                       "range (a factor 2 beyond the labels it learned from: an extrapolation that was cut); they are "
-                      "named in the answers_at_bound column", highlight=False, soft_wrap=True)
+                      "named in the answers_at_bound column")
     if where:
         console.print(f"{filtered} structures failed {' and '.join(where)}")
     console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → {path}")
@@ -497,7 +517,7 @@ def reference_cmd(
                                         "angle_tol": angle_tol}, skip_hubbard_u,
                                        None if whole_cells else slab_vacuum)
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     left_out = info["left_out"]
     if left_out:
@@ -562,7 +582,7 @@ def leaderboard_define_cmd(
     rows = [(s.id, float(s.graph_targets[target])) for s in src
             if target in s.graph_targets and not math.isnan(float(s.graph_targets[target]))]
     if not rows:
-        console.print(f"[red]error:[/red] {source} has no structure labelled with {target!r}")
+        _say("error", f"{source} has no structure labelled with {target!r}")
         raise typer.Exit(EXIT_USER_ERROR)
     dataset = source.split(":", 1)[-1] if ":" in source else Path(source).stem
     files = define([i for i, _ in rows], [v for _, v in rows], folds, seed, val, dataset, target, out)
@@ -580,16 +600,27 @@ def models_cmd(name: Optional[str] = typer.Argument(None, help="print this model
         try:
             folder = artifacts.resolve(name).path
         except ValueError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            _say("error", f"{e}")
             raise typer.Exit(EXIT_USER_ERROR) from None
         card = folder / "MODEL_CARD.md"
         if not card.is_file():
-            console.print(f"[red]error:[/red] {folder} has no MODEL_CARD.md")
+            _say("error", f"{folder} has no MODEL_CARD.md")
             raise typer.Exit(EXIT_USER_ERROR)
-        print(card.read_text())
+        print(plain(card.read_text()))
         return
-    for n, (folder, origin) in artifacts.named_models().items():
-        print(f"{n}\t{origin}\t{artifacts.card_summary(folder)}")
+    from matgnn.graphs.backbone_features import EXTRAS, package_installed
+
+    shadowed: list = []
+    for n, (folder, origin) in artifacts.named_models(shadowed).items():
+        needs = artifacts.required_packages(folder)
+        extras = ", ".join(f"{p} ({'installed' if package_installed(p) else 'missing: pip install ' + repr(f'matgnn[{EXTRAS[p]}]')})"
+                           for p in needs) or "-"
+        print(plain(f"{n}\t{origin}\tneeds: {extras}\t{artifacts.card_summary(folder)}"))
+    for n, folder in shadowed:
+        _say("warning", f"{folder} is not used: the name {n!r} is taken by an earlier model (shipped names come "
+                        f"first, then ${artifacts.MODELS_PATH_VARIABLE} in order)")
+    for problem in artifacts.search_path_problems():
+        _say("warning", problem)
 
 
 @bench_app.command("deploy")
@@ -606,7 +637,7 @@ def bench_deploy_cmd(
     try:
         res = deploy_cost(model, atoms, batch, repeats)
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     if as_json:
         print(json.dumps(res, indent=1))
@@ -656,21 +687,21 @@ def main(argv: list[str] | None = None) -> None:
         console.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except Interrupted as e:
-        console.print(f"[yellow]interrupted:[/yellow] {e}", highlight=False, soft_wrap=True)
+        _say("interrupted", f"{e}")
         sys.exit(EXIT_INTERRUPTED)
     except ValidationError as e:
-        console.print(f"[red]invalid config:[/red] {e}", highlight=False, soft_wrap=True)
+        _say("invalid config", f"{e}")
         sys.exit(EXIT_USER_ERROR)
     except MatgnnError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        _say("error", f"{e}")
         sys.exit(EXIT_USER_ERROR)
     except OSError as e:  # permission denied, read-only file system, no space left, missing file
         where = " → ".join(str(f) for f in (e.filename, e.filename2) if f) or "?"
-        console.print(f"[red]error:[/red] {where}: {e.strerror or e}", highlight=False, soft_wrap=True)
+        _say("error", f"{where}: {e.strerror or e}")
         sys.exit(EXIT_USER_ERROR)
     except Exception as e:
         if type(e).__module__.split(".")[0] == "lmdb":  # the graph cache's storage (full disk, read-only)
-            console.print(f"[red]error:[/red] graph cache: {e}", highlight=False, soft_wrap=True)
+            _say("error", f"graph cache: {e}")
             sys.exit(EXIT_USER_ERROR)
         raise
     sys.exit(rc if isinstance(rc, int) else 0)

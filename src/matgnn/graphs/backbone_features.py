@@ -16,9 +16,14 @@ The cache (``$MATGNN_CACHE_DIR/embeddings/<backbone>-<version>/``, one ``.npy`` 
 keyed by the backbone's name and version and a SHA-256 of the structure (atomic numbers,
 positions, cell, periodicity as the batch holds them), so a sweep, an ensemble or a second run
 over the same structures computes nothing again; files are written atomically and read as plain
-arrays (``allow_pickle=False``). A structure the backbone rejects (CHGNet refuses, for example,
-an atom without any neighbour within its 6 Å graph) gets zero features, and its id is said on
-stderr once.
+arrays (``allow_pickle=False``).
+
+A structure the backbone refuses (CHGNet refuses, for example, an atom without any neighbour within
+its 6 Å graph) is recorded with the backbone's reason (a ``.refused`` file beside the cache files;
+the ``.rejected`` markers of earlier versions are not trusted and computed again). Its features are
+zero, and the batch carries its reason under :data:`matgnn.keys.BACKBONE_REFUSED` so that prediction
+lists it instead of answering from zero features. A failure that is not the structure's fault (the
+backbone's package missing or broken, out of memory, an interrupt) is raised, never cached.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -42,17 +48,59 @@ CHGNET_VERSION = "0.3.0"
 FEATURE_DIM = 64
 
 
-def import_backbone(module: str, name: str, model: str, package: str) -> Any:
-    """``module.name`` from a backbone's package, or a :class:`~matgnn.errors.UserError` saying how to
-    install it (the ``[foundation]`` extra)."""
-    import importlib
+#: optional package -> the extra of matgnn that installs it
+EXTRAS = {"chgnet": "foundation", "sevenn": "foundation", "xgboost": "baselines", "optuna": "sweep"}
+
+
+def missing_package_message(package: str, what: str) -> str:
+    """One line: ``what`` needs ``package``, and the command that installs it."""
+    extra = EXTRAS.get(package, "foundation")
+    return f"{what} needs the {package} package: pip install 'matgnn[{extra}]'"
+
+
+def package_installed(package: str) -> bool:
+    """Whether ``package`` can be found (without importing it)."""
+    import importlib.util
 
     try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_package(package: str, what: str) -> None:
+    """A :class:`~matgnn.errors.UserError` naming the extra unless ``package`` is installed (checked before any
+    work, so nothing is computed or cached without it)."""
+    if not package_installed(package):
         from matgnn.errors import UserError
 
-        raise UserError(f"model {model!r} needs the {package} package: pip install 'matgnn[foundation]'") from None
+        raise UserError(missing_package_message(package, what))
+
+
+def import_backbone(module: str, name: str, model: str, package: str) -> Any:
+    """``module.name`` from a backbone's package, or a :class:`~matgnn.errors.UserError` saying how to
+    install it (the ``[foundation]`` extra); a package that is there but fails to import is said too."""
+    import importlib
+
+    from matgnn.errors import UserError
+
+    require_package(package, f"model {model!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except Exception as e:  # noqa: BLE001 - a broken install: its own error, in one line
+        raise UserError(f"model {model!r}: the {package} package is installed but does not import "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); reinstall it: "
+                        f"pip install --force-reinstall 'matgnn[{EXTRAS.get(package, 'foundation')}]'") from None
+
+
+def not_the_structures_fault(e: BaseException) -> bool:
+    """Whether a backbone's exception comes from the machine or the install (import, memory, disk, our own
+    user errors), not from the structure: such a failure is raised, never recorded as a refusal."""
+    from matgnn.errors import MatgnnError
+
+    if isinstance(e, (ImportError, MemoryError, OSError, MatgnnError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
 
 
 def _default_root() -> Path:
@@ -67,6 +115,8 @@ class FrozenBackbone:
     title = "backbone"
     version = "0"
     dim = FEATURE_DIM
+    #: the package that computes the features (checked before any work)
+    package = ""
 
     def __init__(self, root: Path | None = None, batch_size: int = 32) -> None:
         self.folder = (root or _default_root()) / f"{self.name}-{self.version}"
@@ -74,31 +124,52 @@ class FrozenBackbone:
         self._model = None
         self._memo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._said: set[str] = set()
+        #: cache key -> the backbone's reason, for every structure it refused (in this process or before)
+        self.refusals: dict[str, str] = {}
 
     @property
     def rejected(self) -> set[str]:
         """Ids of the structures the backbone refused in this process (their features are zero)."""
         return set(self._said)
 
+    def require(self) -> None:
+        """The backbone's package is installed, else a one-line :class:`~matgnn.errors.UserError` naming the
+        extra (before anything is computed or cached)."""
+        if self.package:
+            require_package(self.package, f"{self.title} features")
+
     def _zeros(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((n, self.dim), np.float32), np.zeros(self.dim, np.float32)
 
-    def _reject(self, sid: str, key: str | None = None) -> None:
-        """Name a structure the backbone refused (once per process). With its ``key``, remember the refusal
-        on disk (a ``.rejected`` marker beside the cache files) so that no later process runs the backbone on
-        it again; this process memoises the zero features :meth:`features` gets."""
-        if key is not None:
+    def _reject(self, sid: str, key: str, reason: str, remember: bool = True) -> None:
+        """Name a structure the backbone refused (once per process) with the backbone's ``reason``. With
+        ``remember``, record the refusal on disk (a ``.refused`` file beside the cache files, holding the
+        reason) so that no later process runs the backbone on it again."""
+        reason = " ".join(reason.split())[:300] or "refused"
+        self.refusals[key] = reason
+        if remember:
             from matgnn.models.base import write_atomic
 
             try:
                 self._path(key).parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(self._rejected_path(key), sid.encode())
+                write_atomic(self._rejected_path(key), json.dumps({"id": sid, "reason": reason}).encode())
             except OSError:
                 pass  # a read-only or full cache only costs the recomputation next time
         if sid not in self._said:
             self._said.add(sid)
-            print(f"{self.name}: structure {sid} rejected by {self.title} {self.version}; its backbone features are "
-                  "zero", file=sys.stderr)
+            print(f"{self.name}: structure {sid} refused by {self.title} {self.version}: {reason}; it gets no "
+                  "prediction", file=sys.stderr)
+
+    def _refusal(self, key: str) -> str | None:
+        """The reason recorded for a structure refused before, or None."""
+        path = self._rejected_path(key)
+        if not path.is_file():
+            return None
+        try:
+            reason = json.loads(path.read_text())["reason"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # unreadable: computed again
+        return str(reason) if isinstance(reason, str) else None
 
     def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                  keys_: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -115,7 +186,9 @@ class FrozenBackbone:
         return self.folder / key[:2] / f"{key}.npy"
 
     def _rejected_path(self, key: str) -> Path:
-        return self._path(key).with_suffix(".rejected")
+        # ``.refused`` (with the reason); earlier versions' ``.rejected`` markers also recorded failures that were
+        # not the structure's (a missing package), so they are not read
+        return self._path(key).with_suffix(".refused")
 
     def _read(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         path = self._path(key)
@@ -152,10 +225,14 @@ class FrozenBackbone:
                 got = self._read(k)
                 if got is not None:
                     self._memo[k] = got
-                elif self._rejected_path(k).is_file():  # refused before (by this or another process)
-                    self._reject(sid)
-                    got = self._memo[k] = self._zeros(len(z))
+                else:
+                    reason = self._refusal(k)
+                    if reason is not None:  # refused before (by this or another process)
+                        self._reject(sid, k, reason, remember=False)
+                        got = self._memo[k] = self._zeros(len(z))
             out.append(got)
+        if any(o is None for o in out):
+            self.require()
         todo = [i for i, o in enumerate(out) if o is None]
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
@@ -172,6 +249,7 @@ class ChgnetFeatures(FrozenBackbone):
     title = "CHGNet"
     version = CHGNET_VERSION
     dim = FEATURE_DIM
+    package = "chgnet"
 
     @property
     def model(self):  # noqa: ANN201 - chgnet's CHGNet
@@ -187,26 +265,31 @@ class ChgnetFeatures(FrozenBackbone):
 
         pmg = [Structure(Lattice(np.asarray(cell, float)), [int(x) for x in z], np.asarray(pos, float),
                          coords_are_cartesian=True) for _, z, pos, cell, _ in structures]
+        model = self.model  # outside the try: a missing or broken package is never a structure's refusal
         try:
             with torch.inference_mode(False), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # CHGNet's own tensor-conversion warning
-                preds = self.model.predict_structure(pmg, task="e", return_atom_feas=True, return_crystal_feas=True,
-                                                     batch_size=len(pmg))
+                preds = model.predict_structure(pmg, task="e", return_atom_feas=True, return_crystal_feas=True,
+                                                batch_size=len(pmg))
             preds = preds if isinstance(preds, list) else [preds]
-        except Exception:  # noqa: BLE001 - CHGNet's own checks: one by one, to find the structures it refuses
+        except Exception as e:  # noqa: BLE001 - CHGNet's own checks: one by one, to find the structures it refuses
+            if not_the_structures_fault(e):
+                raise
             preds = []
             for s in pmg:
                 try:
                     with torch.inference_mode(False), warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        preds.append(self.model.predict_structure(s, task="e", return_atom_feas=True,
-                                                                  return_crystal_feas=True))
-                except Exception:  # noqa: BLE001
-                    preds.append(None)
+                        preds.append(model.predict_structure(s, task="e", return_atom_feas=True,
+                                                             return_crystal_feas=True))
+                except Exception as e1:  # noqa: BLE001
+                    if not_the_structures_fault(e1):
+                        raise
+                    preds.append(f"{type(e1).__name__}: {e1}")
         out = []
         for (sid, z, *_), key, p in zip(structures, keys_, preds):
-            if p is None:
-                self._reject(sid, key)
+            if isinstance(p, str):
+                self._reject(sid, key, p)
                 out.append(self._zeros(len(z)))
                 continue
             atom = np.asarray(p["atom_fea"], np.float32).reshape(len(z), FEATURE_DIM)
@@ -236,6 +319,7 @@ class SevennetFeatures(FrozenBackbone):
     name = "sevennet"
     title = "SevenNet"
     dim = SEVENNET_DIM
+    package = "sevenn"
 
     def __init__(self, root: Path | None = None, batch_size: int = 32) -> None:
         self.version = sevennet_version()
@@ -261,7 +345,7 @@ class SevennetFeatures(FrozenBackbone):
 
     def _compute(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                  keys_: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        calc = self.calculator
+        calc = self.calculator  # outside any try: a missing or broken package is never a structure's refusal
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one small structure at a time: threads only wait on each other (200x slower
         try:                      # on a busy machine with spinning OpenMP threads, measured)
@@ -284,8 +368,10 @@ class SevennetFeatures(FrozenBackbone):
                 except _FeaturesTaken:
                     pass
             atom = self._captured[-1].cpu().numpy().astype(np.float32).reshape(len(z), self.dim)
-        except Exception:  # noqa: BLE001 - sevenn's own checks (e.g. an element it does not know)
-            self._reject(sid, key)
+        except Exception as e:  # noqa: BLE001 - sevenn's own checks (e.g. an element it does not know)
+            if not_the_structures_fault(e):
+                raise
+            self._reject(sid, key, f"{type(e).__name__}: {e}")
             return self._zeros(len(z))
         crystal = atom.mean(0)
         self._write(key, atom, crystal)
@@ -337,7 +423,14 @@ def record_structure(rec: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray, 
 def add_backbone_features(batch: Any, name: str) -> Any:
     """Store the batch's features of backbone ``name`` as ``keys.backbone_atom(name)`` / ``keys.backbone_crystal(name)``."""
     store = backbone_features(name)
-    feats = store.features(batch_structures(batch))
+    structures = batch_structures(batch)
+    feats = store.features(structures)
+    refused = list(batch[keys.BACKBONE_REFUSED]) if keys.BACKBONE_REFUSED in batch else [""] * len(structures)
+    for g, s in enumerate(structures):
+        reason = store.refusals.get(store.key(*s[1:]))
+        if reason and not refused[g]:
+            refused[g] = f"refused by {store.title} {store.version}: {reason}"
+    batch[keys.BACKBONE_REFUSED] = refused
     batch[keys.backbone_atom(name)] = torch.from_numpy(np.concatenate([a for a, _ in feats]) if feats
                                                        else np.zeros((0, store.dim), np.float32))
     batch[keys.backbone_crystal(name)] = torch.from_numpy(np.stack([c for _, c in feats]) if feats

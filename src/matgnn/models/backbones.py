@@ -26,7 +26,13 @@ from torch import nn
 from torch_geometric.utils import scatter
 
 from matgnn import keys
-from matgnn.graphs.backbone_features import CHGNET_VERSION, FEATURE_DIM, SEVENNET_DIM, sevennet_version
+from matgnn.graphs.backbone_features import (
+    CHGNET_VERSION,
+    FEATURE_DIM,
+    SEVENNET_DIM,
+    require_package,
+    sevennet_version,
+)
 from matgnn.models.base import MatgnnModel, ModelSettings
 
 
@@ -75,6 +81,8 @@ class CHGNetBackbone(MatgnnModel):
     backbone_title = "CHGNet"
     backbone_name = "chgnet"  # its batch field: keys.backbone_atom(backbone_name)
     feature_dim = FEATURE_DIM
+    #: the package computing the features (the ``[foundation]`` extra), checked before anything is built
+    backbone_package = "chgnet"
 
     @staticmethod
     def current_version() -> str:
@@ -83,6 +91,7 @@ class CHGNetBackbone(MatgnnModel):
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
                  backbone_version: str = CHGNET_VERSION, cutoff: float = 8.0, dropout: float = 0.0,
                  pooling: str = "mean", head_hidden: int = 128) -> None:
+        require_package(self.backbone_package, f"model {self.config_class.model_fields['name'].default!r}")
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         if backbone_version != self.current_version():
             raise ValueError(f"this model was trained on {self.backbone_title} {backbone_version} features; matgnn "
@@ -137,6 +146,7 @@ class SevenNetBackbone(CHGNetBackbone):
     backbone_title = "SevenNet"
     backbone_name = "sevennet"
     feature_dim = SEVENNET_DIM
+    backbone_package = "sevenn"
 
     @staticmethod
     def current_version() -> str:
@@ -145,6 +155,7 @@ class SevenNetBackbone(CHGNetBackbone):
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
                  backbone_version: str | None = None, cutoff: float = 8.0, dropout: float = 0.0,
                  pooling: str = "mean", head_hidden: int = 128) -> None:
+        require_package(self.backbone_package, "model 'sevennet'")
         version = backbone_version or sevennet_version()
         super().__init__(heads, hidden, layers, crystal_feature, version, cutoff, dropout, pooling, head_hidden)
         self.init_args["backbone_version"] = version  # saved: a reload checks the features are the same
@@ -266,6 +277,7 @@ class CHGNetFineTune(_FineTunedGroups, MatgnnModel):
                  freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, anchor_weight: float = 0.0,
                  backbone_version: str = CHGNET_VERSION, cutoff: float = 8.0,
                  dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
+        require_package("chgnet", "model 'chgnet_ft'")
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         if backbone_version != CHGNET_VERSION:
             raise ValueError(f"this model fine-tuned CHGNet {backbone_version}; matgnn starts from CHGNet "
@@ -383,6 +395,7 @@ class SevenNetFineTune(_FineTunedGroups, MatgnnModel):
                  freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, anchor_weight: float = 0.0,
                  backbone_version: str | None = None, cutoff: float = 8.0, dropout: float = 0.0,
                  pooling: str = "mean", head_hidden: int = 128) -> None:
+        require_package("sevenn", "model 'sevennet_ft'")
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         version = backbone_version or sevennet_version()
         if version != sevennet_version():

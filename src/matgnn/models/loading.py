@@ -47,6 +47,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
         raise UserError(f"{path / MODEL_FILE}: 'init_args' is not a mapping of constructor arguments")
     try:
         model = cls(**init_args)
+    except UserError:
+        raise  # already one line (an optional package missing, ...)
     except (TypeError, ValueError, KeyError) as e:
         raise UserError(f"{path / MODEL_FILE}: its constructor arguments do not fit {info['class']}: {e}") from None
     try:

@@ -62,6 +62,9 @@ class BackboneRegressor(nn.Module):
         if kind not in KINDS:
             raise ValueError(f"unknown regressor {kind!r}; known: {', '.join(KINDS)}")
         network = frozen_backbone_model(backbone)
+        from matgnn.graphs.backbone_features import require_package
+
+        require_package(network.backbone_package, f"a regressor on {network.backbone_title} features")
         current = network.current_version()
         version = backbone_version or current
         if version != current:

@@ -32,7 +32,7 @@ from matgnn.artifacts import read_model_info
 from matgnn.data.report import LoadReport
 from matgnn.data.sources.folder import is_structure_file_name, read_structure_file
 from matgnn.data.structure import Structure
-from matgnn.errors import StructureError, UserError
+from matgnn.errors import BACKBONE_REFUSED, StructureError, UserError
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
@@ -206,7 +206,12 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
                 out = _single_answers(model, batch, bounded if bound_heads else None)
         counts = batch[keys.N_ATOMS].tolist()
         starts = np.cumsum([0] + counts)
+        refused = batch[keys.BACKBONE_REFUSED] if keys.BACKBONE_REFUSED in batch else None
         for g, sid in enumerate(batch[keys.STRUCTURE_ID]):
+            if refused is not None and refused[g]:  # its backbone features are zero: no answer, listed instead
+                report.kept -= 1
+                report.skip(StructureError(sid, BACKBONE_REFUSED, refused[g], kept[g].meta.get("file")))
+                continue
             row: dict[str, Any] = {"id": sid, "structure": kept[g]}
             if bound_heads:
                 row["answers_at_bound"] = [n for n in bound_heads if bool(bounded[n][g])]

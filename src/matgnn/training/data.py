@@ -148,10 +148,10 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
     if not split["train"]:
         raise UserError(f"the training split is empty ({len(labelled)} labelled structures; split {cfg.split.kind})")
     if not split["val"]:
-        console.print("[yellow]warning:[/yellow] the validation split is empty: early stopping, the LR schedule and "
+        console.print("warning: the validation split is empty: early stopping, the LR schedule and "
                       "the best weights follow the training loss; history.csv's validation columns stay empty")
     if not split["test"]:
-        console.print("[yellow]warning:[/yellow] the test split is empty: the run reports no test metrics")
+        console.print("warning: the test split is empty: the run reports no test metrics")
 
     return cache, labels, split
 

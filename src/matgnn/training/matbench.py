@@ -93,14 +93,14 @@ def run_matbench(task: str, cfg: RunConfig, data: str | Path | None, out: str | 
             "source": MatbenchConfig(path=str(path), task=task), "targets": [head],
             "split": SplitConfig(kind="ids", ids_file=str(split_file), val=cfg.split.val, seed=cfg.split.seed),
             "output_dir": str(out / "runs"), "name": f"{task}-fold{k}"})
-        console.print(f"[bold]{task} fold {k}[/bold]: {len(train_ids)} train (validation carved from them), "
+        console.print(f"{task} fold {k}: {len(train_ids)} train (validation carved from them), "
                       f"{len(test_ids)} test")
         run_dir = train(fold_cfg, console=console, progress=progress)
         preds = _test_predictions(run_dir, target)
         missing = [i for i in test_ids if i not in preds]
         if missing:  # structures our loader refused: the training mean, said and recorded
             mean = sum(labels[i] for i in train_ids if i in labels) / max(sum(i in labels for i in train_ids), 1)
-            console.print(f"[yellow]warning:[/yellow] {len(missing)} test structures of fold {k} were refused by the "
+            console.print(f"warning: {len(missing)} test structures of fold {k} were refused by the "
                           f"loader (see {run_dir / 'skipped.csv'}); they get the training mean {mean:.4g}")
             preds.update({i: mean for i in missing})
         folds.append({"fold": k, "run": str(run_dir), "refused_test_ids": missing})

@@ -175,7 +175,7 @@ class _Run(Callback):
                           self.device, base=run.base)
         self.console.print(f"device: {describe_device(self.device)}" + (" (bf16 autocast)" if trainer.amp else ""))
         if self.cfg.train.amp and not trainer.amp:
-            self.console.print(f"[yellow]warning:[/yellow] train.amp ignored: {amp_unavailable(self.device)}; "
+            self.console.print(f"warning: train.amp ignored: {amp_unavailable(self.device)}; "
                                "training in fp32")
         if resume is not None:
             trainer.load_state_dict(load_checkpoint(folder.checkpoint, self.device), gen)
