@@ -13,7 +13,7 @@ import pytest
 from ase import Atoms
 from ase.io import write
 
-from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, with_model
+from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
 
 pytest.importorskip("chgnet", reason="model 'chgnet' needs the chgnet package (pip install 'matgnn[foundation]')")
 
@@ -54,10 +54,10 @@ def test_chgnet_backbone_trains_predicts_and_caches_its_features(trained):
     ok(run("evaluate", str(run_dir), env=env))
 
 
-def test_a_structure_chgnet_refuses_is_named(trained, tmp_path):
+def test_a_structure_chgnet_refuses_gets_no_prediction_and_is_listed(trained, tmp_path):
     """One atom in a 7 Å cubic cell has its neighbours (its own images) at 7 Å: within our 8 Å graph,
-    outside CHGNet's 6 Å one, so CHGNet refuses it. The prediction still comes (from zero backbone
-    features) and the structure is named on stderr."""
+    outside CHGNet's 6 Å one, so CHGNet refuses it. It gets no answer from zero features: it is listed in
+    <out>_skipped.csv with CHGNet's reason and counted; the other structure is predicted."""
     env, run_dir = trained["env"], trained["run"]
     new = tmp_path / "new"
     new.mkdir()
@@ -65,16 +65,50 @@ def test_a_structure_chgnet_refuses_is_named(trained, tmp_path):
     write(new / "cu.cif", Atoms("Cu4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
                                 cell=[3.6] * 3, pbc=True))
     r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "p.csv"), env=env))
-    assert "lonely" in r.out and "rejected by CHGNet" in r.out
+    assert "lonely" in r.out and "refused by CHGNet" in r.out and "1 skipped" in r.out, r.out
     first = list(csv.DictReader(open(tmp_path / "p.csv")))
-    assert len(first) == 2
-    # the refusal is remembered beside the cached features: a later process does not run CHGNet on it
-    # again, names it again and predicts the same
-    (marker,) = (trained["cache"] / "embeddings" / "chgnet-0.3.0").rglob("*.rejected")
-    assert "lonely" in marker.read_text()
+    assert [row["id"] for row in first] == ["cu"]
+    (skipped,) = list(csv.DictReader(open(tmp_path / "p_skipped.csv")))
+    assert skipped["id"] == "lonely" and skipped["code"] == "backbone_refused" and "isolated" in skipped["detail"]
+    # the refusal is remembered with CHGNet's reason beside the cached features: a later process does not run
+    # CHGNet on it again, names it again and answers the same
+    (marker,) = (trained["cache"] / "embeddings" / "chgnet-0.3.0").rglob("*.refused")
+    assert json.loads(marker.read_text())["id"] == "lonely"
     r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv"), env=env))
-    assert "lonely" in r.out and "rejected by CHGNet" in r.out
+    assert "lonely" in r.out and "refused by CHGNet" in r.out
     assert list(csv.DictReader(open(tmp_path / "q.csv"))) == first
+    # all refused: one line, exit 2, nothing written
+    r = run("predict", str(run_dir), str(new / "lonely.cif"), "--out", str(tmp_path / "z.csv"), env=env)
+    user_error(r, "none of the 1 structures could be used")
+    assert not (tmp_path / "z.csv").exists()
+
+
+def test_an_old_rejected_marker_is_not_trusted(trained, tmp_path):
+    """Earlier versions wrote a ``.rejected`` marker for any failure (a missing package included): such a
+    marker is ignored, the features are computed and the structure is predicted."""
+    from matgnn.graphs.backbone_features import ChgnetFeatures
+
+    env, run_dir = trained["env"], trained["run"]
+    cache = tmp_path / "cache"
+    store = ChgnetFeatures(root=cache / "embeddings")
+    new = tmp_path / "new"
+    new.mkdir()
+    atoms = Atoms("Cu4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], cell=[3.61] * 3,
+                  pbc=True)
+    write(new / "cu.cif", atoms)
+    from matgnn.data.sources.folder import read_structure_file
+    from matgnn.graphs.backbone_features import record_structure
+    from matgnn.graphs.cache import graph_record
+    from matgnn.graphs.neighbors import GraphSettings
+
+    rec = graph_record(read_structure_file(new / "cu.cif"), GraphSettings())
+    key = store.key(*record_structure(rec)[1:])
+    marker = store._path(key).with_suffix(".rejected")
+    marker.parent.mkdir(parents=True)
+    marker.write_text("cu")
+    r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "p.csv"), env={"MATGNN_CACHE_DIR": str(cache)}))
+    assert "refused" not in r.out and len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 1, r.out
+    assert store._path(key).is_file()  # computed and cached now
 
 
 def test_shipped_2d_gap_model_on_the_users_monolayer(tmp_path):

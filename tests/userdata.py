@@ -221,3 +221,33 @@ def anchored_drifts(folder: Path, out: Path, model: str, epochs: int, drift: Cal
         train(cfg, progress=False, console=Console(quiet=True), on_epoch_end=lambda t: seen.append(drift(t.model)))
         result[weight] = seen[-1]
     return result
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``matgnn ARGS`` in this process, through the executable's own entry point (``matgnn.cli.main:main``, the
+    same argument parsing, error handler and exit status), without paying a Python start and the torch import
+    again. ``.returncode`` and ``.out`` (stdout + stderr) as from :func:`run`. For the user-error paths; what
+    needs a process of its own (signals, resource limits, concurrency) keeps :func:`run`."""
+    import io
+
+    from matgnn.cli.main import main
+
+    buf = io.StringIO()
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    code = 0
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            try:
+                main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    r = subprocess.CompletedProcess(["matgnn", *args], code, buf.getvalue(), "")
+    r.out = buf.getvalue()  # type: ignore[attr-defined]
+    return r

@@ -85,6 +85,40 @@ class RunFolder:
         path.write_text(json.dumps(obj, indent=1))
         return path
 
+    lock_file = property(lambda self: self.path / "run.lock")
+
+    def lock(self) -> None:
+        """Hold the run folder for this process (an advisory ``flock`` on ``run.lock``, released when the
+        process ends however it ends): a second process training the same folder is a :class:`UserError`
+        naming the holder."""
+        import fcntl
+        import socket
+        import time
+
+        f = open(self.lock_file, "a+")  # noqa: SIM115 - held open for the run
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise UserError(f"{self.path} is being trained by {holder}; wait for it to end (or stop it) before "
+                            "resuming") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"PID {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        _HELD[str(self.path)] = f
+
+    def unlock(self) -> None:
+        f = _HELD.pop(str(self.path), None)
+        if f is not None:
+            f.close()
+
+
+#: run folders this process holds (:meth:`RunFolder.lock`)
+_HELD: dict[str, object] = {}
+
 
 @dataclass(frozen=True)
 class Resolved:

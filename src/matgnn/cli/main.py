@@ -226,7 +226,11 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, help="shortcut for --set train.epochs=N"),
     output_dir: Optional[str] = typer.Option(None, help="shortcut for --set output_dir=DIR"),
     print_config: bool = typer.Option(False, help="print the resolved config and exit"),
-    resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder exactly where it stopped"),
+    resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder exactly where it stopped "
+                                                     "(on the same data: checked against the run's fingerprint)"),
+    allow_changed_data: bool = typer.Option(False, "--allow-changed-data", help=(
+        "with --resume: go on although the data changed since the run started (recorded in the run folder's "
+        "data_changes.json)")),
 ) -> None:
     """Train a model; writes a self-describing run folder."""
     import yaml
@@ -254,7 +258,7 @@ def train_cmd(
     from matgnn.training.run import train
 
     try:
-        train(cfg, console=console, resume=resume)
+        train(cfg, console=console, resume=resume, allow_changed_data=allow_changed_data)
     except (StructureError, ValueError, FileNotFoundError) as e:
         _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None

@@ -102,12 +102,82 @@ def split_groups(cache: GraphCache, labelled: list[int], group_by: str, console:
     return mine
 
 
+#: the run folder's record of the data a run trained on (checked by ``--resume``)
+FINGERPRINT_FILE = "data_fingerprint.json"
+#: resumes that went on with changed data (``--allow-changed-data``), one entry each
+CHANGED_DATA_FILE = "data_changes.json"
+
+
+def _label_digest(values: dict[str, np.ndarray]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(values):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(values[name], np.float32).tobytes())
+    return h.hexdigest()[:12]
+
+
+def data_fingerprint(source_fingerprint: str, cache: GraphCache, labels: list[dict[str, np.ndarray]],
+                     split: dict[str, list[int]]) -> dict:
+    """What a run trains on: the source's content fingerprint (its structures and labels) and a digest of
+    every split structure's labels by id (so a change can be said: which labels, how many)."""
+    return {"source": source_fingerprint,
+            "labels": {part: {cache.ids[i]: _label_digest(labels[i]) for i in idx} for part, idx in split.items()}}
+
+
+def check_same_data(run_dir: Path, now: dict, allow_changed: bool, console: Console) -> None:
+    """On resume: the data must be the ones the run started on (:func:`data_fingerprint`). A change is a
+    :class:`UserError` saying what changed, unless ``allow_changed`` (then recorded in the run folder)."""
+    path = run_dir / FINGERPRINT_FILE
+    if not path.is_file():
+        console.print(f"{run_dir} records no data fingerprint (written by an earlier version): the data cannot be "
+                      "checked against the run's")
+        return
+    try:
+        saved = json.loads(path.read_text())
+        old_labels = {p: dict(v) for p, v in saved["labels"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{path}: unreadable; the data cannot be checked against the run's") from None
+    changes = []
+    for part in ("train", "val", "test"):
+        old, new = old_labels.get(part, {}), now["labels"].get(part, {})
+        differ = [k for k in old if k in new and old[k] != new[k]]
+        if differ:
+            changes.append(f"labels of {len(differ)} of {len(old)} {part} structures (e.g. {differ[0]})")
+        gone = len(set(old) - set(new))
+        if gone:
+            changes.append(f"{gone} {part} structures missing")
+    if not changes and saved.get("source") != now["source"]:
+        changes.append("the source's content (structures or entries outside the split)")
+    if not changes:
+        return
+    what = "; ".join(changes)
+    if not allow_changed:
+        raise UserError(f"{run_dir}: the data changed since the run started: {what}. Resuming would train on "
+                        "other data than its checkpoint; start a new run, or continue anyway with "
+                        "--allow-changed-data (recorded in the run folder)")
+    import time
+
+    log = run_dir / CHANGED_DATA_FILE
+    try:
+        entries = json.loads(log.read_text()) if log.is_file() else []
+    except (OSError, ValueError):
+        entries = []
+    entries.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changes, "allowed_by": "--allow-changed-data"})
+    log.write_text(json.dumps(entries, indent=1))
+    path.write_text(json.dumps(now))
+    console.print(f"warning: resuming with changed data ({what}); recorded in {log}")
+
+
 def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: bool = True,
-                     resume: bool = False, write: bool = True
+                     resume: bool = False, write: bool = True, allow_changed_data: bool = False
                      ) -> tuple[GraphCache, list[dict[str, np.ndarray]], dict[str, list[int]]]:
     """Graph cache (built or reused), load report, labels and the split (made and saved in
     ``split.json``, or with ``resume`` read back from it) of a run folder. ``write=False``
-    (ranks other than 0 of a distributed run) writes nothing into the run folder."""
+    (ranks other than 0 of a distributed run) writes nothing into the run folder. The data's
+    fingerprint is saved beside the checkpoint (``data_fingerprint.json``); on ``resume`` changed
+    data are refused unless ``allow_changed_data``."""
     source = make_source(cfg.source)
     cache = build_graph_cache(source, cfg.graphs, cache_root=cfg.cache_dir, workers=cfg.workers,
                               on_invalid=cfg.on_invalid, progress=progress)
@@ -131,14 +201,22 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
     if resume:
         saved = json.loads((run_dir / "split.json").read_text())
         split, missing = splitting.ids_split(cache.ids, {k: saved[k] for k in ("train", "val", "test")})
+        now = data_fingerprint(source.fingerprint(), cache, labels, split)
         if any(missing.values()):
-            raise ValueError(f"{run_dir / 'split.json'}: {sum(missing.values())} ids are not in the graph cache "
-                             "(did the source change?)")
+            if not allow_changed_data:
+                raise UserError(f"{run_dir}: the data changed since the run started: "
+                                + "; ".join(f"{v} {k} structures missing" for k, v in missing.items() if v)
+                                + ". Start a new run, or continue anyway with --allow-changed-data (recorded in "
+                                  "the run folder)")
+        if write:
+            check_same_data(run_dir, now, allow_changed_data, console)
     else:
         split = make_split(cfg, cache, labels, labelled, console)
         if write:
             (run_dir / "split.json").write_text(json.dumps(
                 {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
+            (run_dir / FINGERPRINT_FILE).write_text(json.dumps(data_fingerprint(source.fingerprint(), cache, labels,
+                                                                                split)))
     if cfg.split.bootstrap is not None:  # a bootstrap member: the training split resampled with replacement
         rng = np.random.default_rng(cfg.split.bootstrap)
         split["train"] = [split["train"][i] for i in rng.integers(0, len(split["train"]), len(split["train"]))]

@@ -101,10 +101,12 @@ def _use_cuda(cfg: RunConfig) -> bool:
 
 
 def train(cfg: RunConfig, console: Console | None = None, progress: bool = True, resume: str | Path | None = None,
-          on_epoch_end: Callable[[Trainer], None] | None = None) -> Path:
+          on_epoch_end: Callable[[Trainer], None] | None = None, allow_changed_data: bool = False) -> Path:
     """Run ``cfg`` end to end; returns the run folder. ``resume``: a run folder whose
     ``checkpoint_last.pt`` is continued exactly (same split, weights, optimizer,
-    schedule and random state). ``on_epoch_end``: called with the trainer after every epoch.
+    schedule and random state) — on the same data, checked against the fingerprint the run saved, unless
+    ``allow_changed_data`` (recorded in the run folder). ``on_epoch_end``: called with the trainer after every
+    epoch. One process at a time trains a run folder (a lock; a second one is told who holds it).
 
     Started by ``torchrun`` with several processes, it trains data-parallel (see
     :mod:`matgnn.training.distributed`); ``train.batch_size`` is then per process.
@@ -113,6 +115,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     info = distributed.from_environment()
     device = distributed.init(info, _use_cuda(cfg))
     run = _Run(cfg, info, device, console, progress, on_epoch_end)
+    run.allow_changed_data = allow_changed_data
     try:
         with sigterm_as_interrupt():
             return run.execute(resume)
@@ -122,6 +125,8 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
             run.console.print(f"removed the unfinished run folder {run.created}")
         raise
     finally:
+        if run.folder is not None:
+            run.folder.unlock()
         if run.threads_before is not None:  # the caller's process keeps its own thread count
             torch.set_num_threads(run.threads_before)
         if info.enabled:
@@ -147,6 +152,8 @@ class _Run(Callback):
         if not self.main:
             self.console, self.progress = Console(stderr=True, quiet=True), False
         self.created: Path | None = None
+        self.folder: RunFolder | None = None  # locked by this process (rank 0)
+        self.allow_changed_data = False
         self.trained = False
         self.threads_before: int | None = None  # torch's threads before this run lowered them
 
@@ -196,11 +203,16 @@ class _Run(Callback):
             folder = RunFolder(Path(resume))
             if not folder.checkpoint.is_file():
                 raise FileNotFoundError(f"{folder.path} has no {CHECKPOINT} to resume from")
+            if self.main:
+                folder.lock()
+                self.folder = folder
             self.console.print(f"resuming run folder: {folder.path}")
             return folder
         path = None
         if self.main:
             path = self.created = make_run_dir(self.cfg)
+            RunFolder(path).lock()
+            self.folder = RunFolder(path)
             self.cfg.to_yaml(path / "config.yaml")
         folder = RunFolder(Path(distributed.broadcast(str(path) if path else None)))
         self.console.print(f"run folder: {folder.path}")
@@ -215,7 +227,7 @@ class _Run(Callback):
         if not self.main:
             distributed.barrier()
         cache, labels, split = prepare_run_data(self.cfg, folder.path, self.console, self.progress, resume=resume,
-                                                write=self.main)
+                                                write=self.main, allow_changed_data=self.allow_changed_data)
         if self.main:
             distributed.barrier()
         split = distributed.broadcast(split)

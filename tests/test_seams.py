@@ -1,0 +1,158 @@
+"""Where two parts meet: optional packages × backbones × the embedding cache, resume × changed data, two
+processes × one run folder, the CLI's messages × text that looks like markup. Each case drives the CLI's
+entry point (in-process through :func:`tests.userdata.cli`, or as a real process where concurrency is the
+point) and checks exit code, message and files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import pytest
+from ase.build import mx2
+from ase.io import write
+
+from tests.userdata import cif_folder, cli, ok, run, run_yaml, runs_in, user_error
+
+
+def _blocked(monkeypatch, *packages: str) -> None:
+    """The packages as a fresh install without the ``[foundation]`` extra sees them: not importable
+    (``sys.modules[name] = None`` is Python's own marker of an absent module)."""
+    for p in packages:
+        monkeypatch.setitem(sys.modules, p, None)
+
+
+@pytest.fixture(scope="module")
+def mos2(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mos2")
+    write(d / "mos2.cif", mx2("MoS2", "2H", a=3.18, thickness=3.19, vacuum=10))
+    return d / "mos2.cif"
+
+
+@pytest.mark.parametrize("model, package", [("bandgap-2d-chgnet", "chgnet"), ("bandgap-2d-sevennet", "sevenn"),
+                                            ("bandgap-2d-ensemble", "sevenn"), ("magmom-mp-chgnet", "chgnet")])
+def test_a_shipped_backbone_model_without_its_extra_names_it_and_caches_nothing(model, package, mos2, tmp_path,
+                                                                               monkeypatch):
+    pytest.importorskip("chgnet")
+    pytest.importorskip("sevenn")
+    _blocked(monkeypatch, "chgnet", "sevenn")
+    cache = tmp_path / "cache"
+    r = cli("predict", model, str(mos2), "--out", str(tmp_path / "p.csv"), env={"MATGNN_CACHE_DIR": str(cache)})
+    user_error(r, f"needs the {package} package", "pip install 'matgnn[foundation]'")
+    assert not (tmp_path / "p.csv").exists()
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*")), sorted(cache.rglob("*"))
+
+
+def test_after_installing_the_extra_the_answer_is_a_fresh_installs(mos2, tmp_path, monkeypatch):
+    """The shared cache of a user who first ran without chgnet holds nothing that changes the answer once
+    chgnet is installed (before: a `.rejected` marker and −0.082 eV for ever)."""
+    pytest.importorskip("chgnet")
+    shared = {"MATGNN_CACHE_DIR": str(tmp_path / "shared")}
+    with monkeypatch.context() as m:
+        _blocked(m, "chgnet", "sevenn")
+        user_error(cli("predict", "bandgap-2d-chgnet", str(mos2), "--out", str(tmp_path / "a.csv"), env=shared),
+                   "chgnet")
+    ok(cli("predict", "bandgap-2d-chgnet", str(mos2), "--out", str(tmp_path / "a.csv"), env=shared))
+    ok(cli("predict", "bandgap-2d-chgnet", str(mos2), "--out", str(tmp_path / "b.csv"),
+           env={"MATGNN_CACHE_DIR": str(tmp_path / "fresh")}))
+    (a,), (b,) = (list(csv.DictReader(open(tmp_path / f))) for f in ("a.csv", "b.csv"))
+    assert a == b and float(a["optb88vdw_bandgap"]) > 0.3, (a, b)
+
+
+def test_models_lists_each_models_extras(monkeypatch):
+    r = ok(cli("models"))
+    rows = {line.split("\t")[0]: line for line in r.out.splitlines() if "\t" in line}
+    assert "needs: -" in rows["bandgap-2d"]
+    assert "sevenn" in rows["bandgap-2d-ensemble"] and "chgnet" in rows["bandgap-2d-ensemble"]
+    _blocked(monkeypatch, "sevenn")
+    r = ok(cli("models"))
+    line = next(ln for ln in r.out.splitlines() if ln.startswith("bandgap-2d-sevennet\t"))
+    assert "sevenn (missing: pip install 'matgnn[foundation]')" in line, line
+
+
+def test_matgnn_models_says_the_name_rule_and_bad_entries(tmp_path):
+    import shutil
+
+    from matgnn.artifacts import SHIPPED_DIR
+
+    mine = tmp_path / "mine"
+    shutil.copytree(SHIPPED_DIR / "bandgap-2d", mine / "bandgap-2d")
+    (tmp_path / "file").write_text("x")
+    env = {"MATGNN_MODELS": f"{mine}:{tmp_path / 'nope'}:{tmp_path / 'file'}"}
+    r = ok(cli("models", env=env))
+    flat = " ".join(r.out.split())
+    assert f"{mine / 'bandgap-2d'} is not used: the name 'bandgap-2d' is taken by an earlier model" in flat
+    assert "nope: no such folder" in flat and "file: not a folder" in flat
+    user_error(cli("predict", "no-such-model", str(tmp_path), env=env), "nope: no such folder")
+
+
+def test_messages_and_help_print_literally(tmp_path):
+    """A path with brackets in an error, an install hint in a help text: printed as written."""
+    r = cli("predict", "bandgap-2d", str(tmp_path / "[weird] name.cif"))
+    user_error(r, "[weird] name.cif: the pattern matches no file")
+    r = ok(cli("baseline", "--help"))
+    assert "pip install 'matgnn[foundation]'" in " ".join(r.out.split())
+
+
+def test_model_card_text_loses_terminal_control_characters(tmp_path):
+    import shutil
+
+    from matgnn.artifacts import SHIPPED_DIR
+
+    mine = tmp_path / "mine"
+    shutil.copytree(SHIPPED_DIR / "bandgap-2d", mine / "mailed")
+    (mine / "mailed" / "MODEL_CARD.md").write_text("# x\n\x1b[2J\x1b]0;owned\x07Gap model \x1b[31mred\x1b[0m\n")
+    r = ok(cli("models", "mailed", env={"MATGNN_MODELS": str(mine)}))
+    assert "\x1b" not in r.out and "\x07" not in r.out and "Gap model red" in r.out
+    r = ok(cli("models", env={"MATGNN_MODELS": str(mine)}))
+    assert "\x1b" not in r.out and "Gap model red" in r.out
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    folder = cif_folder(tmp_path / "cifs")
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
+    env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
+    ok(cli("train", str(cfg), "--set", "train.checkpoint_every=1", env=env))
+    (run_dir,) = runs_in(tmp_path / "runs")
+    return folder, run_dir, env
+
+
+def test_resume_refuses_changed_labels_and_records_an_override(trained_run):
+    folder, run_dir, env = trained_run
+    assert (run_dir / "data_fingerprint.json").is_file() and (run_dir / "checkpoint_last.pt").is_file()
+    ids = (folder / "id_prop.csv").read_text().splitlines()
+    scaled = [ids[0]] + [f"{line.split(',')[0]},{float(line.split(',')[1]) * 10:.4f}" for line in ids[1:]]
+    (folder / "id_prop.csv").write_text("\n".join(scaled) + "\n")
+    before = sorted(p.name for p in run_dir.iterdir())
+    r = cli("train", "--resume", str(run_dir), env=env)
+    user_error(r, "the data changed since the run started", "labels of", "train structures", "--allow-changed-data")
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written
+    r = ok(cli("train", "--resume", str(run_dir), "--allow-changed-data", env=env))
+    assert "resuming with changed data" in r.out
+    (entry,) = json.loads((run_dir / "data_changes.json").read_text())
+    assert entry["allowed_by"] == "--allow-changed-data" and "labels of" in entry["changed"][0]
+
+
+def test_resume_on_the_same_data_goes_on(trained_run):
+    _, run_dir, env = trained_run
+    r = ok(cli("train", "--resume", str(run_dir), env=env))
+    assert "changed" not in r.out and not (run_dir / "data_changes.json").exists()
+
+
+def test_a_second_process_cannot_train_a_held_run_folder(trained_run):
+    """A real second process: while this one holds the run folder, `--resume` there says who holds it."""
+    import os
+
+    from matgnn.artifacts import RunFolder
+
+    _, run_dir, env = trained_run
+    held = RunFolder(run_dir)
+    held.lock()
+    try:
+        r = run("train", "--resume", str(run_dir), env=env)
+        user_error(r, "is being trained by", f"PID {os.getpid()}")
+    finally:
+        held.unlock()
+    ok(cli("train", "--resume", str(run_dir), env=env))  # released: resumes
