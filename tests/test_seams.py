@@ -156,3 +156,62 @@ def test_a_second_process_cannot_train_a_held_run_folder(trained_run):
     finally:
         held.unlock()
     ok(cli("train", "--resume", str(run_dir), env=env))  # released: resumes
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory):
+    """Files a user has that read as something else unless read with care."""
+    import gzip
+
+    from ase.build import bulk
+
+    d = tmp_path_factory.mktemp("odd")
+    write(d / "cu.cif", bulk("Cu", "fcc", a=3.6, cubic=True))
+    write(d / "ag.cif", bulk("Ag", "fcc", a=4.09, cubic=True))
+    cu, ag = (d / "cu.cif").read_text(), (d / "ag.cif").read_text()
+    (d / "multi.cif").write_text(cu.replace("data_image0", "data_cu") + "\n" + ag.replace("data_image0", "data_ag"))
+    last = "Cu  Cu4       1.0  0.5  0.5  0.0  1.0000"
+    assert last in cu
+    (d / "negocc.cif").write_text(cu.replace(last, last.replace("1.0000", "-1.0000")))
+    (d / "bigocc.cif").write_text(cu.replace(last, last.replace("1.0000", "1.5000")))
+    write(d / "cu.vasp", bulk("Cu", "fcc", a=3.6, cubic=True), format="vasp")
+    lines = (d / "cu.vasp").read_text().splitlines()
+    (d / "trunc.vasp").write_text("\n".join(lines[:9]) + "\n")
+    (d / "inf.vasp").write_text("\n".join([lines[0], lines[1], "inf 0 0", *lines[3:]]) + "\n")
+    write(d / "frames.extxyz", [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("Ag", "fcc", a=4.09, cubic=True)])
+    (d / "frames.extxyz.gz").write_bytes(gzip.compress((d / "frames.extxyz").read_bytes()))
+    (d / "frames.extxyz").unlink()
+    return d
+
+
+def _predict(tmp_path, *files):
+    out = tmp_path / "p.csv"
+    return cli("predict", "bandgap-2d", *map(str, files), "--out", str(out)), out
+
+
+def test_every_data_block_of_a_cif_is_read(odd_files, tmp_path):
+    r, out = _predict(tmp_path, odd_files / "multi.cif")
+    ok(r)
+    assert [row["id"] for row in csv.DictReader(open(out))] == ["multi[cu]", "multi[ag]"]
+    # one id, one file (a folder with id_prop.csv): several blocks are an error naming them
+    from matgnn.data.sources.folder import read_structure_file
+    from matgnn.errors import StructureError
+
+    with pytest.raises(StructureError, match="holds 2 data blocks"):
+        read_structure_file(odd_files / "multi.cif")
+
+
+@pytest.mark.parametrize("name, words", [("negocc.cif", "site Cu4 has occupancy -1.0000"),
+                                         ("bigocc.cif", "site Cu4 has occupancy 1.5000"),
+                                         ("trunc.vasp", "ends after 1 of its 4 atom positions"),
+                                         ("inf.vasp", "lattice vector 1 (line 3) is not three finite numbers")])
+def test_a_file_that_would_read_as_something_else_is_named(odd_files, tmp_path, name, words):
+    r, out = _predict(tmp_path, odd_files / name)
+    user_error(r, words)
+    assert not out.exists()
+
+
+def test_gzipped_extxyz_frames_are_read(odd_files, tmp_path):
+    r, out = _predict(tmp_path, odd_files / "frames.extxyz.gz")
+    ok(r)
+    assert [row["formula"] for row in csv.DictReader(open(out))] == ["Cu", "Ag"]

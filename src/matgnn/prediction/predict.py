@@ -30,7 +30,7 @@ from ase.data import chemical_symbols
 from matgnn import artifacts, keys
 from matgnn.artifacts import read_model_info
 from matgnn.data.report import LoadReport
-from matgnn.data.sources.folder import is_structure_file_name, read_structure_file
+from matgnn.data.sources.folder import is_structure_file_name, read_cif_blocks, read_structure_file
 from matgnn.data.structure import Structure
 from matgnn.errors import BACKBONE_REFUSED, StructureError, UserError
 from matgnn.graphs.cache import graph_record
@@ -164,14 +164,22 @@ def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureErro
         if f.name.lower().endswith((".jsonl", ".jsonl.gz")):  # mp_magmoms / mp_cgcnn layouts
             yield from make_source(parse_source(str(f)))
             continue
-        if f.suffix.lower() in MULTI_SUFFIXES and f.is_file():
-            entries = iter(AseSource(f, graph_targets=[], node_targets=[]))  # streamed, frame by frame
+        gz_frames = f.name.lower().endswith((".extxyz.gz", ".xyz.gz"))
+        if (f.suffix.lower() in MULTI_SUFFIXES or gz_frames) and f.is_file():
+            source = AseSource(f, graph_targets=[], node_targets=[])
+            entries = iter(source)  # streamed, frame by frame
             first, second = next(entries, None), next(entries, None)
             if (second is None and first is not None and not isinstance(first, StructureError)
-                    and f.suffix.lower() in (".extxyz", ".xyz") and first.id == f"{f.stem}[0]"):
-                first.id = f.stem  # a one-structure file is named by its file, like a CIF
+                    and (gz_frames or f.suffix.lower() in (".extxyz", ".xyz")) and first.id == f"{source.stem}[0]"):
+                first.id = source.stem  # a one-structure file is named by its file, like a CIF
             yield from (e for e in (first, second) if e is not None)
             yield from entries
+            continue
+        if f.name.lower().endswith(".cif"):  # every data block of the file
+            try:
+                yield from read_cif_blocks(f)
+            except StructureError as e:
+                yield e
             continue
         try:
             yield read_structure_file(f)

@@ -43,7 +43,9 @@ class AseSource(StructureSource):
             raise FileNotFoundError(f"{self.path} not found")
         self.graph_targets = graph_targets
         self.node_targets = node_targets
-        self.name = f"ase-{self.path.stem}"
+        #: the file's name without its suffixes (``x`` of ``x.extxyz.gz``)
+        self.stem = self.path.name.split(".")[0] if self.path.name.lower().endswith(".gz") else self.path.stem
+        self.name = f"ase-{self.stem}"
 
     def _fingerprint_parts(self) -> dict[str, Any]:
         return {"path": str(self.path.resolve()), "content": file_digest(self.path),
@@ -69,7 +71,13 @@ class AseSource(StructureSource):
             return
         from ase.io import iread
 
-        for k, atoms in enumerate(iread(str(self.path), index=":")):
+        if self.path.name.lower().endswith(".gz"):  # x.extxyz.gz / x.xyz.gz: read through gzip
+            import gzip
+
+            frames = iread(gzip.open(self.path, "rt"), index=":", format="extxyz")
+        else:
+            frames = iread(str(self.path), index=":")
+        for k, atoms in enumerate(frames):
             scalars = dict(atoms.info)
             arrays = {key: v for key, v in atoms.arrays.items() if key not in _GEOMETRY}
             if atoms.calc is not None:
@@ -79,7 +87,7 @@ class AseSource(StructureSource):
                         scalars[key] = float(v)
                     elif v.shape == (len(atoms),):
                         arrays[key] = v
-            sid = str(scalars.pop("id", f"{self.path.stem}[{k}]"))
+            sid = str(scalars.pop("id", f"{self.stem}[{k}]"))
             yield sid, atoms, scalars, arrays
 
     def _entries(self) -> Iterator[Entry]:

@@ -64,15 +64,126 @@ def check_id(sid: str, where: str) -> str:
     return sid
 
 
+def _cif_number(text: str) -> float | None:
+    """A CIF number (``0.50(2)``: the uncertainty dropped), or None for ``?`` / ``.`` / text."""
+    text = str(text).strip()
+    if "(" in text:
+        text = text[:text.index("(")]
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def cif_blocks(path: Path, sid: str) -> list[tuple[str, str]]:
+    """(block name, block text) of every data block of a CIF holding atoms, each checked for occupancies
+    outside (0, 1] (an error naming the site: pymatgen would drop or merge such a site silently)."""
+    from pymatgen.io.cif import CifFile
+
+    text = path.read_text(encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cif = CifFile.from_str(text)
+    out = []
+    for name, block in cif.data.items():
+        data = block.data
+        if "_atom_site_fract_x" not in data and "_atom_site_Cartn_x" not in data:
+            continue  # a block without atoms (a global block of a multi-block file)
+        labels = data.get("_atom_site_label") or data.get("_atom_site_type_symbol") or []
+        for k, raw in enumerate(data.get("_atom_site_occupancy") or []):
+            occ = _cif_number(raw)
+            if occ is not None and not 0.0 < occ <= 1.0 + 1e-6:
+                label = labels[k] if k < len(labels) else f"#{k}"
+                raise StructureError(sid, errors.UNPARSABLE, f"data block {name!r}: site {label} has occupancy {raw} "
+                                     "(must be > 0 and <= 1)", str(path))
+        out.append((name, str(block)))
+    return out
+
+
+def read_cif_blocks(path: str | Path) -> list[Structure]:
+    """Every data block of a CIF as a structure: one block is named by the file (``x``), several by file and
+    block (``x[block]``). A block that cannot be read is a :class:`StructureError` naming it."""
+    path = Path(path)
+    sid = path.stem
+    if not path.is_file() or path.stat().st_size == 0:
+        return [read_structure_file(path)]
+    try:
+        blocks = cif_blocks(path, sid)
+    except StructureError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pymatgen's CIF reader raises many types on bad files
+        raise StructureError(sid, errors.UNPARSABLE, f"cannot parse: {type(e).__name__}: {e}", str(path)) from None
+    if len(blocks) <= 1:
+        return [read_structure_file(path)]
+    from pymatgen.io.cif import CifParser
+
+    out = []
+    for name, text in blocks:
+        bid = f"{sid}[{name}]"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                (pmg,) = CifParser.from_str(text).parse_structures(primitive=False, on_error="raise")
+        except Exception as e:  # noqa: BLE001
+            raise StructureError(bid, errors.UNPARSABLE, f"data block {name!r}: cannot parse: {type(e).__name__}: {e}",
+                                 str(path)) from None
+        out.append(structure_from_pymatgen(pmg, bid, str(path)))
+    return out
+
+
+def poscar_problem(text: str) -> str | None:
+    """What makes ``text`` an incomplete or malformed POSCAR (a truncated file, a non-finite lattice), in
+    words, or None when its layout is complete."""
+    lines = text.splitlines()
+    if len(lines) < 8:
+        return f"a POSCAR needs at least 8 lines (comment, scale, 3 lattice vectors, species/counts, mode); it has {len(lines)}"
+    vals = lines[1].split()
+    if not vals or _cif_number(vals[0]) is None or not np.isfinite(_cif_number(vals[0])):
+        return f"line 2 (the scale factor) is not a finite number: {lines[1].strip()!r}"
+    for k in range(3):
+        row = [_cif_number(x) for x in lines[2 + k].split()[:3]]
+        if len(row) < 3 or any(v is None or not np.isfinite(v) for v in row):
+            return f"lattice vector {k + 1} (line {3 + k}) is not three finite numbers: {lines[2 + k].strip()!r}"
+    at = 5
+    if not all(x.lstrip("-").isdigit() for x in lines[at].split()):
+        at += 1  # species names, then counts
+    try:
+        counts = [int(x) for x in lines[at].split()]
+    except (ValueError, IndexError):
+        return f"line {at + 1} should hold the atom counts: {lines[at].strip() if at < len(lines) else ''!r}"
+    at += 1
+    if at < len(lines) and lines[at].strip()[:1].lower() == "s":
+        at += 1  # selective dynamics
+    at += 1  # Direct / Cartesian
+    n = sum(counts)
+    coords = [ln for ln in lines[at:at + n] if len(ln.split()) >= 3]
+    if len(coords) < n:
+        return f"the file ends after {len(coords)} of its {n} atom positions (truncated?)"
+    return None
+
+
 def read_structure_file(path: str | Path, sid: str | None = None) -> Structure:
-    """Read one CIF, POSCAR/CONTCAR, extxyz or pymatgen-JSON file. Raises
-    :class:`StructureError` naming the file when it cannot be parsed."""
+    """Read one CIF, POSCAR/CONTCAR, extxyz or pymatgen-JSON file (also gzipped: ``x.cif.gz``). Raises
+    :class:`StructureError` naming the file when it cannot be parsed; a CIF with several data blocks is an
+    error here (one id, one structure: :func:`read_cif_blocks` reads them all)."""
     path = Path(path)
     sid = sid if sid is not None else path.stem
     name = path.name.lower()
     try:
         if path.stat().st_size == 0:
             raise StructureError(sid, errors.UNPARSABLE, "the file is empty", str(path))
+        if name.endswith(".gz"):
+            return _read_gzipped(path, sid)
+        if name.endswith(".cif"):
+            blocks = cif_blocks(path, sid)
+            if len(blocks) > 1:
+                raise StructureError(sid, errors.UNPARSABLE, f"the CIF holds {len(blocks)} data blocks "
+                                     f"({', '.join(b for b, _ in blocks[:5])}); one structure per file here (matgnn "
+                                     "predict reads every block)", str(path))
+        elif not name.endswith((".json", ".xyz", ".extxyz")):  # POSCAR / CONTCAR / *.vasp
+            problem = poscar_problem(path.read_text(encoding="utf-8"))
+            if problem:
+                raise StructureError(sid, errors.UNPARSABLE, f"not a complete POSCAR: {problem}", str(path))
         if name.endswith(".json"):
             return structure_from_json(path.read_text(encoding="utf-8"), sid, str(path))
         if name.endswith((".xyz", ".extxyz")):
@@ -93,6 +204,26 @@ def read_structure_file(path: str | Path, sid: str | None = None) -> Structure:
     except Exception as e:  # pymatgen/ASE raise many different types on bad files
         raise StructureError(sid, errors.UNPARSABLE, f"cannot parse: {type(e).__name__}: {e}", str(path)) from e
     return structure_from_pymatgen(pmg, sid, str(path))
+
+
+def _read_gzipped(path: Path, sid: str) -> Structure:
+    """A gzipped single-structure file, read as the file it holds."""
+    import gzip
+    import tempfile
+
+    inner = path.name[:-3]
+    try:
+        data = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as e:
+        raise StructureError(sid, errors.UNPARSABLE, f"not a readable gzip file: {e}", str(path)) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / inner).write_bytes(data)
+        try:
+            s = read_structure_file(Path(tmp) / inner, sid.split(".")[0] if sid == path.stem else sid)
+        except StructureError as e:
+            raise StructureError(e.structure_id, e.code, e.detail, str(path)) from None
+    s.meta["file"] = str(path)
+    return s
 
 
 def structure_from_json(text: str, sid: str, file: str | None = None) -> Structure:
