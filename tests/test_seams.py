@@ -215,3 +215,75 @@ def test_gzipped_extxyz_frames_are_read(odd_files, tmp_path):
     r, out = _predict(tmp_path, odd_files / "frames.extxyz.gz")
     ok(r)
     assert [row["formula"] for row in csv.DictReader(open(out))] == ["Cu", "Ag"]
+
+
+def _mailed(tmp_path, edit_args=None, edit_state=None):
+    """A copy of the shipped bandgap-2d folder, edited as someone might have before mailing it."""
+    import shutil
+
+    import torch
+
+    from matgnn.artifacts import SHIPPED_DIR
+
+    folder = tmp_path / "mailed"
+    shutil.copytree(SHIPPED_DIR / "bandgap-2d", folder)
+    if edit_args:
+        info = json.loads((folder / "model.json").read_text())
+        info["init_args"].update(edit_args)
+        (folder / "model.json").write_text(json.dumps(info))
+    if edit_state:
+        state = torch.load(folder / "state.pt", weights_only=True)
+        edit_state(state)
+        torch.save(state, folder / "state.pt")
+    return folder
+
+
+def test_non_finite_weights_are_refused_on_load(mos2, tmp_path):
+    def nan(state):
+        state[next(k for k in state if k.endswith("weight"))][0] = float("nan")
+
+    folder = _mailed(tmp_path, edit_state=nan)
+    user_error(cli("predict", str(folder), str(mos2), "--out", str(tmp_path / "p.csv")), "state.pt", "non-finite")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_non_finite_answer_is_listed_not_written(mos2, tmp_path):
+    def huge(state):
+        for k, v in state.items():
+            if k.startswith("heads") and v.is_floating_point():
+                v.mul_(1e30)
+
+    folder = _mailed(tmp_path, edit_state=huge)
+    r = cli("predict", str(folder), str(mos2), "--out", str(tmp_path / "p.csv"))
+    user_error(r, "not a finite number")
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("args, words", [({"hidden": 200000}, "hidden: 200000 is beyond the bound"),
+                                         ({"layers": 100000}, "layers: 100000 is beyond the bound")])
+def test_size_arguments_of_a_mailed_model_are_bounded_before_allocation(mos2, tmp_path, args, words):
+    import time
+
+    folder = _mailed(tmp_path, edit_args=args)
+    t0 = time.perf_counter()
+    user_error(cli("predict", str(folder), str(mos2), "--out", str(tmp_path / "p.csv")), words)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_a_graph_setting_beyond_its_bound_is_one_line(tmp_path):
+    folder = cif_folder(tmp_path / "cifs")
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
+    r = cli("train", str(cfg), "--set", "graphs.cutoff=1e9")
+    user_error(r, "cutoff")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_fifo_as_state_pt_is_refused_not_read(mos2, tmp_path):
+    """A real process with a time limit: a FIFO read would block it for ever."""
+    import os
+
+    folder = _mailed(tmp_path)
+    (folder / "state.pt").unlink()
+    os.mkfifo(folder / "state.pt")
+    r = run("predict", str(folder), str(mos2), "--out", str(tmp_path / "p.csv"), timeout=120)
+    user_error(r, "state.pt", "not a regular file")

@@ -323,10 +323,24 @@ def expand(spec: str | Path | list[str | Path]) -> tuple[list[Path], dict]:
     return folders, recal
 
 
+def regular_file(path: Path) -> Path:
+    """``path`` if it is a regular file (not a FIFO, device or socket, which would block or never end a
+    read), else a :class:`UserError` naming it."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path}: not a regular file (a pipe, device or socket is never read)")
+    return Path(path)
+
+
 def read_model_info(path: Path) -> dict:
     """``model.json`` of model folder ``path`` as a dict (a bad file is a :class:`UserError`)."""
     try:
-        info = json.loads((Path(path) / MODEL_FILE).read_text(encoding="utf-8"))
+        info = json.loads(regular_file(Path(path) / MODEL_FILE).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{Path(path) / MODEL_FILE}: not a matgnn model file (not JSON: {e})") from None
     if not isinstance(info, dict):

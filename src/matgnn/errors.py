@@ -18,6 +18,8 @@ NOT_IN_ID_PROP = "not_in_id_prop"
 DUPLICATE_ID = "duplicate_id"
 #: a pretrained backbone refused the structure (its features would be zero): no prediction is made
 BACKBONE_REFUSED = "backbone_refused"
+#: the model answered NaN or inf for the structure: listed, never written as a number
+NON_FINITE_PREDICTION = "non_finite_prediction"
 
 
 #: Exit status of every ``matgnn`` command for a user error (bad input, config, path or

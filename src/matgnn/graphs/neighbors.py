@@ -32,8 +32,11 @@ class GraphSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cutoff: float = Field(8.0, gt=0, description="neighbour cutoff radius in Å")
-    max_neighbors: int | None = Field(12, ge=1, description="nearest neighbours kept per atom (ties kept); None keeps all")
+    cutoff: float = Field(8.0, gt=0, le=30.0, description=(
+        "neighbour cutoff radius in Å (at most 30: beyond that a dense crystal has tens of thousands of "
+        "neighbours per atom and the graph build does not end in useful time)"))
+    max_neighbors: int | None = Field(12, ge=1, le=1000, description=(
+        "nearest neighbours kept per atom (ties kept; at most 1000); None keeps all"))
     tie_tolerance: float = Field(1e-4, ge=0, description="distances within this (Å) of the k-th count as ties")
 
     def cache_key(self) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE, ensemble_members, read_model_info, resolve
+from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE, ensemble_members, read_model_info, regular_file, resolve
 from matgnn.errors import UnsafeArtifactError, UserError
 from matgnn.models.base import MatgnnModel
 from matgnn.models.registry import registered_class
@@ -45,6 +45,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
     init_args = info.get("init_args")
     if not isinstance(init_args, dict):
         raise UserError(f"{path / MODEL_FILE}: 'init_args' is not a mapping of constructor arguments")
+    check_size_arguments(init_args, path / MODEL_FILE)
+    if (path / WEIGHTS_FILE).exists():
+        regular_file(path / WEIGHTS_FILE)
     try:
         model = cls(**init_args)
     except UserError:
@@ -60,6 +63,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
                                   "(torch.load with weights_only=True failed)") from None
     except RuntimeError as e:
         raise UserError(f"{path / WEIGHTS_FILE}: not a readable weights file: {str(e).splitlines()[0]}") from None
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and k.rsplit(".", 1)[-1] not in MAY_HOLD_NAN and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"{path / WEIGHTS_FILE}: refused, tensor {bad[0]!r} holds non-finite values (NaN or inf)"
+                        + (f" and {len(bad) - 1} more" if len(bad) > 1 else "") + "; such a model answers nothing useful")
     try:
         load_weights(model, state, f"{path / WEIGHTS_FILE}")
     except RuntimeError as e:  # tensors of other shapes than the constructor arguments make (an edited model.json)
@@ -69,6 +77,35 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
         raise UserError(f"{path / WEIGHTS_FILE}: {e}") from None
     model.eval()
     return model
+
+
+#: tensors that may hold NaN or inf by design: not-yet-filled references, open ends of a training range
+MAY_HOLD_NAN = {"backbone_magmom_weight", "backbone_magmom_bias", "target_low", "target_high", "element_baseline"}
+#: upper bounds of size arguments in a model.json (a mailed folder must not allocate hundreds of GB or build
+#: for minutes before its weights are found not to fit): any integer argument named like a depth, a width
+_MAX_DEPTH = 64
+_MAX_WIDTH = 16384
+
+
+def check_size_arguments(init_args: object, where: Path) -> None:
+    """Every integer argument named like a depth (``layers``, ``blocks``, ...) is at most 64, like a width
+    (``hidden``, ``*_dim``, ...) at most 16384 — in nested models too; else a one-line :class:`UserError`."""
+    def walk(x: object) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if isinstance(v, int) and not isinstance(v, bool):
+                    name = str(k).lower()
+                    if any(w in name for w in ("layer", "block", "conv", "depth", "interaction")) and v > _MAX_DEPTH:
+                        raise UserError(f"{where}: {k}: {v} is beyond the bound {_MAX_DEPTH} of a depth")
+                    if any(w in name for w in ("hidden", "dim", "width", "channel", "basis", "rbf", "embed")) \
+                            and v > _MAX_WIDTH:
+                        raise UserError(f"{where}: {k}: {v} is beyond the bound {_MAX_WIDTH} of a width")
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(init_args)
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -32,7 +32,7 @@ from matgnn.artifacts import read_model_info
 from matgnn.data.report import LoadReport
 from matgnn.data.sources.folder import is_structure_file_name, read_cif_blocks, read_structure_file
 from matgnn.data.structure import Structure
-from matgnn.errors import BACKBONE_REFUSED, StructureError, UserError
+from matgnn.errors import BACKBONE_REFUSED, NON_FINITE_PREDICTION, StructureError, UserError
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
@@ -220,6 +220,12 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
                 report.kept -= 1
                 report.skip(StructureError(sid, BACKBONE_REFUSED, refused[g], kept[g].meta.get("file")))
                 continue
+            if not all(_finite(out[spec["name"]][0], g, starts, spec["level"]) for spec in specs):
+                report.kept -= 1  # never written as a plain nan
+                report.skip(StructureError(sid, NON_FINITE_PREDICTION, "the model's answer is not a finite number "
+                                           "(NaN or inf): the model or its weights are broken for this input",
+                                           kept[g].meta.get("file")))
+                continue
             row: dict[str, Any] = {"id": sid, "structure": kept[g]}
             if bound_heads:
                 row["answers_at_bound"] = [n for n in bound_heads if bool(bounded[n][g])]
@@ -256,6 +262,12 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
             yield from flush()
     if records:
         yield from flush()
+
+
+def _finite(v: torch.Tensor, g: int, starts: np.ndarray, level: str) -> bool:
+    """Whether structure ``g``'s answer in ``v`` (a head's batch output) is finite."""
+    part = v[g] if level == "graph" else v[int(starts[g]):int(starts[g + 1])]
+    return bool(torch.isfinite(part.float()).all())
 
 
 def _fmt(v: float) -> str:
