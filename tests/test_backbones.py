@@ -88,7 +88,7 @@ def test_an_old_rejected_marker_is_not_trusted(trained, tmp_path):
     marker is ignored, the features are computed and the structure is predicted."""
     from matgnn.graphs.backbone_features import ChgnetFeatures
 
-    env, run_dir = trained["env"], trained["run"]
+    run_dir = trained["run"]
     cache = tmp_path / "cache"
     store = ChgnetFeatures(root=cache / "embeddings")
     new = tmp_path / "new"

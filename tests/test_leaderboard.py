@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 
 from tests.conftest import shared_path
-from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error
+from tests.userdata import cif_folder, cli, ok, run, run_yaml, runs_in, user_error
 
 
 def _fold_file(folder, k=0):
@@ -54,6 +54,11 @@ def test_define_train_export_on_the_users_own_benchmark(tmp_path):
         assert key in meta, key
     assert meta["team_name"] == "us" and "note" not in meta
     assert os.access(folder / "run.sh", os.X_OK) and (folder / "config.yaml").is_file()
+    # a name with shell characters or a path in it is refused; nothing is written outside --out
+    for bad in ("x; touch PWNED", "../escape", "$(id)", ".hidden"):
+        r = cli("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "contrib2"), "--name", bad, env=env)
+        user_error(r, "--name", "a contribution name is letters, digits")
+    assert not (tmp_path / "contrib2").exists() and not (tmp_path / "escape").exists()
 
 
 def test_a_run_that_is_not_on_a_leaderboard_split_is_refused(tmp_path):

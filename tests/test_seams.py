@@ -287,3 +287,110 @@ def test_a_fifo_as_state_pt_is_refused_not_read(mos2, tmp_path):
     os.mkfifo(folder / "state.pt")
     r = run("predict", str(folder), str(mos2), "--out", str(tmp_path / "p.csv"), timeout=120)
     user_error(r, "state.pt", "not a regular file")
+
+
+def test_interrupts_of_the_pooled_graph_build(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) during a two-worker graph build: exit 130 within seconds,
+    every time, no worker traceback, no process left; a killed parent takes its workers with it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.userdata import MATGNN
+
+    def start(k):
+        return subprocess.Popen([MATGNN, "graphs", "build", "emt:20000", "--workers", "2", "--cache-dir",
+                                 str(tmp_path / f"c{k}")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+
+    def group(p):
+        return subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+
+    def wait_for_workers(p):
+        t0 = time.time()
+        while len(group(p)) < 3 and time.time() - t0 < 60:
+            time.sleep(0.2)
+        time.sleep(1.0)
+
+    for k in range(3):
+        p = start(k)
+        wait_for_workers(p)
+        os.killpg(p.pid, signal.SIGINT)
+        t0 = time.time()
+        try:
+            out, _ = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            pytest.fail(f"try {k}: still running 20 s after Ctrl-C")
+        assert p.returncode == 130 and time.time() - t0 < 10, (p.returncode, out)
+        assert "Traceback" not in out, out
+        time.sleep(0.5)
+        assert group(p) == []
+    p = start(9)
+    wait_for_workers(p)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    time.sleep(3)
+    assert group(p) == [], "workers outlived their parent"
+
+
+def test_hidden_part_files_of_a_killed_predict_are_removed(mos2, tmp_path):
+    import shutil
+
+    out = tmp_path / "p.csv"
+    dead = 2 ** 22 + 12345  # beyond the default pid_max of 4194304: no such process
+    (tmp_path / f".p.csv.part-{dead}").write_text("half")
+    (tmp_path / f".p_atoms.csv.part-{dead}").write_text("half")
+    import os
+
+    mine = tmp_path / f".p.csv.part-{os.getppid()}"  # a live process's (a prediction still running): kept
+    mine.write_text("running")
+    ok(cli("predict", "bandgap-2d", str(mos2), "--out", str(out)))
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left == [mine.name], left
+    shutil.rmtree(tmp_path / "unused", ignore_errors=True)
+
+
+def test_raw_tracebacks_that_are_user_errors(tmp_path, mos2):
+    # an unknown JARVIS dataset
+    user_error(cli("data", "info", "jarvis:nope", "--out", str(tmp_path / "i")), "unknown JARVIS dataset", "dft_2d")
+    # a run whose config.yaml carries a !!python tag: refused, nothing executed, one line
+    folder = cif_folder(tmp_path / "cifs")
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
+    env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
+    ok(cli("train", str(cfg), env=env))
+    (run_dir,) = runs_in(tmp_path / "runs")
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(f'x: !!python/object/apply:os.system ["touch {tmp_path}/PWNED"]\n' + text)
+    user_error(cli("evaluate", str(run_dir), env=env), "config.yaml (line 1)", "not plain YAML")
+    assert not (tmp_path / "PWNED").exists()
+    # --set with a value of the wrong type: one plain line, no URL
+    r = cli("train", str(cfg), "--set", "train.epochs=abc", env=env)
+    user_error(r, "train.epochs", "valid integer")
+    assert "http" not in r.out and len(r.out.strip().splitlines()) == 1, r.out
+
+
+def test_a_matbench_file_with_no_readable_structure_is_one_line(tmp_path):
+    import gzip
+
+    pytest.importorskip("matbench")
+    frame = {"index": [0, 1], "columns": ["structure", "exfoliation_en"],
+             "data": [[{"lattice": "broken"}, 1.0], [{"sites": []}, 2.0]]}
+    path = tmp_path / "matbench_jdft2d.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(frame, f)
+    folder = cif_folder(tmp_path / "cifs")
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
+    r = cli("matbench", "matbench_jdft2d", str(cfg), "--data", str(path), "--out", str(tmp_path / "mb"))
+    user_error(r, "none of its 2 structures could be read")
+
+
+def test_a_full_disk_while_predicting_names_the_output(mos2, tmp_path):
+    """A real process under a file-size limit (how a full disk looks to it)."""
+    out = tmp_path / "p.csv"
+    out.write_text("earlier results\n")
+    r = run("predict", "bandgap-2d", str(mos2), "--out", str(out), max_file_bytes=60)
+    user_error(r, f"{out}: could not write the predictions")
+    assert out.read_text() == "earlier results\n"
+    assert not [p for p in tmp_path.iterdir() if ".part-" in p.name]

@@ -426,7 +426,7 @@ def lineage(run_dir: str | Path, roots: list[Path] = ()) -> list[tuple[Path, dic
     run: Path | None = Path(run_dir)
     stages: list[tuple[Path, dict, dict]] = []
     while run is not None and (run / "metrics.json").is_file() and run.resolve() not in [r.resolve() for r, _, _ in stages]:
-        stages.append((run, yaml.safe_load((run / "config.yaml").read_text()),
+        stages.append((run, read_yaml(run / "config.yaml"),
                        json.loads((run / "metrics.json").read_text())))
         parent = parent_of(run)
         if parent is None or parent.relation != "transfer":
@@ -445,3 +445,19 @@ def card_summary(folder: Path) -> str:
     if not card.is_file():
         return ""
     return next((ln.strip() for ln in card.read_text().splitlines() if ln.strip() and not ln.startswith("#")), "")
+
+
+def read_yaml(path: str | Path) -> object:
+    """A YAML file read as plain data (``yaml.safe_load``: a ``!!python`` tag is refused, never executed); a
+    file that is not plain YAML is a one-line :class:`~matgnn.errors.UserError` naming it and the line."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}{where}: refused, not plain YAML data: {problem}") from None

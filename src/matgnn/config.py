@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from matgnn.artifacts import read_yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from matgnn.data.sources import EmtConfig, SourceConfig
@@ -225,7 +227,7 @@ class RunConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        return cls.model_validate(read_yaml(path) or {})
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
@@ -245,3 +247,4 @@ class RunConfig(_Strict):
                 node = node[p]
             node[parts[-1]] = yaml.safe_load(raw)
         return RunConfig.model_validate(data)
+

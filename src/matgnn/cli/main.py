@@ -42,6 +42,21 @@ def plain(text: object) -> str:
     return re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07?|[\x00-\x08\x0b-\x1f\x7f\x9b]", "", str(text))
 
 
+def validation_message(e: object) -> str:
+    """A pydantic ValidationError as one line: each bad setting's dotted name and what is wrong (no URLs)."""
+    try:
+        errs = e.errors()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return str(e).splitlines()[0]
+    parts = []
+    for err in errs:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if not str(x).startswith("function-"))
+        got = err.get("input")
+        shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) or got is None else ""
+        parts.append(f"{loc or 'config'}: {err.get('msg', '')}{shown}")
+    return "; ".join(parts)
+
+
 def _say(label: str, message: object) -> None:
     """``label: message`` on stderr, the label coloured and the message printed literally (brackets in a path
     or an install command are text, not markup)."""
@@ -215,7 +230,7 @@ def _run_config(config: Optional[Path], overrides: list[str]):
     try:
         return (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(overrides))
     except Exception as e:  # pydantic errors say which key is wrong
-        _say("invalid config", f"{e}")
+        _say("invalid config", validation_message(e) if hasattr(e, "errors") else e)
         raise typer.Exit(EXIT_USER_ERROR) from None
 
 
@@ -694,7 +709,7 @@ def main(argv: list[str] | None = None) -> None:
         _say("interrupted", f"{e}")
         sys.exit(EXIT_INTERRUPTED)
     except ValidationError as e:
-        _say("invalid config", f"{e}")
+        _say("invalid config", validation_message(e))
         sys.exit(EXIT_USER_ERROR)
     except MatgnnError as e:
         _say("error", f"{e}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import platform
 import time
 import zipfile
@@ -60,6 +61,22 @@ def read_benchmark(path: Path) -> dict[str, dict[str, float]]:
     return {k: {str(i): v for i, v in raw.get(k, {}).items()} for k in ("train", "val", "test") if isinstance(raw.get(k), dict)}
 
 
+#: what a contribution's name may hold: it names a folder and is written into run.sh
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+")
+
+
+def check_contribution_name(name: str) -> str:
+    """``name`` if it is a safe contribution (folder) name: letters, digits and ``_ - . +``, not starting with
+    a dot, at most 100 characters; else a :class:`UserError` (no shell character, no path, no ``..``)."""
+    bad = sorted({c for c in name if c not in _NAME_CHARS})
+    if not name or name.startswith(".") or len(name) > 100 or bad or ".." in name:
+        why = (f"characters {''.join(bad)!r} are not allowed" if bad else "it is empty, starts with '.', holds '..' "
+               "or is longer than 100 characters")
+        raise UserError(f"--name {name!r}: {why}; a contribution name is letters, digits and _ - . + (it names the "
+                        "contribution folder and is written into run.sh)")
+    return name
+
+
 def export(run_dir: str | Path, out: str | Path, model_name: str | None = None, team: str | None = None,
            email: str = "", project_url: str = "https://github.com/matgnn/matgnn", partial: bool = False
            ) -> tuple[Path, dict[str, Any]]:
@@ -99,7 +116,7 @@ def export(run_dir: str | Path, out: str | Path, model_name: str | None = None, 
                         f"{split_file.name} ({len(missing)} have no structure in the run's source, first: "
                         f"{missing[0]}); the leaderboard scores every test id (--partial writes the file anyway)")
     name = f"{CATEGORY}-{prop}-{dataset}-test-mae.csv"
-    model_name = model_name or f"matgnn_{cfg.model.name}"
+    model_name = check_contribution_name(model_name or f"matgnn_{cfg.model.name}")
     folder = Path(out) / model_name
     folder.mkdir(parents=True, exist_ok=True)
     rows = [(i, preds[i]) for i in wanted if i in preds]
@@ -125,7 +142,8 @@ def export(run_dir: str | Path, out: str | Path, model_name: str | None = None, 
         "#!/bin/sh\n# Reproduce this contribution: train on the leaderboard split, then export the test predictions.\n"
         f"# needs {split_file.name} at the path in config.yaml (split.ids_file)\nset -e\n"
         "pip install matgnn\nmatgnn train config.yaml\n"
-        f"matgnn leaderboard export \"$(ls -d {cfg.output_dir}/*/ | tail -1)\" --out . --name {model_name}\n")
+        f"matgnn leaderboard export \"$(ls -d {shlex.quote(str(cfg.output_dir))}/*/ | tail -1)\" --out . --name "
+        f"{shlex.quote(model_name)}\n")
     (folder / "run.sh").chmod(0o755)
     return folder, {"file": str(folder / f"{name}.zip"), "n_predicted": len(rows), "n_test": len(wanted),
                     "mae": mae, "run_test_mae": metrics.get(f"test.{head}.mae")}

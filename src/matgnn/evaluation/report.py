@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from matgnn.artifacts import read_yaml
 from matgnn.evaluation.plots import (
     calibration_plot,
     metric_curves,
@@ -64,7 +65,7 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"{run} is not a run folder (no config.yaml)")
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = read_yaml(run / "config.yaml")
     metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
     history = _csv(run / "history.csv")
     figs = run / "report_figures"

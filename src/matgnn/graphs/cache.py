@@ -317,6 +317,9 @@ def build_graph_cache(source: StructureSource, settings: GraphSettings | None = 
         built = _write_records(env, todo, workers, on_invalid, progress, chunk, source.describe(),
                                len(done), on_chunk, source.size_hint())
         _finalise(env, path, source, settings, time.perf_counter() - t0)
+    except lmdb.Error as e:  # a full disk, an I/O error: the graphs written so far are kept for the next try
+        raise UserError(f"graph cache {path}: writing failed ({e}); free space there or set MATGNN_CACHE_DIR / "
+                        "cache_dir to another folder, then run again (the graphs already written are kept)") from None
     finally:
         env.close()
     cache = GraphCache(path)
@@ -331,8 +334,25 @@ def _results(todo: Iterable, workers: int) -> Iterator:
     import multiprocessing as mp
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=_worker_start) as pool:
         yield from pool.imap(_work, todo, chunksize=32)
+
+
+def _worker_start() -> None:
+    """A graph-build worker: Ctrl-C (SIGINT to the whole process group) is the parent's to handle — it
+    ends the pool — so a worker ignores it (no worker tracebacks, no pool left waiting on a dead worker);
+    and a worker dies with its parent (Linux ``PR_SET_PDEATHSIG``), never running on as an orphan."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the pool's own terminate() on exit still ends the workers
+    if os.getppid() == 1:  # the parent died before the death signal was armed
+        os._exit(1)
 
 
 def _write_records(env, todo, workers: int, on_invalid: str, progress: bool, chunk: int,

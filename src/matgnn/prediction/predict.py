@@ -291,6 +291,7 @@ class _Outputs:
             raise UserError(f"{path}: is a folder; name an output file")
         if not path.parent.is_dir():
             raise UserError(f"{path}: its folder {path.parent} does not exist")
+        _remove_orphans(path.parent, f".{path.stem}")  # this output's and its side files' (<stem>_atoms.csv ...)
         tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
         tmp.open("w").close()  # fails now (permission, read-only, ...) rather than after the work
         self.final.append((tmp, path))
@@ -301,6 +302,7 @@ class _Outputs:
         if path.exists() and not path.is_dir():
             raise UserError(f"{path}: exists and is not a folder")
         path.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(path, ".part-")
         tmp = path / f".part-{os.getpid()}"
         tmp.mkdir(exist_ok=True)
         self.dirs.append((tmp, path))
@@ -321,6 +323,33 @@ class _Outputs:
             tmp.unlink(missing_ok=True)
         for tmp, _ in self.dirs:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def _remove_orphans(folder: Path, prefix: str) -> None:
+    """Remove ``<prefix>….part-<pid>`` temporary files or folders that a killed prediction left behind
+    (their process is gone); those of a prediction still running are left alone."""
+    try:
+        found = list(folder.glob(glob.escape(prefix) + "*"))
+    except OSError:
+        return
+    for p in found:
+        pid = p.name.rpartition(".part-")[2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        except OSError:
+            pass
 
 
 def _unique_id(sid: str, file: str | None, seen: set[str]) -> str:
@@ -422,10 +451,16 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
         else:
             files.stale.append(skipped_path)
         files.commit()
-    except BaseException:
+    except BaseException as e:
         if sink is not None:
-            sink.abort()
+            try:
+                sink.abort()
+            except OSError:
+                pass  # the same full disk again: the temporary files go below
         files.discard()
+        if isinstance(e, OSError) and not e.filename:  # a write failed (full disk, file size limit): name where
+            raise UserError(f"{out}: could not write the predictions ({e.strerror or e}); nothing written, earlier "
+                            "results there are untouched") from None
         raise
     return out, report, filtered
 

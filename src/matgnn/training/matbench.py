@@ -70,7 +70,12 @@ def run_matbench(task: str, cfg: RunConfig, data: str | Path | None, out: str | 
                         "regression tasks")
     path = data_file(task, data)
     source = MatbenchSource(path, task)
-    found = {s.id: s.graph_targets for s in source if not isinstance(s, Exception)}  # the file read once
+    entries = list(source)  # the file read once
+    found = {s.id: s.graph_targets for s in entries if not isinstance(s, Exception)}
+    if not found:
+        first = next((e for e in entries if isinstance(e, Exception)), None)
+        raise UserError(f"{path}: none of its {len(entries)} structures could be read"
+                        + (f" (first: {first})" if first is not None else "") + "; nothing run")
     target = source.target
     if target != mt.metadata.target:
         raise UserError(f"{path}: its target column is {target!r}, {task}'s is {mt.metadata.target!r}")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from matgnn.artifacts import read_yaml
 from matgnn.config import RunConfig
 
 
@@ -58,7 +59,7 @@ def parse_space(items: list[str]) -> dict[str, tuple[str, list[Any]]]:
 
 
 def _row(run: Path, point: dict[str, Any], metric: str, heads: list[str]) -> dict[str, Any]:
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = read_yaml(run / "config.yaml")
     m = json.loads((run / "metrics.json").read_text())
     row: dict[str, Any] = {"run": run.name, "model": cfg["model"]["name"] + (f":{cfg['model']['operator']}"
                                                                             if cfg["model"].get("operator") else ""),

@@ -109,8 +109,21 @@ class JarvisSource(StructureSource):
         from jarvis.db.figshare import data
 
         if self._records is None:
-            with contextlib.redirect_stdout(io.StringIO()):
-                self._records = data(self.dataset, store_dir=self.store_dir)
+            from jarvis.db.figshare import get_db_info
+
+            from matgnn.errors import UserError
+
+            known = get_db_info()
+            if self.dataset not in known:
+                raise UserError(f"jarvis:{self.dataset}: unknown JARVIS dataset; known: {', '.join(sorted(known))}")
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self._records = data(self.dataset, store_dir=self.store_dir)
+            except (OSError, ValueError, EOFError) as e:  # no network, a damaged zip
+                raise UserError(f"jarvis:{self.dataset}: could not read the dataset ({type(e).__name__}: {e}); put "
+                                f"its zip ({_zip_path(self.dataset, self.store_dir)}) in place or pass --store-dir") from None
+            except Exception as e:  # noqa: BLE001 - requests' and zipfile's own errors
+                raise UserError(f"jarvis:{self.dataset}: could not read the dataset ({type(e).__name__}: {e})") from None
         return self._records
 
     def _size(self) -> int:
