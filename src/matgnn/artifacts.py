@@ -421,7 +421,6 @@ def lineage(run_dir: str | Path, roots: list[Path] = ()) -> list[tuple[Path, dic
     A parent recorded without a hash, or no longer found, ends the chain (said on stderr)."""
     import sys
 
-    import yaml
 
     run: Path | None = Path(run_dir)
     stages: list[tuple[Path, dict, dict]] = []
