@@ -394,3 +394,34 @@ def test_a_full_disk_while_predicting_names_the_output(mos2, tmp_path):
     user_error(r, f"{out}: could not write the predictions")
     assert out.read_text() == "earlier results\n"
     assert not [p for p in tmp_path.iterdir() if ".part-" in p.name]
+
+
+@pytest.mark.parametrize("args, package", [(["baseline", "xgboost"], "xgboost"),
+                                           (["baseline", "linear", "--features", "sevennet"], "sevenn"),
+                                           (["baseline", "chgnet"], "chgnet")])
+def test_a_command_needing_a_missing_extra_says_so_before_any_work(args, package, tmp_path, monkeypatch):
+    _blocked(monkeypatch, package)
+    folder = cif_folder(tmp_path / "cifs")
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
+    r = cli(args[0], args[1], str(cfg), *args[2:], env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")})
+    user_error(r, f"needs the {package} package", "pip install 'matgnn[")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_arguments_that_do_not_fit_the_weights_are_refused_before_building(mos2, tmp_path):
+    """A CGCNN folder with hidden 128 instead of 64 (within bounds): the meta-device skeleton's shapes are
+    compared with state.pt's first, so the message names a tensor and nothing was built. (PNA cannot be built
+    on the meta device — PyG's PNAConv reads its degree histogram — and is checked right after building.)"""
+    import shutil
+
+    from matgnn.artifacts import SHIPPED_DIR
+
+    folder = tmp_path / "cgcnn"
+    shutil.copytree(SHIPPED_DIR / "magmom-mp-ensemble" / "members" / "m0-cgcnn", folder)
+    info = json.loads((folder / "model.json").read_text())
+    info["init_args"]["hidden"] = 2 * info["init_args"]["hidden"]
+    (folder / "model.json").write_text(json.dumps(info))
+    user_error(cli("predict", str(folder), str(mos2), "--out", str(tmp_path / "p.csv")), "has shape",
+               "nothing was built")
+    folder = _mailed(tmp_path, edit_args={"hidden": 128})  # PNA
+    user_error(cli("predict", str(folder), str(mos2), "--out", str(tmp_path / "p.csv")), "state.pt does not fit")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import itertools
 import math
 import os
 from collections.abc import Iterable
@@ -191,7 +192,7 @@ class MatgnnModel(nn.Module):
         # standardisation of every head's values, concatenated (one entry per scalar head, one per
         # component of a vector head): head k's are [offset k, offset k + dim k)
         dims = [head_dim(h) for h in self.head_specs]
-        self._slices = [slice(a, a + d) for a, d in zip([0, *torch.tensor(dims).cumsum(0).tolist()], dims)]
+        self._slices = [slice(a, a + d) for a, d in zip([0, *itertools.accumulate(dims)], dims)]
         self.register_buffer("target_mean", torch.zeros(sum(dims)))
         self.register_buffer("target_std", torch.ones(sum(dims)))
         #: the training labels' lowest and highest value in the learned space, per value: answers of log-transformed

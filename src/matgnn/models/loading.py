@@ -49,12 +49,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
     if (path / WEIGHTS_FILE).exists():
         regular_file(path / WEIGHTS_FILE)
     try:
-        model = cls(**init_args)
-    except UserError:
-        raise  # already one line (an optional package missing, ...)
-    except (TypeError, ValueError, KeyError) as e:
-        raise UserError(f"{path / MODEL_FILE}: its constructor arguments do not fit {info['class']}: {e}") from None
-    try:
         state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no {WEIGHTS_FILE} beside {MODEL_FILE}") from None
@@ -63,11 +57,20 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
                                   "(torch.load with weights_only=True failed)") from None
     except RuntimeError as e:
         raise UserError(f"{path / WEIGHTS_FILE}: not a readable weights file: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path / WEIGHTS_FILE}: not a matgnn weights file (not a mapping of tensors)")
     bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
            and k.rsplit(".", 1)[-1] not in MAY_HOLD_NAN and not bool(torch.isfinite(v).all())]
     if bad:
         raise UserError(f"{path / WEIGHTS_FILE}: refused, tensor {bad[0]!r} holds non-finite values (NaN or inf)"
                         + (f" and {len(bad) - 1} more" if len(bad) > 1 else "") + "; such a model answers nothing useful")
+    _check_shapes_before_building(cls, init_args, state, path)
+    try:
+        model = cls(**init_args)
+    except UserError:
+        raise  # already one line (an optional package missing, ...)
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserError(f"{path / MODEL_FILE}: its constructor arguments do not fit {info['class']}: {e}") from None
     try:
         load_weights(model, state, f"{path / WEIGHTS_FILE}")
     except RuntimeError as e:  # tensors of other shapes than the constructor arguments make (an edited model.json)
@@ -106,6 +109,25 @@ def check_size_arguments(init_args: object, where: Path) -> None:
                 walk(v)
 
     walk(init_args)
+
+
+def _check_shapes_before_building(cls: type, init_args: dict, state: dict, path: Path) -> None:
+    """Build the model on PyTorch's ``meta`` device (shapes only, no memory) and compare its tensors' shapes
+    with ``state``'s, so that constructor arguments that do not fit the weights are refused before anything
+    is allocated. Models whose constructors cannot run on ``meta`` (a backbone loading its own wheel's
+    weights) are checked after building, by :func:`load_weights`."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            skeleton = cls(**init_args)
+        want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    except Exception:  # noqa: BLE001 - not buildable on meta: checked after building
+        return
+    for k, v in state.items():
+        if k in want and isinstance(v, torch.Tensor) and tuple(v.shape) != want[k]:
+            raise UserError(f"{path / WEIGHTS_FILE} does not fit the model {path / MODEL_FILE} describes: tensor "
+                            f"{k!r} has shape {tuple(v.shape)}, the constructor arguments make {want[k]} (an edited "
+                            "model.json?); nothing was built")
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -141,6 +141,10 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
         raise ValueError(f"rank by a validation metric (val.<head>.mae ...), not {metric!r}: the test set stays unseen")
     if resume and not (grid and out):
         raise ValueError("resume needs a grid and the folder (out) of the sweep to resume")
+    if space and trials:
+        from matgnn.graphs.backbone_features import require_package
+
+        require_package("optuna", "a sweep with --trials")  # before any folder exists
     name = cfg.name or "sweep"
     folder = Path(out) if out else Path(cfg.output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
