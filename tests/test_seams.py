@@ -425,3 +425,46 @@ def test_arguments_that_do_not_fit_the_weights_are_refused_before_building(mos2,
                "nothing was built")
     folder = _mailed(tmp_path, edit_args={"hidden": 128})  # PNA
     user_error(cli("predict", str(folder), str(mos2), "--out", str(tmp_path / "p.csv")), "state.pt does not fit")
+
+
+def _with_lonely(folder):
+    """``folder`` plus one atom alone in a 7 Å cell: CHGNet (6 Å graph) refuses it."""
+    from ase import Atoms
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write(folder / "lonely.cif", Atoms("Cu", positions=[[0, 0, 0]], cell=[7, 7, 7], pbc=True))
+    return folder
+
+
+def test_a_refusal_inside_an_ensemble_of_delta_models_gets_no_answer(mos2, tmp_path):
+    """bandgap-2d-ensemble: two delta models (SevenNet and CHGNet members): the structure CHGNet refuses is
+    listed with CHGNet's reason, the other one answered with σ."""
+    pytest.importorskip("chgnet")
+    pytest.importorskip("sevenn")
+    import shutil
+
+    folder = _with_lonely(tmp_path / "in")
+    shutil.copy(mos2, folder / "mos2.cif")
+    out = tmp_path / "p.csv"
+    r = ok(cli("predict", "bandgap-2d-ensemble", str(folder), "--out", str(out),
+               env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+    assert "1 skipped" in r.out, r.out
+    (row,) = list(csv.DictReader(open(out)))
+    assert row["id"] == "mos2" and float(row["optb88vdw_bandgap_std"]) >= 0
+    (skipped,) = list(csv.DictReader(open(tmp_path / "p_skipped.csv")))
+    assert skipped["id"] == "lonely" and skipped["code"] == "backbone_refused" and "CHGNet" in skipped["detail"]
+
+
+def test_a_backbone_baseline_leaves_refused_structures_out_of_fit_and_scores(tmp_path):
+    pytest.importorskip("chgnet")
+    folder = _with_lonely(cif_folder(tmp_path / "cifs"))
+    with open(folder / "id_prop.csv", "a") as f:
+        f.write("lonely,7.0\n")
+    cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
+    r = ok(cli("baseline", "linear", str(cfg), "--features", "chgnet",
+               env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+    assert "1 structures refused by the backbone are left out of the fit and the scores" in " ".join(r.out.split())
+    (run_dir,) = runs_in(tmp_path / "runs")
+    info = json.loads((run_dir / "baseline.json").read_text())
+    assert info["backbone"]["rejected"] == ["lonely"]
+    assert json.loads((run_dir / "metrics.json").read_text())["chgnet_rejected"] == 1

@@ -107,6 +107,12 @@ class BackboneSpace:
 
         self.store.features([record_structure(r) for r in recs])
 
+    def refused_ids(self, recs: Sequence[dict[str, Any]]) -> set[str]:
+        """Ids of the records whose structure the backbone refused (their features are zero)."""
+        from matgnn.graphs.backbone_features import record_structure
+
+        return {r["id"] for r in recs if self.store.key(*record_structure(r)[1:]) in self.store.refusals}
+
     def _atom_features(self, rec: dict[str, Any]) -> np.ndarray:
         from matgnn.graphs.backbone_features import record_structure
 
