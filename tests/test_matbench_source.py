@@ -82,10 +82,26 @@ def test_matbench_command_writes_results_matbench_reads(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {name: cgcnn, hidden: 16, layers: 2}\ntrain: {epochs: 2, batch_size: 32}\n")
     out = tmp_path / "mb"
-    r = ok(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out),
-               env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}), )
-    assert "matbench_jdft2d: MAE" in " ".join(r.out.split())
+    env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache"), "MATGNN_PROGRESS_SECONDS": "0"}
+    # split the work: two folds first (a log, not a terminal: progress comes as plain lines)
+    r = ok(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--folds", "0,1",
+               env=env))
+    flat = " ".join(r.out.split())
+    assert "matbench_jdft2d folds: 2/2 folds" in flat and "folds 0, 1 done, 2, 3, 4 missing" in flat, r.out
+    assert "--folds 2,3,4" in flat and not (out / "results.json.gz").exists()
+    assert len(runs_in(out / "runs")) == 2
+    # the rest: folds 0 and 1 are kept (same config and data), 2..4 run, results.json.gz written
+    r = ok(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), env=env))
+    flat = " ".join(r.out.split())
+    assert "folds 0, 1 finished before" in flat and "running 2, 3, 4" in flat and "matbench_jdft2d: MAE" in flat
     assert len(runs_in(out / "runs")) == 5
+    # another config into the same folder: refused, nothing run
+    r = run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--set",
+            "train.epochs=1", env=env)
+    user_error(r, "fold_0.json", "another config or data file")
+    assert len(runs_in(out / "runs")) == 5
+    user_error(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--folds", "7"),
+               "--folds '7'", "0, 1, 2, 3, 4")
     mb = MatbenchBenchmark.from_file(str(out / "results.json.gz"))
     task = mb.tasks_map["matbench_jdft2d"]
     assert mb.is_valid and all(task.is_recorded.values())  # its own checks: every fold, every test id

@@ -120,6 +120,14 @@ class RunFolder:
 _HELD: dict[str, object] = {}
 
 
+def safe_file_part(name: str) -> str:
+    """``name`` as a part of a file name: letters, digits, ``-``, ``_``, ``.`` and ``+`` kept, anything else (a
+    space, ``/``, a shell character) replaced by ``_``; never empty, never starting with a dot. Used wherever a
+    target's or run's name names a file (``gap pbe`` → ``gap_pbe``)."""
+    out = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in str(name)).lstrip(".")
+    return out or "_"
+
+
 @dataclass(frozen=True)
 class Resolved:
     """Where a single (not comma-joined) model spec points.

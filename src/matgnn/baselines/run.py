@@ -85,11 +85,21 @@ class _Fitted:
 
             xv, yv = self._xy(val_recs)
             okv = ~np.isnan(yv)
-            self.model = xgb.XGBRegressor(n_estimators=800, max_depth=8, learning_rate=0.08, subsample=0.8,
-                                          colsample_bytree=0.8, min_child_weight=2, tree_method="hist",
-                                          objective="reg:absoluteerror", early_stopping_rounds=40,
-                                          n_jobs=os.cpu_count(), random_state=seed)
-            self.model.fit(x, y, eval_set=[(xv[np.flatnonzero(okv)], yv[okv])] if okv.any() else None, verbose=False)
+            from matgnn.progress import Progress
+
+            rounds = 800
+            with Progress(f"xgboost {head.name} on {x.shape[0]:,} rows", total=rounds, unit="rounds") as progress:
+                class _Rounds(xgb.callback.TrainingCallback):
+                    def after_iteration(self, model, epoch, evals_log) -> bool:  # noqa: ANN001
+                        progress.advance()
+                        return False
+
+                self.model = xgb.XGBRegressor(n_estimators=rounds, max_depth=8, learning_rate=0.08, subsample=0.8,
+                                              colsample_bytree=0.8, min_child_weight=2, tree_method="hist",
+                                              objective="reg:absoluteerror", early_stopping_rounds=40,
+                                              n_jobs=os.cpu_count(), random_state=seed, callbacks=[_Rounds()])
+                self.model.fit(x, y, eval_set=[(xv[np.flatnonzero(okv)], yv[okv])] if okv.any() else None,
+                               verbose=False)
         else:
             raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
 

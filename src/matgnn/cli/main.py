@@ -29,7 +29,7 @@ leaderboard_app = typer.Typer(rich_markup_mode=None, help="JARVIS-Leaderboard: c
                               no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
 #: every message prints literally (a path or an install hint in brackets is text, not markup)
-console = Console(stderr=True, markup=False, highlight=False)
+console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 _STYLES = {"error": "red", "invalid config": "red", "warning": "yellow", "interrupted": "yellow"}
 
@@ -497,7 +497,9 @@ def predict_cmd(
                       "named in the answers_at_bound column")
     if where:
         console.print(f"{filtered} structures failed {' and '.join(where)}")
-    console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → {path}")
+    rate = f" ({report.kept / report.seconds:.3g} structures/s)" if report.seconds > 0 else ""
+    console.print(f"{report.kept - filtered if top is None else min(top, report.kept - filtered)} predictions → "
+                  f"{path}{rate}")
 
 
 @app.command("reference")
@@ -555,13 +557,17 @@ def matbench_cmd(
                                                    "$MATMINER_DATA/<task>.json.gz)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default matbench-<task>)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=50"),
+    folds: Optional[str] = typer.Option(None, help="run only these folds, e.g. 0,1 (default all five); folds "
+                                                   "finished before in --out with the same config and data are "
+                                                   "kept and skipped"),
 ) -> None:
     """Run TASK on its five official folds (one run folder each) and write results.json.gz (Matbench's own
-    format, written by the matbench package) and info.json."""
+    format, written by the matbench package) and info.json once all five are done. Split the work with
+    --folds; an interrupted run keeps the folds it finished."""
     from matgnn.training.matbench import run_matbench
 
     cfg = _run_config(config, list(set_))
-    run_matbench(task, cfg, data, out or Path(f"matbench-{task}"), console=console)
+    run_matbench(task, cfg, data, out or Path(f"matbench-{task}"), console=console, folds=folds)
 
 
 @leaderboard_app.command("export")

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from matgnn.artifacts import safe_file_part
 from matgnn.data.info import source_info
 from matgnn.data.sources.base import StructureSource
 from matgnn.errors import UserError
@@ -148,7 +149,7 @@ def data_report(source: StructureSource, out: str | Path, cutoff: float = 8.0,
         ax.set_xlabel(name)
         ax.set_ylabel("structures")
         ax.set_title(f"{name}: {len(lab)} labelled, {len(v) - len(lab)} missing")
-        figs.append((f"histogram of {name}", _save(fig, out / f"hist_{name}.png")))
+        figs.append((f"histogram of {name}", _save(fig, out / f"hist_{safe_file_part(name)}.png")))
     for name, v in values["node_targets"].items():
         lab = v[~np.isnan(v)]
         fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -156,7 +157,7 @@ def data_report(source: StructureSource, out: str | Path, cutoff: float = 8.0,
         ax.set_xlabel(f"{name} (per atom)")
         ax.set_ylabel("atoms (log)")
         ax.set_title(f"{name}: {len(lab):,} atoms")
-        figs.append((f"histogram of {name}", _save(fig, out / f"hist_{name}.png")))
+        figs.append((f"histogram of {name}", _save(fig, out / f"hist_{safe_file_part(name)}.png")))
 
     dims = values["dimensionality"]
     if any(dims):
@@ -199,7 +200,7 @@ def data_report(source: StructureSource, out: str | Path, cutoff: float = 8.0,
         ax.set_xticks(range(1, len(data) + 1), labels, fontsize=8)
         ax.set_ylabel(name)
         ax.set_title(f"{name} by {group_label}")
-        figs.append((f"{name} by {group_label}", _save(fig, out / f"box_{name}.png")))
+        figs.append((f"{name} by {group_label}", _save(fig, out / f"box_{safe_file_part(name)}.png")))
 
     imgs = "".join(f"<figure><img alt=\"{html.escape(t)}\" src=\"data:image/png;base64,"
                    f"{base64.b64encode(p.read_bytes()).decode()}\"><figcaption>{html.escape(t)}</figcaption></figure>"

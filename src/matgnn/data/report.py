@@ -23,6 +23,8 @@ class LoadReport:
     renamed: int = 0
     #: head → structures whose answer sat at the bound of the head's training range (log transforms; prediction)
     at_bound: dict[str, int] = field(default_factory=dict)
+    #: seconds the work on the kept entries took (prediction), for the summary line's rate
+    seconds: float = 0.0
 
     def skip(self, error: StructureError) -> None:
         self.skipped.append(error.as_dict())

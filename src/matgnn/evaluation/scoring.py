@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from matgnn import keys
+from matgnn.artifacts import safe_file_part
 from matgnn.config import EvaluationConfig, HeadConfig
 from matgnn.evaluation.metrics import binned_errors, metrics_without, regression_metrics
 from matgnn.evaluation.per_element import per_element_table, write_per_element
@@ -123,14 +124,14 @@ def score_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: Pat
             mt = regression_metrics(true, pred)
             scores[name] = {**mt, **metrics_without(elements, true, pred, evaluation.exclude_elements, node)}
             if split == "test" and mt["count"]:
-                write_per_element(per_element_table(elements, true, pred, node), run_dir / f"per_element_{name}.csv")
+                write_per_element(per_element_table(elements, true, pred, node), run_dir / f"per_element_{safe_file_part(name)}.csv")
                 if node:
                     rows = binned_errors(true, pred, evaluation.error_bins)
-                    with open(run_dir / f"errors_by_bin_{name}.csv", "w", newline="") as f:
+                    with open(run_dir / f"errors_by_bin_{safe_file_part(name)}.csv", "w", newline="") as f:
                         w = csv.DictWriter(f, fieldnames=list(rows[0]))
                         w.writeheader()
                         w.writerows(rows)
                 if plots:
                     groups = [chemical_symbols[z] for z in elements] if node else None
-                    parity_plot(true, pred, run_dir / f"parity_{name}.png", f"{name} (test)", groups=groups)
+                    parity_plot(true, pred, run_dir / f"parity_{safe_file_part(name)}.png", f"{name} (test)", groups=groups)
     return scores

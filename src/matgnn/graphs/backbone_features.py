@@ -234,11 +234,15 @@ class FrozenBackbone:
         if any(o is None for o in out):
             self.require()
         todo = [i for i, o in enumerate(out) if o is None]
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            for i, feats in zip(chunk, self._compute([structures[i] for i in chunk], [keys_[i] for i in chunk])):
-                self._memo[keys_[i]] = feats
-                out[i] = feats
+        from matgnn.progress import Progress
+
+        with Progress(f"{self.name} features", total=len(todo)) as progress:
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start:start + self.batch_size]
+                for i, feats in zip(chunk, self._compute([structures[i] for i in chunk], [keys_[i] for i in chunk])):
+                    self._memo[keys_[i]] = feats
+                    out[i] = feats
+                progress.advance(len(chunk))
         return out  # type: ignore[return-value]
 
 

@@ -357,22 +357,12 @@ def _worker_start() -> None:
 
 def _write_records(env, todo, workers: int, on_invalid: str, progress: bool, chunk: int,
                    label: str, already: int, on_chunk, total: int | None = None) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from matgnn.progress import Progress
 
     built = 0
     pending: list[tuple[bytes, bytes]] = []
-    bar = Progress(TextColumn("graphs {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]:.0f} structures/s"), TimeElapsedColumn(),
-                   disable=not progress, transient=False)
-    t0 = time.perf_counter()
-    with bar:
-        task = bar.add_task(label, total=total, completed=already, rate=0.0)
+    todo_total = None if total is None else max(total - already, 0)
+    with Progress(f"graphs {label}", total=todo_total, enabled=progress) as bar:
 
         def commit() -> None:
             with env.begin(write=True) as txn:
@@ -394,10 +384,10 @@ def _write_records(env, todo, workers: int, on_invalid: str, progress: bool, chu
             built += 1
             if len(pending) >= chunk:
                 commit()
-                bar.update(task, completed=already + built, rate=built / (time.perf_counter() - t0))
+                bar.advance(chunk)
         if pending:
+            bar.advance(len(pending))
             commit()
-        bar.update(task, completed=already + built, rate=built / max(time.perf_counter() - t0, 1e-9))
     return built
 
 

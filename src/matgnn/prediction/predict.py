@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -468,26 +469,38 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
 def _predict_rows(model, settings: GraphSettings, paths: list, batch_size: int, limit: int | None,
                   report: LoadReport, conditions, sort, top: int | None, sink: _RowWriter) -> int:
     """Predict, make ids unique (counted in ``report.renamed``), filter, and hand each passing row
-    to ``sink``; returns how many rows the conditions left out."""
-    structures = read_structures(structure_files(paths))
+    to ``sink``; returns how many rows the conditions left out. Progress (count, rate, time left) goes to
+    stderr (:mod:`matgnn.progress`); ``report.seconds`` gets the time spent."""
+    from matgnn.progress import Progress
+
+    files = list(structure_files(paths))
+    one_each = all(is_structure_file_name(f.name) and not f.name.lower().endswith(".cif") for f in files)
+    total = len(files) if one_each else None  # frames, rows and CIF blocks are counted as they come
+    if limit is not None and total is not None:
+        total = min(total, limit)
+    structures = read_structures(files)
     if limit is not None:
         structures = itertools.islice(structures, limit)
     filtered = written = 0
     seen: set[str] = set()
-    for row in predict_structures(model, structures, settings=settings, batch_size=batch_size, report=report):
-        s: Structure = row["structure"]
-        sid = _unique_id(row["id"], s.meta.get("file"), seen)
-        if sid != row["id"]:
-            report.renamed += 1
-            row["id"] = s.id = sid
-        row["n_atoms"] = len(s.numbers)
-        if not all(c(row) for c in conditions):
-            filtered += 1
-            continue
-        if top is not None and not sort and written >= top:  # unsorted: the first N that pass
-            break
-        written += 1
-        sink.add(row)
+    progress = Progress("predict", total=total)
+    with progress:
+        for row in predict_structures(model, structures, settings=settings, batch_size=batch_size, report=report):
+            progress.advance()
+            s: Structure = row["structure"]
+            sid = _unique_id(row["id"], s.meta.get("file"), seen)
+            if sid != row["id"]:
+                report.renamed += 1
+                row["id"] = s.id = sid
+            row["n_atoms"] = len(s.numbers)
+            if not all(c(row) for c in conditions):
+                filtered += 1
+                continue
+            if top is not None and not sort and written >= top:  # unsorted: the first N that pass
+                break
+            written += 1
+            sink.add(row)
+    report.seconds = time.perf_counter() - progress.started
     return filtered
 
 

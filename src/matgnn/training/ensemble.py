@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from matgnn.artifacts import ENSEMBLE_FILE, ensemble_members  # noqa: F401 - re-exported
+from matgnn.artifacts import ENSEMBLE_FILE, ensemble_members, safe_file_part  # noqa: F401 - re-exported
 from matgnn.config import RunConfig
 from matgnn.evaluation.metrics import metrics_without, regression_metrics
 from matgnn.evaluation.uncertainty import (
@@ -51,16 +51,20 @@ def train_ensemble(cfg: RunConfig, members: int = 5, bootstrap: bool = False, ou
     if members < 2:
         raise ValueError("an ensemble needs at least 2 members")
     name = cfg.name or f"ensemble-{cfg.model.name}-{'+'.join(h.name for h in cfg.targets)}"
-    folder = Path(out) if out else Path(cfg.output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = Path(out) if out else Path(cfg.output_dir) / f"{safe_file_part(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     (folder / "members").mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(folder / "config.yaml")
+    from matgnn.progress import Progress
+
     runs = []
-    for k in range(members):
-        member = cfg.model_copy(update={
-            "train": cfg.train.model_copy(update={"seed": cfg.train.seed + k}),
-            "split": cfg.split.model_copy(update={"bootstrap": (cfg.split.seed + k) if bootstrap else None}),
-            "output_dir": str(folder / "members"), "name": f"member{k}"})
-        runs.append(train(member, **train_kw))
+    with Progress("ensemble", total=members, unit="members") as progress:
+        for k in range(members):
+            member = cfg.model_copy(update={
+                "train": cfg.train.model_copy(update={"seed": cfg.train.seed + k}),
+                "split": cfg.split.model_copy(update={"bootstrap": (cfg.split.seed + k) if bootstrap else None}),
+                "output_dir": str(folder / "members"), "name": f"member{k}"})
+            runs.append(train(member, **train_kw))
+            progress.advance()
     return score_ensemble(folder, runs, bootstrap)
 
 

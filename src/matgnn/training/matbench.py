@@ -49,11 +49,45 @@ def data_file(task: str, data: str | Path | None) -> Path:
     return path
 
 
+def parse_folds(text: str | None, folds: list[int]) -> list[int]:
+    """``"0,1"`` → ``[0, 1]`` (checked against the task's folds); None → every fold."""
+    if text is None or not str(text).strip():
+        return list(folds)
+    try:
+        chosen = sorted({int(x) for x in str(text).split(",") if x.strip()})
+    except ValueError:
+        raise UserError(f"--folds {text!r}: give fold numbers separated by commas, e.g. 0,1") from None
+    bad = [k for k in chosen if k not in folds]
+    if bad or not chosen:
+        raise UserError(f"--folds {text!r}: Matbench folds are {', '.join(map(str, folds))}")
+    return chosen
+
+
+def _fold_key(task: str, cfg: RunConfig, data_digest: str) -> str:
+    """What a finished fold was run with (task, config, data file content): a fold is reused only when all
+    three are the same."""
+    import hashlib
+
+    blob = json.dumps({"task": task, "config": cfg.model_dump(mode="json", exclude={"output_dir", "name"}),
+                       "data": data_digest}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _fold_file(out: Path, k: int) -> Path:
+    return out / f"fold_{k}.json"
+
+
 def run_matbench(task: str, cfg: RunConfig, data: str | Path | None, out: str | Path,
-                 console: Console | None = None, progress: bool = False) -> Path:
-    """Train and test ``cfg`` on every fold of ``task``; returns ``<out>/results.json.gz``."""
+                 console: Console | None = None, progress: bool = False, folds: str | None = None) -> Path | None:
+    """Train and test ``cfg`` on the folds of ``task`` (``folds``: ``"0,1"`` for a subset; default all five).
+    Each finished fold is kept in ``<out>/fold_<k>.json`` (its test predictions, the run, and a key of the
+    task, config and data file) and skipped by a later call with the same key; a fold finished with another
+    config or data is refused. ``results.json.gz`` is written once all five folds are there; returns its path,
+    or None while folds are missing (said, with the command that finishes them)."""
     import pandas as pd
 
+    from matgnn.data.sources.base import file_digest
+    from matgnn.progress import Progress
     from matgnn.training.run import train
 
     console = console or Console(stderr=True)
@@ -68,6 +102,7 @@ def run_matbench(task: str, cfg: RunConfig, data: str | Path | None, out: str | 
     if mt.metadata.input_type != "structure" or mt.metadata.task_type != "regression":
         raise UserError(f"{task}: a {mt.metadata.input_type} {mt.metadata.task_type} task; matgnn runs structure "
                         "regression tasks")
+    chosen = parse_folds(folds, list(mt.folds))
     path = data_file(task, data)
     source = MatbenchSource(path, task)
     entries = list(source)  # the file read once
@@ -83,47 +118,86 @@ def run_matbench(task: str, cfg: RunConfig, data: str | Path | None, out: str | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     head = next((h for h in cfg.targets if h.level == "graph"), None)
+    if head is not None and head.name != target:
+        console.print(f"the config's target {head.name!r} is {task}'s column {target!r} here: the runs' heads and "
+                      f"files are named {target!r}")
     head = HeadConfig(**{**(head.model_dump() if head else {}), "name": target, "level": "graph", "components": None})
+    key = _fold_key(task, cfg, file_digest(path))
     started = time.time()
-    folds: list[dict[str, Any]] = []
+    done: dict[int, dict[str, Any]] = {}
+    for k in mt.folds:  # folds finished before: reused when run with the same task, config and data
+        f = _fold_file(out, k)
+        if not f.is_file():
+            continue
+        try:
+            rec = json.loads(f.read_text())
+            rec["predictions"] = {str(i): float(v) for i, v in rec["predictions"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{f}: unreadable; remove it to run fold {k} again") from None
+        if rec.get("key") != key:
+            raise UserError(f"{f}: fold {k} in {out} was run with another config or data file; use another --out, "
+                            f"or remove {f.name} to run it again with this config")
+        done[k] = rec
     # the labels Matbench scores each fold against (its structures are not needed for that)
     mt.df = pd.DataFrame({mt.metadata.input_type: [None] * len(labels), target: list(labels.values())},
                          index=list(labels))
+    todo = [k for k in chosen if k not in done]
+    if done:
+        console.print(f"folds {', '.join(map(str, sorted(done)))} finished before in {out} (same task, config and "
+                      f"data): kept" + (f"; running {', '.join(map(str, todo))}" if todo else ""))
+    with Progress(f"{task} folds", total=len(todo), unit="folds") as fold_progress:
+        for k in todo:
+            ids = mt.validation[mt.folds_map[k]]
+            train_ids, test_ids = list(ids.train), list(ids.test)
+            split_file = out / f"fold_{k}_split.json"
+            split_file.write_text(json.dumps({"train": train_ids, "test": test_ids}))
+            fold_cfg = cfg.model_copy(update={
+                "source": MatbenchConfig(path=str(path), task=task), "targets": [head],
+                "split": SplitConfig(kind="ids", ids_file=str(split_file), val=cfg.split.val, seed=cfg.split.seed),
+                "output_dir": str(out / "runs"), "name": f"{task}-fold{k}"})
+            console.print(f"{task} fold {k}: {len(train_ids)} train (validation carved from them), "
+                          f"{len(test_ids)} test")
+            run_dir = train(fold_cfg, console=console, progress=progress)
+            preds = _test_predictions(run_dir, target)
+            missing = [i for i in test_ids if i not in preds]
+            if missing:  # structures our loader refused: the training mean, said and recorded
+                mean = sum(labels[i] for i in train_ids if i in labels) / max(sum(i in labels for i in train_ids), 1)
+                console.print(f"warning: {len(missing)} test structures of fold {k} were refused by the "
+                              f"loader (see {run_dir / 'skipped.csv'}); they get the training mean {mean:.4g}")
+                preds.update({i: mean for i in missing})
+            done[k] = {"fold": k, "key": key, "run": str(run_dir), "refused_test_ids": missing,
+                       "seconds": round(time.time() - started, 1), "predictions": {i: preds[i] for i in test_ids}}
+            tmp = _fold_file(out, k).with_suffix(".json.part")
+            tmp.write_text(json.dumps(done[k]))
+            os.replace(tmp, _fold_file(out, k))  # kept whole, even if the next fold is interrupted
+            fold_progress.advance()
+    missing_folds = [k for k in mt.folds if k not in done]
+    if missing_folds:
+        console.print(f"{task}: folds {', '.join(map(str, sorted(done)))} done, "
+                      f"{', '.join(map(str, missing_folds))} missing; results.json.gz is written when all "
+                      f"{len(mt.folds)} are there (matgnn matbench {task} CONFIG --out {out} --folds "
+                      f"{','.join(map(str, missing_folds))})")
+        return None
     for k in mt.folds:
-        ids = mt.validation[mt.folds_map[k]]
-        train_ids, test_ids = list(ids.train), list(ids.test)
-        split_file = out / f"fold_{k}_split.json"
-        split_file.write_text(json.dumps({"train": train_ids, "test": test_ids}))
-        fold_cfg = cfg.model_copy(update={
-            "source": MatbenchConfig(path=str(path), task=task), "targets": [head],
-            "split": SplitConfig(kind="ids", ids_file=str(split_file), val=cfg.split.val, seed=cfg.split.seed),
-            "output_dir": str(out / "runs"), "name": f"{task}-fold{k}"})
-        console.print(f"{task} fold {k}: {len(train_ids)} train (validation carved from them), "
-                      f"{len(test_ids)} test")
-        run_dir = train(fold_cfg, console=console, progress=progress)
-        preds = _test_predictions(run_dir, target)
-        missing = [i for i in test_ids if i not in preds]
-        if missing:  # structures our loader refused: the training mean, said and recorded
-            mean = sum(labels[i] for i in train_ids if i in labels) / max(sum(i in labels for i in train_ids), 1)
-            console.print(f"warning: {len(missing)} test structures of fold {k} were refused by the "
-                          f"loader (see {run_dir / 'skipped.csv'}); they get the training mean {mean:.4g}")
-            preds.update({i: mean for i in missing})
-        folds.append({"fold": k, "run": str(run_dir), "refused_test_ids": missing})
-        mt.record(k, [preds[i] for i in test_ids],
-                  params={"run_folder": run_dir.name, "model": cfg.model.name, "refused_test_ids": len(missing)})
+        rec = done[k]
+        test_ids = list(mt.validation[mt.folds_map[k]].test)
+        mt.record(k, [rec["predictions"][i] for i in test_ids],
+                  params={"run_folder": Path(rec["run"]).name, "model": cfg.model.name,
+                          "refused_test_ids": len(rec["refused_test_ids"])})
     from matgnn.version import __version__
 
     bench.add_metadata({"software": f"matgnn {__version__}", "model": cfg.model.model_dump(mode="json"),
                         "train": cfg.train.model_dump(mode="json"), "graphs": cfg.graphs.model_dump(mode="json")})
     results = out / "results.json.gz"
     bench.to_file(str(results))
+    folds_info = [{k2: v for k2, v in done[k].items() if k2 not in ("predictions", "key")} for k in mt.folds]
     (out / "info.json").write_text(json.dumps({
         "authors": "", "algorithm": f"matgnn-{cfg.model.name}",
         "algorithm_long": f"matgnn {__version__}: {cfg.model.name} ({cfg.model.model_dump_json()}), graphs "
                           f"{cfg.graphs.cutoff} Å / {cfg.graphs.max_neighbors} neighbours, trained per fold with "
                           f"validation carved from the fold's training ids ({cfg.split.val:.0%}, seed {cfg.split.seed})",
-        "bibtex_refs": "", "notes": f"{time.time() - started:.0f} s for {len(folds)} folds",
-        "requirements": {"python": [f"matgnn=={__version__}"]}, "folds": folds}, indent=1))
+        "bibtex_refs": "", "notes": f"{len(folds_info)} folds",
+        "requirements": {"python": [f"matgnn=={__version__}"]}, "folds": folds_info}, indent=1))
     mae = [mt.results[mt.folds_map[k]]["scores"]["mae"] for k in mt.folds]
     console.print(f"{task}: MAE {sum(mae) / len(mae):.4g} (folds {', '.join(f'{v:.4g}' for v in mae)}) → {results}")
     return results

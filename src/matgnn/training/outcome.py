@@ -90,5 +90,8 @@ def score_run(cfg: RunConfig, folder: RunFolder, run: RunModel, model: torch.nn.
         if key in metrics:
             console.print(f"test {name}: MAE {metrics[key]:.4g}, RMSE {metrics[f'test.{name}.rmse']:.4g}, "
                           f"R² {metrics[f'test.{name}.r2']:.3f} (n={metrics[f'test.{name}.count']})")
-    console.print(f"done in {metrics['wall_seconds']:.0f} s → {folder.path}")
+    rate = metrics.get("train_structures_per_s")
+    console.print(f"done in {metrics['wall_seconds']:.0f} s"
+                  + (f" ({rate:.3g} training structures/s)" if isinstance(rate, (int, float)) else "")
+                  + f" → {folder.path}")
     return metrics

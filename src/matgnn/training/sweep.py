@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from matgnn.artifacts import read_yaml
+from matgnn.artifacts import read_yaml, safe_file_part
 from matgnn.config import RunConfig
 
 
@@ -146,7 +146,7 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
 
         require_package("optuna", "a sweep with --trials")  # before any folder exists
     name = cfg.name or "sweep"
-    folder = Path(out) if out else Path(cfg.output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = Path(out) if out else Path(cfg.output_dir) / f"{safe_file_part(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(folder / "base_config.yaml")
     rows: list[dict[str, Any]] = []
@@ -173,10 +173,15 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
         value = rows[-1]["selection_metric"]
         return float("inf") if value is None else float(value)
 
+    from matgnn.progress import Progress
+
     if grid:
         keys = list(grid)
-        for k, values in enumerate(itertools.product(*(grid[key] for key in keys))):
-            one(dict(zip(keys, values)), k)
+        points = list(itertools.product(*(grid[key] for key in keys)))
+        with Progress("sweep", total=len(points), unit="points") as progress:
+            for k, values in enumerate(points):
+                one(dict(zip(keys, values)), k)
+                progress.advance()
     if space and trials:
         import optuna
 
@@ -194,7 +199,8 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
                     point[key] = trial.suggest_float(key, float(args[0]), float(args[1]), log=kind == "loguniform")
             return one(point, len(rows))
 
-        study.optimize(objective, n_trials=trials)
+        with Progress("sweep", total=trials, unit="trials") as progress:
+            study.optimize(objective, n_trials=trials, callbacks=[lambda _study, _trial: progress.advance()])
     return folder
 
 

@@ -32,6 +32,11 @@ class CifJsonlSource(StructureSource):
         self.id_field, self.cif_field, self.targets = id_field, cif_field, targets
         self.name = self.path.name.split(".")[0]
 
+    def _size(self) -> int:
+        from matgnn.data.sources.base import count_lines
+
+        return count_lines(self.path)
+
     def _fingerprint_parts(self) -> dict[str, Any]:
         return {"content": file_digest(self.path), "id": self.id_field, "cif": self.cif_field, "targets": self.targets}
 

@@ -35,6 +35,11 @@ class MagmomSource(StructureSource):
         self.signed = signed
         self.name = "mp_magmoms" if "magmom" in self.path.name else f"magmoms-{self.path.stem}"
 
+    def _size(self) -> int:
+        from matgnn.data.sources.base import count_lines
+
+        return count_lines(self.path)
+
     def _fingerprint_parts(self) -> dict[str, Any]:
         return {"content": file_digest(self.path), "signed": self.signed, "targets": 2}
 
