@@ -90,8 +90,10 @@ def test_matbench_command_writes_results_matbench_reads(tmp_path):
     assert "matbench_jdft2d folds: 2/2 folds" in flat and "folds 0, 1 done, 2, 3, 4 missing" in flat, r.out
     assert "--folds 2,3,4" in flat and not (out / "results.json.gz").exists()
     assert len(runs_in(out / "runs")) == 2
-    # the rest: folds 0 and 1 are kept (same config and data), 2..4 run, results.json.gz written
-    r = ok(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), env=env))
+    # the rest: folds 0 and 1 are kept (same config and data), 2..4 run, the submission written
+    (tmp_path / "refs.bib").write_text("@article{xie2018, title={Crystal Graph Convolutional Neural Networks}}\n")
+    r = ok(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--authors",
+               "A. Author, B. Author", "--bibtex-refs", str(tmp_path / "refs.bib"), "--notes", "two epochs", env=env))
     flat = " ".join(r.out.split())
     assert "folds 0, 1 finished before" in flat and "running 2, 3, 4" in flat and "matbench_jdft2d: MAE" in flat
     assert len(runs_in(out / "runs")) == 5
@@ -102,12 +104,42 @@ def test_matbench_command_writes_results_matbench_reads(tmp_path):
     assert len(runs_in(out / "runs")) == 5
     user_error(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--folds", "7"),
                "--folds '7'", "0, 1, 2, 3, 4")
-    mb = MatbenchBenchmark.from_file(str(out / "results.json.gz"))
+    check_matbench_submission(out / "submission")
+    mb = MatbenchBenchmark.from_dict(json.loads(gzip.decompress((out / "submission" / "results.json.gz").read_bytes())))
     task = mb.tasks_map["matbench_jdft2d"]
     assert mb.is_valid and all(task.is_recorded.values())  # its own checks: every fold, every test id
     assert 0 < task.scores["mae"]["mean"] < 200
-    info = json.loads((out / "info.json").read_text())
+    info = json.loads((out / "submission" / "info.json").read_text())
     assert info["algorithm"] == "matgnn-cgcnn" and len(info["folds"]) == 5
+    assert info["authors"] == "A. Author, B. Author" and "xie2018" in info["bibtex_refs"] and info["notes"] == "two epochs"
+    script = (out / "submission" / "matgnn_matbench_jdft2d.py").read_text()
+    compile(script, "matgnn_matbench_jdft2d.py", "exec")  # a valid script (it is never run here)
+    assert "'matbench_jdft2d'" in script and (out / "submission" / "config.yaml").is_file()
+
+
+def check_matbench_submission(folder):
+    """Every check of the Matbench repository's ``scripts/test_submission.py`` (what its CI runs on each
+    submission), applied to one submission folder: ``test_dir_structure_correct`` (a folder, no
+    ``.ipynb_checkpoints``) and ``test_submissions`` (``info.json`` with ``notes`` and non-None ``authors``,
+    ``algorithm``, ``algorithm_long``, ``bibtex_refs``, ``requirements``; ``results.json.gz`` read the way its
+    ``MatbenchBenchmark.from_file`` reads a ``.gz`` — gzip, then JSON — and valid; at least one ``.py`` or
+    ``.ipynb``; no file but the results over 10 MB)."""
+    import glob
+    import os
+
+    from matbench.bench import MatbenchBenchmark
+
+    assert folder.is_dir() and not (folder / ".ipynb_checkpoints").exists()
+    info = json.loads((folder / "info.json").read_text())
+    assert "notes" in info
+    for key in ("authors", "algorithm", "algorithm_long", "bibtex_refs", "requirements"):
+        assert info.get(key) is not None, key
+    with gzip.open(folder / "results.json.gz", "rb") as f:  # fails on plain JSON (BadGzipFile)
+        assert MatbenchBenchmark.from_dict(json.loads(f.read().decode("utf-8"))).is_valid
+    assert glob.glob(str(folder / "*.ipynb")) + glob.glob(str(folder / "*.py"))
+    for name in os.listdir(folder):
+        if name != "results.json.gz":
+            assert os.stat(folder / name).st_size / 1e6 <= 10, name
 
 
 def test_matbench_command_without_data_says_where_it_looked(tmp_path):

@@ -560,6 +560,9 @@ def matbench_cmd(
     folds: Optional[str] = typer.Option(None, help="run only these folds, e.g. 0,1 (default all five); folds "
                                                    "finished before in --out with the same config and data are "
                                                    "kept and skipped"),
+    authors: str = typer.Option("", help="info.json: the submission's authors, e.g. 'A. Author, B. Author'"),
+    bibtex_refs: str = typer.Option("", help="info.json: BibTeX of the method (the text, or a .bib file)"),
+    notes: str = typer.Option("", help="info.json: notes (default: the folds and the reproduction script)"),
 ) -> None:
     """Run TASK on its five official folds (one run folder each) and write results.json.gz (Matbench's own
     format, written by the matbench package) and info.json once all five are done. Split the work with
@@ -567,7 +570,13 @@ def matbench_cmd(
     from matgnn.training.matbench import run_matbench
 
     cfg = _run_config(config, list(set_))
-    run_matbench(task, cfg, data, out or Path(f"matbench-{task}"), console=console, folds=folds)
+    refs = Path(bibtex_refs) if bibtex_refs and "\n" not in bibtex_refs and len(bibtex_refs) < 4096 else None
+    if refs is not None and refs.suffix.lower() == ".bib":
+        if not refs.is_file():
+            raise typer.BadParameter(f"{refs}: no such file", param_hint="--bibtex-refs")
+        bibtex_refs = refs.read_text(encoding="utf-8")
+    run_matbench(task, cfg, data, out or Path(f"matbench-{task}"), console=console, folds=folds,
+                 about={"authors": authors, "bibtex_refs": bibtex_refs, "notes": notes})
 
 
 @leaderboard_app.command("export")

@@ -4,9 +4,11 @@ The folds are the ``matbench`` package's (``matbench_v0.1_validation.json``); th
 ``matbench_<task>.json.gz`` comes from ``--data`` or the matminer download folder
 (``$MATMINER_DATA``). Each fold is an ordinary run (its folder under ``<out>/runs/``): trained on the
 fold's training ids, validation carved from them only (``split.val`` of them, seeded), tested on its
-test ids. The predictions are recorded with the ``matbench`` package itself and written as
-``results.json.gz`` (what ``MatbenchBenchmark.from_file`` reads and Matbench submissions hold), with
-``info.json`` beside it.
+test ids. The predictions are recorded with the ``matbench`` package itself; once all five folds are done
+``<out>/submission/`` holds what a Matbench submission holds: ``results.json.gz`` (gzip-compressed, what
+the Matbench repository's ``MatbenchBenchmark.from_file`` and ``scripts/test_submission.py`` read),
+``info.json``, ``config.yaml`` and ``matgnn_<task>.py``, which reproduces the run. ``--folds`` splits the
+work; finished folds are kept in ``<out>/fold_<k>.json``.
 
 Matbench 0.6 pins scipy 1.7.3, which has no wheel for Python ≥ 3.11; its code runs with current
 releases, so it is installed without its pins: ``pip install --no-deps matbench==0.6 matminer``.
@@ -78,12 +80,15 @@ def _fold_file(out: Path, k: int) -> Path:
 
 
 def run_matbench(task: str, cfg: RunConfig, data: str | Path | None, out: str | Path,
-                 console: Console | None = None, progress: bool = False, folds: str | None = None) -> Path | None:
+                 console: Console | None = None, progress: bool = False, folds: str | None = None,
+                 about: dict[str, str] | None = None) -> Path | None:
     """Train and test ``cfg`` on the folds of ``task`` (``folds``: ``"0,1"`` for a subset; default all five).
     Each finished fold is kept in ``<out>/fold_<k>.json`` (its test predictions, the run, and a key of the
     task, config and data file) and skipped by a later call with the same key; a fold finished with another
-    config or data is refused. ``results.json.gz`` is written once all five folds are there; returns its path,
-    or None while folds are missing (said, with the command that finishes them)."""
+    config or data is refused. Once all five folds are there, ``<out>/submission/`` is written — the folder
+    a Matbench submission holds (:func:`write_submission`; ``about``: its ``authors``, ``bibtex_refs``,
+    ``notes``); returns its ``results.json.gz``, or None while folds are missing (said, with the command that
+    finishes them)."""
     import pandas as pd
 
     from matgnn.data.sources.base import file_digest
@@ -188,19 +193,72 @@ def run_matbench(task: str, cfg: RunConfig, data: str | Path | None, out: str | 
 
     bench.add_metadata({"software": f"matgnn {__version__}", "model": cfg.model.model_dump(mode="json"),
                         "train": cfg.train.model_dump(mode="json"), "graphs": cfg.graphs.model_dump(mode="json")})
-    results = out / "results.json.gz"
-    bench.to_file(str(results))
-    folds_info = [{k2: v for k2, v in done[k].items() if k2 not in ("predictions", "key")} for k in mt.folds]
-    (out / "info.json").write_text(json.dumps({
-        "authors": "", "algorithm": f"matgnn-{cfg.model.name}",
+    results = write_submission(out / "submission", bench, task, cfg, [
+        {k2: v for k2, v in done[k].items() if k2 not in ("predictions", "key")} for k in mt.folds], about or {})
+    mae = [mt.results[mt.folds_map[k]]["scores"]["mae"] for k in mt.folds]
+    console.print(f"{task}: MAE {sum(mae) / len(mae):.4g} (folds {', '.join(f'{v:.4g}' for v in mae)}) → "
+                  f"{results.parent} (the folder to submit: copy it to the Matbench repository's "
+                  f"benchmarks/matbench_v0.1_<your algorithm>/)")
+    if not (about or {}).get("authors"):
+        console.print("info.json has no authors yet: pass --authors (and --bibtex-refs, --notes) for a submission")
+    return results
+
+
+def write_submission(folder: Path, bench: Any, task: str, cfg: RunConfig, folds: list[dict[str, Any]],
+                     about: dict[str, str]) -> Path:
+    """The folder a Matbench submission holds (what ``scripts/test_submission.py`` of the Matbench repository
+    checks): ``results.json.gz`` (the benchmark's own dict, gzip-compressed JSON: matbench 0.6 from the package
+    index writes plain JSON under that name, which the repository's reader refuses), ``info.json`` (authors,
+    algorithm, algorithm_long, bibtex_refs, notes, requirements), ``config.yaml`` and
+    ``matgnn_<task>.py``, a script that reproduces the run (matgnn at the recorded commit, the same config)."""
+    import gzip
+
+    from matgnn.version import __version__, source_commit
+
+    folder.mkdir(parents=True, exist_ok=True)
+    results = folder / "results.json.gz"
+    tmp = folder / ".results.json.gz.part"
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(bench.as_dict(), f)
+    os.replace(tmp, results)
+    commit = source_commit()
+    requirement = f"matgnn=={__version__}" + (f" (git commit {commit})" if commit else "")
+    (folder / "info.json").write_text(json.dumps({
+        "authors": about.get("authors", ""), "algorithm": f"matgnn-{cfg.model.name}",
         "algorithm_long": f"matgnn {__version__}: {cfg.model.name} ({cfg.model.model_dump_json()}), graphs "
                           f"{cfg.graphs.cutoff} Å / {cfg.graphs.max_neighbors} neighbours, trained per fold with "
                           f"validation carved from the fold's training ids ({cfg.split.val:.0%}, seed {cfg.split.seed})",
-        "bibtex_refs": "", "notes": f"{len(folds_info)} folds",
-        "requirements": {"python": [f"matgnn=={__version__}"]}, "folds": folds_info}, indent=1))
-    mae = [mt.results[mt.folds_map[k]]["scores"]["mae"] for k in mt.folds]
-    console.print(f"{task}: MAE {sum(mae) / len(mae):.4g} (folds {', '.join(f'{v:.4g}' for v in mae)}) → {results}")
+        "bibtex_refs": about.get("bibtex_refs", ""),
+        "notes": about.get("notes", "") or f"{len(folds)} folds; reproduce with matgnn_{task}.py",
+        "requirements": {"python": [requirement, "torch", "torch_geometric", "matbench==0.6"]},
+        "folds": folds}, indent=1))
+    cfg.model_copy(update={"output_dir": "runs"}).to_yaml(folder / "config.yaml")
+    (folder / f"matgnn_{task}.py").write_text(_reproduce_script(task, commit, __version__))
     return results
+
+
+def _reproduce_script(task: str, commit: str | None, version: str) -> str:
+    """The text of ``matgnn_<task>.py``: data, never run here (every value is a Python literal)."""
+    pin = commit.split("+")[0] if commit else None
+    return f'''"""Reproduce this Matbench submission ({task}) with matgnn {version}{f", git commit {pin}" if pin else ""}.
+
+1. Install matgnn from its source at that commit (pip install -e . in a clone checked out there), and Matbench
+   0.6 without its pins (they need Python < 3.11): pip install --no-deps matbench==0.6 matminer
+2. Download the task's data with matminer (matminer.datasets.load_dataset({task!r})), or pass its file.
+3. Run this script beside config.yaml: it runs the five official folds and writes submission/.
+"""
+
+import subprocess
+import sys
+
+TASK = {task!r}
+DATA = sys.argv[1] if len(sys.argv) > 1 else None  # matbench_<task>.json.gz, else $MATMINER_DATA/<task>.json.gz
+
+command = ["matgnn", "matbench", TASK, "config.yaml", "--out", "matbench-" + TASK]
+if DATA:
+    command += ["--data", DATA]
+sys.exit(subprocess.run(command).returncode)
+'''
 
 
 def _test_predictions(run_dir: Path, target: str) -> dict[str, float]:
