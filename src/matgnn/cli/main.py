@@ -585,17 +585,21 @@ def leaderboard_export_cmd(
     out: Path = typer.Option(Path("leaderboard"), help="folder receiving <name>/ (the contribution)"),
     name: Optional[str] = typer.Option(None, help="model name (default matgnn_<model>)"),
     team: Optional[str] = typer.Option(None, help="team name (default the model name)"),
-    email: str = typer.Option("", help="author e-mail for metadata.json"),
+    email: str = typer.Option("", help="author e-mail for metadata.json (required)"),
+    project_url: str = typer.Option("", help="metadata.json project_url: the paper or code of the contribution "
+                                             "(required)"),
+    git_url: Optional[str] = typer.Option(None, help="where run.sh installs matgnn's source from (default "
+                                                     "--project-url)"),
     partial: bool = typer.Option(False, help="write the file even if some test ids have no prediction"),
 ) -> None:
-    """Write the JARVIS-Leaderboard contribution of RUN: the test predictions as
-    AI-SinglePropertyPrediction-<property>-<dataset>-test-mae.csv.zip, metadata.json, config.yaml, run.sh."""
+    """Write the JARVIS-Leaderboard contribution of RUN (or add a property to it): the test predictions as
+    AI-SinglePropertyPrediction-<property>-<dataset>-test-mae.csv.zip, metadata.json, configs/, run.sh."""
     from matgnn.evaluation.leaderboard import export
 
-    folder, info = export(run, out, name, team, email, partial=partial)
+    folder, info = export(run, out, name, team, email, project_url, partial=partial, git_url=git_url)
     console.print(f"{info['n_predicted']} of {info['n_test']} test ids predicted; MAE against the benchmark file "
                   f"{info['mae']:.4g} (the run's own test MAE {info['run_test_mae']:.4g})")
-    console.print(f"contribution → {folder} ({Path(info['file']).name}, metadata.json, config.yaml, run.sh)")
+    console.print(f"contribution → {folder} ({Path(info['file']).name}, metadata.json, configs/, run.sh)")
 
 
 @leaderboard_app.command("define")

@@ -5,8 +5,9 @@ A leaderboard benchmark is a split file ``<dataset>_<property>.json.zip`` holdin
 ``jarvis_leaderboard/benchmarks/AI/SinglePropertyPrediction/`` of the ``jarvis-leaderboard``
 package; ``split: {kind: ids, ids_file: ...}`` trains on one). A contribution is a folder per model
 holding ``AI-SinglePropertyPrediction-<property>-<dataset>-test-mae.csv.zip`` (one CSV of the same
-name, ``id,prediction`` for every test id), ``metadata.json`` (model, team, software, hardware,
-time) and here also ``run.sh`` + ``config.yaml`` (how to reproduce it with matgnn).
+name, ``id,prediction`` for every test id), ``metadata.json`` (model, team, e-mail, URLs, software,
+hardware, ``time_taken_seconds`` per ``.csv.zip``) and ``run.sh``, which reproduces every benchmark of the
+folder from a clean machine with the configs under ``configs/``.
 """
 
 from __future__ import annotations
@@ -78,11 +79,15 @@ def check_contribution_name(name: str) -> str:
 
 
 def export(run_dir: str | Path, out: str | Path, model_name: str | None = None, team: str | None = None,
-           email: str = "", project_url: str = "https://github.com/matgnn/matgnn", partial: bool = False
+           email: str = "", project_url: str = "", partial: bool = False, git_url: str | None = None
            ) -> tuple[Path, dict[str, Any]]:
-    """Write the contribution folder ``<out>/<model_name>/`` for a run trained on a leaderboard split;
-    returns it. Every test id of the benchmark must have a prediction (``partial``: write what there
-    is and say so in ``metadata.json``)."""
+    """Write (or add to) the contribution folder ``<out>/<model_name>/`` for a run trained on a leaderboard
+    split; returns it. Every test id of the benchmark must have a prediction (``partial``: write what there
+    is and say so in ``metadata.json``). ``email`` (with an ``@``) and ``project_url`` are required: the
+    leaderboard's ``check_metadata_info_exists`` refuses a contribution without them. Several properties go
+    into one folder: each adds its ``.csv.zip``, its entry of ``time_taken_seconds`` and its config under
+    ``configs/``, and ``run.sh`` reproduces all of them. ``git_url``: where matgnn's source is installed from
+    (default ``project_url``)."""
     from matgnn.config import RunConfig
     from matgnn.version import __version__
 
@@ -115,6 +120,12 @@ def export(run_dir: str | Path, out: str | Path, model_name: str | None = None, 
         raise UserError(f"{run.path}: predictions for {len(wanted) - len(missing)} of the {len(wanted)} test ids of "
                         f"{split_file.name} ({len(missing)} have no structure in the run's source, first: "
                         f"{missing[0]}); the leaderboard scores every test id (--partial writes the file anyway)")
+    if "@" not in email:
+        raise UserError("--email: metadata.json needs the author's e-mail address (the leaderboard's "
+                        "check_metadata_info_exists refuses a contribution without an '@' in author_email)")
+    if not project_url.startswith(("https://", "http://")):
+        raise UserError("--project-url: metadata.json needs the URL of the project (a paper or the code, "
+                        "https://...); run.sh installs matgnn from --git-url (default: this URL)")
     name = f"{CATEGORY}-{prop}-{dataset}-test-mae.csv"
     model_name = check_contribution_name(model_name or f"matgnn_{cfg.model.name}")
     folder = Path(out) / model_name
@@ -126,27 +137,99 @@ def export(run_dir: str | Path, out: str | Path, model_name: str | None = None, 
     metrics = run.read_metrics()
     true = np.array([float(bench["test"][i]) for i, _ in rows])
     mae = float(np.mean(np.abs(np.array([p for _, p in rows]) - true))) if rows else float("nan")
-    meta: dict[str, Any] = {
-        "model_name": model_name, "project_url": project_url, "date_submitted": time.strftime("%m-%d-%Y"),
-        "author_email": email, "database_version": _database_version(cfg), "team_name": team or model_name,
-        "time_taken_seconds": round(float(metrics.get("train_seconds", 0.0)), 2), "language": "python",
-        "os": platform.system().lower(), "software_used": f"matgnn {__version__},torch,torch_geometric,vesin,ase,pymatgen",
-        "hardware_used": str(metrics.get("device", "unknown")), "git_url": [project_url],
-    }
+    meta = _merged_metadata(folder, model_name, team, email, project_url, git_url or project_url, cfg, metrics,
+                            f"{name}.zip", __version__)
     if missing:
-        meta["note"] = (f"partial: predictions for {len(rows)} of the {len(wanted)} test ids (the others had no "
-                        "structure in the training source)")
+        meta.setdefault("note", {})[f"{name}.zip"] = (
+            f"partial: predictions for {len(rows)} of the {len(wanted)} test ids (the others had no structure in "
+            "the training source)")
     (folder / "metadata.json").write_text(json.dumps(meta, indent=4))
-    cfg.to_yaml(folder / "config.yaml")
-    (folder / "run.sh").write_text(
-        "#!/bin/sh\n# Reproduce this contribution: train on the leaderboard split, then export the test predictions.\n"
-        f"# needs {split_file.name} at the path in config.yaml (split.ids_file)\nset -e\n"
-        "pip install matgnn\nmatgnn train config.yaml\n"
-        f"matgnn leaderboard export \"$(ls -d {shlex.quote(str(cfg.output_dir))}/*/ | tail -1)\" --out . --name "
-        f"{shlex.quote(model_name)}\n")
-    (folder / "run.sh").chmod(0o755)
+    configs = folder / "configs"
+    configs.mkdir(exist_ok=True)
+    portable_config(cfg, split_file.name, name).to_yaml(configs / f"{name[:-len('.csv')]}.yaml")
+    write_run_sh(folder, model_name, meta, git_url or project_url)
     return folder, {"file": str(folder / f"{name}.zip"), "n_predicted": len(rows), "n_test": len(wanted),
                     "mae": mae, "run_test_mae": metrics.get(f"test.{head}.mae")}
+
+
+#: where the leaderboard repository keeps its benchmark split files, seen from a contribution folder
+#: (``jarvis_leaderboard/contributions/<model>/``)
+BENCHMARKS_FROM_CONTRIBUTION = "../../benchmarks/AI/SinglePropertyPrediction"
+
+
+def _merged_metadata(folder: Path, model_name: str, team: str | None, email: str, project_url: str, git_url: str,
+                     cfg, metrics: dict, csv_zip: str, version: str) -> dict[str, Any]:  # noqa: ANN001
+    """``metadata.json`` in the types of the leaderboard's ~400 contributions, merged with the one already in
+    the folder: ``time_taken_seconds`` maps each ``.csv.zip`` to its training seconds, so a second property
+    adds to it instead of replacing it."""
+    old: dict[str, Any] = {}
+    if (folder / "metadata.json").is_file():
+        try:
+            old = json.loads((folder / "metadata.json").read_text())
+        except (OSError, ValueError):
+            raise UserError(f"{folder / 'metadata.json'}: unreadable; remove it or export into another --out") from None
+        if not isinstance(old, dict):
+            old = {}
+    times = old.get("time_taken_seconds") if isinstance(old.get("time_taken_seconds"), dict) else {}
+    times = {**times, csv_zip: round(float(metrics.get("train_seconds", 0.0)), 2)}
+    urls = [u for u in (old.get("git_url") or []) if isinstance(u, str)]
+    hardware = str(metrics.get("device", "unknown"))
+    return {**old, "model_name": model_name, "project_url": project_url, "date_submitted": time.strftime("%m-%d-%Y"),
+            "author_email": email, "database_version": _database_version(cfg), "team_name": team or model_name,
+            "time_taken_seconds": dict(sorted(times.items())), "language": "python",
+            "os": platform.system().lower(),
+            "software_used": f"matgnn {version},torch,torch_geometric,vesin,ase,pymatgen,jarvis-tools",
+            "hardware_used": hardware, "git_url": urls + [git_url] if git_url not in urls else urls}
+
+
+def portable_config(cfg, split_name: str, csv_name: str):  # noqa: ANN001, ANN201
+    """The run's config with no path of this machine: the split file as the leaderboard repository holds it
+    (relative to the contribution folder), JARVIS data from jarvis-tools' own download, a local source under
+    ``data/``, runs under ``runs/<benchmark>``."""
+    source = cfg.source
+    if getattr(source, "kind", None) == "jarvis":
+        source = source.model_copy(update={"store_dir": None})
+    elif getattr(source, "path", None):
+        source = source.model_copy(update={"path": f"data/{Path(str(source.path)).name}"})
+    return cfg.model_copy(update={
+        "source": source, "cache_dir": None,
+        "split": cfg.split.model_copy(update={"ids_file": f"{BENCHMARKS_FROM_CONTRIBUTION}/{split_name}"}),
+        "output_dir": f"runs/{csv_name[:-len('.csv')]}", "name": None})
+
+
+def write_run_sh(folder: Path, model_name: str, meta: dict[str, Any], git_url: str) -> Path:
+    """``run.sh`` reproducing every benchmark of the contribution from a clean machine, run from the
+    contribution folder inside the leaderboard repository: matgnn installed from its source at the recorded
+    commit, then per config in ``configs/`` one training run and its export into this folder. Every value is
+    quoted for the shell; no path of this machine appears."""
+    from matgnn.version import source_commit
+
+    commit = source_commit()
+    pin = commit.split("+")[0] if commit else None
+    q = shlex.quote
+    lines = ["#!/bin/sh",
+             "# Reproduce this JARVIS-Leaderboard contribution from a clean machine. Run it from this folder inside",
+             "# the jarvis_leaderboard repository (the split files are read from " + BENCHMARKS_FROM_CONTRIBUTION + ").",
+             f"# matgnn from its source{' at commit ' + pin if pin else ' (commit unknown: the default branch)'};"
+             " PyTorch's CPU build (choose the CUDA one for a GPU).",
+             "set -e", 'cd "$(dirname "$0")"', "python3 -m venv .venv", ". .venv/bin/activate",
+             "pip install 'torch==2.13.0'",
+             "pip install " + q(f"git+{git_url}" + (f"@{pin}" if pin else ""))]
+    if commit and commit.endswith("+dirty"):
+        lines.insert(4, "# (the source had uncommitted changes when this was exported)")
+    for config in sorted((folder / "configs").glob("*.yaml")):
+        stem = config.stem
+        lines += [f"matgnn train {q('configs/' + config.name)}",
+                  f"matgnn leaderboard export \"$(ls -d {q('runs/' + stem)}/*/ | tail -1)\" --out .. --name "
+                  f"{q(model_name)} --team {q(str(meta.get('team_name', model_name)))} --email "
+                  f"{q(str(meta.get('author_email', '')))} --project-url {q(str(meta.get('project_url', '')))}"
+                  f" --git-url {q(git_url)}"]
+    path = folder / "run.sh"
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
+    stale = folder / "config.yaml"  # written by earlier versions beside run.sh, for one property only
+    stale.unlink(missing_ok=True)
+    return path
 
 
 def _database_version(cfg) -> str:  # noqa: ANN001
