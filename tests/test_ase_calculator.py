@@ -23,11 +23,17 @@ def _crystals():
 
 def test_magnetic_moments_through_ase_match_the_cli(tmp_path):
     calc = MatgnnCalculator("magmom-mp")
-    assert {"magmom", "magmoms"} <= set(calc.implemented_properties)
+    # ASE's names: magmoms per atom; magmom (the total, a number) is not offered and never holds an array
+    assert "magmoms" in calc.implemented_properties and "magmom" not in calc.implemented_properties
     fe = _crystals()[0]
     fe.calc = calc
     m = fe.get_magnetic_moments()
     assert m.shape == (2,) and np.isfinite(m).all()
+    assert "magmom" not in calc.results
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    with pytest.raises(PropertyNotImplementedError):
+        fe.get_magnetic_moment()
     write(tmp_path / "fe.cif", fe)
     ok(run("predict", "magmom-mp", str(tmp_path / "fe.cif"), "--out", str(tmp_path / "p.csv")))
     cli = [float(r["magmom"]) for r in csv.DictReader(open(tmp_path / "p_atoms.csv"))]
@@ -73,3 +79,44 @@ def test_graph_head_model_and_bad_structures():
     squashed.calc = calc
     with pytest.raises(StructureError, match="overlapping"):
         squashed.calc.get_property("optb88vdw_bandgap", squashed)
+
+
+def test_ase_db_round_trip(tmp_path):
+    """Write atoms with the calculator's answers into an ase.db and read them back: magmoms as ASE stores a
+    calculator's per-atom moments (an array, no raw bytes under magmom), graph heads as key-value pairs."""
+    fe = _crystals()[0]
+    fe.calc = MatgnnCalculator("magmom-mp-ensemble")
+    m = fe.get_magnetic_moments()
+    pairs = fe.calc.key_value_pairs()
+    db = connect(tmp_path / "round.db")
+    db.write(fe, **pairs)
+    (row,) = list(connect(tmp_path / "round.db").select())
+    np.testing.assert_allclose(row.magmoms, m, rtol=1e-6)
+    assert row.get("magmom") is None
+    back = row.toatoms()
+    np.testing.assert_allclose(back.get_magnetic_moments(), m, rtol=1e-6)  # ASE's own reading of the row
+    assert all(isinstance(v, float) for v in pairs.values())
+
+    gap = bulk("Si", "diamond", a=5.43)
+    gap.calc = MatgnnCalculator("bandgap-2d", device="cpu")
+    value = gap.calc.get_property("optb88vdw_bandgap", gap)
+    assert isinstance(value, float)
+    db.write(gap, **gap.calc.key_value_pairs())
+    row = list(connect(tmp_path / "round.db").select())[-1]
+    assert row.key_value_pairs["optb88vdw_bandgap"] == pytest.approx(value)
+
+
+def test_device_choice():
+    """device='cpu' everywhere on this machine; 'auto' is the CPU without a GPU; a CUDA device that torch does
+    not see is one plain error, not a crash deep in torch."""
+    import torch
+
+    from matgnn.errors import UserError
+
+    calc = MatgnnCalculator("magmom-mp", device="auto")
+    assert calc.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="torch sees no CUDA device"):
+            MatgnnCalculator("magmom-mp", device="cuda")
+    with pytest.raises(UserError, match="use auto, cpu, cuda"):
+        MatgnnCalculator("magmom-mp", device="tpu")

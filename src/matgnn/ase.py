@@ -1,13 +1,19 @@
 """matgnn models as ASE calculators.
 
     from matgnn.ase import MatgnnCalculator
-    atoms.calc = MatgnnCalculator("magmom-mp")           # any model spec: run, folder, name, ensemble
+    atoms.calc = MatgnnCalculator("magmom-mp", device="auto")  # any model spec: run, folder, name, ensemble
     atoms.get_magnetic_moments()                          # a per-atom moment head -> ASE's "magmoms"
-    atoms.calc.results["optb88vdw_bandgap"]               # graph heads under their own names
+    atoms.calc.get_property("optb88vdw_bandgap", atoms)   # graph heads under their own names
+    db.write(atoms, **atoms.calc.key_value_pairs())       # ase.db: magmoms as ASE stores them, heads as keys
 
-Properties are what the model predicts: each graph head under its name, each per-atom head
-under its name (a head named ``magmom`` also as ASE's ``magmoms``, so ``get_magnetic_moments``
-works), and for an ensemble ``<head>_std`` (σ, recalibrated when the ensemble folder says so).
+Properties follow ASE's names and those of the calculators users know (CHGNet's, MACE's): a per-atom
+moment head (named ``magmom`` or ``magmoms``) is ASE's ``magmoms``, one value per atom. ASE's ``magmom`` is
+the *total* moment, a number; the moment models predict |m| per atom, which does not give the net moment
+of an antiferromagnet, so ``magmom`` is not offered (``get_magnetic_moment()`` says it is not implemented,
+as CHGNet's calculator does) and no array is ever put under it. Each graph head is a number under its
+own name, each other per-atom head an array under its name, and for an ensemble ``<name>_std`` (σ,
+recalibrated when the ensemble folder says so). ``device``: ``auto`` (CUDA when torch sees a GPU), ``cpu``,
+``cuda`` or ``cuda:N``.
 Elements the model never saw in training are listed in ``results["unseen_elements"]``; heads whose answer
 sat at the bound of a log transform's training range (a wild extrapolation, capped) in
 ``results["answers_at_bound"]`` (only for models with such heads, as ``matgnn predict``'s column).
@@ -25,27 +31,47 @@ from ase.calculators.calculator import Calculator, all_changes
 from matgnn.data.structure import Structure
 from matgnn.errors import StructureError, UserError
 
-#: per-atom head names that ASE knows by another name
+#: per-atom head names that ASE knows by another name (ASE's ``magmom`` is the total moment: never an array)
 _ASE_NAMES = {"magmom": "magmoms"}
 
 
 class MatgnnCalculator(Calculator):
     """An ASE calculator for any matgnn model spec (see :mod:`matgnn.artifacts`)."""
 
-    def __init__(self, model: str | Sequence[str] = "magmom-mp", batch_size: int = 64, **kwargs: Any) -> None:
+    def __init__(self, model: str | Sequence[str] = "magmom-mp", batch_size: int = 64, device: str | None = "auto",
+                 **kwargs: Any) -> None:
         from matgnn.prediction.predict import Ensemble
 
-        self.predictor = Ensemble(model if isinstance(model, (list, tuple)) else [model])
+        self.predictor = Ensemble(model if isinstance(model, (list, tuple)) else [model], device=device)
+        self.device = self.predictor.device
         self.batch_size = batch_size
         self.known = self.predictor.train_elements
         props: list[str] = []
         for spec in self.predictor.head_specs:
-            names = [spec["name"]] + ([_ASE_NAMES[spec["name"]]] if spec["name"] in _ASE_NAMES else [])
-            props += names
+            name = self.ase_name(spec)
+            props.append(name)
             if len(self.predictor) > 1:
-                props += [f"{n}_std" for n in names]
+                props.append(f"{name}_std")
         self.implemented_properties = props
         super().__init__(**kwargs)
+
+    @staticmethod
+    def ase_name(spec: dict[str, Any]) -> str:
+        """The property name of a head: ASE's own for a per-atom moment head, else the head's name."""
+        if spec["level"] == "node" and spec["name"] in _ASE_NAMES:
+            return _ASE_NAMES[spec["name"]]
+        return spec["name"]
+
+    def key_value_pairs(self) -> dict[str, float]:
+        """The last answer's graph heads (and σ) as plain numbers under names ``ase.db`` accepts as keys, for
+        ``db.write(atoms, **calc.key_value_pairs())`` (ase.db keeps only ASE's own properties of a
+        calculator; ``magmoms`` is one of them and is stored as such)."""
+        out: dict[str, float] = {}
+        for key, v in self.results.items():
+            if isinstance(v, (float, int, np.floating)) and not isinstance(v, bool):
+                safe = "".join(c if c.isalnum() or c == "_" else "_" for c in key)
+                out[safe if safe[:1].isalpha() else f"h_{safe}"] = float(v)
+        return out
 
     def _results(self, row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -58,10 +84,8 @@ class MatgnnCalculator(Calculator):
                     continue
                 if key not in row:
                     continue
-                v = row[key] if spec["level"] == "graph" else np.asarray(row[key], float)
-                out[key] = v
-                if spec["name"] in _ASE_NAMES:
-                    out[_ASE_NAMES[spec["name"]] + suffix] = v
+                v = float(row[key]) if spec["level"] == "graph" else np.asarray(row[key], float)
+                out[self.ase_name(spec) + suffix] = v
         if "answers_at_bound" in row:
             out["answers_at_bound"] = list(row["answers_at_bound"])
         if self.known is not None:

@@ -19,11 +19,18 @@ from typing import Any
 
 #: seconds between two lines in a log (stderr not a terminal)
 PROGRESS_SECONDS_VARIABLE = "MATGNN_PROGRESS_SECONDS"
+_LEVEL = {"level": "normal"}
+
+
+def set_level(level: str) -> None:
+    """``quiet`` (``matgnn -q``: no progress), ``normal``, or ``verbose`` (``-v``: a line every 2 s in a log)."""
+    _LEVEL["level"] = level
 
 
 def _interval() -> float:
+    default = "2" if _LEVEL["level"] == "verbose" else "10"
     try:
-        return max(0.0, float(os.environ.get(PROGRESS_SECONDS_VARIABLE, "10")))
+        return max(0.0, float(os.environ.get(PROGRESS_SECONDS_VARIABLE, default)))
     except ValueError:
         return 10.0
 
@@ -45,7 +52,7 @@ class Progress:
                  stream: Any = None, min_total: int = 1) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and (total is None or total >= min_total)
+        self.enabled = enabled and (total is None or total >= min_total) and _LEVEL["level"] != "quiet"
         self.done = 0
         self.started = time.perf_counter()
         self._last = self.started

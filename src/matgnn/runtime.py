@@ -128,3 +128,29 @@ def keep_freed_memory() -> str:
         if ok:
             _allocator_state = "set"
     return _allocator_state
+
+
+def resolve_device(spec: str | None = "auto"):  # noqa: ANN201 - torch.device
+    """The device a command computes on: ``auto`` (or None) is CUDA when torch sees a GPU, else the CPU;
+    ``cpu``, ``cuda`` or ``cuda:N`` as given. Asking for CUDA that torch does not see is a one-line
+    :class:`~matgnn.errors.UserError` (as training's ``train.device``)."""
+    import torch
+
+    from matgnn.errors import UserError
+
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec}: torch sees no CUDA device (this torch build: {torch.__version__}); "
+                            "use --device cpu, or install a CUDA build of torch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {spec}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UserError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return device

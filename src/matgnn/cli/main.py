@@ -17,19 +17,61 @@ from matgnn.graphs.neighbors import GraphSettings
 #: the one default of graph settings (the run config's, `graphs build`'s and `data info`'s)
 DEFAULT_GRAPHS = GraphSettings()
 
-app = typer.Typer(rich_markup_mode=None, help="Graph neural networks for materials properties from crystal structures.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
-data_app = typer.Typer(rich_markup_mode=None, help="Inspect structure sources.", no_args_is_help=True)
-graphs_app = typer.Typer(rich_markup_mode=None, help="Build and reuse graph caches.", no_args_is_help=True)
+#: -h as well as --help, on every command
+HELP_NAMES = {"help_option_names": ["-h", "--help"]}
+
+app = typer.Typer(rich_markup_mode=None, context_settings=HELP_NAMES, help="Graph neural networks for materials properties from crystal structures.",
+                  no_args_is_help=True, add_completion=True, pretty_exceptions_show_locals=False)
+data_app = typer.Typer(rich_markup_mode=None, context_settings=HELP_NAMES, help="Inspect structure sources.", no_args_is_help=True)
+graphs_app = typer.Typer(rich_markup_mode=None, context_settings=HELP_NAMES, help="Build and reuse graph caches.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(graphs_app, name="graphs")
-bench_app = typer.Typer(rich_markup_mode=None, help="Measure costs of saved models.", no_args_is_help=True)
+bench_app = typer.Typer(rich_markup_mode=None, context_settings=HELP_NAMES, help="Measure costs of saved models.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-leaderboard_app = typer.Typer(rich_markup_mode=None, help="JARVIS-Leaderboard: contributions from runs, benchmark definitions.",
+leaderboard_app = typer.Typer(rich_markup_mode=None, context_settings=HELP_NAMES, help="JARVIS-Leaderboard: contributions from runs, benchmark definitions.",
                               no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
 #: every message prints literally (a path or an install hint in brackets is text, not markup)
 console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+#: errors, warnings and notes: never silenced by -q
+alerts = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    import platform
+
+    import torch
+
+    from matgnn.version import __version__, source_commit
+
+    commit = source_commit()
+    print(f"matgnn {__version__}" + (f" (git {commit})" if commit else "")
+          + f"; Python {platform.python_version()}, torch {torch.__version__}"
+          + (" with CUDA " + str(torch.version.cuda) if torch.version.cuda else " (CPU build)"))
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print matgnn's version (and torch's) and exit"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only results, warnings and errors"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="more detail: progress every 2 s in a log, and "
+                                                                "the warnings of the packages matgnn uses"),
+) -> None:
+    """Graph neural networks for materials properties from crystal structures."""
+    import warnings
+
+    from matgnn import progress
+
+    if quiet and verbose:
+        raise typer.BadParameter("give -q or -v, not both", param_hint="-q/-v")
+    console.quiet = quiet
+    progress.set_level("quiet" if quiet else "verbose" if verbose else "normal")
+    if verbose:
+        warnings.simplefilter("default")
 
 _STYLES = {"error": "red", "invalid config": "red", "warning": "yellow", "interrupted": "yellow"}
 
@@ -62,8 +104,26 @@ def _say(label: str, message: object) -> None:
     or an install command are text, not markup)."""
     from rich.text import Text
 
-    console.print(Text.assemble((f"{label}:", _STYLES.get(label, "")), " ", plain(message)), soft_wrap=True)
+    alerts.print(Text.assemble((f"{label}:", _STYLES.get(label, "")), " ", plain(message)), soft_wrap=True)
 
+
+def _out_dir(new: Optional[Path], old: Optional[Path], old_name: str = "--out",
+             required: bool = False) -> Optional[Path]:
+    """The output folder of a command: ``--out-dir`` (the one rule: ``--out`` names a file, ``--out-dir`` a
+    folder); the command's old spelling still works and says the new name once."""
+    if old is not None:
+        if new is not None and new != old:
+            raise typer.BadParameter(f"give --out-dir or {old_name}, not both", param_hint="--out-dir")
+        _say("note", f"{old_name} is now --out-dir (a folder; --out names a file); the old name still works")
+        new = old
+    if required and new is None:
+        raise typer.BadParameter("the output folder is required", param_hint="--out-dir")
+    return new
+
+
+OLD_OUT_HELP = "old name of --out-dir"
+
+DEVICE_HELP = "auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N"
 
 SOURCE_HELP = ("emt[:N] (embedded demo set), jarvis:NAME (dft_2d, dft_3d, ...), a folder with id_prop.csv, "
                "an .extxyz/.xyz/.traj/.db file, or a .jsonl(.gz) magnetic-moment file")
@@ -85,8 +145,9 @@ def data_info(
     store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding (or receiving) the dataset zip"),
     limit: Optional[int] = typer.Option(None, help="read at most this many entries"),
     cutoff: float = typer.Option(DEFAULT_GRAPHS.cutoff, help="cutoff (Å) for the isolated-atom check"),
-    out: Optional[Path] = typer.Option(None, help="folder for data_info.json, load_report.json, skipped.csv "
-                                                  "(default ./matgnn-data-info/<source>)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="folder for data_info.json, load_report.json, "
+                                                                   "skipped.csv (default ./matgnn-data-info/<source>)"),
+    out: Optional[Path] = typer.Option(None, "--out", hidden=True, help=OLD_OUT_HELP),
     twins: bool = typer.Option(False, "--twins", help=(
         "also find structural twins (the same structure under two ids: same reduced formula and a pymatgen "
         "StructureMatcher fit) and how far their labels differ; lists them in twins.csv")),
@@ -94,6 +155,7 @@ def data_info(
     """Counts, target fields, missing values per target, skipped structures and why."""
     from matgnn.data.info import source_info
 
+    out = _out_dir(out_dir, out)
     src = _source(source, store_dir, limit)
     values: dict = {}
     info, report = source_info(src, cutoff, values=values, twins=twins, progress=console.print)
@@ -145,8 +207,9 @@ def data_report_cmd(
     store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding (or receiving) the dataset zip"),
     limit: Optional[int] = typer.Option(None, help="read at most this many entries"),
     cutoff: float = typer.Option(DEFAULT_GRAPHS.cutoff, help="cutoff (Å) for the isolated-atom check"),
-    out: Optional[Path] = typer.Option(None, help="folder for the figures and index.html "
-                                                  "(default ./matgnn-data-report/<source>)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="folder for the figures and index.html "
+                                                                   "(default ./matgnn-data-report/<source>)"),
+    out: Optional[Path] = typer.Option(None, "--out", hidden=True, help=OLD_OUT_HELP),
     compare: list[str] = typer.Option([], "--compare", help="A:B — check two labels of one quantity against "
                                                             "each other (e.g. optb88vdw_bandgap:mbj_bandgap) and "
                                                             "list the structures far off their robust line; "
@@ -157,6 +220,7 @@ def data_report_cmd(
     with --compare, labels that disagree with a related label."""
     from matgnn.data.eda import data_report, parse_pair
 
+    out = _out_dir(out_dir, out)
     pairs = [parse_pair(c) for c in compare]
     src = _source(source, store_dir, limit)
     folder = out or Path("matgnn-data-report") / src.name
@@ -222,13 +286,60 @@ def graphs_build(
     console.print(f"load report: {cache.path / 'load_report.json'}, skipped list: {cache.path / 'skipped.csv'}")
 
 
-def _run_config(config: Optional[Path], overrides: list[str]):
-    """The run config of ``config`` (default: the embedded demo) with ``key=value`` overrides;
-    an invalid one is reported (pydantic names the key) and exits with 2."""
+def _is_config_file(spec: object) -> bool:
+    return str(spec).lower().endswith((".yaml", ".yml"))
+
+
+def _source_config(spec: str, targets: list[str]):  # noqa: ANN202 - a RunConfig
+    """The default run config on SOURCE ``spec`` (a folder with id_prop.csv, emt:N, jarvis:NAME, an
+    extxyz/traj/db or JSON Lines file) with ``targets`` (``NAME`` or ``NAME:node``); without ``targets`` a
+    source with exactly one label is trained on it, otherwise its labels are listed."""
     from matgnn.config import RunConfig
+    from matgnn.data.sources import make_source, parse_source
+    from matgnn.errors import UserError
+
+    base = RunConfig()
+    try:
+        source = parse_source(spec)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(f"{spec}: {e}") from None
+    if source.kind == "emt" and not targets:  # the demo: its own targets
+        return RunConfig.model_validate({**base.model_dump(mode="json"), "source": source.model_dump(mode="json")})
+    if not targets:
+        first = next((s for s in make_source(source) if not isinstance(s, Exception)), None)
+        labels = ([*first.graph_targets] + [f"{n}:node" for n in first.node_targets]) if first is not None else []
+        if len(labels) != 1:
+            raise UserError(f"{spec}: name the target to train on with --target NAME (NAME:node for a per-atom "
+                            f"target); the source's labels: {', '.join(labels) or 'none found'}")
+        targets = labels
+    heads = []
+    for t in targets:
+        name, _, level = t.partition(":")
+        if level not in ("", "graph", "node"):
+            raise UserError(f"--target {t!r}: NAME or NAME:node")
+        heads.append({"name": name, "level": level or "graph"})
+    return RunConfig.model_validate({**base.model_dump(mode="json"), "source": source.model_dump(mode="json"),
+                                     "targets": heads})
+
+
+def _run_config(config: Optional[Path | str], overrides: list[str], targets: list[str] | None = None):
+    """The run config of ``config`` — a YAML file, or a SOURCE trained with the default settings on
+    ``targets`` (default: the embedded demo) — with ``key=value`` overrides; an invalid one is reported
+    (pydantic names the key) and exits with 2."""
+    from matgnn.config import RunConfig
+    from matgnn.errors import UserError
 
     try:
-        return (RunConfig.from_yaml(config) if config else RunConfig()).with_overrides(list(overrides))
+        if config is None:
+            cfg = RunConfig()
+        elif _is_config_file(config):
+            cfg = RunConfig.from_yaml(config)
+        else:
+            cfg = _source_config(str(config), list(targets or []))
+        return cfg.with_overrides(list(overrides))
+    except UserError as e:
+        _say("error", e)
+        raise typer.Exit(EXIT_USER_ERROR) from None
     except Exception as e:  # pydantic errors say which key is wrong
         _say("invalid config", validation_message(e) if hasattr(e, "errors") else e)
         raise typer.Exit(EXIT_USER_ERROR) from None
@@ -236,10 +347,16 @@ def _run_config(config: Optional[Path], overrides: list[str]):
 
 @app.command("train")
 def train_cmd(
-    config: Optional[Path] = typer.Argument(None, help="run config (YAML); default: the embedded EMT demo"),
+    config: Optional[str] = typer.Argument(None, help="a run config (YAML), or a SOURCE to train on with the "
+                                                      "default settings (" + SOURCE_HELP + "; with --target); "
+                                                      "default: the embedded EMT demo"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=50"),
+    target: list[str] = typer.Option([], "--target", help="with a SOURCE: the label to train on (repeat for "
+                                                          "several heads; NAME:node for a per-atom label)"),
     epochs: Optional[int] = typer.Option(None, help="shortcut for --set train.epochs=N"),
-    output_dir: Optional[str] = typer.Option(None, help="shortcut for --set output_dir=DIR"),
+    out_dir: Optional[str] = typer.Option(None, "--out-dir", help="folder receiving the run folder (shortcut for "
+                                                                  "--set output_dir=DIR)"),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", hidden=True, help=OLD_OUT_HELP),
     print_config: bool = typer.Option(False, help="print the resolved config and exit"),
     resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder exactly where it stopped "
                                                      "(on the same data: checked against the run's fingerprint)"),
@@ -255,6 +372,7 @@ def train_cmd(
     overrides = list(set_)
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
+    output_dir = _out_dir(out_dir, output_dir, "--output-dir")
     if output_dir is not None:
         overrides.append(f"output_dir={output_dir}")
     if resume is not None:
@@ -266,7 +384,10 @@ def train_cmd(
                  "the run stopped before its first epoch ended)")
             raise typer.Exit(EXIT_USER_ERROR)
         config = resume / "config.yaml"
-    cfg = _run_config(config, overrides)
+    elif target and config is not None and _is_config_file(config):
+        _say("error", "--target goes with a SOURCE; a config file names its targets")
+        raise typer.Exit(EXIT_USER_ERROR)
+    cfg = _run_config(config, overrides, target)
     if print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return
@@ -318,7 +439,8 @@ def ensemble_cmd(
     bootstrap: bool = typer.Option(False, help="each member also trains on a bootstrap resample of the training split"),
     combine: list[Path] = typer.Option([], "--combine", help="no training: an ensemble of these finished runs "
                                                              "(repeat; same split and heads, any architectures)"),
-    out: Optional[Path] = typer.Option(None, help="with --combine: the ensemble folder to write"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="with --combine: the ensemble folder to write"),
+    out: Optional[Path] = typer.Option(None, "--out", hidden=True, help=OLD_OUT_HELP),
 ) -> None:
     """Train an ensemble of one config; writes mean ± std of the members' metrics, the ensemble's
     predictions with σ, and σ's calibration (before and after recalibration on the validation set).
@@ -326,10 +448,11 @@ def ensemble_cmd(
     from matgnn.config import RunConfig
     from matgnn.training.ensemble import combine_runs, train_ensemble
 
+    out = _out_dir(out_dir, out)
     try:
         if combine:
             if out is None:
-                raise ValueError("--combine needs --out, the ensemble folder to write")
+                raise ValueError("--combine needs --out-dir, the ensemble folder to write")
             folder = combine_runs(combine, out)
             cfg = RunConfig.from_yaml(folder / "config.yaml")
         else:
@@ -415,6 +538,7 @@ def baseline_cmd(
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="a run folder"),
     split: str = typer.Option("test", help="val or test"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Re-evaluate a saved run on its own split (metrics, predictions, per-element table, parity plot)."""
     from matgnn import load_model
@@ -430,9 +554,12 @@ def evaluate_cmd(
     if split not in ("val", "test"):
         _say("error", f"--split must be val or test, not {split!r}")
         raise typer.Exit(EXIT_USER_ERROR)
+    from matgnn.runtime import resolve_device
+
+    where = resolve_device(device)
     cfg = RunConfig.from_yaml(run / "config.yaml")
     saved = json.loads((run / "split.json").read_text())
-    model = load_model(run)
+    model = load_model(run).to(where)
     if not saved.get(split):
         _say("error", f"the {split} split of {run / 'split.json'} is empty: nothing to evaluate")
         raise typer.Exit(EXIT_USER_ERROR)
@@ -473,6 +600,7 @@ def predict_cmd(
                                                             "<id>.MAGMOM (INCAR line), <id>.extxyz, <id>_gpaw.py"),
     magmom_head: Optional[str] = typer.Option(None, help="the moment head (default: the model's only per-atom head)"),
     limit: Optional[int] = typer.Option(None, help="read at most N structures from the inputs"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Predict every head of a saved or shipped model (or an ensemble, with σ) for new structures."""
     from matgnn.prediction.predict import predict_files
@@ -481,7 +609,7 @@ def predict_cmd(
     try:
         path, report, filtered = predict_files(models, structures, out, batch_size, magmom_export, magmom_head,
                                                where=where, sort_by=sort_by, top=top, atoms_extxyz=atoms_extxyz,
-                                               limit=limit)
+                                               limit=limit, device=device)
     except (FileNotFoundError, ValueError) as e:
         _say("error", f"{e}")
         raise typer.Exit(EXIT_USER_ERROR) from None
@@ -508,7 +636,9 @@ def reference_cmd(
     target: str = typer.Option(..., help="the reference's label to answer with (e.g. 'target' of an id_prop.csv)"),
     fallback: str = typer.Option(..., help="the model for structures without a match: a run folder, model folder "
                                            "or shipped name"),
-    out: Path = typer.Option(..., help="the model folder to write (must not hold a model)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="the model folder to write (must not hold a "
+                                                                    "model; required)"),
+    out: Optional[Path] = typer.Option(None, "--out", hidden=True, help=OLD_OUT_HELP),
     fallback_head: Optional[str] = typer.Option(None, help="the fallback's head for TARGET (default: the same name)"),
     ltol: float = typer.Option(0.3, help="StructureMatcher fractional lattice tolerance"),
     stol: Optional[float] = typer.Option(None, help="StructureMatcher site tolerance (× (V/n)^(1/3)); default 0.3, "
@@ -530,6 +660,7 @@ def reference_cmd(
     from matgnn.data.twins import TOLERANCES, WHOLE_CELL_TOLERANCES
     from matgnn.models.reference import build_reference
 
+    out = _out_dir(out_dir, out, required=True)
     src = _source(source, store_dir, limit)
     rule = WHOLE_CELL_TOLERANCES if whole_cells else TOLERANCES
     try:
@@ -555,7 +686,8 @@ def matbench_cmd(
                                             "and split are replaced by the task's data and folds"),
     data: Optional[Path] = typer.Option(None, help="the task's data file matbench_<task>.json.gz (default "
                                                    "$MATMINER_DATA/<task>.json.gz)"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default matbench-<task>)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="output folder (default matbench-<task>)"),
+    out: Optional[Path] = typer.Option(None, "--out", hidden=True, help=OLD_OUT_HELP),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=50"),
     folds: Optional[str] = typer.Option(None, help="run only these folds, e.g. 0,1 (default all five); folds "
                                                    "finished before in --out with the same config and data are "
@@ -569,6 +701,7 @@ def matbench_cmd(
     --folds; an interrupted run keeps the folds it finished."""
     from matgnn.training.matbench import run_matbench
 
+    out = _out_dir(out_dir, out)
     cfg = _run_config(config, list(set_))
     refs = Path(bibtex_refs) if bibtex_refs and "\n" not in bibtex_refs and len(bibtex_refs) < 4096 else None
     if refs is not None and refs.suffix.lower() == ".bib":
@@ -582,7 +715,9 @@ def matbench_cmd(
 @leaderboard_app.command("export")
 def leaderboard_export_cmd(
     run: Path = typer.Argument(..., help="a run folder trained on a leaderboard split (split: {kind: ids})"),
-    out: Path = typer.Option(Path("leaderboard"), help="folder receiving <name>/ (the contribution)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="folder receiving <name>/ (the contribution; "
+                                                                    "default ./leaderboard)"),
+    out: Optional[Path] = typer.Option(None, "--out", hidden=True, help=OLD_OUT_HELP),
     name: Optional[str] = typer.Option(None, help="model name (default matgnn_<model>)"),
     team: Optional[str] = typer.Option(None, help="team name (default the model name)"),
     email: str = typer.Option("", help="author e-mail for metadata.json (required)"),
@@ -596,6 +731,7 @@ def leaderboard_export_cmd(
     AI-SinglePropertyPrediction-<property>-<dataset>-test-mae.csv.zip, metadata.json, configs/, run.sh."""
     from matgnn.evaluation.leaderboard import export
 
+    out = _out_dir(out_dir, out) or Path("leaderboard")
     folder, info = export(run, out, name, team, email, project_url, partial=partial, git_url=git_url)
     console.print(f"{info['n_predicted']} of {info['n_test']} test ids predicted; MAE against the benchmark file "
                   f"{info['mae']:.4g} (the run's own test MAE {info['run_test_mae']:.4g})")
@@ -606,7 +742,9 @@ def leaderboard_export_cmd(
 def leaderboard_define_cmd(
     source: str = typer.Argument(..., help="a source spec, e.g. jarvis:dft_2d"),
     target: str = typer.Argument(..., help="the graph-level target, e.g. optb88vdw_bandgap"),
-    out: Path = typer.Option(Path("leaderboard_benchmarks"), help="folder receiving the benchmark files"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="folder receiving the benchmark files (default "
+                                                                    "./leaderboard_benchmarks)"),
+    out: Optional[Path] = typer.Option(None, "--out", hidden=True, help=OLD_OUT_HELP),
     folds: int = typer.Option(5, min=2), seed: int = typer.Option(42), val: float = typer.Option(0.1),
     store_dir: Optional[str] = typer.Option(None, help="JARVIS: folder holding the dataset zip"),
 ) -> None:
@@ -616,6 +754,7 @@ def leaderboard_define_cmd(
 
     from matgnn.evaluation.leaderboard import define
 
+    out = _out_dir(out_dir, out) or Path("leaderboard_benchmarks")
     src = _source(source, store_dir, None)
     rows = [(s.id, float(s.graph_targets[target])) for s in src
             if target in s.graph_targets and not math.isnan(float(s.graph_targets[target]))]
@@ -713,6 +852,12 @@ def main(argv: list[str] | None = None) -> None:
     from matgnn.errors import Interrupted, MatgnnError
     from matgnn.runtime import busy_machine_threading, keep_freed_memory
 
+    import warnings
+
+    # the packages matgnn uses warn about their own internals (torch.jit.script, ...): not the user's concern
+    # (-v shows them)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     busy_machine_threading()
     keep_freed_memory()
     cmd = typer.main.get_command(app)

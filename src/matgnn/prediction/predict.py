@@ -60,7 +60,10 @@ class Ensemble:
     ``matgnn ensemble`` stands for its members, and its σ is recalibrated as fitted on its
     validation set (:class:`matgnn.evaluation.uncertainty.Recalibration`)."""
 
-    def __init__(self, paths: Sequence[str | Path]) -> None:
+    def __init__(self, paths: Sequence[str | Path], device: str | torch.device | None = "cpu") -> None:
+        from matgnn.runtime import resolve_device
+
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.paths, recalibration = artifacts.expand(list(paths))
         loaded = [load_model(p).eval() for p in self.paths]
         self.settings = graph_settings_of(self.paths[0])
@@ -77,6 +80,9 @@ class Ensemble:
         self.model = EnsembleModel.of(loaded, recalibration) if len(loaded) > 1 or isinstance(loaded[0], EnsembleModel) else None
         self.members = list(self.model.members) if self.model is not None else loaded
         self.head_specs = loaded[0].head_specs
+        if self.device.type != "cpu":  # every member's weights on the device; batches follow them there
+            for m in [*self.members, *([self.model] if self.model is not None else [])]:
+                m.to(self.device)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -198,6 +204,9 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
     predictor = model if isinstance(model, Ensemble) else None
     if predictor is None:
         model.eval()
+    held = next(iter([*(predictor.combined if predictor is not None else model).parameters(),
+                      *(predictor.combined if predictor is not None else model).buffers()]), None)
+    device = held.device if held is not None else torch.device("cpu")  # batches go where the weights are
     specs = predictor.head_specs if predictor is not None else model.head_specs
     fields = batch_fields_of(*(predictor.members if predictor is not None else [model]))
     report = report if report is not None else LoadReport("predict")
@@ -208,11 +217,15 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
     def flush() -> Iterator[dict[str, Any]]:
         batch = PackedGraphs.from_records(records, extras=fields).batch(torch.arange(len(records)))
         bounded: dict[str, torch.Tensor] = {}
+        on = batch.to(device) if device.type != "cpu" else batch
         if predictor is not None:
-            out = predictor(batch, bounded if bound_heads else None)
+            out = predictor(on, bounded if bound_heads else None)
         else:
             with torch.inference_mode():
-                out = _single_answers(model, batch, bounded if bound_heads else None)
+                out = _single_answers(model, on, bounded if bound_heads else None)
+        if device.type != "cpu":
+            out = {k: tuple(None if v is None else v.cpu() for v in pair) for k, pair in out.items()}
+            bounded = {k: v.cpu() for k, v in bounded.items()}
         counts = batch[keys.N_ATOMS].tolist()
         starts = np.cumsum([0] + counts)
         refused = batch[keys.BACKBONE_REFUSED] if keys.BACKBONE_REFUSED in batch else None
@@ -376,7 +389,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
                   batch_size: int = 64, magmom_export: str | Path | None = None,
                   magmom_head: str | None = None, where: Sequence[str] = (), sort_by: str | None = None,
                   top: int | None = None, atoms_extxyz: str | Path | None = None,
-                  limit: int | None = None) -> tuple[Path, LoadReport, int]:
+                  limit: int | None = None, device: str | None = "auto") -> tuple[Path, LoadReport, int]:
     """Predict every structure under ``paths`` with a model, a shipped model's name, or several
     models (an ensemble: mean and ``<head>_std``); write ``out`` (``.csv`` or ``.json``, one
     row per structure) and, for per-atom heads, ``<out stem>_atoms.csv`` (CSV output) and with
@@ -386,6 +399,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
     Screening: ``where`` conditions (``"band_gap>=1"``) keep structures whose values pass all of
     them; ``sort_by`` (``"-band_gap_std"`` descending) orders the rows; ``top`` keeps the first N
     — in every output (side files and warm starts too). ``limit``: read at most this many structures.
+    ``device``: ``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     ``magmom_export``: a folder for DFT warm-start files of the per-atom head ``magmom_head``
     (default: the model's only per-atom head) — see :mod:`matgnn.prediction.warmstart`.
 
@@ -404,7 +418,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
     if top is not None and top < 1:
         raise UserError(f"--top must be >= 1, not {top}")
     specs_paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
-    predictor = Ensemble(specs_paths)
+    predictor = Ensemble(specs_paths, device=device)
     model: MatgnnModel | Ensemble = predictor if len(predictor) > 1 else predictor.members[0]
     report = LoadReport("predict")
     out = Path(out)
