@@ -24,8 +24,9 @@ setup: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/matgnn train
 
-# The tests (tests needing ../shared/data skip with a reason when it is absent).
+# The lint, then the tests (tests needing ../shared/data skip with a reason when it is absent).
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check --quiet .
 	$(PY) -m pytest -q -ra
 
 clean:

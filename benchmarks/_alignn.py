@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+
 #: ALIGNN's property-prediction settings (its example config): 4 ALIGNN + 4 GCN layers, width 256,
 #: cgcnn atom features, 80 bond and 40 angle Gaussians, 12 neighbours within 8 Å, L1 loss, AdamW,
 #: one-cycle schedule; the pure model's force-field defaults (gradients, ZBL) switched off

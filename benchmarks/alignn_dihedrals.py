@@ -47,8 +47,8 @@ def one(job: tuple[str, int, int, int]) -> dict:
 def graph_sizes() -> dict:
     """Bonds, short-bond pairs (line graph edges) and pairs of pairs (nested edges) per 32-structure batch."""
     import torch
-
     from _common import SHARED_DATA
+
     from matgnn import keys
     from matgnn.config import RunConfig
     from matgnn.data.sources import make_source

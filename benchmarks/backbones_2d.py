@@ -259,7 +259,9 @@ def layer_geometry(s) -> np.ndarray:
 def pooled_features(structures, backbone: str = "chgnet") -> dict[str, np.ndarray]:
     """Each structure's backbone features pooled: mean, max and min over its atoms (3 × the width)."""
     from matgnn.graphs.backbone_features import backbone_features
-    from matgnn.models.regressors import graph_rows  # the pooling of matgnn's own regressor models
+    from matgnn.models.regressors import (
+        graph_rows,  # the pooling of matgnn's own regressor models
+    )
 
     items = [(s.id, s.numbers, np.asarray(s.positions, np.float32), np.asarray(s.cell, np.float32),
               np.asarray(s.pbc, bool)) for s in structures]
@@ -322,8 +324,14 @@ def matching_rules(structures, reference, tgt: str) -> dict[str, dict]:
     """The reference's rule against the rule of older reference folders: how many ``structures`` match a
     ``reference`` structure (2DMatPedia without GGA+U), and how far the closest match's label is from theirs
     (PBE against OptB88vdW gaps: mean, and how many off by more than 0.5 eV)."""
-    from matgnn.data.twins import (SLAB_VACUUM, TOLERANCES, WHOLE_CELL_TOLERANCES, closest_match, matching_structure,
-                                   structure_matcher)
+    from matgnn.data.twins import (
+        SLAB_VACUUM,
+        TOLERANCES,
+        WHOLE_CELL_TOLERANCES,
+        closest_match,
+        matching_structure,
+        structure_matcher,
+    )
     from matgnn.models.reference import hubbard_u_applies
 
     by: dict[str, list] = {}

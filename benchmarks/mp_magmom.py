@@ -59,7 +59,6 @@ from matgnn.models import load_model  # noqa: E402
 from matgnn.prediction.predict import Ensemble, graph_settings_of, predict_structures  # noqa: E402
 from matgnn.training.run import prepare_run_data, train  # noqa: E402
 
-
 OUT = ROOT / "benchmarks" / "runs" / "mp_magmom"
 EXCLUDE = ["V", "Cr", "Mn"]
 

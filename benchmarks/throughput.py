@@ -47,7 +47,16 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _cgcnn2 import set_folder, train_cli, write_cifs  # noqa: E402
-from _common import RESULTS, ROOT, SHARED_DATA, UNKNOWN, PeakRSS, kernels, target, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    SHARED_DATA,
+    UNKNOWN,
+    PeakRSS,
+    kernels,
+    target,
+    write_result,
+)
 
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.data.sources import MagmomSource  # noqa: E402

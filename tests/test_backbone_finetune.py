@@ -14,7 +14,16 @@ import torch
 from ase import Atoms
 from ase.io import write
 
-from tests.userdata import anchored_drifts, cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
+from tests.userdata import (
+    anchored_drifts,
+    cif_folder,
+    ok,
+    run,
+    run_yaml,
+    runs_in,
+    user_error,
+    with_model,
+)
 
 pytest.importorskip("chgnet", reason="model 'chgnet_ft' needs the chgnet package (pip install 'matgnn[foundation]')")
 
@@ -107,9 +116,8 @@ def test_chgnet_finetune_anchor_loss_keeps_the_backbones_energy(tmp_path):
     model's while it is fine-tuned on another target. Through the Python API (`train` with an
     `on_epoch_end` hook reading the weights being trained, not the best epoch's), the same runs with and
     without the anchor."""
-    from pymatgen.core import Structure
-
     from chgnet.model import CHGNet
+    from pymatgen.core import Structure
 
     folder = cif_folder(tmp_path / "cifs")
     wheel = CHGNet.load(model_name="0.3.0", verbose=False).eval()

@@ -13,7 +13,15 @@ import pytest
 from ase import Atoms
 from ase.io import write
 
-from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
+from tests.userdata import (
+    cif_folder,
+    ok,
+    run,
+    run_yaml,
+    runs_in,
+    user_error,
+    with_model,
+)
 
 pytest.importorskip("chgnet", reason="model 'chgnet' needs the chgnet package (pip install 'matgnn[foundation]')")
 

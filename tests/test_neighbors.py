@@ -140,3 +140,19 @@ def test_displacements_are_rj_plus_S_cell_minus_ri():
     assert [o[:2] for o in ours] == [r[:2] for r in ref]
     np.testing.assert_allclose(np.array([o[2] for o in ours]), np.array([r[2] for r in ref]), atol=2e-4)
     np.testing.assert_allclose(data.edge_dist.numpy(), np.linalg.norm(data.edge_vec.numpy(), axis=1), rtol=1e-6)
+
+
+def test_vesin_private_entry_point_is_still_there():
+    """matgnn calls vesin's C entry point directly (graphs/neighbors.py, _VesinDirect) and falls back to the
+    public wrapper when it is gone; this self-test fails loudly when a vesin release changes it, so the
+    fallback (slower on small cells) is never taken silently. The version bound in pyproject.toml follows it."""
+    from ase.build import bulk
+
+    from matgnn.graphs.neighbors import _VesinDirect, _VesinPublic
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    direct = _VesinDirect(5.0)(atoms.positions, atoms.cell[:], atoms.pbc)
+    public = _VesinPublic(5.0)(atoms.positions, atoms.cell[:], atoms.pbc)
+    assert len(direct[0]) > 0
+    for x, y in zip(direct, public):
+        np.testing.assert_array_equal(x, y)

@@ -15,8 +15,16 @@ from ase import Atoms
 from ase.io import read, write
 
 from matgnn import keys
-
-from tests.userdata import anchored_drifts, cif_folder, ok, run, run_yaml, runs_in, user_error, with_model
+from tests.userdata import (
+    anchored_drifts,
+    cif_folder,
+    ok,
+    run,
+    run_yaml,
+    runs_in,
+    user_error,
+    with_model,
+)
 
 pytest.importorskip("sevenn", reason="model 'sevennet_ft' needs the sevenn package (pip install 'matgnn[foundation]')")
 
@@ -60,10 +68,10 @@ def test_sevennet_finetune_trains_the_backbone_except_frozen_groups(tmp_path):
 
 def _batch(structs: list[Atoms]) -> dict:
     """A batch of ASE structures with SevenNet's graphs, as the packer gives model ``sevennet_ft``."""
+    from torch_geometric.data import Batch
+
     from matgnn import keys
     from matgnn.graphs.backbone_features import add_sevennet_graphs
-
-    from torch_geometric.data import Batch
 
     batch = {keys.N_ATOMS: torch.tensor([len(a) for a in structs]),
              keys.Z: torch.tensor(np.concatenate([a.numbers for a in structs])),

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-
-from matgnn.artifacts import read_yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from matgnn.artifacts import read_yaml
 from matgnn.data.sources import EmtConfig, SourceConfig
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.models import ModelConfig, model_settings

@@ -124,7 +124,9 @@ class BackboneSpace:
         return sp.csr_matrix(atom_rows(self._atom_features(rec)))
 
     def graphs(self, recs: Sequence[dict[str, Any]]) -> sp.csr_matrix:
-        from matgnn.models.regressors import graph_rows  # the rows a saved model computes from a batch
+        from matgnn.models.regressors import (
+            graph_rows,  # the rows a saved model computes from a batch
+        )
 
         if not recs:
             return sp.csr_matrix((0, 3 * self.dim))

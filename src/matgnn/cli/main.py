@@ -843,16 +843,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from pydantic import ValidationError
 
-    try:  # typer >= 0.2x carries its own click
-        from typer._click.exceptions import ClickException
-        from typer.exceptions import Abort
-    except ImportError:  # older typer: click itself
-        from click.exceptions import Abort, ClickException
+    # click's exception classes through typer's public names (typer >= 0.2x carries its own click, under a
+    # private module): BadParameter is a ClickException, Abort is click's
+    ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    Abort = typer.Abort
+
+    import warnings
 
     from matgnn.errors import Interrupted, MatgnnError
     from matgnn.runtime import busy_machine_threading, keep_freed_memory
-
-    import warnings
 
     # the packages matgnn uses warn about their own internals (torch.jit.script, ...): not the user's concern
     # (-v shows them)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shlex
 import platform
+import shlex
 import time
 import zipfile
 from pathlib import Path

@@ -9,25 +9,33 @@ from matgnn.graphs.triplets import add_triplets
 
 
 def _chgnet(batch: Any) -> Any:
-    from matgnn.graphs.backbone_features import add_chgnet_features  # imports chgnet only when used
+    from matgnn.graphs.backbone_features import (
+        add_chgnet_features,  # imports chgnet only when used
+    )
 
     return add_chgnet_features(batch)
 
 
 def _sevennet(batch: Any) -> Any:
-    from matgnn.graphs.backbone_features import add_backbone_features  # imports sevenn only when used
+    from matgnn.graphs.backbone_features import (
+        add_backbone_features,  # imports sevenn only when used
+    )
 
     return add_backbone_features(batch, "sevennet")
 
 
 def _chgnet_graphs(batch: Any) -> Any:
-    from matgnn.graphs.backbone_features import add_chgnet_graphs  # imports chgnet only when used
+    from matgnn.graphs.backbone_features import (
+        add_chgnet_graphs,  # imports chgnet only when used
+    )
 
     return add_chgnet_graphs(batch)
 
 
 def _sevennet_graphs(batch: Any) -> Any:
-    from matgnn.graphs.backbone_features import add_sevennet_graphs  # imports sevenn only when used
+    from matgnn.graphs.backbone_features import (
+        add_sevennet_graphs,  # imports sevenn only when used
+    )
 
     return add_sevennet_graphs(batch)
 

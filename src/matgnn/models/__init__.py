@@ -13,7 +13,12 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Tag, TypeAdapter
 
 from matgnn.models.alignn import ALIGNN
-from matgnn.models.backbones import CHGNetBackbone, CHGNetFineTune, SevenNetBackbone, SevenNetFineTune
+from matgnn.models.backbones import (
+    CHGNetBackbone,
+    CHGNetFineTune,
+    SevenNetBackbone,
+    SevenNetFineTune,
+)
 from matgnn.models.base import MatgnnModel
 from matgnn.models.cgcnn import CGCNN, CGConvNet
 from matgnn.models.dimenet import DimeNetPP

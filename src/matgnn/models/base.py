@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import inspect
 import io
-import json
 import itertools
+import json
 import math
 import os
 from collections.abc import Iterable

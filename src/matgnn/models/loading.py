@@ -11,7 +11,14 @@ from pathlib import Path
 
 import torch
 
-from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE, ensemble_members, read_model_info, regular_file, resolve
+from matgnn.artifacts import (
+    MODEL_FILE,
+    WEIGHTS_FILE,
+    ensemble_members,
+    read_model_info,
+    regular_file,
+    resolve,
+)
 from matgnn.errors import UnsafeArtifactError, UserError
 from matgnn.models.base import MatgnnModel
 from matgnn.models.registry import registered_class

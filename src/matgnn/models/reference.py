@@ -35,8 +35,14 @@ import torch
 from torch import nn
 
 from matgnn import keys
-from matgnn.data.twins import (SLAB_VACUUM, TOLERANCES, WHOLE_CELL_TOLERANCES, closest_match, matching_structure,
-                                structure_matcher)
+from matgnn.data.twins import (
+    SLAB_VACUUM,
+    TOLERANCES,
+    WHOLE_CELL_TOLERANCES,
+    closest_match,
+    matching_structure,
+    structure_matcher,
+)
 from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
 from matgnn.models.registry import build_from_spec, model_spec, register_model_class
 

@@ -31,13 +31,28 @@ from ase.data import chemical_symbols
 from matgnn import artifacts, keys
 from matgnn.artifacts import read_model_info
 from matgnn.data.report import LoadReport
-from matgnn.data.sources.folder import is_structure_file_name, read_cif_blocks, read_structure_file
+from matgnn.data.sources.folder import (
+    is_structure_file_name,
+    read_cif_blocks,
+    read_structure_file,
+)
 from matgnn.data.structure import Structure
-from matgnn.errors import BACKBONE_REFUSED, NON_FINITE_PREDICTION, StructureError, UserError
+from matgnn.errors import (
+    BACKBONE_REFUSED,
+    NON_FINITE_PREDICTION,
+    StructureError,
+    UserError,
+)
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
-from matgnn.models.base import MatgnnModel, answers_at_bound, batch_fields_of, bounded_heads, value_names
+from matgnn.models.base import (
+    MatgnnModel,
+    answers_at_bound,
+    batch_fields_of,
+    bounded_heads,
+    value_names,
+)
 from matgnn.models.ensemble import EnsembleModel
 from matgnn.models.loading import load_model
 

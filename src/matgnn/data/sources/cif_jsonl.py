@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from matgnn import errors
-from matgnn.data.sources.base import Deferred, Entry, StructureSource, file_digest, parse_label
+from matgnn.data.sources.base import (
+    Deferred,
+    Entry,
+    StructureSource,
+    file_digest,
+    parse_label,
+)
 from matgnn.data.sources.folder import structure_from_pymatgen
 from matgnn.data.structure import missing_value
 from matgnn.errors import StructureError
