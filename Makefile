@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-all setup clean
+.PHONY: demo test test-all setup clean docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,7 +27,14 @@ demo: $(VENV)/.installed
 # The lint, then the tests (tests needing ../shared/data skip with a reason when it is absent).
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check --quiet .
+	$(PY) tools/gen_docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest -q -ra
 
+# The documentation pages generated from the code and the results, then the site (site/).
+docs: $(VENV)/.installed
+	$(PY) tools/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs matgnn-data-info
+	rm -rf $(VENV) runs matgnn-data-info site

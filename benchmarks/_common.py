@@ -71,7 +71,7 @@ def _in_git_checkout() -> bool:
         return False
 
 
-#: $MATGNN_BENCH_IGNORE_GIT (set by gpu_session.sh on the device machine, whose copy of .git can be older than
+#: $MATGNN_BENCH_IGNORE_GIT (set by gpu_checks.sh on the device machine, whose copy of .git can be older than
 #: the working tree sent with it): treat the tree as a copy of $MATGNN_BENCH_COMMIT
 IN_CHECKOUT = not (SENT_COMMIT and os.environ.get("MATGNN_BENCH_IGNORE_GIT")) and _in_git_checkout()
 

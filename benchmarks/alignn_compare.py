@@ -178,7 +178,7 @@ def main() -> None:
             res["ours"].append(ours_fold(split_file, f"alignn-fold{fold}{gpu}", args.epochs, args.threads, args.device))
         print(f"fold {fold}: " + "  ".join(f"{k} MAE {v[-1]['mae']:.3f} eV, {v[-1]['train_structures_per_s']:.1f}/s"
                                            for k, v in res.items() if v), flush=True)
-        if args.device == "cuda" and not args.only and fold + 1 < args.folds:  # a time-limited GPU session keeps each fold
+        if args.device == "cuda" and not args.only and fold + 1 < args.folds:  # a time-limited GPU lease keeps each fold
             _report(args, res, {}, len(ids), started)
     if args.only:
         return
@@ -236,7 +236,7 @@ def _report(args, res: dict[str, list[dict]], quiet: dict[str, dict], n_ids: int
                                  "pure_torch graphs 8 Å / 12 neighbours, L1, AdamW lr 1e-3 one-cycle, batch 32",
               "ours_settings": OURS, "alignn_runs_reused_from_cache": [r.get("cached", False) for r in res["alignn"]],
               "speedups_from": src, "quiet": quiet,
-              "concurrency": (f"on the GPU machine, while the other runs of {os.environ.get('MATGNN_GPU_SESSION', 'the session')} "
+              "concurrency": (f"on the GPU machine, while the other runs of {os.environ.get('MATGNN_GPU_SCRIPT', 'the GPU script')} "
                               "shared its cores and GPU (the two tools ran one after the other, never together)"
                               if args.device == "cuda" else
                               "the five folds of each tool ran while other benchmarks shared the 2 cores (one thread "

@@ -6,10 +6,10 @@ measured with this script's ``run_one`` calls in a worktree of that commit:
 cgcnn 0.5622570279563122 eV, pna 0.5556882059123988 eV.
 
 The comparison runs with the fused CPU kernel switched off (``MATGNN_KERNELS=off``: the PyTorch path, the code
-the reference ran); ``cgcnn_fused`` is CGCNN once more with the kernel (session 16), whose sums run in another
+the reference ran); ``cgcnn_fused`` is CGCNN once more with the kernel, whose sums run in another
 order, so it is compared with the reference's fold noise, not bit for bit.
 
-The recorded reference values were trained on the machine of that session; another CPU (another instruction set,
+The recorded reference values were trained on the machine of that run; another CPU (another instruction set,
 so other MKL kernels) rounds differently and, over 150 epochs, lands elsewhere. ``--reference-from COMMIT``
 trains the reference here, from that commit's own code (a temporary git worktree, its ``run_one`` in a subprocess,
 one thread), so the comparison is on one machine.
@@ -89,7 +89,7 @@ def main() -> None:
         data={"source": "jarvis:dft_2d", "target": "optb88vdw_bandgap (eV)", "split": "fold 0 of 5 (seed 42, val 10 %)",
               "threads": 1, "reference_commit": reference["commit"],
               "reference": ("trained on this machine by the reference commit's code" if args.reference_from else
-                            "the values recorded in this script (trained on the machine of that session)"),
+                            "the values recorded in this script (trained on the machine of that run)"),
               "kernel": "cgcnn and pna with MATGNN_KERNELS=off (the PyTorch path); cgcnn_fused with the fused CPU kernel",
               "fold_noise": f"cgcnn_fused is compared with CGCNN's 5-fold std in dft2d_bandgap.json ({noise:.4f} eV)"},
         metrics=metrics,

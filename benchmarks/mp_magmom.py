@@ -15,7 +15,7 @@ all entries of a reduced formula on one side).
   that sample.
 - Inference speed: test structures per second, our model (batches of 64, CPU) and CHGNet
   (batches of 16, its own graph conversion included), on the same CPU.
-- ``--limit N`` takes the first N entries of the file (a 2-core session cannot train on all 47,628);
+- ``--limit N`` takes the first N entries of the file (2 cores cannot train on all 47,628 in an hour);
   ``--sizes`` adds a learning curve over training-set size.
 
 Writes benchmarks/results/mp_magmom.json.

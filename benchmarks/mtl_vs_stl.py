@@ -8,7 +8,7 @@ Datasets (``--datasets``):
 - ``dft_3d``: the 1,056-entry JARVIS dft_3d subset, formation energy, band gap, bulk modulus
   (one entry has an unphysical -14 GPa, kept), magmom_oszicar; labels missing for some entries are masked per head.
 - ``mp_cgcnn``: Materials Project (CGCNN set) formation energy, band gap, Fermi energy, total
-  magnetisation; ``--mp-limit`` entries (the whole 36,738 does not fit a 2-core session).
+  magnetisation; ``--mp-limit`` entries (the whole 36,738 does not fit 2 cores in an hour).
 
 Same seeded random 80/10/10 split per seed for the MTL run and every STL run; CGCNN width 64 × 3;
 AdamW one-cycle. Every run goes through ``matgnn.training.run.train``.

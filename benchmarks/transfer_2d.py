@@ -9,7 +9,7 @@ Pretraining sources (at the same graph settings; the fine-tuned model takes the 
   ``--pretrain-structures`` of 36,738, random 90/10 split, ``--pretrain-epochs``), the bulk → monolayer
   transfer of the seed research (which pretrained on ~40k JARVIS bulk crystals);
 - ``magmom``: the shipped ``magmom-mp`` model (per-atom |m| on all 47k mp_magmoms structures), a trunk
-  pretrained on a node task (CGCNN 64 × 3 in the committed results; PNA 64 × 3 since session 5).
+  pretrained on a node task (CGCNN 64 × 3 in the committed results; PNA 64 × 3 by default now).
 
 Policies (``matgnn finetune``): ``full`` (every layer), ``all_but_embedding_conv0`` (train embedding,
 first convolution and head), ``all_but_embedding`` (train embedding and head), ``two_phase`` (half the

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU session of issue 17 (ALIGNN-style model): one short script for a lent GPU machine
+# The GPU checks of the ALIGNN-style model: one short script for a lent GPU machine
 # (device time is scarce: ~15 minutes in all), run from the repository root there:
 #
-#   MATGNN_BENCH_COMMIT=<sha of the clean commit sent> bash benchmarks/gpu_session.sh
+#   MATGNN_BENCH_COMMIT=<sha of the clean commit sent> bash benchmarks/gpu_checks.sh
 #
-# What travels with it (prepared here by `bash benchmarks/gpu_session.sh --prepare`, both git-ignored
+# What travels with it (prepared here by `bash benchmarks/gpu_checks.sh --prepare`, both git-ignored
 # through .git/info/exclude): .whl/ (wheels of what the machine's image lacks: pydantic, vesin, lmdb,
 # ase, pymatgen, jarvis-tools, alignn, ...) and .gpudata/ (../shared/data's dft_2d zip, the MP CIF
 # lines and the MEGNet split). The benchmarks run at once, each under a deadline, each writing its
@@ -36,23 +36,23 @@ if [ "${1:-}" = "--prepare" ]; then  # here, on the development machine
 fi
 
 export PYTHONUNBUFFERED=1
-# the device machine's copy of .git has been the session's starting commit, older than the tree sent with it:
+# the device machine's copy of .git has been the starting commit, older than the tree sent with it:
 # then the benchmarks take the tree as a copy of the sent commit instead of refusing it as "dirty"
 if [ -n "${MATGNN_BENCH_COMMIT:-}" ] && [ "$(git rev-parse HEAD 2>/dev/null)" != "$MATGNN_BENCH_COMMIT" ]; then
     echo "this copy's .git is not at the sent commit: the benchmarks name $MATGNN_BENCH_COMMIT (the sender checked it clean)"
     export MATGNN_BENCH_IGNORE_GIT=1
 fi
-OUTDIR=${OUT:-/tmp/gpu_session_out}
+OUTDIR=${OUT:-/tmp/gpu_checks_out}
 mkdir -p "$OUTDIR"
 START=$(date +%s)
-BUDGET=${GPU_SESSION_SECONDS:-540}   # everything below ends by then (the device command's limit is 600 s)
+BUDGET=${GPU_SECONDS:-540}   # everything below ends by then (the device command's limit is 600 s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "wheel install failed"; exit 1; }
 export PYTHONPATH=$PWD/src:/tmp/site PATH=/tmp/site/bin:$PATH
 export MATGNN_SHARED_DATA=$PWD/.gpudata MATGNN_CACHE_DIR=/tmp/matgnn-cache ALIGNN_PYTHON=python3
-export MATGNN_GPU_SESSION=benchmarks/gpu_session.sh COLUMNS=1000
+export MATGNN_GPU_SCRIPT=benchmarks/gpu_checks.sh COLUMNS=1000
 nvidia-smi -L
 python3 -c "import torch, torch_geometric, vesin, pymatgen.core, jarvis, alignn, matgnn.training.run as r; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'pyg', torch_geometric.__version__)" \
@@ -81,4 +81,4 @@ tar czf "$OUTDIR/results.tgz" benchmarks/results/alignn_compare_gpu.json benchma
     benchmarks/results/dft2d_exfoliation.json $(find benchmarks/runs -name history.csv -o -name metrics.json \
     -o -name 'log.txt' 2>/dev/null) 2>/dev/null
 ls -la "$OUTDIR"; tail -5 "$OUTDIR"/log_*.txt
-echo "gpu session done in $(( $(date +%s) - START )) s"
+echo "gpu checks done in $(( $(date +%s) - START )) s"

@@ -1,0 +1,271 @@
+"""Generate the documentation pages that must not drift from the code and the results:
+
+- ``docs/reference/cli.md``: every command, its usage, help and options, read from the ``matgnn`` CLI itself;
+- ``docs/reference/config.md``: every key of a run config with its type, default and description, read from
+  the pydantic schema (``RunConfig`` and each model's own config class);
+- ``docs/benchmarks/results.md``: one table per ``benchmarks/results/*.json`` (command, commit, hardware,
+  wall time, each target with its goal, value and whether it is met, and every metric);
+- ``docs/models/*.md``: the shipped models' cards (``src/matgnn/pretrained/*/MODEL_CARD.md``) and an index.
+
+Usage: ``python tools/gen_docs.py`` writes them; ``python tools/gen_docs.py --check`` exits 1 naming every
+page that differs from what the code and results give now (``tests/test_docs.py`` runs the check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def _cell(text: Any) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------
+
+def cli_page() -> str:
+    import typer
+
+    from matgnn.cli.main import app
+
+    root = typer.main.get_command(app)
+    lines = ["# Command-line reference", "",
+             "Generated from the `matgnn` command itself (`python tools/gen_docs.py`); `matgnn COMMAND -h` prints "
+             "the same. Exit status: 0 done, 2 a user error (one line naming the file or setting), 130 "
+             "interrupted.", ""]
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        commands = getattr(cmd, "commands", None)
+        if path:
+            name = " ".join(path)
+            lines.extend([f"## matgnn {name}", ""])
+            ctx = type(cmd).context_class(cmd, info_name=name) if hasattr(type(cmd), "context_class") else None
+            usage = " ".join(cmd.collect_usage_pieces(ctx)) if ctx is not None else ""
+            lines.extend(["```text", f"matgnn {name} {usage}".rstrip(), "```", ""])
+            if cmd.help:
+                lines.extend([" ".join(cmd.help.split()), ""])
+            rows = []
+            for p in cmd.params:
+                if getattr(p, "hidden", False):
+                    continue
+                if p.param_type_name == "argument":
+                    label = getattr(p, "metavar", None) or (p.name or "").upper()
+                    rows.append((label, "argument", "required" if p.required else "optional",
+                                 getattr(p, "help", "") or ""))
+                    continue
+                names = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
+                default = "" if p.default in (None, (), [], False) or callable(p.default) else f"`{p.default}`"
+                kind = "flag" if p.is_flag else _type_name(getattr(getattr(p, "type_descriptor", None), "annotation", ""))
+                rows.append((names, kind, default, p.help or ""))
+            if rows:
+                lines.extend(["| option | type | default | meaning |", "|---|---|---|---|"])
+                lines.extend(f"| {_cell(a)} | {_cell(b)} | {_cell(c)} | {_cell(d)} |" for a, b, c, d in rows)
+                lines.append("")
+        if commands:
+            for sub in sorted(commands):
+                walk(commands[sub], [*path, sub])
+
+    walk(root, [])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- the config schema --------------------------------------------------------------------------------------
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "")
+    for prefix in ("<class '", "'>"):
+        text = text.replace(prefix, "")
+    return text.replace("matgnn.", "").replace("NoneType", "None")
+
+
+def _fields(model: Any, prefix: str, lines: list[str], seen: set) -> None:
+    from pydantic import BaseModel
+
+    nested = []
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        default = field.get_default(call_default_factory=True) if not field.is_required() else "required"
+        if isinstance(default, BaseModel):
+            default = "see below"
+        kind = _type_name(field.annotation)
+        if len(kind) > 70:  # a union of config classes: each has its own table
+            kind = "one of the sections below" if key != "model" else "a model's settings (see Models)"
+        rows.append((f"`{key}`", kind, f"`{default}`" if default != "see below" else default,
+                     field.description or ""))
+        inner = [a for a in (typing.get_args(field.annotation) or (field.annotation,))
+                 if isinstance(a, type) and issubclass(a, BaseModel)] if key != "model" else []
+        nested.extend((key, a) for a in inner)
+    lines.extend(["| key | type | default | meaning |", "|---|---|---|---|"])
+    lines.extend(f"| {_cell(a)} | {_cell(b)} | {_cell(c)} | {_cell(d)} |" for a, b, c, d in rows)
+    lines.append("")
+    for key, cls in nested:
+        if (key, cls) in seen:
+            continue
+        seen.add((key, cls))
+        title = cls.__name__
+        lines.extend([f"### `{key}` ({title})", ""])
+        if cls.__doc__:
+            lines.extend([" ".join(cls.__doc__.split()), ""])
+        _fields(cls, f"{key}.", lines, seen)
+
+
+def config_page() -> str:
+    from matgnn.config import RunConfig
+    from matgnn.models import MODELS
+
+    lines = ["# Configuration reference", "",
+             "Generated from the pydantic schema (`python tools/gen_docs.py`). `matgnn train --print-config` prints "
+             "the defaults as YAML; `--set key=value` overrides one key. A key a model does not read is an error "
+             "naming it.", "", "## Run config (`RunConfig`)", ""]
+    _fields(RunConfig, "", lines, set())
+    lines.extend(["## Models (`model:`)", "",
+                  "Each model has its own settings; `model: {name: NAME, ...}` accepts exactly these. The defaults "
+                  "below are the ones `model: {name: NAME}` and the Python class build alike.", ""])
+    for name in sorted(MODELS):
+        cfg = MODELS[name].config_class
+        lines.extend([f"### `{name}` ({cfg.__name__})", ""])
+        if cfg.__doc__:
+            lines.extend([" ".join(cfg.__doc__.split()), ""])
+        _fields(cfg, "model.", lines, set())
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- benchmark results --------------------------------------------------------------------------------------
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def results_page() -> str:
+    files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    lines = ["# Benchmark results", "",
+             "Generated from `benchmarks/results/*.json` (`python tools/gen_docs.py`; a test fails when this page "
+             "and the files disagree). Each file is written by the script its command names, from a clean commit; "
+             "the studies behind them are in [Benchmark studies](studies.md).", "",
+             "## Targets", "", "| benchmark | target | goal | value | met |", "|---|---|---|---|---|"]
+    details = []
+    for f in files:
+        d = json.loads(f.read_text())
+        name = d.get("benchmark", f.stem)
+        for key, t in sorted((d.get("targets") or {}).items()):
+            if not isinstance(t, dict):
+                continue
+            goal = f"{t.get('direction', '')} {_fmt(t.get('goal', ''))}".strip()
+            lines.append(f"| [{_cell(f.stem)}](#{f.stem}) | {_cell(key)} | {_cell(goal)} | "
+                         f"{_cell(_fmt(t.get('value', '')))} | {_cell(_fmt(t.get('met', '')))} |")
+        details.extend([f"## {f.stem}", "",
+                        f"- command: `{_cell(d.get('command', 'unknown'))}`",
+                        f"- commit: `{_cell(str(d.get('git_commit', 'unknown'))[:12])}`",
+                        f"- hardware: {_cell(d.get('hardware', 'unknown'))}",
+                        f"- wall time: {_cell(_fmt(d.get('wall_seconds', 'unknown')))} s",
+                        f"- created: {_cell(d.get('created', 'unknown'))}", ""])
+        if name != f.stem:
+            details.insert(-1, f"- benchmark: {_cell(name)}")
+        metrics = d.get("metrics") or {}
+        anchors = d.get("anchors") or {}
+        for title, table in (("metric", metrics), ("anchor", anchors)):
+            rows = [(k, v) for k, v in table.items() if isinstance(v, (int, float, str, bool))]
+            if rows:
+                details.extend([f"| {title} | value |", "|---|---|"])
+                details.extend(f"| {_cell(k)} | {_cell(_fmt(v))} |" for k, v in rows)
+                details.append("")
+    return "\n".join(lines + [""] + details).rstrip() + "\n"
+
+
+# -- model cards --------------------------------------------------------------------------------------------
+
+def model_pages() -> dict[str, str]:
+    from matgnn.artifacts import SHIPPED_DIR, card_summary, required_packages
+
+    pages = {}
+    index = ["# Shipped models", "",
+             "Every model shipped inside the package, by name (`matgnn predict NAME ...`, `load_model(NAME)`). "
+             "Rendered from each model's `MODEL_CARD.md` (`python tools/gen_docs.py`).", "",
+             "| model | needs | summary |", "|---|---|---|"]
+    for folder in sorted(p for p in SHIPPED_DIR.iterdir() if (p / "MODEL_CARD.md").is_file()):
+        needs = ", ".join(f"`{p}`" for p in required_packages(folder)) or "-"
+        index.append(f"| [{folder.name}]({folder.name}.md) | {needs} | {_cell(card_summary(folder))} |")
+        card = (folder / "MODEL_CARD.md").read_text()
+        pages[f"models/{folder.name}.md"] = card.rstrip() + "\n"
+    pages["models/index.md"] = "\n".join(index) + "\n"
+    return pages
+
+
+#: the README's headline results: (results file, template, metric keys); numbers are read, never typed
+HEADLINES = [
+    ("graph_build", "Graph building on JARVIS dft_2d: {0:,.0f} structures/s in one process, {1:.0f}× ASE's "
+                    "neighbour list", ["dft_2d.matgnn_single.structures_per_s", "dft_2d.speedup_vs_ase"]),
+    ("dft2d_bandgap", "dft_2d band gap from scratch (1,076 monolayers, 5-fold CV): PNA {0:.3f} ± {1:.3f} eV MAE",
+     ["pna.cv5.mae_mean", "pna.cv5.mae_std"]),
+    ("alignn_compare_megnet_10k_equal_time", "MEGNet-MP formation energy, 10k structures, given ALIGNN's training time "
+                                             "on CPU: {0:.3f} eV/atom against ALIGNN's {1:.3f}",
+     ["ours_equal_time.megnet_e_form.mae", "alignn.megnet_e_form.mae"]),
+]
+README_START, README_END = "<!-- results: generated by tools/gen_docs.py -->", "<!-- results end -->"
+
+
+def readme_results() -> str:
+    lines = [README_START]
+    for name, template, keys in HEADLINES:
+        d = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+        values = [d["metrics"][k] for k in keys]
+        lines.append(f"- {template.format(*values)} "
+                     f"([`{name}.json`](docs/benchmarks/results.md#{name}), "
+                     f"commit `{str(d.get('git_commit', 'unknown'))[:7]}`, {d.get('hardware', 'unknown')})")
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def readme_text() -> str:
+    """The README with its generated results block renewed."""
+    text = (ROOT / "README.md").read_text()
+    a, b = text.index(README_START), text.index(README_END) + len(README_END)
+    return text[:a] + readme_results() + text[b:]
+
+
+def changelog_page() -> str:
+    return (ROOT / "CHANGELOG.md").read_text()
+
+
+def pages() -> dict[str, str]:
+    out = {"reference/cli.md": cli_page(), "reference/config.md": config_page(),
+           "benchmarks/results.md": results_page(), "changelog.md": changelog_page(), "../README.md": readme_text()}
+    out.update(model_pages())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="say which pages are stale; write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for rel, text in pages().items():
+        path = DOCS / rel
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(rel)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote docs/{rel}")
+    if stale:
+        print("stale generated pages (run python tools/gen_docs.py): " + ", ".join(f"docs/{s}" for s in stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
