@@ -102,6 +102,39 @@ def _finish(proc: subprocess.Popen) -> str:
     return out
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant, as a crash of the whole job would."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        out = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout
+        todo.extend(int(x) for x in out.split())
+    for p in found:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_until_released(run: Path, seconds: float = 60) -> None:
+    """Wait for the killed run's processes to be gone: torchrun's agent starts its ranks in their own
+    process group, so they end a moment after the agent (a new run on the folder is refused while one of them
+    still holds its lock, as it should be)."""
+    import fcntl
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with open(run / "run.lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return
+            except OSError:
+                time.sleep(0.2)
+    pytest.fail(f"{run} still held after {seconds} s: {(run / 'run.lock').read_text()}")
+
+
 def _only_run(root: Path) -> Path:
     (run,) = [p for p in (root / "runs").iterdir() if p.is_dir()]
     return run
@@ -153,12 +186,13 @@ def test_ddp_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
             except Exception:  # being replaced right now
                 killed_at = 0
             if killed_at >= 3:
-                os.killpg(proc.pid, signal.SIGKILL)
+                _kill_tree(proc.pid)  # the agent and its ranks (torchrun starts them in their own group)
                 break
         time.sleep(0.05)
     proc.wait(timeout=60)
     assert ckpt is not None and 3 <= killed_at < epochs, "the run was not interrupted mid-way"
     run_b = ckpt.parent
+    _wait_until_released(run_b)
     assert not (run_b / "metrics.json").exists()
     out = _finish(_torchrun(["--resume", str(run_b)]))
     assert "continuing after epoch" in out

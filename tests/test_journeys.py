@@ -252,7 +252,7 @@ def test_models_found_in_matgnn_models(user, tmp_path):
     (tmp_path / "lib" / "my-lattice" / "MODEL_CARD.md").write_text("# my-lattice\n\nLattice constants of fcc metals.\n")
     env = {"MATGNN_MODELS": str(tmp_path / "lib")}
     listed = {ln.split("\t")[0]: ln.split("\t") for ln in ok(run("models", env=env)).stdout.splitlines()}
-    assert listed["my-lattice"][1:] == [str(tmp_path / "lib"), "Lattice constants of fcc metals."]
+    assert listed["my-lattice"][1:] == [str(tmp_path / "lib"), "needs: -", "Lattice constants of fcc metals."]
     assert listed["magmom-mp"][1] == "shipped"
     ok(run("predict", "my-lattice", str(user["w"] / "my_cifs"), "--out", str(tmp_path / "p.csv"), env=env))
     assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 12

@@ -118,11 +118,29 @@ def check_size_arguments(init_args: object, where: Path) -> None:
     walk(init_args)
 
 
+#: classes whose constructor loads a pretrained network of its own (and keeps process-wide caches of it): never
+#: built on the meta device, whose tensors would end up in those caches
+_OWN_PRETRAINED = {"CHGNetFineTune", "SevenNetFineTune"}
+
+
+def _loads_outside_weights(name: str, init_args: object) -> bool:
+    """Whether the model, or a model nested in its arguments, loads a pretrained network when built."""
+    if name in _OWN_PRETRAINED:
+        return True
+    if isinstance(init_args, dict):
+        return any(_loads_outside_weights(str(v) if k == "class" else "", v) for k, v in init_args.items())
+    if isinstance(init_args, list):
+        return any(_loads_outside_weights("", v) for v in init_args)
+    return False
+
+
 def _check_shapes_before_building(cls: type, init_args: dict, state: dict, path: Path) -> None:
     """Build the model on PyTorch's ``meta`` device (shapes only, no memory) and compare its tensors' shapes
     with ``state``'s, so that constructor arguments that do not fit the weights are refused before anything
     is allocated. Models whose constructors cannot run on ``meta`` (a backbone loading its own wheel's
     weights) are checked after building, by :func:`load_weights`."""
+    if _loads_outside_weights(cls.__name__, init_args):
+        return
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
