@@ -109,3 +109,24 @@ def test_every_model_has_its_own_config_class_and_is_loadable():
         for n in names:
             assert isinstance(getattr(mod, n), type)
     assert all(issubclass(model_class(n), MatgnnModel) for n in MODELS)
+
+
+def test_config_defaults_build_the_python_defaults():
+    """One home for each model's defaults: ``model: {name: NAME}`` in a config and ``Class(heads)`` in Python
+    build the same network — every constructor default equals its config class's (``freeze``: None and [] both
+    freeze nothing; the zoo model's operator comes from the name a config gives)."""
+    import inspect
+
+    from matgnn.models import MODELS
+
+    for name, cls in sorted(MODELS.items()):
+        signature = inspect.signature(cls.__init__)
+        for key, field in cls.config_class.model_fields.items():
+            if key == "name" or key not in signature.parameters:
+                continue
+            python = signature.parameters[key].default
+            config = field.get_default(call_default_factory=True)
+            if python is inspect.Parameter.empty:
+                continue
+            assert python == config or (python is None and config in ([], None)) or name == "zoo", \
+                (name, key, python, config)

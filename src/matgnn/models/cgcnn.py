@@ -38,7 +38,7 @@ class CGCNN(MatgnnModel):
     config_class = CGCNNConfig
     VERSION = 2  # 2: GatedConv weights (lin_centre/lin_neighbour/lin_edge) instead of PyG CGConv's
 
-    def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3,
+    def __init__(self, heads: list[dict[str, Any]], hidden: int = 64, layers: int = 3,
                  atom_features: str = "cgcnn", cutoff: float = 8.0, n_rbf: int = 40,
                  dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling,
@@ -65,9 +65,9 @@ class CGConvNet(MatgnnModel):
     config_class = CGConvNetConfig
     VERSION = 2
 
-    def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3,
+    def __init__(self, heads: list[dict[str, Any]], hidden: int = 64, layers: int = 3,
                  atom_features: str = "cgcnn", cutoff: float = 8.0, n_rbf: int = 40,
-                 dropout: float = 0.1, pooling: str = "mean", head_hidden: int = 128) -> None:
+                 dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling,
                          dropout=dropout)
         self.atom_features = AtomFeatures(atom_features)

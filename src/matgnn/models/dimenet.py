@@ -51,7 +51,7 @@ class DimeNetPP(MatgnnModel):
     readout_modules = ("outputs", "attention_pool")
     batch_fields = ("triplets",)
 
-    def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3, cutoff: float = 8.0,
+    def __init__(self, heads: list[dict[str, Any]], hidden: int = 64, layers: int = 3, cutoff: float = 8.0,
                  int_emb_size: int = 64, basis_emb_size: int = 8, out_emb_channels: int = 128,
                  num_spherical: int = 7, num_radial: int = 6, envelope_exponent: int = 5,
                  dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128,

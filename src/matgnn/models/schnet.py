@@ -34,8 +34,8 @@ class SchNet(MatgnnModel):
     block_modules = ("interactions",)
     embedding_modules = ("embedding", "rbf")
 
-    def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 3, cutoff: float = 8.0,
-                 n_rbf: int = 50, n_filters: int | None = None, dropout: float = 0.0, pooling: str = "mean",
+    def __init__(self, heads: list[dict[str, Any]], hidden: int = 64, layers: int = 3, cutoff: float = 8.0,
+                 n_rbf: int = 40, n_filters: int | None = None, dropout: float = 0.0, pooling: str = "mean",
                  head_hidden: int = 128, atom_features: str = "embedding") -> None:
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         self.embedding = nn.Embedding(MAX_Z + 1, hidden)
