@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-all setup clean docs
+.PHONY: demo test test-fast setup clean docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(VENV)/.installed
 	$(PY) tools/gen_docs.py --check
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest -q -ra
+
+# The edit loop: the tests that start no process, train nothing and load no backbone (marked automatically,
+# tests/conftest.py), stopping at the first failure.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -x -m "not slow"
 
 # The documentation pages generated from the code and the results, then the site (site/).
 docs: $(VENV)/.installed

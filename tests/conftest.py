@@ -37,3 +37,38 @@ def pytest_sessionstart(session) -> None:  # noqa: ANN001
     from matgnn.models import kernels
 
     kernels.extension()
+
+
+#: what makes a test slow, read from its source: a process of its own (the installed executable, torchrun), a
+#: training run, or a pretrained backbone
+_SLOW_SIGNS = ("run(", "_torchrun(", "train(", '"train"', "chgnet", "sevennet", "Popen(", "matbench")
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    """Markers applied automatically, so no one has to remember them: ``slow`` on every test whose source (or
+    one of its module's fixtures it uses) starts a process, trains or loads a backbone. ``make test`` runs
+    everything; ``make test-fast`` (``-m "not slow"``) the rest, for the edit loop."""
+    import inspect
+
+    slow = pytest.mark.slow
+    cache: dict[object, str] = {}
+
+    def source(obj: object) -> str:
+        if obj not in cache:
+            try:
+                cache[obj] = inspect.getsource(obj)
+            except (OSError, TypeError):
+                cache[obj] = ""
+        return cache[obj]
+
+    for item in items:
+        fn = getattr(item, "function", None)
+        if fn is None:
+            continue
+        text = source(fn)
+        for name in getattr(item, "fixturenames", ()):
+            fixture = getattr(item.module, name, None)
+            if fixture is not None and callable(fixture):
+                text += source(getattr(fixture, "__wrapped__", fixture))
+        if any(sign in text for sign in _SLOW_SIGNS):
+            item.add_marker(slow)
