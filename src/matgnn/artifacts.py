@@ -467,4 +467,6 @@ def read_yaml(path: str | Path) -> object:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}{where}: refused, not plain YAML data: {problem}") from None
+        if isinstance(e, yaml.constructor.ConstructorError):  # a tag asking to build an object: never done
+            raise UserError(f"{path}{where}: refused, not plain YAML data: {problem}") from None
+        raise UserError(f"{path}{where}: not valid YAML: {problem}") from None

@@ -338,7 +338,7 @@ def _run_config(config: Optional[Path | str], overrides: list[str], targets: lis
             cfg = _source_config(str(config), list(targets or []))
         return cfg.with_overrides(list(overrides))
     except UserError as e:
-        _say("error", e)
+        _say("invalid config" if config is not None and _is_config_file(config) else "error", e)
         raise typer.Exit(EXIT_USER_ERROR) from None
     except Exception as e:  # pydantic errors say which key is wrong
         _say("invalid config", validation_message(e) if hasattr(e, "errors") else e)
