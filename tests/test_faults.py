@@ -23,6 +23,7 @@ from tests.userdata import (
     MATGNN,
     READ_ONLY_WORDS,
     cif_folder,
+    cli,
     crystal,
     magmom_jsonl,
     magmom_run_yaml,
@@ -50,13 +51,13 @@ def trained(tmp_path_factory):
     w = world_readable_tmp()
     cif_folder(w / "data")
     cfg = run_yaml(w / "run.yaml", f"{{kind: folder, path: {w / 'data'}}}", w / "runs")
-    ok(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(w / "cache")}))
+    ok(cli("train", str(cfg), env={"MATGNN_CACHE_DIR": str(w / "cache")}))
     yield {"w": w, "run": runs_in(w / "runs")[0], "cfg": cfg}
     shutil.rmtree(w, ignore_errors=True)
 
 
 def info(path: Path, tmp: Path, *extra: str):
-    return run("data", "info", str(path), "--out", str(tmp / "info"), *extra)
+    return cli("data", "info", str(path), "--out", str(tmp / "info"), *extra)
 
 
 def skipped_ids(tmp: Path) -> dict[str, str]:
@@ -149,12 +150,12 @@ def test_folder_without_id_prop(tmp_path):
 
 def test_an_edited_structure_file_is_never_served_stale(folder, tmp_path):
     env = {"MATGNN_CACHE_DIR": str(tmp_path / "c")}
-    ok(run("graphs", "build", str(folder), env=env))
-    assert "reused" in ok(run("graphs", "build", str(folder), env=env)).out
+    ok(cli("graphs", "build", str(folder), env=env))
+    assert "reused" in ok(cli("graphs", "build", str(folder), env=env)).out
     from ase.io import write
 
     write(folder / "s5.cif", crystal(5, "Fe", 2.9))
-    r = ok(run("graphs", "build", str(folder), env=env))
+    r = ok(cli("graphs", "build", str(folder), env=env))
     assert "built" in r.out and "reused" not in r.out
 
 
@@ -168,7 +169,7 @@ def test_pymatgen_json_with_module_references_runs_no_code(tmp_path):
     s["sites"][0]["properties"] = {"x": {"@module": "evilmod", "@class": "E", "@version": None}}
     s["@module"], s["@class"] = "evilmod", "E"
     (d / "s0.json").write_text(json.dumps(s))
-    r = ok(run("graphs", "build", str(d), env={"PYTHONPATH": str(evil)}))
+    r = ok(cli("graphs", "build", str(d), env={"PYTHONPATH": str(evil)}))
     assert "4 kept" in r.out and not (tmp_path / "PWNED").exists()
 
 
@@ -196,7 +197,7 @@ def test_model_json_naming_arbitrary_code_is_refused(trained, tmp_path):
     info_ = json.loads((m / "model.json").read_text())
     info_.update(module="os", **{"class": "system"}, init_args={"command": f"touch {tmp_path / 'PWNED'}"})
     (m / "model.json").write_text(json.dumps(info_))
-    user_error(run("predict", str(m), str(trained["w"] / "data"), "--out", str(tmp_path / "p.csv")),
+    user_error(cli("predict", str(m), str(trained["w"] / "data"), "--out", str(tmp_path / "p.csv")),
                "os.system", "not one of matgnn's model classes")
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "p.csv").exists()
 
@@ -207,14 +208,14 @@ def test_model_json_naming_a_matgnn_function_is_refused(trained, tmp_path):
     info_ = json.loads((m / "model.json").read_text())
     info_.update(module="matgnn.training.run", **{"class": "train"})
     (m / "model.json").write_text(json.dumps(info_))
-    user_error(run("predict", str(m), str(trained["w"] / "data")), "matgnn.training.run.train", "refused")
+    user_error(cli("predict", str(m), str(trained["w"] / "data")), "matgnn.training.run.train", "refused")
 
 
 def test_pickled_weights_are_refused(trained, tmp_path):
     m = tmp_path / "mailed"
     shutil.copytree(trained["run"] / "model", m)
     (m / "state.pt").write_bytes(pickle.dumps(_Evil(tmp_path / "PWNED")))
-    user_error(run("predict", str(m), str(trained["w"] / "data"), "--out", str(tmp_path / "p.csv")), "state.pt")
+    user_error(cli("predict", str(m), str(trained["w"] / "data"), "--out", str(tmp_path / "p.csv")), "state.pt")
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -222,7 +223,7 @@ def test_model_json_that_is_not_json(trained, tmp_path):
     m = tmp_path / "mailed"
     shutil.copytree(trained["run"] / "model", m)
     (m / "model.json").write_text("{not json")
-    user_error(run("predict", str(m), str(trained["w"] / "data")), "model.json", "not JSON")
+    user_error(cli("predict", str(m), str(trained["w"] / "data")), "model.json", "not JSON")
 
 
 def test_crafted_checkpoint_is_refused_on_resume(trained, tmp_path):
@@ -231,11 +232,12 @@ def test_crafted_checkpoint_is_refused_on_resume(trained, tmp_path):
     import torch
 
     torch.save({"epoch": 1, "x": _Evil(tmp_path / "PWNED")}, r / "checkpoint_last.pt")
-    user_error(run("train", "--resume", str(r)), "checkpoint_last.pt", "refused")
+    user_error(cli("train", "--resume", str(r)), "checkpoint_last.pt", "refused")
     assert not (tmp_path / "PWNED").exists()
 
 
 def test_crafted_graph_cache_is_refused(folder, tmp_path):
+    # real processes: this one tampers with the LMDB file, which a process holding it open may not do
     env = {"MATGNN_CACHE_DIR": str(tmp_path / "c")}
     ok(run("graphs", "build", str(folder), env=env))
     (cache,) = (tmp_path / "c" / "graphs").iterdir()
@@ -259,7 +261,7 @@ def test_duplicate_ids_in_an_extxyz_source_stop_training(tmp_path):
     write(tmp_path / "s.extxyz", frames)
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: ase, path: {tmp_path / 's.extxyz'}}}", tmp_path / "runs",
                    target="e")
-    user_error(run("train", str(cfg)), "'dup'", "more than once")
+    user_error(cli("train", str(cfg)), "'dup'", "more than once")
     assert runs_in(tmp_path / "runs") == []
 
 
@@ -270,44 +272,44 @@ def test_evaluate_refuses_a_source_that_gained_a_duplicate(trained, tmp_path):
     shutil.copytree(trained["w"] / "data", data)
     cfg = (r / "config.yaml").read_text().replace(str(trained["w"] / "data"), str(data))
     (r / "config.yaml").write_text(cfg)
-    assert ok(run("evaluate", str(r)))
+    assert ok(cli("evaluate", str(r)))
     with open(data / "id_prop.csv", "a") as f:
         f.write("s1,9.0\n")
-    user_error(run("evaluate", str(r)), "'s1' appears twice")
+    user_error(cli("evaluate", str(r)), "'s1' appears twice")
 
 
 # -- predict: inputs, outputs, ids ---------------------------------------------------------------
 def test_predict_missing_path(trained, tmp_path):
-    user_error(run("predict", str(trained["run"]), str(tmp_path / "nope"), "--out", str(tmp_path / "p.csv")),
+    user_error(cli("predict", str(trained["run"]), str(tmp_path / "nope"), "--out", str(tmp_path / "p.csv")),
                "nope", "no such file or folder")
     assert not (tmp_path / "p.csv").exists()
 
 
 def test_predict_pattern_without_match(trained, tmp_path):
-    user_error(run("predict", str(trained["run"]), str(tmp_path / "*.cif")), "matches no file")
+    user_error(cli("predict", str(trained["run"]), str(tmp_path / "*.cif")), "matches no file")
 
 
 def test_predict_empty_folder(trained, tmp_path):
     (tmp_path / "empty").mkdir()
-    user_error(run("predict", str(trained["run"]), str(tmp_path / "empty"), "--out", str(tmp_path / "p.csv")),
+    user_error(cli("predict", str(trained["run"]), str(tmp_path / "empty"), "--out", str(tmp_path / "p.csv")),
                "no structures found")
     assert not (tmp_path / "p.csv").exists()
 
 
 def test_predict_with_only_bad_files_keeps_earlier_results(trained, tmp_path):
     out = tmp_path / "p.csv"
-    ok(run("predict", str(trained["run"]), str(trained["w"] / "data"), "--out", str(out)))
+    ok(cli("predict", str(trained["run"]), str(trained["w"] / "data"), "--out", str(out)))
     before = out.read_bytes()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.cif").write_text("garbage")
-    user_error(run("predict", str(trained["run"]), str(tmp_path / "bad"), "--out", str(out)), "none of the 1")
+    user_error(cli("predict", str(trained["run"]), str(tmp_path / "bad"), "--out", str(out)), "none of the 1")
     assert out.read_bytes() == before
 
 
 def test_predict_output_folder_missing_or_a_folder(trained, tmp_path):
-    user_error(run("predict", str(trained["run"]), str(trained["w"] / "data"), "--out", str(tmp_path / "no/p.csv")),
+    user_error(cli("predict", str(trained["run"]), str(trained["w"] / "data"), "--out", str(tmp_path / "no/p.csv")),
                "does not exist")
-    user_error(run("predict", str(trained["run"]), str(trained["w"] / "data"), "--out", str(tmp_path)),
+    user_error(cli("predict", str(trained["run"]), str(trained["w"] / "data"), "--out", str(tmp_path)),
                "is a folder")
 
 
@@ -318,9 +320,9 @@ def test_a_failed_predict_keeps_every_earlier_output(tmp_path):
     for k in range(3):
         write(tmp_path / "in" / f"c{k}.cif", crystal(k, "Ni", 3.52))
     out = tmp_path / "p.csv"
-    ok(run("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out)))
+    ok(cli("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out)))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    user_error(run("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out),
+    user_error(cli("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out),
                    "--atoms-extxyz", str(tmp_path / "no" / "x.extxyz")), "x.extxyz")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
@@ -331,7 +333,7 @@ def test_colliding_stems_get_unique_ids_and_warm_starts(tmp_path):
     for k, el in enumerate(("Ni", "Fe")):
         (tmp_path / f"calc{k + 1}").mkdir()
         write(tmp_path / f"calc{k + 1}" / "POSCAR", crystal(k, el, 3.5), format="vasp")
-    r = ok(run("predict", "magmom-mp", str(tmp_path / "calc1"), str(tmp_path / "calc2"), "--out",
+    r = ok(cli("predict", "magmom-mp", str(tmp_path / "calc1"), str(tmp_path / "calc2"), "--out",
                str(tmp_path / "p.csv"), "--magmom-export", str(tmp_path / "starts")))
     ids = [row["id"] for row in csv.DictReader(open(tmp_path / "p.csv"))]
     assert ids == ["POSCAR", "calc2-POSCAR"] and "1 structures had an id used before" in " ".join(r.out.split())
@@ -346,10 +348,10 @@ def test_no_stale_side_files(trained, tmp_path):
         write(tmp_path / "in" / f"c{k}.cif", crystal(k, "Cu", 3.6))
     (tmp_path / "in" / "bad.cif").write_text("garbage")
     out = tmp_path / "p.csv"
-    ok(run("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out)))
+    ok(cli("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out)))
     assert (tmp_path / "p_atoms.csv").is_file() and (tmp_path / "p_skipped.csv").is_file()
     (tmp_path / "in" / "bad.cif").unlink()
-    ok(run("predict", str(trained["run"]), str(tmp_path / "in"), "--out", str(out)))
+    ok(cli("predict", str(trained["run"]), str(tmp_path / "in"), "--out", str(out)))
     assert not (tmp_path / "p_atoms.csv").exists() and not (tmp_path / "p_skipped.csv").exists()
 
 
@@ -359,7 +361,7 @@ def test_top_applies_to_side_files_and_warm_starts(tmp_path):
     (tmp_path / "in").mkdir()
     for k, el in enumerate(("Ni", "Fe", "Cu", "Co")):
         write(tmp_path / "in" / f"{el}.cif", crystal(k, el, 3.5))
-    ok(run("predict", "magmom-mp-ensemble", str(tmp_path / "in"), "--sort-by=-n_atoms", "--top", "1",
+    ok(cli("predict", "magmom-mp-ensemble", str(tmp_path / "in"), "--sort-by=-n_atoms", "--top", "1",
            "--out", str(tmp_path / "p.csv"), "--magmom-export", str(tmp_path / "starts"),
            "--atoms-extxyz", str(tmp_path / "a.extxyz")))
     ids = {row["id"] for row in csv.DictReader(open(tmp_path / "p.csv"))}
@@ -372,8 +374,8 @@ def test_top_applies_to_side_files_and_warm_starts(tmp_path):
 
 
 def test_top_zero_and_unknown_filter_key(trained, tmp_path):
-    user_error(run("predict", str(trained["run"]), str(trained["w"] / "data"), "--top", "0"), "--top")
-    user_error(run("predict", str(trained["run"]), str(trained["w"] / "data"), "--where", "band_gap>1"),
+    user_error(cli("predict", str(trained["run"]), str(trained["w"] / "data"), "--top", "0"), "--top")
+    user_error(cli("predict", str(trained["run"]), str(trained["w"] / "data"), "--where", "band_gap>1"),
                "band_gap")
 
 
@@ -384,7 +386,7 @@ def test_elements_unseen_in_training_are_flagged(trained, tmp_path):
     (tmp_path / "in").mkdir()
     write(tmp_path / "in" / "cu.cif", crystal(0, "Cu", 3.6))
     write(tmp_path / "in" / "fecu.cif", bulk("FeCu", "rocksalt", a=4.0))
-    ok(run("predict", str(trained["run"]), str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"),
+    ok(cli("predict", str(trained["run"]), str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"),
            "--atoms-extxyz", str(tmp_path / "a.extxyz")))
     flags = {r["id"]: r["unseen_elements"] for r in csv.DictReader(open(tmp_path / "p.csv"))}
     assert flags == {"cu": "", "fecu": "Fe"}
@@ -433,15 +435,15 @@ def test_interrupted_training_keeps_a_checkpoint_and_resumes(tmp_path, sig):
     assert done >= 2 and f"the checkpoint after epoch {done}" in flat
     text = (run_dir / "config.yaml").read_text().replace("epochs: 100000", f"epochs: {done + 2}")
     (run_dir / "config.yaml").write_text(text)
-    r = ok(run("train", "--resume", str(run_dir)))
+    r = ok(cli("train", "--resume", str(run_dir)))
     assert f"continuing after epoch {done}" in r.out
     assert len(list(csv.DictReader(open(run_dir / "history.csv")))) == done + 2
 
 
 def test_resume_without_checkpoint_and_resume_with_overrides(tmp_path, trained):
     (tmp_path / "r").mkdir()
-    user_error(run("train", "--resume", str(tmp_path / "r")), "checkpoint_last.pt")
-    user_error(run("train", "--resume", str(trained["run"]), "--set", "train.epochs=3"), "--resume")
+    user_error(cli("train", "--resume", str(tmp_path / "r")), "checkpoint_last.pt")
+    user_error(cli("train", "--resume", str(trained["run"]), "--set", "train.epochs=3"), "--resume")
 
 
 # -- concurrency --------------------------------------------------------------------------------------
@@ -461,7 +463,7 @@ def test_two_runs_started_together_get_their_own_folders(tmp_path):
 def test_read_only_output_folder_for_training(trained, tmp_path):
     (tmp_path / "ro").mkdir()
     with read_only(tmp_path / "ro") as ro:
-        r = run("train", str(trained["cfg"]), "--set", f"output_dir={ro / 'runs'}",
+        r = cli("train", str(trained["cfg"]), "--set", f"output_dir={ro / 'runs'}",
                 env={"MATGNN_CACHE_DIR": str(trained["w"] / "cache")})
     user_error_any(r, str(ro), READ_ONLY_WORDS)
 
@@ -469,14 +471,14 @@ def test_read_only_output_folder_for_training(trained, tmp_path):
 def test_read_only_cache_folder(trained, tmp_path):
     (tmp_path / "ro").mkdir()
     with read_only(tmp_path / "ro") as ro:
-        r = run("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(ro)})
+        r = cli("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(ro)})
     user_error_any(r, str(ro), READ_ONLY_WORDS)
 
 
 def test_a_complete_cache_in_a_read_only_folder_is_used(trained, tmp_path):
-    ok(run("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(tmp_path / "c")}))
+    ok(cli("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(tmp_path / "c")}))
     with read_only(tmp_path / "c") as ro:
-        r = ok(run("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(ro)}))
+        r = ok(cli("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(ro)}))
     assert "reused" in r.out
 
 
@@ -484,12 +486,12 @@ def test_a_split_by_structural_twins_on_a_read_only_cache(trained, tmp_path):
     """The twin groups are kept beside the graph cache; a read-only cache only costs the search, said once."""
     grouped = ("--set", "split.kind=grouped", "--set", "split.group_by=structure", "--set", "split.train=0.5",
                "--set", "split.val=0.2")
-    ok(run("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(tmp_path / "c")}))
+    ok(cli("graphs", "build", str(trained["w"] / "data"), env={"MATGNN_CACHE_DIR": str(tmp_path / "c")}))
     with read_only(tmp_path / "c") as ro:
-        r = ok(run("train", str(trained["cfg"]), *grouped, "--set", f"output_dir={tmp_path / 'r1'}",
+        r = ok(cli("train", str(trained["cfg"]), *grouped, "--set", f"output_dir={tmp_path / 'r1'}",
                    env={"MATGNN_CACHE_DIR": str(ro)}))
     assert "twin groups not kept beside the graph cache" in r.out and "12 of 12 structures have a structural twin" in r.out
-    r = ok(run("train", str(trained["cfg"]), *grouped, "--set", f"output_dir={tmp_path / 'r2'}",
+    r = ok(cli("train", str(trained["cfg"]), *grouped, "--set", f"output_dir={tmp_path / 'r2'}",
                env={"MATGNN_CACHE_DIR": str(tmp_path / "c")}))
     assert "not kept" not in r.out and len(list((tmp_path / "c").rglob("twins.json"))) == 1
     splits = [json.loads((runs_in(tmp_path / r)[0] / "split.json").read_text()) for r in ("r1", "r2")]
@@ -499,7 +501,7 @@ def test_a_split_by_structural_twins_on_a_read_only_cache(trained, tmp_path):
 def test_predict_into_a_read_only_folder(trained, tmp_path):
     (tmp_path / "ro").mkdir()
     with read_only(tmp_path / "ro") as ro:
-        r = run("predict", str(trained["run"]), str(trained["w"] / "data"), "--out", str(ro / "p.csv"))
+        r = cli("predict", str(trained["run"]), str(trained["w"] / "data"), "--out", str(ro / "p.csv"))
         assert list(ro.iterdir()) == []
     user_error_any(r, "p.csv", READ_ONLY_WORDS)
 
@@ -507,7 +509,7 @@ def test_predict_into_a_read_only_folder(trained, tmp_path):
 def test_data_info_into_a_read_only_folder(trained, tmp_path):
     (tmp_path / "ro").mkdir()
     with read_only(tmp_path / "ro") as ro:
-        r = run("data", "info", str(trained["w"] / "data"), "--out", str(ro / "x"))
+        r = cli("data", "info", str(trained["w"] / "data"), "--out", str(ro / "x"))
     user_error_any(r, str(ro / "x"), READ_ONLY_WORDS)
 
 
@@ -518,7 +520,7 @@ def test_full_disk_during_predict_keeps_earlier_results(tmp_path):
     for k in range(40):
         write(tmp_path / "in" / f"c{k}.cif", crystal(k % 12, "Ni", 3.52))
     out = tmp_path / "p.csv"
-    ok(run("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out), "--limit", "2"))
+    ok(cli("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out), "--limit", "2"))
     before = {p.name: p.read_bytes() for p in tmp_path.glob("p*.csv")}
     r = run("predict", "magmom-mp", str(tmp_path / "in"), "--out", str(out), max_file_bytes=600)
     user_error(r, "File too large")
@@ -529,7 +531,7 @@ def test_full_disk_during_predict_keeps_earlier_results(tmp_path):
 def test_full_disk_during_training(tmp_path):
     cif_folder(tmp_path / "d")
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {tmp_path / 'd'}}}", tmp_path / "runs")
-    ok(run("graphs", "build", str(tmp_path / "d")))  # the cache fits; the checkpoint does not
+    ok(cli("graphs", "build", str(tmp_path / "d")))  # the cache fits; the checkpoint does not
     r = run("train", str(cfg), max_file_bytes=20_000)
     user_error(r, "File too large")
 
@@ -545,21 +547,21 @@ def test_full_disk_during_training(tmp_path):
 ])
 def test_bad_settings_fail_before_any_work_and_leave_no_run_folder(folder, tmp_path, override, words):
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
-    user_error(run("train", str(cfg), "--set", override), *words)
+    user_error(cli("train", str(cfg), "--set", override), *words)
     assert runs_in(tmp_path / "runs") == []
 
 
 def test_broken_yaml_and_missing_config(tmp_path):
     (tmp_path / "c.yaml").write_text("source: {kind: folder\n  path: [")
-    user_error(run("train", str(tmp_path / "c.yaml")), "invalid config")
-    user_error(run("train", str(tmp_path / "nope.yaml")), "nope.yaml")
+    user_error(cli("train", str(tmp_path / "c.yaml")), "invalid config")
+    user_error(cli("train", str(tmp_path / "nope.yaml")), "nope.yaml")
 
 
 # -- tiny data ---------------------------------------------------------------------------------------
 def test_tiny_data_warns_and_never_reports_training_loss_as_validation(tmp_path):
     cif_folder(tmp_path / "d", n=4)
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {tmp_path / 'd'}}}", tmp_path / "runs")
-    r = ok(run("train", str(cfg), "--set", "split.train=0.7", "--set", "split.val=0.05"))
+    r = ok(cli("train", str(cfg), "--set", "split.train=0.7", "--set", "split.val=0.05"))
     assert "validation split is empty" in " ".join(r.out.split())
     hist = list(csv.DictReader(open(runs_in(tmp_path / "runs")[0] / "history.csv")))
     assert all(h["val_loss"] in ("", "nan") for h in hist)
@@ -570,7 +572,7 @@ def test_all_structures_bad_stops_with_an_empty_training_split(tmp_path):
     for p in d.glob("*.cif"):
         p.write_text("junk")
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {d}}}", tmp_path / "runs")
-    r = run("train", str(cfg))
+    r = cli("train", str(cfg))
     assert r.returncode == 2 and "Traceback" not in r.out
     assert runs_in(tmp_path / "runs") == []
 
@@ -586,7 +588,7 @@ def test_id_split_with_only_train_and_test_carves_validation_from_train(folder, 
     ids = {"train": {f"s{k}": 1.0 for k in range(9)}, "test": [f"s{k}" for k in (9, 10, 11)] + ["not-here"]}
     (tmp_path / "fold0.json").write_text(json.dumps(ids))
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
-    r = ok(run("train", str(cfg), "--set", f"split={{kind: ids, ids_file: {tmp_path / 'fold0.json'}, val: 0.25}}"))
+    r = ok(cli("train", str(cfg), "--set", f"split={{kind: ids, ids_file: {tmp_path / 'fold0.json'}, val: 0.25}}"))
     flat = " ".join(r.out.split())
     assert "no validation ids" in flat and "test 1" in flat  # the unknown test id is counted
     split = json.loads((runs_in(tmp_path / "runs")[0] / "split.json").read_text())
@@ -595,12 +597,12 @@ def test_id_split_with_only_train_and_test_carves_validation_from_train(folder, 
 
 
 def test_nonsense_numbers_and_an_output_dir_that_is_a_file(trained, tmp_path):
-    r = run("predict", str(trained["run"]), str(trained["w"] / "data"), "--batch-size", "0",
+    r = cli("predict", str(trained["run"]), str(trained["w"] / "data"), "--batch-size", "0",
             "--out", str(tmp_path / "p.csv"))
     assert r.returncode == 2 and "--batch-size" in r.out and "Traceback" not in r.out
     assert not (tmp_path / "p.csv").exists()
     (tmp_path / "afile").write_text("mine")
-    user_error(run("train", str(trained["cfg"]), "--set", f"output_dir={tmp_path / 'afile'}"), "afile")
+    user_error(cli("train", str(trained["cfg"]), "--set", f"output_dir={tmp_path / 'afile'}"), "afile")
     assert (tmp_path / "afile").read_text() == "mine"
 
 
@@ -614,7 +616,7 @@ def test_a_one_atom_crystal_alone_in_the_last_batch(tmp_path, model):
         pytest.importorskip("chgnet", reason="model 'chgnet' needs the chgnet package")
     data = magmom_jsonl(tmp_path / "m.jsonl.gz")
     cfg = magmom_run_yaml(tmp_path / "c.yaml", data, tmp_path / "runs", f"{{name: {model}, hidden: 16, layers: 2}}")
-    ok(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+    ok(cli("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
     (run_dir,) = runs_in(tmp_path / "runs")
     atoms = list(csv.DictReader(open(run_dir / "predictions_test_atoms.csv")))
     assert atoms and all(float(a["magmom_pred"]) == float(a["magmom_pred"]) for a in atoms)  # no NaN

@@ -223,21 +223,28 @@ def anchored_drifts(folder: Path, out: Path, model: str, epochs: int, drift: Cal
     return result
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
     """``matgnn ARGS`` in this process, through the executable's own entry point (``matgnn.cli.main:main``, the
     same argument parsing, error handler and exit status), without paying a Python start and the torch import
-    again. ``.returncode`` and ``.out`` (stdout + stderr) as from :func:`run`. For the user-error paths; what
-    needs a process of its own (signals, resource limits, concurrency) keeps :func:`run`."""
+    again. ``.returncode``, ``.stdout``, ``.stderr`` and ``.out`` (stdout + stderr) as from :func:`run`. For the
+    user-error paths; what needs a process of its own (signals, resource limits, concurrency, the working
+    folder) keeps :func:`run`. The process-wide settings the entry point makes (OpenMP's wait policy, torch's
+    thread count) are put back afterwards. ``timeout`` is accepted for symmetry with :func:`run` (unused)."""
     import io
 
+    import torch
+
+    from matgnn import runtime
     from matgnn.cli.main import main
 
-    buf = io.StringIO()
-    saved = {k: os.environ.get(k) for k in (env or {})}
+    out, err = io.StringIO(), io.StringIO()
+    keys = set(env or {}) | {"OMP_WAIT_POLICY"}
+    saved = {k: os.environ.get(k) for k in keys}
+    chosen, threads = runtime._threading_chosen, torch.get_num_threads()
     os.environ.update(env or {})
     code = 0
     try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 main(list(args))
             except SystemExit as e:
@@ -248,6 +255,8 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    r = subprocess.CompletedProcess(["matgnn", *args], code, buf.getvalue(), "")
-    r.out = buf.getvalue()  # type: ignore[attr-defined]
+        runtime._threading_chosen = chosen
+        torch.set_num_threads(threads)
+    r = subprocess.CompletedProcess(["matgnn", *args], code, out.getvalue(), err.getvalue())
+    r.out = out.getvalue() + err.getvalue()  # type: ignore[attr-defined]
     return r
