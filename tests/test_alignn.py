@@ -17,7 +17,7 @@ from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
 from matgnn.graphs.triplets import periodic_triplets
-from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, with_model
+from tests.userdata import cif_folder, cli, ok, run_yaml, runs_in, with_model
 
 MODEL = "{name: alignn, hidden: 16, layers: 2, gcn_layers: 1, n_rbf: 16, n_angle: 8, embedding: 8}"
 
@@ -26,17 +26,17 @@ def test_alignn_trains_predicts_and_finetunes_from_the_cli(tmp_path):
     folder = cif_folder(tmp_path / "cifs")
     env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
     cfg = with_model(run_yaml(tmp_path / "a.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=3), MODEL)
-    ok(run("train", str(cfg), env=env))
+    ok(cli("train", str(cfg), env=env))
     (run_dir,) = runs_in(tmp_path / "runs")
     info = json.loads((run_dir / "model" / "model.json").read_text())
     assert info["class"] == "ALIGNN" and info["init_args"]["layers"] == 2
     m = json.loads((run_dir / "metrics.json").read_text())
     assert np.isfinite(m["test.lattice.mae"])
     out = tmp_path / "p.csv"
-    ok(run("predict", str(run_dir), str(folder), "--out", str(out), env=env))
+    ok(cli("predict", str(run_dir), str(folder), "--out", str(out), env=env))
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 12 and all(np.isfinite(float(r["lattice"])) for r in rows)
-    r = ok(run("finetune", str(run_dir), str(cfg), "--freeze", "all_but_embedding_conv0", env=env))
+    r = ok(cli("finetune", str(run_dir), str(cfg), "--freeze", "all_but_embedding_conv0", env=env))
     fine = [p for p in runs_in(tmp_path / "runs") if p != run_dir][0]
     t = json.loads((fine / "transfer.json").read_text())
     assert t["class"] == "ALIGNN" and "conv_1" in t["frozen_groups"] and "conv_2" in t["frozen_groups"], r.out
@@ -90,11 +90,11 @@ def test_alignn_with_dihedrals_from_the_cli(tmp_path):
     folder = cif_folder(tmp_path / "cifs", n=8)
     model = MODEL.replace("}", ", dihedrals: true}")
     cfg = with_model(run_yaml(tmp_path / "a.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs"), model)
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     assert json.loads((run_dir / "model" / "model.json").read_text())["init_args"]["dihedrals"] is True
     out = tmp_path / "p.csv"
-    ok(run("predict", str(run_dir), str(folder), "--out", str(out)))
+    ok(cli("predict", str(run_dir), str(folder), "--out", str(out)))
     assert len(list(csv.DictReader(open(out)))) == 8
 
 

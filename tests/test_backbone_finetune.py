@@ -17,8 +17,8 @@ from ase.io import write
 from tests.userdata import (
     anchored_drifts,
     cif_folder,
+    cli,
     ok,
-    run,
     run_yaml,
     runs_in,
     user_error,
@@ -32,7 +32,7 @@ def test_chgnet_finetune_trains_the_backbone_except_frozen_groups(tmp_path):
     folder = cif_folder(tmp_path / "cifs")
     cfg = with_model(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=3),
                      "{name: chgnet_ft, hidden: 16, layers: 2, freeze: [embedding, conv_0]}")
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     info = json.loads((run_dir / "model" / "model.json").read_text())
     assert info["class"] == "CHGNetFineTune" and info["init_args"]["freeze"] == ["embedding", "conv_0"]
@@ -51,7 +51,7 @@ def test_chgnet_finetune_trains_the_backbone_except_frozen_groups(tmp_path):
         diffs = [float((trained[n] - wheel[n[len("chgnet."):]]).abs().max()) for n in groups[group]]
         assert (max(diffs) > 0) == changed, group
     out = tmp_path / "p.csv"
-    ok(run("predict", str(run_dir), str(folder), "--out", str(out)))
+    ok(cli("predict", str(run_dir), str(folder), "--out", str(out)))
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 12 and all(np.isfinite(float(r["lattice"])) for r in rows)
     assert torch.isfinite(torch.tensor([float(r["lattice"]) for r in rows])).all()
@@ -59,7 +59,7 @@ def test_chgnet_finetune_trains_the_backbone_except_frozen_groups(tmp_path):
     new = tmp_path / "new"
     new.mkdir()
     write(new / "lonely.cif", Atoms("Cu", positions=[[0, 0, 0]], cell=[7, 7, 7], pbc=True))
-    r = run("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv"))
+    r = cli("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv"))
     user_error(r, "lonely", "CHGNet")
 
 
@@ -67,7 +67,7 @@ def test_chgnet_finetune_refuses_an_unknown_frozen_group(tmp_path):
     folder = cif_folder(tmp_path / "cifs", n=6)
     cfg = with_model(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs"),
                      "{name: chgnet_ft, freeze: [conv_9]}")
-    user_error(run("train", str(cfg)), "conv_9")
+    user_error(cli("train", str(cfg)), "conv_9")
 
 
 def _energy_drift(model, wheel, graphs) -> float:
@@ -100,14 +100,14 @@ def test_chgnet_finetune_backbone_learning_rate_scale_from_the_cli(tmp_path):
     for tag, extra in (("plain", ""), ("gentle", ", backbone_lr_scale: 0.02")):
         cfg = with_model(run_yaml(tmp_path / f"{tag}.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / tag,
                                   epochs=3), f"{{name: chgnet_ft, hidden: 16, layers: 2{extra}}}")
-        ok(run("train", str(cfg), "--set", "train.lr=0.003", "--set", "train.scheduler=none"))
+        ok(cli("train", str(cfg), "--set", "train.lr=0.003", "--set", "train.scheduler=none"))
         (runs[tag],) = runs_in(tmp_path / tag)
     info = json.loads((runs["gentle"] / "model" / "model.json").read_text())
     assert info["init_args"]["backbone_lr_scale"] == 0.02
     assert _weight_change(runs["gentle"], "conv_3") < 0.3 * _weight_change(runs["plain"], "conv_3")
     assert _weight_change(runs["gentle"], "conv_3") > 0  # slower, not frozen
     out = tmp_path / "p.csv"
-    ok(run("predict", str(runs["gentle"]), str(folder), "--out", str(out)))
+    ok(cli("predict", str(runs["gentle"]), str(folder), "--out", str(out)))
     assert len(list(csv.DictReader(open(out)))) == 12
 
 
@@ -134,10 +134,10 @@ def test_matgnn_finetune_continues_a_chgnet_ft_run_with_a_freeze_policy(tmp_path
     folder = cif_folder(tmp_path / "cifs")
     cfg = with_model(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "src", epochs=2),
                      "{name: chgnet_ft, hidden: 16, layers: 2}")
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (src,) = runs_in(tmp_path / "src")
     new = run_yaml(tmp_path / "n.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "ft", epochs=2)
-    ok(run("finetune", str(src), str(new), "--freeze", "embedding,conv_0,conv_1,conv_2", "--keep-heads"))
+    ok(cli("finetune", str(src), str(new), "--freeze", "embedding,conv_0,conv_1,conv_2", "--keep-heads"))
     (ft,) = runs_in(tmp_path / "ft")
     info = json.loads((ft / "transfer.json").read_text())
     assert {"embedding", "conv_0", "conv_1", "conv_2", "backbone_readout"} <= set(info["frozen_groups"])

@@ -15,8 +15,8 @@ from ase.io import write
 
 from tests.userdata import (
     cif_folder,
+    cli,
     ok,
-    run,
     run_yaml,
     runs_in,
     user_error,
@@ -40,7 +40,7 @@ def trained(tmp_path_factory):
     cache = tmp / "cache"
     env = {"MATGNN_CACHE_DIR": str(cache)}
     cfg = with_model(run_yaml(tmp / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp / "runs", epochs=3), MODEL)
-    ok(run("train", str(cfg), env=env))
+    ok(cli("train", str(cfg), env=env))
     (run_dir,) = runs_in(tmp / "runs")
     return {"tmp": tmp, "folder": folder, "cache": cache, "env": env, "cfg": cfg, "run": run_dir}
 
@@ -53,13 +53,13 @@ def test_chgnet_backbone_trains_predicts_and_caches_its_features(trained):
     files = _embeddings(cache)
     assert len(files) == 12  # one per structure
     stamps = [f.stat().st_mtime_ns for f in files]
-    ok(run("train", str(cfg), "--set", "model.hidden=8", env=env))  # a second model: nothing computed again
+    ok(cli("train", str(cfg), "--set", "model.hidden=8", env=env))  # a second model: nothing computed again
     assert [f.stat().st_mtime_ns for f in _embeddings(cache)] == stamps
     out = tmp_path / "p.csv"
-    ok(run("predict", str(run_dir), str(folder), "--out", str(out), env=env))
+    ok(cli("predict", str(run_dir), str(folder), "--out", str(out), env=env))
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 12 and all(np.isfinite(float(r["lattice"])) for r in rows)
-    ok(run("evaluate", str(run_dir), env=env))
+    ok(cli("evaluate", str(run_dir), env=env))
 
 
 def test_a_structure_chgnet_refuses_gets_no_prediction_and_is_listed(trained, tmp_path):
@@ -72,7 +72,7 @@ def test_a_structure_chgnet_refuses_gets_no_prediction_and_is_listed(trained, tm
     write(new / "lonely.cif", Atoms("Cu", positions=[[0, 0, 0]], cell=[7, 7, 7], pbc=True))
     write(new / "cu.cif", Atoms("Cu4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
                                 cell=[3.6] * 3, pbc=True))
-    r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "p.csv"), env=env))
+    r = ok(cli("predict", str(run_dir), str(new), "--out", str(tmp_path / "p.csv"), env=env))
     assert "lonely" in r.out and "refused by CHGNet" in r.out and "1 skipped" in r.out, r.out
     first = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert [row["id"] for row in first] == ["cu"]
@@ -82,11 +82,11 @@ def test_a_structure_chgnet_refuses_gets_no_prediction_and_is_listed(trained, tm
     # CHGNet on it again, names it again and answers the same
     (marker,) = (trained["cache"] / "embeddings" / "chgnet-0.3.0").rglob("*.refused")
     assert json.loads(marker.read_text())["id"] == "lonely"
-    r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv"), env=env))
+    r = ok(cli("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv"), env=env))
     assert "lonely" in r.out and "refused by CHGNet" in r.out
     assert list(csv.DictReader(open(tmp_path / "q.csv"))) == first
     # all refused: one line, exit 2, nothing written
-    r = run("predict", str(run_dir), str(new / "lonely.cif"), "--out", str(tmp_path / "z.csv"), env=env)
+    r = cli("predict", str(run_dir), str(new / "lonely.cif"), "--out", str(tmp_path / "z.csv"), env=env)
     user_error(r, "none of the 1 structures could be used")
     assert not (tmp_path / "z.csv").exists()
 
@@ -114,7 +114,7 @@ def test_an_old_rejected_marker_is_not_trusted(trained, tmp_path):
     marker = store._path(key).with_suffix(".rejected")
     marker.parent.mkdir(parents=True)
     marker.write_text("cu")
-    r = ok(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "p.csv"), env={"MATGNN_CACHE_DIR": str(cache)}))
+    r = ok(cli("predict", str(run_dir), str(new), "--out", str(tmp_path / "p.csv"), env={"MATGNN_CACHE_DIR": str(cache)}))
     assert "refused" not in r.out and len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 1, r.out
     assert store._path(key).is_file()  # computed and cached now
 
@@ -125,11 +125,11 @@ def test_shipped_2d_gap_model_on_the_users_monolayer(tmp_path):
     from ase.build import mx2
 
     write(tmp_path / "mos2.cif", mx2("MoS2", vacuum=8.0))
-    r = ok(run("predict", "bandgap-2d-chgnet", str(tmp_path / "mos2.cif"), "--out", str(tmp_path / "p.csv"),
+    r = ok(cli("predict", "bandgap-2d-chgnet", str(tmp_path / "mos2.cif"), "--out", str(tmp_path / "p.csv"),
                env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
     (row,) = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert 0.5 < float(row["optb88vdw_bandgap"]) < 3.0, r.out  # MoS2 monolayer: ~1.7 eV in OptB88vdW
-    card = ok(run("models", "bandgap-2d-chgnet")).out
+    card = ok(cli("models", "bandgap-2d-chgnet")).out
     assert "CHGNet 0.3.0" in card and "modified BSD" in " ".join(card.split()) and "2 stages" in card
 
 
@@ -146,18 +146,18 @@ def test_backbone_model_downstream_ensemble_with_sigma_report_and_deploy(trained
     c["model"] = {"name": "cgcnn", "hidden": 16, "layers": 2}
     c["output_dir"] = str(tmp_path / "runs")
     plain.write_text(yaml.safe_dump(c))
-    ok(run("train", str(plain), env=env))
+    ok(cli("train", str(plain), env=env))
     (cgcnn_run,) = runs_in(tmp_path / "runs")
     ens = tmp_path / "ens"
-    ok(run("ensemble", "--combine", str(run_dir), "--combine", str(cgcnn_run), "--out", str(ens), env=env))
+    ok(cli("ensemble", "--combine", str(run_dir), "--combine", str(cgcnn_run), "--out", str(ens), env=env))
     out = tmp_path / "p.csv"
-    ok(run("predict", str(ens), str(folder), "--out", str(out), env=env))
+    ok(cli("predict", str(ens), str(folder), "--out", str(out), env=env))
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 12 and all(float(r["lattice_std"]) >= 0 for r in rows)
     assert any(float(r["lattice_std"]) > 0 for r in rows)  # two different models disagree somewhere
-    ok(run("report", str(run_dir), env=env))
+    ok(cli("report", str(run_dir), env=env))
     assert (run_dir / "report.html").stat().st_size > 10_000
-    r = ok(run("bench", "deploy", str(run_dir), "--atoms", "8", "--batch", "2", "--repeats", "1", "--json", env=env))
+    r = ok(cli("bench", "deploy", str(run_dir), "--atoms", "8", "--batch", "2", "--repeats", "1", "--json", env=env))
     cost = json.loads(r.out[r.out.index("{"):])
     assert cost["parameters"] > 0 and cost["batch_fields"] == ["chgnet_features"] and cost["batch_fields_ms"] > 0
 
@@ -171,7 +171,7 @@ def test_baselines_on_backbone_features_from_the_cli(trained, tmp_path):
 
     env, cfg, cache = trained["env"], trained["cfg"], trained["cache"]
     stamps = [f.stat().st_mtime_ns for f in _embeddings(cache)]
-    r = ok(run("baseline", "xgboost", str(cfg), "--features", "chgnet", "--set", f"output_dir={tmp_path / 'b'}",
+    r = ok(cli("baseline", "xgboost", str(cfg), "--features", "chgnet", "--set", f"output_dir={tmp_path / 'b'}",
                env=env))
     (b,) = runs_in(tmp_path / "b")
     m = json.loads((b / "metrics.json").read_text())
@@ -181,13 +181,13 @@ def test_baselines_on_backbone_features_from_the_cli(trained, tmp_path):
     assert [f.stat().st_mtime_ns for f in _embeddings(cache)] == stamps  # read from the cache, not recomputed
 
     mcfg = magmom_run_yaml(tmp_path / "m.yaml", magmom_jsonl(tmp_path / "m.jsonl.gz"), tmp_path / "mruns")
-    ok(run("baseline", "linear", str(mcfg), "--features", "chgnet", env=env))
+    ok(cli("baseline", "linear", str(mcfg), "--features", "chgnet", env=env))
     (mb,) = runs_in(tmp_path / "mruns")
     mm = json.loads((mb / "metrics.json").read_text())
     assert np.isfinite(mm["test.magmom.mae"]) and (mb / "predictions_test_atoms.csv").is_file()
 
-    user_error(run("baseline", "xgboost", str(cfg), "--features", "mace", env=env), "mace", "chgnet")
-    user_error(run("baseline", "element_mean", str(cfg), "--features", "chgnet", env=env), "element_mean")
+    user_error(cli("baseline", "xgboost", str(cfg), "--features", "mace", env=env), "mace", "chgnet")
+    user_error(cli("baseline", "element_mean", str(cfg), "--features", "chgnet", env=env), "element_mean")
     assert len(runs_in(tmp_path / "b")) == 1  # a refused call leaves no run folder
 
 
@@ -201,7 +201,7 @@ def test_regressor_on_backbone_features_is_a_model_like_any_other(trained, tmp_p
     from tests.userdata import magmom_jsonl, magmom_run_yaml, user_error
 
     env, cfg, folder = trained["env"], trained["cfg"], trained["folder"]
-    r = ok(run("baseline", "xgboost", str(cfg), "--features", "chgnet", "--set", f"output_dir={tmp_path / 'b'}",
+    r = ok(cli("baseline", "xgboost", str(cfg), "--features", "chgnet", "--set", f"output_dir={tmp_path / 'b'}",
                env=env))
     (b,) = runs_in(tmp_path / "b")
     assert f"matgnn predict {b}" in " ".join(r.out.split())
@@ -210,18 +210,18 @@ def test_regressor_on_backbone_features_is_a_model_like_any_other(trained, tmp_p
     state = torch.load(b / "model" / "state.pt", weights_only=True)
     assert "learner" in json.loads(bytes(state["model_0"].numpy()))  # XGBoost's JSON model: numbers, no code
     out = tmp_path / "p.csv"
-    ok(run("predict", str(b), str(folder), "--out", str(out), env=env))
+    ok(cli("predict", str(b), str(folder), "--out", str(out), env=env))
     answers = {row["id"]: float(row["lattice"]) for row in csv.DictReader(open(out))}
     scored = {row["id"]: float(row["lattice_pred"]) for row in csv.DictReader(open(b / "predictions_test.csv"))}
     assert len(answers) == 12 and scored
     assert all(abs(answers[i] - v) <= 1e-4 * max(1.0, abs(v)) for i, v in scored.items()), (answers, scored)
     before = json.loads((b / "metrics.json").read_text())["test.lattice.mae"]
-    ok(run("evaluate", str(b), env=env))
+    ok(cli("evaluate", str(b), env=env))
     assert json.loads((b / "metrics.json").read_text())["test.lattice.mae"] == pytest.approx(before, rel=1e-4)
 
     ens = tmp_path / "ens"
-    ok(run("ensemble", "--combine", str(b), "--combine", str(trained["run"]), "--out", str(ens), env=env))
-    ok(run("predict", str(ens), str(folder), "--out", str(tmp_path / "e.csv"), env=env))
+    ok(cli("ensemble", "--combine", str(b), "--combine", str(trained["run"]), "--out", str(ens), env=env))
+    ok(cli("predict", str(ens), str(folder), "--out", str(tmp_path / "e.csv"), env=env))
     rows = list(csv.DictReader(open(tmp_path / "e.csv")))
     assert len(rows) == 12 and any(float(row["lattice_std"]) > 0 for row in rows)
 
@@ -229,34 +229,34 @@ def test_regressor_on_backbone_features_is_a_model_like_any_other(trained, tmp_p
     ref.mkdir()
     (ref / "s0.cif").write_bytes((folder / "s0.cif").read_bytes())
     (ref / "id_prop.csv").write_text("id,lattice\ns0,9.5\n")
-    ok(run("reference", str(ref), "--target", "lattice", "--fallback", str(b), "--out", str(tmp_path / "refm"),
+    ok(cli("reference", str(ref), "--target", "lattice", "--fallback", str(b), "--out", str(tmp_path / "refm"),
            env=env))
-    ok(run("predict", str(tmp_path / "refm"), str(folder), "--out", str(tmp_path / "r.csv"), env=env))
+    ok(cli("predict", str(tmp_path / "refm"), str(folder), "--out", str(tmp_path / "r.csv"), env=env))
     via_ref = {row["id"]: float(row["lattice"]) for row in csv.DictReader(open(tmp_path / "r.csv"))}
     assert via_ref["s0"] == pytest.approx(9.5)
     assert via_ref["s1"] == pytest.approx(answers["s1"], abs=1e-5)
 
     mcfg = magmom_run_yaml(tmp_path / "m.yaml", magmom_jsonl(tmp_path / "m.jsonl.gz"), tmp_path / "mruns")
-    ok(run("baseline", "linear", str(mcfg), "--features", "chgnet", env=env))
+    ok(cli("baseline", "linear", str(mcfg), "--features", "chgnet", env=env))
     (mb,) = runs_in(tmp_path / "mruns")
-    ok(run("predict", str(mb), str(folder), "--out", str(tmp_path / "m.csv"), env=env))
+    ok(cli("predict", str(mb), str(folder), "--out", str(tmp_path / "m.csv"), env=env))
     atoms = list(csv.DictReader(open(tmp_path / "m_atoms.csv")))
     assert atoms and all(np.isfinite(float(a["magmom"])) for a in atoms)
 
     # trees have no layers to fine-tune: one line, and no run folder; as a delta learning base they serve
-    user_error(run("finetune", str(b), str(cfg), "--set", f"output_dir={tmp_path / 'ft'}", env=env),
+    user_error(cli("finetune", str(b), str(cfg), "--set", f"output_dir={tmp_path / 'ft'}", env=env),
                "BackboneRegressor", "delta.base_model")
     assert not (tmp_path / "ft").exists()
 
     info["init_args"]["sizes"] = [7]  # an edited model.json: the weights no longer fit
     (b / "model" / "model.json").write_text(json.dumps(info))
-    user_error(run("predict", str(b), str(folder), "--out", str(tmp_path / "q.csv"), env=env), "state.pt",
+    user_error(cli("predict", str(b), str(folder), "--out", str(tmp_path / "q.csv"), env=env), "state.pt",
                "does not fit")
     info["init_args"]["sizes"] = [len(state["model_0"])]
     (b / "model" / "model.json").write_text(json.dumps(info))
     state["model_0"] = torch.full_like(state["model_0"], ord("x"))  # not an XGBoost model any more
     torch.save(state, b / "model" / "state.pt")
-    user_error(run("predict", str(b), str(folder), "--out", str(tmp_path / "q.csv"), env=env), "lattice",
+    user_error(cli("predict", str(b), str(folder), "--out", str(tmp_path / "q.csv"), env=env), "lattice",
                "not readable")
 
 
@@ -268,12 +268,12 @@ def test_shipped_backbone_moment_model_warm_starts_dft(tmp_path):
 
     write(tmp_path / "fe.cif", bulk("Fe", "bcc", a=2.87, cubic=True))
     out, starts = tmp_path / "p.csv", tmp_path / "starts"
-    ok(run("predict", "magmom-mp-chgnet", str(tmp_path / "fe.cif"), "--out", str(out), "--magmom-export", str(starts),
+    ok(cli("predict", "magmom-mp-chgnet", str(tmp_path / "fe.cif"), "--out", str(out), "--magmom-export", str(starts),
            env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
     rows = list(csv.DictReader(open(out.with_name("p_atoms.csv"))))
     assert len(rows) == 2 and all(1.5 < float(r["magmom"]) < 3.0 for r in rows)  # bcc Fe: ~2.2 μB
     assert any(starts.iterdir())
-    card = " ".join(ok(run("models", "magmom-mp-chgnet")).out.split())
+    card = " ".join(ok(cli("models", "magmom-mp-chgnet")).out.split())
     assert "CHGNet 0.3.0" in card and "modified BSD" in card and "MPtrj" in card
     # loading it takes CHGNet's moment weights from its own state, not from the chgnet package (a second)
     import subprocess
@@ -307,11 +307,11 @@ def test_moment_head_learns_the_residual_to_chgnets_own_moment(tmp_path):
         cfg.write_text(cfg.read_text().replace("level: node}", "level: node, baseline: backbone}"))
         return cfg
 
-    ok(run("train", str(config(MODEL, "chgnet")), env=env))
+    ok(cli("train", str(config(MODEL, "chgnet")), env=env))
     (run_dir,) = runs_in(tmp_path / "runs-chgnet")
     assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["test.magmom.mae"])
     for model, name in (("{name: sevennet, hidden: 16}", "sevennet"), ("{name: cgcnn, hidden: 16}", "cgcnn")):
-        user_error(run("train", str(config(model, name)), env=env), "baseline 'backbone'", "magnetic moments")
+        user_error(cli("train", str(config(model, name)), env=env), "baseline 'backbone'", "magnetic moments")
         assert runs_in(tmp_path / f"runs-{name}") == []
 
     model = load_model(run_dir)
@@ -326,7 +326,7 @@ def test_moment_head_learns_the_residual_to_chgnets_own_moment(tmp_path):
 
     def atoms_csv(model_dir, name):
         out = tmp_path / f"{name}.csv"
-        ok(run("predict", str(model_dir), str(tmp_path / "fe.cif"), str(tmp_path / "co.cif"), "--out", str(out),
+        ok(cli("predict", str(model_dir), str(tmp_path / "fe.cif"), str(tmp_path / "co.cif"), "--out", str(out),
                env=env))
         rows = list(csv.DictReader(open(out.with_name(f"{name}_atoms.csv"))))
         return {k: np.array([float(r["magmom"]) for r in rows if r["id"].startswith(k)]) for k in ("fe", "co")}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
-from tests.userdata import cif_folder, ok, run, user_error
+from tests.userdata import cif_folder, cli, ok, user_error
 
 
 def _two_labels(folder, doubtful: dict[str, float]):
@@ -25,7 +25,7 @@ def test_compare_lists_labels_far_off_the_line(tmp_path):
     data = tmp_path / "d"
     _two_labels(data, {"s4": 1.0, "s7": 30.0})
     out = tmp_path / "eda"
-    r = ok(run("data", "report", str(data), "--out", str(out), "--compare", "lattice:lattice_b"))
+    r = ok(cli("data", "report", str(data), "--out", str(out), "--compare", "lattice:lattice_b"))
     flat = " ".join(r.out.split())
     assert "lattice_b against lattice: 12 structures with both" in flat and "2 beyond 3.5 robust σ" in flat, r.out
     rows = list(csv.DictReader(open(out / "label_pairs_lattice_vs_lattice_b.csv")))
@@ -37,27 +37,27 @@ def test_compare_lists_labels_far_off_the_line(tmp_path):
     assert "lattice_b against lattice" in (out / "index.html").read_text()
 
     # a looser threshold lists only the far one; without the hand-set labels none is doubtful
-    r = ok(run("data", "report", str(data), "--out", str(tmp_path / "e2"), "--compare", "lattice:lattice_b",
+    r = ok(cli("data", "report", str(data), "--out", str(tmp_path / "e2"), "--compare", "lattice:lattice_b",
                "--z-max", "300"))
     assert "1 beyond 300 robust σ" in " ".join(r.out.split()), r.out
     clean = tmp_path / "clean"
     _two_labels(clean, {})
-    r = ok(run("data", "report", str(clean), "--out", str(tmp_path / "e3"), "--compare", "lattice:lattice_b"))
+    r = ok(cli("data", "report", str(clean), "--out", str(tmp_path / "e3"), "--compare", "lattice:lattice_b"))
     assert "0 beyond 3.5 robust σ" in " ".join(r.out.split()), r.out
 
 
 def test_compare_refuses_what_it_cannot_check(tmp_path):
     data = tmp_path / "d"
     _two_labels(data, {})
-    user_error(run("data", "report", str(data), "--out", str(tmp_path / "e"), "--compare", "lattice"), "A:B")
-    user_error(run("data", "report", str(data), "--out", str(tmp_path / "e"), "--compare", "lattice:lattice"), "A:B")
-    user_error(run("data", "report", str(data), "--out", str(tmp_path / "e"), "--compare", "lattice:band_gap"),
+    user_error(cli("data", "report", str(data), "--out", str(tmp_path / "e"), "--compare", "lattice"), "A:B")
+    user_error(cli("data", "report", str(data), "--out", str(tmp_path / "e"), "--compare", "lattice:lattice"), "A:B")
+    user_error(cli("data", "report", str(data), "--out", str(tmp_path / "e"), "--compare", "lattice:band_gap"),
                "band_gap", "is not a graph-level target", "lattice_b")
     # too few structures with both labels: said, not fitted
     text = (data / "id_prop.csv").read_text().splitlines()
     (data / "id_prop.csv").write_text("\n".join([text[0]] + [ln if k < 3 else ln.rsplit(",", 1)[0] + ","
                                                              for k, ln in enumerate(text[1:])]) + "\n")
-    r = ok(run("data", "report", str(data), "--out", str(tmp_path / "f"), "--compare", "lattice:lattice_b"))
+    r = ok(cli("data", "report", str(data), "--out", str(tmp_path / "f"), "--compare", "lattice:lattice_b"))
     assert "fewer than 5 structures with both labels" in " ".join(r.out.split())
 
 
@@ -67,7 +67,7 @@ def test_compare_on_jarvis_dft_2d_gaps(tmp_path):
     from tests.conftest import shared_path
 
     store = shared_path("jarvis")
-    r = ok(run("data", "report", "jarvis:dft_2d", "--store-dir", str(store), "--out", str(tmp_path / "eda"),
+    r = ok(cli("data", "report", "jarvis:dft_2d", "--store-dir", str(store), "--out", str(tmp_path / "eda"),
                "--compare", "optb88vdw_bandgap:mbj_bandgap"))
     assert "219 structures with both" in " ".join(r.out.split()), r.out
     info = json.loads((tmp_path / "eda" / "data_info.json").read_text())["label_pairs"]["optb88vdw_bandgap:mbj_bandgap"]

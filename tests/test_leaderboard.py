@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 
 from tests.conftest import shared_path
-from tests.userdata import cif_folder, cli, ok, run, run_yaml, runs_in, user_error
+from tests.userdata import cif_folder, cli, ok, run_yaml, runs_in, user_error
 
 
 def _fold_file(folder, k=0):
@@ -25,7 +25,7 @@ def _fold_file(folder, k=0):
 def test_define_train_export_on_the_users_own_benchmark(tmp_path):
     cifs = cif_folder(tmp_path / "my_cifs")
     env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
-    r = ok(run("leaderboard", "define", str(cifs), "lattice", "--out", str(tmp_path / "bench"), "--folds", "3",
+    r = ok(cli("leaderboard", "define", str(cifs), "lattice", "--out", str(tmp_path / "bench"), "--folds", "3",
                env=env))
     assert "12 labelled structures" in " ".join(r.out.split())
     fold0 = _fold_file(tmp_path / "bench")
@@ -35,10 +35,10 @@ def test_define_train_export_on_the_users_own_benchmark(tmp_path):
     cfg = run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {cifs}}}", tmp_path / "runs", epochs=2,
                    extra=f"split: {{kind: ids, ids_file: {fold0}}}\n")
     cfg.write_text(cfg.read_text().replace("split: {kind: random, train: 0.6, val: 0.2}\n", ""))
-    ok(run("train", str(cfg), env=env))
+    ok(cli("train", str(cfg), env=env))
     (run_dir,) = runs_in(tmp_path / "runs")
     urls = ["--project-url", "https://example.org/my_model"]
-    r = ok(run("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "contrib"), "--name", "my_model",
+    r = ok(cli("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "contrib"), "--name", "my_model",
                "--team", "us", "--email", "me@example.org", *urls, env=env))
     folder = tmp_path / "contrib" / "my_model"
     name = "AI-SinglePropertyPrediction-lattice_fold0-my_cifs-test-mae.csv"
@@ -53,9 +53,9 @@ def test_define_train_export_on_the_users_own_benchmark(tmp_path):
     assert meta["team_name"] == "us" and "note" not in meta
     assert list(meta["time_taken_seconds"]) == [f"{name}.zip"]
     # a second property into the same contribution: added, nothing overwritten
-    ok(run("train", str(cfg), "--set", f"split.ids_file={_fold_file(tmp_path / 'bench', 1)}", env=env))
+    ok(cli("train", str(cfg), "--set", f"split.ids_file={_fold_file(tmp_path / 'bench', 1)}", env=env))
     run1 = next(r for r in runs_in(tmp_path / "runs") if r != run_dir)
-    ok(run("leaderboard", "export", str(run1), "--out", str(tmp_path / "contrib"), "--name", "my_model",
+    ok(cli("leaderboard", "export", str(run1), "--out", str(tmp_path / "contrib"), "--name", "my_model",
            "--team", "us", "--email", "me@example.org", *urls, env=env))
     check_contributions(tmp_path / "contrib")
     meta = json.loads((folder / "metadata.json").read_text())
@@ -83,11 +83,11 @@ def test_define_train_export_on_the_users_own_benchmark(tmp_path):
 def test_a_run_that_is_not_on_a_leaderboard_split_is_refused(tmp_path):
     cifs = cif_folder(tmp_path / "my_cifs")
     env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
-    ok(run("train", str(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {cifs}}}", tmp_path / "runs")), env=env))
+    ok(cli("train", str(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {cifs}}}", tmp_path / "runs")), env=env))
     (run_dir,) = runs_in(tmp_path / "runs")
-    user_error(run("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "contrib"), env=env),
+    user_error(cli("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "contrib"), env=env),
                "random split", "leaderboard")
-    user_error(run("leaderboard", "export", str(tmp_path / "nowhere"), env=env), "not a finished run folder")
+    user_error(cli("leaderboard", "export", str(tmp_path / "nowhere"), env=env), "not a finished run folder")
     assert not (tmp_path / "contrib").exists()
 
 
@@ -104,12 +104,12 @@ train: {{epochs: 2}}
 split: {{kind: ids, ids_file: {split}}}
 output_dir: {tmp_path / 'runs'}
 """)
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     who = ["--email", "me@example.org", "--project-url", "https://example.org/m"]
-    user_error(run("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "c"), *who),
+    user_error(cli("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "c"), *who),
                "of the 5572 test ids", "--partial")
-    ok(run("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "c"), "--partial", *who))
+    ok(cli("leaderboard", "export", str(run_dir), "--out", str(tmp_path / "c"), "--partial", *who))
     meta = json.loads((tmp_path / "c" / "matgnn_cgcnn" / "metadata.json").read_text())
     note = meta["note"]["AI-SinglePropertyPrediction-optb88vdw_bandgap-dft_3d-test-mae.csv.zip"]
     assert note.startswith("partial") and meta["database_version"] != "unknown"

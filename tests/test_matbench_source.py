@@ -15,7 +15,7 @@ import numpy as np
 
 from matgnn.data.sources.matbench import matbench_ids
 from tests.conftest import shared_path
-from tests.userdata import ok, run, runs_in, user_error
+from tests.userdata import cli, ok, runs_in, user_error
 
 
 def _fixture(path, n=40):
@@ -50,7 +50,7 @@ model: {{name: cgcnn, hidden: 16, layers: 2}}
 train: {{epochs: 2, batch_size: 8}}
 output_dir: {tmp_path / 'runs'}
 """)
-    ok(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
+    ok(cli("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}))
     (run_dir,) = runs_in(tmp_path / "runs")
     rows = list(csv.DictReader(open(run_dir / "predictions_test.csv")))
     assert rows and all(r["id"].startswith("mb-jdft2d-") and len(r["id"]) == len("mb-jdft2d-01") for r in rows)
@@ -66,7 +66,7 @@ def test_a_file_in_another_layout_is_refused(tmp_path):
 targets: [{{name: exfoliation_en}}]
 output_dir: {tmp_path / 'runs'}
 """)
-    user_error(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}), str(bad),
+    user_error(cli("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}), str(bad),
                "not a Matbench structure-task file")
 
 
@@ -84,7 +84,7 @@ def test_matbench_command_writes_results_matbench_reads(tmp_path):
     out = tmp_path / "mb"
     env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache"), "MATGNN_PROGRESS_SECONDS": "0"}
     # split the work: two folds first (a log, not a terminal: progress comes as plain lines)
-    r = ok(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--folds", "0,1",
+    r = ok(cli("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--folds", "0,1",
                env=env))
     flat = " ".join(r.out.split())
     assert "matbench_jdft2d folds: 2/2 folds" in flat and "folds 0, 1 done, 2, 3, 4 missing" in flat, r.out
@@ -92,17 +92,17 @@ def test_matbench_command_writes_results_matbench_reads(tmp_path):
     assert len(runs_in(out / "runs")) == 2
     # the rest: folds 0 and 1 are kept (same config and data), 2..4 run, the submission written
     (tmp_path / "refs.bib").write_text("@article{xie2018, title={Crystal Graph Convolutional Neural Networks}}\n")
-    r = ok(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--authors",
+    r = ok(cli("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--authors",
                "A. Author, B. Author", "--bibtex-refs", str(tmp_path / "refs.bib"), "--notes", "two epochs", env=env))
     flat = " ".join(r.out.split())
     assert "folds 0, 1 finished before" in flat and "running 2, 3, 4" in flat and "matbench_jdft2d: MAE" in flat
     assert len(runs_in(out / "runs")) == 5
     # another config into the same folder: refused, nothing run
-    r = run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--set",
+    r = cli("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--set",
             "train.epochs=1", env=env)
     user_error(r, "fold_0.json", "another config or data file")
     assert len(runs_in(out / "runs")) == 5
-    user_error(run("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--folds", "7"),
+    user_error(cli("matbench", "matbench_jdft2d", str(cfg), "--data", str(data), "--out", str(out), "--folds", "7"),
                "--folds '7'", "0, 1, 2, 3, 4")
     check_matbench_submission(out / "submission")
     mb = MatbenchBenchmark.from_dict(json.loads(gzip.decompress((out / "submission" / "results.json.gz").read_bytes())))
@@ -148,6 +148,6 @@ def test_matbench_command_without_data_says_where_it_looked(tmp_path):
     pytest.importorskip("matbench", reason="needs the matbench package")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train: {epochs: 1}\n")
-    user_error(run("matbench", "matbench_jdft2d", str(cfg), env={"MATMINER_DATA": str(tmp_path)}),
+    user_error(cli("matbench", "matbench_jdft2d", str(cfg), env={"MATMINER_DATA": str(tmp_path)}),
                "matbench_jdft2d.json.gz", "--data")
-    user_error(run("matbench", "matbench_nosuchtask", str(cfg), "--data", str(cfg)), "not a Matbench v0.1 task")
+    user_error(cli("matbench", "matbench_nosuchtask", str(cfg), "--data", str(cfg)), "not a Matbench v0.1 task")

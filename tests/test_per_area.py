@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from tests.userdata import ok, run, run_yaml, runs_in, user_error
+from tests.userdata import cli, ok, run_yaml, runs_in, user_error
 
 
 def _monolayer(k: int):
@@ -76,12 +76,12 @@ def test_area_per_atom_follows_the_periodic_plane():
 
 def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     data, cfg, rows = _layers_run(tmp_path, 12, epochs=3)
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     info = json.loads((run_dir / "model" / "model.json").read_text())
     assert info["targets"][0]["transform"] == "log_per_area"
     out = tmp_path / "p.csv"
-    ok(run("predict", str(run_dir), str(data), "--out", str(out)))
+    ok(cli("predict", str(run_dir), str(data), "--out", str(out)))
     pred = [float(r["exfoliation"]) for r in csv.DictReader(open(out))]
     assert len(pred) == 12 and all(p > 0 for p in pred)
     assert [r["answers_at_bound"] for r in csv.DictReader(open(out))] == [""] * 12  # within the training range
@@ -103,7 +103,7 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     assert float(model.target_high[0]) == pytest.approx(np.log(max(per_area)), abs=1e-3)  # whole set: training split
     assert float(model.target_low[0]) >= np.log(min(per_area)) - 1e-3
     wild = _pushed(run_dir, tmp_path / "wild")
-    r = ok(run("predict", str(wild), str(data), "--out", str(tmp_path / "w.csv")))
+    r = ok(cli("predict", str(wild), str(data), "--out", str(tmp_path / "w.csv")))
     flat = " ".join(r.out.split())
     assert "12 structure(s) answered exfoliation at the bound of its training range" in flat, r.out
     assert [r["answers_at_bound"] for r in csv.DictReader(open(tmp_path / "w.csv"))] == ["exfoliation"] * 12
@@ -126,14 +126,14 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     # a label <= 0 cannot be learned as a log: one line naming the target
     bad = data / "id_prop.csv"
     bad.write_text(bad.read_text().replace(f"m3,{rows[3][1]:.4f}", "m3,-1.0"))
-    user_error(run("train", str(cfg)), "m3", "exfoliation", "log_per_area")
+    user_error(cli("train", str(cfg)), "m3", "exfoliation", "log_per_area")
 
 
 def test_a_run_checkpointed_before_the_bound_resumes(tmp_path):
     """A checkpoint written before log-transformed heads were bounded (no target_low/target_high in its weights)
     resumes through ``matgnn train --resume``; the run's own training range fills the bound."""
     _, cfg, _ = _layers_run(tmp_path, 10, epochs=2)
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     ckpt = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
     for state in (ckpt["model"], ckpt["best_state"]):
@@ -142,7 +142,7 @@ def test_a_run_checkpointed_before_the_bound_resumes(tmp_path):
     torch.save(ckpt, run_dir / "checkpoint_last.pt")
     text = (run_dir / "config.yaml").read_text()
     (run_dir / "config.yaml").write_text(text.replace("epochs: 2", "epochs: 4"))
-    r = ok(run("train", "--resume", str(run_dir)))
+    r = ok(cli("train", "--resume", str(run_dir)))
     assert "continuing after epoch 2" in r.out
     from matgnn.models import load_model
 
@@ -154,7 +154,7 @@ def test_ensembles_and_composites_say_when_a_part_answered_at_the_bound(tmp_path
     """`matgnn predict` flags answers at the bound for ensembles (any member), delta models (base or
     correction) and reference models (the fallback, where nothing matched), not only single models."""
     data, cfg, _ = _layers_run(tmp_path, 12, epochs=2)
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     wild = _pushed(run_dir, tmp_path / "wild")
 
@@ -162,10 +162,10 @@ def test_ensembles_and_composites_say_when_a_part_answered_at_the_bound(tmp_path
         return {r["id"]: r["answers_at_bound"] for r in csv.DictReader(open(out))}
 
     # an ensemble of a sane and a pushed member: every answer used an answer at the bound
-    r = ok(run("predict", f"{run_dir},{wild}", str(data), "--out", str(tmp_path / "e.csv")))
+    r = ok(cli("predict", f"{run_dir},{wild}", str(data), "--out", str(tmp_path / "e.csv")))
     assert "12 structure(s) answered exfoliation at the bound" in " ".join(r.out.split()), r.out
     assert set(flagged(tmp_path / "e.csv").values()) == {"exfoliation"}
-    ok(run("predict", f"{run_dir},{run_dir / 'model'}", str(data), "--out", str(tmp_path / "s.csv")))
+    ok(cli("predict", f"{run_dir},{run_dir / 'model'}", str(data), "--out", str(tmp_path / "s.csv")))
     assert set(flagged(tmp_path / "s.csv").values()) == {""}
 
     # a delta model on the pushed base (its correction has no transform): flagged through the base
@@ -175,9 +175,9 @@ def test_ensembles_and_composites_say_when_a_part_answered_at_the_bound(tmp_path
     spec["delta"] = {"base_model": str(wild)}
     spec["output_dir"] = str(tmp_path / "delta_runs")
     delta_cfg.write_text(yaml.safe_dump(spec))
-    ok(run("train", str(delta_cfg)))
+    ok(cli("train", str(delta_cfg)))
     (delta_run,) = runs_in(tmp_path / "delta_runs")
-    r = ok(run("predict", str(delta_run), str(data), "--out", str(tmp_path / "d.csv")))
+    r = ok(cli("predict", str(delta_run), str(data), "--out", str(tmp_path / "d.csv")))
     assert set(flagged(tmp_path / "d.csv").values()) == {"exfoliation"}, r.out
 
     # a reference of the MoS2 layers with the pushed model as fallback: only the WSe2 layers (no match) flagged
@@ -190,8 +190,8 @@ def test_ensembles_and_composites_say_when_a_part_answered_at_the_bound(tmp_path
         write(ref_data / f"m{k}.extxyz", read(data / f"m{k}.extxyz"))
         lines.append(f"m{k},{20.0 + k}")
     (ref_data / "id_prop.csv").write_text("\n".join(lines) + "\n")
-    ok(run("reference", str(ref_data), "--target", "exfoliation", "--fallback", str(wild), "--out",
+    ok(cli("reference", str(ref_data), "--target", "exfoliation", "--fallback", str(wild), "--out",
            str(tmp_path / "ref")))
-    r = ok(run("predict", str(tmp_path / "ref"), str(data), "--out", str(tmp_path / "r.csv")))
+    r = ok(cli("predict", str(tmp_path / "ref"), str(data), "--out", str(tmp_path / "r.csv")))
     assert "6 structure(s) answered exfoliation at the bound" in " ".join(r.out.split()), r.out
     assert flagged(tmp_path / "r.csv") == {f"m{k}": "" if k % 2 == 0 else "exfoliation" for k in range(12)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error
+from tests.userdata import cif_folder, cli, ok, run, run_yaml, runs_in, user_error
 
 
 def _predictions(path: Path, head: str) -> dict[str, float]:
@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
     folder = cif_folder(tmp / "cifs")
     rows = (folder / "id_prop.csv").read_text().splitlines()[1:]
     (folder / "id_prop_a0.csv").write_text("id,a0\n" + "\n".join(rows) + "\n")
-    ok(run("train", str(run_yaml(tmp / "base.yaml", f"{{kind: folder, path: {folder}, id_prop: id_prop_a0.csv}}",
+    ok(cli("train", str(run_yaml(tmp / "base.yaml", f"{{kind: folder, path: {folder}, id_prop: id_prop_a0.csv}}",
                                  tmp / "base_runs", epochs=2, target="a0"))))
     (base_run,) = runs_in(tmp / "base_runs")
     ref = tmp / "ref_cifs"
@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
 def test_reference_answers_matches_and_falls_back_for_the_rest(setup, tmp_path):
     folder, base_run, labels = setup["folder"], setup["base_run"], setup["labels"]
     out = tmp_path / "ref-model"
-    r = ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(out)))
+    r = ok(cli("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(out)))
     assert "reference of 3 structures" in r.out
     # the id_prop row without a structure file is left out and listed, not dropped silently
     assert "1 structures left out" in " ".join(r.out.split())
@@ -63,8 +63,8 @@ def test_reference_answers_matches_and_falls_back_for_the_rest(setup, tmp_path):
     atoms.translate([0.4, 0.1, 0.2])
     atoms.wrap()
     write(extra / "cu_super.cif", atoms)
-    ok(run("predict", str(out), str(folder), str(extra), "--out", str(tmp_path / "p.csv")))
-    ok(run("predict", str(base_run), str(folder), str(extra), "--out", str(tmp_path / "base.csv")))
+    ok(cli("predict", str(out), str(folder), str(extra), "--out", str(tmp_path / "p.csv")))
+    ok(cli("predict", str(base_run), str(folder), str(extra), "--out", str(tmp_path / "base.csv")))
     got, base = _predictions(tmp_path / "p.csv", "a0"), _predictions(tmp_path / "base.csv", "a0")
     assert len(got) == 13
     same = {"s0": "s0", "s1": "s1", "s2": "s2", "s6": "s0", "s7": "s1", "s8": "s2", "cu_super": "s0"}
@@ -90,14 +90,14 @@ def test_reference_tells_monolayer_polytypes_apart(setup, tmp_path):
         atoms.pbc = True
         write(folder / f"{name}.cif", atoms)
     (ref / "id_prop.csv").write_text("id,a0\nh,1.7\n")
-    base = _predictions(ok(run("predict", str(setup["base_run"]), str(new), "--out", str(tmp_path / "b.csv")))
+    base = _predictions(ok(cli("predict", str(setup["base_run"]), str(new), "--out", str(tmp_path / "b.csv")))
                         and tmp_path / "b.csv", "a0")
     for flags, t_matches in (((), False), (("--whole-cells",), True)):
         out = tmp_path / f"ref{len(flags)}"
-        ok(run("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(out), *flags))
+        ok(cli("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(out), *flags))
         info = json.loads((out / "model.json").read_text())["reference"]
         assert info["slab_vacuum"] == (None if flags else 4.0) and info["tolerances"]["stol"] == (0.5 if flags else 0.3)
-        ok(run("predict", str(out), str(new), "--out", str(tmp_path / f"p{len(flags)}.csv")))
+        ok(cli("predict", str(out), str(new), "--out", str(tmp_path / f"p{len(flags)}.csv")))
         got = _predictions(tmp_path / f"p{len(flags)}.csv", "a0")
         assert got["h_thick"] == pytest.approx(base["h_thick"] if t_matches else 1.7, abs=1e-5)
         assert got["t"] == pytest.approx(1.7 if t_matches else base["t"], abs=1e-5)
@@ -107,10 +107,10 @@ def test_reference_tells_monolayer_polytypes_apart(setup, tmp_path):
 def test_reference_as_the_base_of_delta_learning(setup, tmp_path):
     folder, base_run = setup["folder"], setup["base_run"]
     ref = tmp_path / "ref-model"
-    ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(ref)))
+    ok(cli("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(ref)))
     cfg = run_yaml(tmp_path / "delta.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=2,
                    extra=f"delta: {{base_model: {ref}, base_heads: {{lattice: a0}}}}\n")
-    r = ok(run("train", str(cfg)))
+    r = ok(cli("train", str(cfg)))
     assert "delta learning on the residuals" in r.out
     (delta_run,) = runs_in(tmp_path / "runs")
     m = json.loads((delta_run / "metrics.json").read_text())
@@ -118,10 +118,10 @@ def test_reference_as_the_base_of_delta_learning(setup, tmp_path):
     # the recipe of the best dft_2d gap: the reference where it matches, the delta run (itself built on a
     # reference) elsewhere — a composite inside a composite
     first = tmp_path / "ref-first"
-    ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(delta_run), "--fallback-head",
+    ok(cli("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(delta_run), "--fallback-head",
            "lattice", "--out", str(first)))
-    ok(run("predict", str(first), str(folder), "--out", str(tmp_path / "first.csv")))
-    ok(run("predict", str(delta_run), str(folder), "--out", str(tmp_path / "delta.csv")))
+    ok(cli("predict", str(first), str(folder), "--out", str(tmp_path / "first.csv")))
+    ok(cli("predict", str(delta_run), str(folder), "--out", str(tmp_path / "delta.csv")))
     got, fb = _predictions(tmp_path / "first.csv", "a0"), _predictions(tmp_path / "delta.csv", "lattice")
     assert got["s0"] == pytest.approx(setup["labels"]["s0"], abs=1e-5)
     assert got["s3"] == pytest.approx(fb["s3"], abs=1e-5)  # Al: no reference structure
@@ -129,7 +129,7 @@ def test_reference_as_the_base_of_delta_learning(setup, tmp_path):
     moved = tmp_path / "mailed"
     shutil.copytree(delta_run / "model", moved)
     shutil.rmtree(ref)
-    ok(run("predict", str(moved), str(folder), "--out", str(tmp_path / "p.csv")))
+    ok(cli("predict", str(moved), str(folder), "--out", str(tmp_path / "p.csv")))
     assert len(_predictions(tmp_path / "p.csv", "lattice")) == 12
 
 
@@ -139,15 +139,15 @@ def test_reference_in_front_of_an_ensemble(setup, tmp_path):
     folder, base_run = setup["folder"], setup["base_run"]
     cfg = run_yaml(tmp_path / "b.yaml", f"{{kind: folder, path: {folder}, id_prop: id_prop_a0.csv}}", tmp_path / "runs",
                    epochs=2, target="a0")
-    ok(run("train", str(cfg), "--set", "train.seed=1"))
+    ok(cli("train", str(cfg), "--set", "train.seed=1"))
     (other,) = runs_in(tmp_path / "runs")
     ens = tmp_path / "ens"
-    ok(run("ensemble", "--combine", str(base_run), "--combine", str(other), "--out", str(ens)))
+    ok(cli("ensemble", "--combine", str(base_run), "--combine", str(other), "--out", str(ens)))
     out = tmp_path / "ref-ens"
-    r = ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(ens), "--out", str(out)))
+    r = ok(cli("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(ens), "--out", str(out)))
     assert "reference of 3 structures" in r.out
-    ok(run("predict", str(out), str(folder), "--out", str(tmp_path / "p.csv")))
-    ok(run("predict", str(ens), str(folder), "--out", str(tmp_path / "e.csv")))
+    ok(cli("predict", str(out), str(folder), "--out", str(tmp_path / "p.csv")))
+    ok(cli("predict", str(ens), str(folder), "--out", str(tmp_path / "e.csv")))
     got, mean = _predictions(tmp_path / "p.csv", "a0"), _predictions(tmp_path / "e.csv", "a0")
     assert got["s0"] == pytest.approx(setup["labels"]["s0"], abs=1e-5)
     assert got["s3"] == pytest.approx(mean["s3"], abs=1e-5)  # Al: no reference structure, the ensemble's mean
@@ -167,12 +167,12 @@ def test_a_reference_of_training_labels_in_front_of_another_reference(setup, tmp
         shutil.copy(folder / f"{sid}.cif", outer_db / f"{sid}.cif")
     (outer_db / "id_prop.csv").write_text("id,a0\n" + "".join(f"{i},{v}\n" for i, v in own.items()))
     inner = tmp_path / "inner"
-    ok(run("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(inner)))
+    ok(cli("reference", str(setup["ref"]), "--target", "a0", "--fallback", str(base_run), "--out", str(inner)))
     outer = tmp_path / "outer"
-    r = ok(run("reference", str(outer_db), "--target", "a0", "--fallback", str(inner), "--out", str(outer)))
+    r = ok(cli("reference", str(outer_db), "--target", "a0", "--fallback", str(inner), "--out", str(outer)))
     assert "reference of 2 structures" in r.out
-    ok(run("predict", str(outer), str(folder), "--out", str(tmp_path / "p.csv")))
-    ok(run("predict", str(base_run), str(folder), "--out", str(tmp_path / "base.csv")))
+    ok(cli("predict", str(outer), str(folder), "--out", str(tmp_path / "p.csv")))
+    ok(cli("predict", str(base_run), str(folder), "--out", str(tmp_path / "base.csv")))
     got, base = _predictions(tmp_path / "p.csv", "a0"), _predictions(tmp_path / "base.csv", "a0")
     assert got["s1"] == pytest.approx(own["s1"], abs=1e-5)  # the own label wins over the database's
     assert got["s3"] == pytest.approx(own["s3"], abs=1e-5)
@@ -182,27 +182,27 @@ def test_a_reference_of_training_labels_in_front_of_another_reference(setup, tmp
     moved = tmp_path / "mailed"
     shutil.copytree(outer, moved)
     shutil.rmtree(inner)
-    ok(run("predict", str(moved), str(folder), "--out", str(tmp_path / "m.csv")))
+    ok(cli("predict", str(moved), str(folder), "--out", str(tmp_path / "m.csv")))
     assert _predictions(tmp_path / "m.csv", "a0") == pytest.approx(got, abs=1e-6)
 
 
 def test_reference_refuses_what_it_cannot_use(setup, tmp_path):
     ref, base_run = setup["ref"], setup["base_run"]
     out = tmp_path / "ref-model"
-    ok(run("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--out", str(out)))
+    ok(cli("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--out", str(out)))
     before = (out / "model.json").read_bytes()
     # an existing model is not overwritten
-    user_error(run("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--out", str(out)),
+    user_error(cli("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--out", str(out)),
                str(out), "holds a model already")
     assert (out / "model.json").read_bytes() == before
     # a label the reference does not have
-    user_error(run("reference", str(ref), "--target", "gap", "--fallback", str(base_run), "--out",
+    user_error(cli("reference", str(ref), "--target", "gap", "--fallback", str(base_run), "--out",
                    str(tmp_path / "o2")), "gap")
     # a fallback without a head of that name
-    user_error(run("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--fallback-head", "gap",
+    user_error(cli("reference", str(ref), "--target", "a0", "--fallback", str(base_run), "--fallback-head", "gap",
                    "--out", str(tmp_path / "o3")), "gap", "fallback")
     # a fallback that is not a model
-    user_error(run("reference", str(ref), "--target", "a0", "--fallback", str(tmp_path / "nothing"),
+    user_error(cli("reference", str(ref), "--target", "a0", "--fallback", str(tmp_path / "nothing"),
                    "--out", str(tmp_path / "o4")), "nothing")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
@@ -227,14 +227,14 @@ def test_reference_can_leave_out_what_materials_project_computes_with_hubbard_u(
     shutil.copy(ref / "nio.cif", probe / "nio.cif")
     shutil.copy(ref / "s0.cif", probe / "s0.cif")
     kept, skipped = tmp_path / "kept", tmp_path / "skipped"
-    ok(run("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(kept)))
-    r = ok(run("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(skipped),
+    ok(cli("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(kept)))
+    r = ok(cli("reference", str(ref), "--target", "a0", "--fallback", str(setup["base_run"]), "--out", str(skipped),
                "--skip-hubbard-u"))
     assert "2 structures left out" in " ".join(r.out.split())
     reasons = {row["id"]: row["reason"] for row in csv.DictReader(open(skipped / "reference_left_out.csv"))}
     assert set(reasons) == {"s_missing", "nio"} and "GGA+U" in reasons["nio"]
     for folder, nio in ((kept, 9.5), (skipped, None)):
-        ok(run("predict", str(folder), str(probe), "--out", str(tmp_path / "p.csv")))
+        ok(cli("predict", str(folder), str(probe), "--out", str(tmp_path / "p.csv")))
         got = _predictions(tmp_path / "p.csv", "a0")
         assert got["s0"] == pytest.approx(setup["labels"]["s0"], abs=1e-5)
         if nio is not None:

@@ -18,8 +18,8 @@ from matgnn import keys
 from tests.userdata import (
     anchored_drifts,
     cif_folder,
+    cli,
     ok,
-    run,
     run_yaml,
     runs_in,
     user_error,
@@ -39,7 +39,7 @@ def test_sevennet_finetune_trains_the_backbone_except_frozen_groups(tmp_path):
     folder = cif_folder(tmp_path / "cifs")
     cfg = with_model(run_yaml(tmp_path / "c.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=2),
                      "{name: sevennet_ft, hidden: 16, layers: 2, freeze: [embedding, conv_0]}")
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     info = json.loads((run_dir / "model" / "model.json").read_text())
     assert info["class"] == "SevenNetFineTune" and info["init_args"]["freeze"] == ["embedding", "conv_0"]
@@ -56,14 +56,14 @@ def test_sevennet_finetune_trains_the_backbone_except_frozen_groups(tmp_path):
         assert (max(diffs) > 0) == changed, group
 
     out = tmp_path / "p.csv"
-    ok(run("predict", str(run_dir), str(folder), "--out", str(out)))
+    ok(cli("predict", str(run_dir), str(folder), "--out", str(out)))
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 12 and all(np.isfinite(float(r["lattice"])) for r in rows)
 
     new = tmp_path / "new"
     new.mkdir()
     write(new / "radon.cif", Atoms("Rn", positions=[[0, 0, 0]], cell=[4, 4, 4], pbc=True))  # not in MPtrj
-    user_error(run("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv")), "radon", "SevenNet")
+    user_error(cli("predict", str(run_dir), str(new), "--out", str(tmp_path / "q.csv")), "radon", "SevenNet")
 
 
 def _batch(structs: list[Atoms]) -> dict:
@@ -156,7 +156,7 @@ def test_sevennet_finetune_policies_and_learning_rate_scale(tmp_path):
     def train(scale: float, name: str):
         cfg = with_model(run_yaml(tmp_path / f"{name}.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / name,
                                   epochs=2), f"{{name: sevennet_ft, hidden: 16, backbone_lr_scale: {scale}}}")
-        ok(run("train", str(cfg)))
+        ok(cli("train", str(cfg)))
         (run_dir,) = runs_in(tmp_path / name)
         return run_dir
 
@@ -171,7 +171,7 @@ def test_sevennet_finetune_policies_and_learning_rate_scale(tmp_path):
     assert 0 < moved(gentle) < 0.5 * moved(full)
 
     new = run_yaml(tmp_path / "n.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "ft", epochs=1)
-    ok(run("finetune", str(full), str(new), "--freeze", "embedding,conv_0,conv_1,conv_2,conv_3", "--keep-heads"))
+    ok(cli("finetune", str(full), str(new), "--freeze", "embedding,conv_0,conv_1,conv_2,conv_3", "--keep-heads"))
     (ft,) = runs_in(tmp_path / "ft")
     info = json.loads((ft / "transfer.json").read_text())
     assert {"embedding", "conv_0", "conv_3", "backbone_readout"} <= set(info["frozen_groups"])
@@ -179,4 +179,4 @@ def test_sevennet_finetune_policies_and_learning_rate_scale(tmp_path):
     assert info["weight_shift"]["conv_4"] > 0
     bad = with_model(run_yaml(tmp_path / "bad.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "bad"),
                      "{name: sevennet_ft, freeze: [conv_9]}")
-    user_error(run("train", str(bad)), "conv_9")
+    user_error(cli("train", str(bad)), "conv_9")

@@ -157,18 +157,18 @@ def test_delta_on_a_base_that_names_the_target_otherwise_from_the_cli(tmp_path):
     base + residual under the target's name and reloads from its folder alone."""
     import csv as _csv
 
-    from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, user_error
+    from tests.userdata import cif_folder, cli, ok, run_yaml, runs_in, user_error
 
     folder = cif_folder(tmp_path / "cifs")
     rows = (folder / "id_prop.csv").read_text().splitlines()
     (folder / "id_prop_a0.csv").write_text("id,a0\n" + "\n".join(rows[1:]) + "\n")
     base_cfg = run_yaml(tmp_path / "base.yaml", f"{{kind: folder, path: {folder}, id_prop: id_prop_a0.csv}}",
                         tmp_path / "base_runs", epochs=3, target="a0")
-    ok(run("train", str(base_cfg)))
+    ok(cli("train", str(base_cfg)))
     (base_run,) = runs_in(tmp_path / "base_runs")
     cfg = run_yaml(tmp_path / "delta.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=3,
                    extra=f"delta: {{base_model: {base_run}, base_heads: {{lattice: a0}}}}\n")
-    r = ok(run("train", str(cfg)))
+    r = ok(cli("train", str(cfg)))
     assert "delta learning on the residuals" in r.out
     (delta_run,) = runs_in(tmp_path / "runs")
     info = json.loads((delta_run / "model" / "model.json").read_text())
@@ -176,32 +176,32 @@ def test_delta_on_a_base_that_names_the_target_otherwise_from_the_cli(tmp_path):
     m = json.loads((delta_run / "metrics.json").read_text())
     assert "base.test.lattice.mae" in m and "test.lattice.mae" in m
     out = tmp_path / "p.csv"
-    ok(run("predict", str(delta_run), str(folder), "--out", str(out)))
+    ok(cli("predict", str(delta_run), str(folder), "--out", str(out)))
     assert len(list(_csv.DictReader(open(out)))) == 12
     bad = run_yaml(tmp_path / "bad.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "bad_runs", epochs=1,
                    extra=f"delta: {{base_model: {base_run}, base_heads: {{lattice: gap}}}}\n")
-    user_error(run("train", str(bad)), "gap", "base_heads")
+    user_error(cli("train", str(bad)), "gap", "base_heads")
     # fine-tuning starts from one network's layers: a delta run's model is two; its delta_model/ is the network
     plain = run_yaml(tmp_path / "plain.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "ft", epochs=1)
-    user_error(run("finetune", str(delta_run), str(plain)), "DeltaModel", "delta_model/")
+    user_error(cli("finetune", str(delta_run), str(plain)), "DeltaModel", "delta_model/")
     assert not (tmp_path / "ft").exists()
-    ok(run("finetune", str(delta_run / "delta_model"), str(plain)))
+    ok(cli("finetune", str(delta_run / "delta_model"), str(plain)))
 
 
 def test_delta_on_a_base_that_needs_extra_batch_fields(tmp_path):
     """A base that declares batch fields (a backbone's features) under a model that does not (CGCNN): the
     residual statistics are computed with the base's fields in the batches (this crashed before)."""
     pytest.importorskip("chgnet", reason="the base is a chgnet backbone model (pip install 'matgnn[foundation]')")
-    from tests.userdata import cif_folder, ok, run, run_yaml, runs_in, with_model
+    from tests.userdata import cif_folder, cli, ok, run_yaml, runs_in, with_model
 
     folder = cif_folder(tmp_path / "cifs")
     base_cfg = with_model(run_yaml(tmp_path / "base.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "base_runs",
                                    epochs=2), "{name: chgnet, hidden: 8, layers: 1}")
-    ok(run("train", str(base_cfg)))
+    ok(cli("train", str(base_cfg)))
     (base_run,) = runs_in(tmp_path / "base_runs")
     cfg = run_yaml(tmp_path / "delta.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs", epochs=2,
                    extra=f"delta: {{base_model: {base_run}}}\n")
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (delta_run,) = runs_in(tmp_path / "runs")
     import math
 

@@ -16,7 +16,7 @@ import torch
 from matgnn.config import HeadConfig
 from matgnn.models import build_model
 from tests.conftest import shared_path
-from tests.userdata import cif_folder, ok, run, runs_in, user_error
+from tests.userdata import cif_folder, cli, ok, runs_in, user_error
 
 
 def _two_label_folder(folder):
@@ -44,7 +44,7 @@ def test_vector_head_trains_predicts_and_evaluates_from_the_cli(tmp_path):
     folder = _two_label_folder(tmp_path / "cifs")
     cfg = _config(tmp_path / "vec.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs")
     env = {"MATGNN_CACHE_DIR": str(tmp_path / "cache")}
-    r = ok(run("train", str(cfg), env=env))
+    r = ok(cli("train", str(cfg), env=env))
     (run_dir,) = runs_in(tmp_path / "runs")
     assert "test cell.lattice: MAE" in " ".join(r.out.split()) and "test cell.volume: MAE" in " ".join(r.out.split())
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -68,12 +68,12 @@ def test_vector_head_trains_predicts_and_evaluates_from_the_cli(tmp_path):
     assert state["target_mean"].shape == (2,) and state["target_mean"][1] > 3 * state["target_mean"][0]
 
     out = tmp_path / "pred.csv"
-    ok(run("predict", str(run_dir), str(folder), "--out", str(out), "--sort-by", "-cell.volume", env=env))
+    ok(cli("predict", str(run_dir), str(folder), "--out", str(out), "--sort-by", "-cell.volume", env=env))
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 12 and {"cell.lattice", "cell.volume"} <= set(rows[0])
     vols = [float(r["cell.volume"]) for r in rows]
     assert vols == sorted(vols, reverse=True)
-    ok(run("evaluate", str(run_dir), env=env))
+    ok(cli("evaluate", str(run_dir), env=env))
     ev = json.loads((run_dir / "evaluation" / "metrics_test.json").read_text())
     assert ev["test.cell.volume.mae"] == pytest.approx(m["test.cell.volume.mae"], rel=1e-5)
 
@@ -82,7 +82,7 @@ def test_a_missing_component_is_a_user_error_naming_it(tmp_path):
     folder = _two_label_folder(tmp_path / "cifs")
     cfg = _config(tmp_path / "vec.yaml", f"{{kind: folder, path: {folder}}}", tmp_path / "runs",
                   components="[lattice, density]")
-    user_error(run("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}), "density", "cell")
+    user_error(cli("train", str(cfg), env={"MATGNN_CACHE_DIR": str(tmp_path / "cache")}), "density", "cell")
     assert runs_in(tmp_path / "runs") == []
 
 
@@ -109,7 +109,7 @@ def test_vector_head_on_jarvis_dft2d_gaps(tmp_path):
     store = shared_path("jarvis")
     cfg = _config(tmp_path / "vec.yaml", f"{{kind: jarvis, dataset: dft_2d, store_dir: {store}}}", tmp_path / "runs",
                   components="[optb88vdw_bandgap, mbj_bandgap]", epochs=2)
-    ok(run("train", str(cfg)))
+    ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["test.cell.optb88vdw_bandgap.count"] > m["test.cell.mbj_bandgap.count"] > 0

@@ -313,16 +313,14 @@ def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, prog
             t0 = time.perf_counter()
             space.prefetch([r for part in ("train", "val", "test") for r in recs[part]])
             metrics[f"{features}_feature_seconds"] = time.perf_counter() - t0
-            metrics[f"{features}_rejected"] = len(space.rejected)
-            info["descriptor_columns"] = {"node": space.names(), "graph": space.graph_names()}
-            info["backbone"] = {"name": features, "version": space.store.version,
-                                "rejected": sorted(space.rejected)}
+            # the structures of this run the backbone refused (the store's own list spans the whole process)
             refused = space.refused_ids([r for part in ("train", "val", "test") for r in recs[part]])
+            metrics[f"{features}_rejected"] = len(refused)
+            info["descriptor_columns"] = {"node": space.names(), "graph": space.graph_names()}
+            info["backbone"] = {"name": features, "version": space.store.version, "rejected": sorted(refused)}
             if refused:  # zero features answer nothing: left out of the fit and the scores, and said
                 recs = {k: [r for r in v if r["id"] not in refused] for k, v in recs.items()}
                 res = {k: _skeleton(recs[k], cfg.targets) for k in ("val", "test")}
-                info["backbone"]["rejected"] = sorted(refused)
-                metrics[f"{features}_rejected"] = len(refused)
                 console.print(f"{len(refused)} structures refused by the backbone are left out of the fit and the "
                               f"scores (listed in baseline.json): {', '.join(sorted(refused)[:5])}"
                               f"{', ...' if len(refused) > 5 else ''}")
