@@ -1,8 +1,9 @@
 """The fault battery: what a hostile but realistic user does to the CLI — bad files, ids,
 encodings, duplicates, interruption, concurrency, read-only and full storage, malicious
-artifacts. Every case runs the installed ``matgnn`` as a subprocess and asserts the exit
-status, the message (one line naming the path or structure, no traceback) and that nothing
-earlier was lost or executed."""
+artifacts. Every case runs the ``matgnn`` command — through its entry point in this process
+(``tests.userdata.cli``), or as a real process where signals, resource limits, permissions or
+concurrency are the point — and asserts the exit status, the message (one line naming the path or
+structure, no traceback) and that nothing earlier was lost or executed."""
 
 from __future__ import annotations
 
