@@ -153,7 +153,7 @@ def results_page() -> str:
     lines = ["# Benchmark results", "",
              "Generated from `benchmarks/results/*.json` (`python tools/gen_docs.py`; a test fails when this page "
              "and the files disagree). Each file is written by the script its command names, from a clean commit; "
-             "the studies behind them are in [Benchmark studies](studies.md).", "",
+             "the studies behind them are in [Benchmark studies](studies/index.md).", "",
              "## Targets", "", "| benchmark | target | goal | value | met |", "|---|---|---|---|---|"]
     details = []
     for f in files:
