@@ -84,3 +84,68 @@ def test_the_readme_python_block_runs(user_folder, monkeypatch):
     (block,) = _blocks((ROOT / "README.md").read_text(), "python")
     monkeypatch.chdir(user_folder)
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+
+
+def _doc_commands() -> list[tuple[str, list[str]]]:
+    """(page, argv) of every ``matgnn`` command in the guide's shell blocks (continuation lines joined,
+    comments dropped; ``torchrun ... -m matgnn`` lines give their matgnn part)."""
+    import shlex
+
+    found = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        for block in _blocks(page.read_text(), "bash"):
+            text = re.sub(r"\\\n\s*", " ", block)
+            for line in text.splitlines():
+                line = line.split("  #")[0].split(" # ")[0].strip()
+                if " -m matgnn " in line:
+                    line = "matgnn " + line.split(" -m matgnn ", 1)[1]
+                if line.startswith("matgnn "):
+                    found.append((str(page.relative_to(ROOT)), shlex.split(line)[1:]))
+    return found
+
+
+def test_every_command_in_the_docs_parses_against_the_cli():
+    """Every ``matgnn`` line of the documentation's shell blocks names a command that exists and options it
+    takes, with values of the right type: parsed by the CLI's own parser (nothing runs; their placeholders —
+    RUN, my_run.yaml — are not files here). The README's lines, and the user guide's command-line block
+    through ``tests/test_journeys.py``, are also run."""
+    import typer
+
+    from matgnn.cli.main import app
+
+    root = typer.main.get_command(app)
+    commands = _doc_commands()
+    assert len(commands) >= 30
+    for page, argv in commands:
+        cmd, rest, names = root, list(argv), ["matgnn"]
+        while getattr(cmd, "commands", None) and rest and rest[0] in cmd.commands:
+            names.append(rest[0])
+            cmd = cmd.commands[rest.pop(0)]
+        assert not getattr(cmd, "commands", None), f"{page}: {' '.join(argv)}: no such command"
+        try:
+            cmd.make_context(" ".join(names), rest)
+        except Exception as e:  # noqa: BLE001 - click's usage errors, said with the line
+            pytest.fail(f"{page}: matgnn {' '.join(argv)}: {e}")
+
+
+def test_every_yaml_config_and_python_block_of_the_docs_is_valid():
+    """Config blocks (YAML with a source or targets) validate against the run-config schema; Python blocks
+    compile."""
+    import yaml
+
+    from matgnn.config import RunConfig
+
+    n = 0
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        text = page.read_text()
+        for block in _blocks(text, "yaml"):
+            data = yaml.safe_load(block)
+            if isinstance(data, dict) and ("source" in data or "targets" in data):
+                RunConfig.model_validate(data)
+                n += 1
+        for block in _blocks(text, "python"):
+            import textwrap
+
+            compile(textwrap.dedent(block), str(page), "exec")
+            n += 1
+    assert n >= 3
