@@ -18,14 +18,14 @@ from matgnn.evaluation.metrics import binned_errors, metrics_without, regression
 from matgnn.evaluation.per_element import per_element_table, write_per_element
 from matgnn.evaluation.plots import parity_plot
 from matgnn.models import MatgnnModel
+from matgnn.models.base import model_device
 
 
 @torch.no_grad()
 def predict_dataset(model: MatgnnModel, loader) -> dict[str, Any]:
     """Per-head predictions and labels, ids, each graph's elements and each atom's Z."""
     model.eval()
-    held = next(iter([*model.parameters(), *model.buffers()]), None)  # a fitted regressor holds buffers only
-    device = held.device if held is not None else torch.device("cpu")
+    device = model_device(model)
     node_heads = any(s["level"] == "node" for s in model.head_specs)
     res: dict[str, Any] = {"ids": [], "graph_z": [], "heads": {s["name"]: {"true": [], "pred": []} for s in model.head_specs},
                            "atoms": {"id": [], "index": [], "z": []}}

@@ -84,6 +84,13 @@ def batch_fields_of(*models: Any) -> tuple[str, ...]:
     return tuple(fields)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device a model's weights are on (batches are moved there); a fitted regressor holds buffers only, a
+    model without any tensor answers on the CPU."""
+    held = next(iter([*model.parameters(), *model.buffers()]), None)
+    return held.device if held is not None else torch.device("cpu")
+
+
 def value_names(spec: dict[str, Any]) -> list[str]:
     """The names a head's values are written under: its name, or ``<head>.<component>`` for
     each component of a vector head (prediction columns, metrics)."""

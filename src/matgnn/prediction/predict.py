@@ -51,6 +51,7 @@ from matgnn.models.base import (
     answers_at_bound,
     batch_fields_of,
     bounded_heads,
+    model_device,
     value_names,
 )
 from matgnn.models.ensemble import EnsembleModel
@@ -219,9 +220,7 @@ def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Struc
     predictor = model if isinstance(model, Ensemble) else None
     if predictor is None:
         model.eval()
-    held = next(iter([*(predictor.combined if predictor is not None else model).parameters(),
-                      *(predictor.combined if predictor is not None else model).buffers()]), None)
-    device = held.device if held is not None else torch.device("cpu")  # batches go where the weights are
+    device = model_device(predictor.combined if predictor is not None else model)  # batches go to the weights
     specs = predictor.head_specs if predictor is not None else model.head_specs
     fields = batch_fields_of(*(predictor.members if predictor is not None else [model]))
     report = report if report is not None else LoadReport("predict")
