@@ -76,7 +76,7 @@ class BackboneSpace:
     """Columns from a pretrained backbone's frozen features (:mod:`matgnn.graphs.backbone_features`,
     computed once per structure and cached): per atom ``[its feature | its structure's mean]``, per
     structure ``[mean | max | min over its atoms]``. A structure the backbone refuses has zero features
-    (named on stderr, counted in :attr:`rejected`)."""
+    (named on stderr, its id returned by :meth:`prefetch`; the baseline leaves it out)."""
 
     n_el = 0
 
@@ -91,27 +91,19 @@ class BackboneSpace:
     def n_columns(self) -> int:
         return 2 * self.dim
 
-    @property
-    def rejected(self) -> set[str]:
-        return self.store.rejected
-
     def names(self) -> list[str]:
         return ([f"{self.name}_{k}" for k in range(self.dim)] + [f"{self.name}_structure_mean_{k}" for k in range(self.dim)])
 
     def graph_names(self) -> list[str]:
         return [f"{self.name}_{stat}_{k}" for stat in ("mean", "max", "min") for k in range(self.dim)]
 
-    def prefetch(self, recs: Sequence[dict[str, Any]]) -> None:
-        """Compute (or read from the cache) the features of ``recs`` in the backbone's batches."""
+    def prefetch(self, recs: Sequence[dict[str, Any]]) -> set[str]:
+        """Compute (or read from the cache) the features of ``recs`` in the backbone's batches; returns the ids
+        of the records whose structure the backbone refused (their features are zero)."""
         from matgnn.graphs.backbone_features import record_structure
 
-        self.store.features([record_structure(r) for r in recs])
-
-    def refused_ids(self, recs: Sequence[dict[str, Any]]) -> set[str]:
-        """Ids of the records whose structure the backbone refused (their features are zero)."""
-        from matgnn.graphs.backbone_features import record_structure
-
-        return {r["id"] for r in recs if self.store.key(*record_structure(r)[1:]) in self.store.refusals}
+        _, reasons = self.store.features_and_refusals([record_structure(r) for r in recs])
+        return {r["id"] for r, reason in zip(recs, reasons) if reason}
 
     def _atom_features(self, rec: dict[str, Any]) -> np.ndarray:
         from matgnn.graphs.backbone_features import record_structure

@@ -217,6 +217,12 @@ class FrozenBackbone:
     def features(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
                  ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(per-atom ``[n, dim]``, per-structure ``[dim]``) features of (id, Z, positions, cell, pbc) tuples."""
+        return self.features_and_refusals(structures)[0]
+
+    def features_and_refusals(self, structures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+                              ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str | None]]:
+        """:meth:`features`, and for each structure the backbone's reason when it refused it (its features are
+        zero), else None — from one hash of each structure."""
         keys_ = [self.key(*s[1:]) for s in structures]
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for (sid, z, *_), k in zip(structures, keys_):
@@ -243,7 +249,7 @@ class FrozenBackbone:
                     self._memo[keys_[i]] = feats
                     out[i] = feats
                 progress.advance(len(chunk))
-        return out  # type: ignore[return-value]
+        return out, [self.refusals.get(k) for k in keys_]  # type: ignore[return-value]
 
 
 class ChgnetFeatures(FrozenBackbone):
@@ -428,10 +434,9 @@ def add_backbone_features(batch: Any, name: str) -> Any:
     """Store the batch's features of backbone ``name`` as ``keys.backbone_atom(name)`` / ``keys.backbone_crystal(name)``."""
     store = backbone_features(name)
     structures = batch_structures(batch)
-    feats = store.features(structures)
+    feats, reasons = store.features_and_refusals(structures)
     refused = list(batch[keys.BACKBONE_REFUSED]) if keys.BACKBONE_REFUSED in batch else [""] * len(structures)
-    for g, s in enumerate(structures):
-        reason = store.refusals.get(store.key(*s[1:]))
+    for g, reason in enumerate(reasons):
         if reason and not refused[g]:
             refused[g] = f"refused by {store.title} {store.version}: {reason}"
     batch[keys.BACKBONE_REFUSED] = refused
