@@ -118,11 +118,11 @@ def _label_digest(values: dict[str, np.ndarray]) -> str:
     return h.hexdigest()[:12]
 
 
-def data_fingerprint(source_fingerprint: str, cache: GraphCache, labels: list[dict[str, np.ndarray]],
-                     split: dict[str, list[int]]) -> dict:
-    """What a run trains on: the source's content fingerprint (its structures and labels) and a digest of
-    every split structure's labels by id (so a change can be said: which labels, how many)."""
-    return {"source": source_fingerprint,
+def data_fingerprint(cache: GraphCache, labels: list[dict[str, np.ndarray]], split: dict[str, list[int]]) -> dict:
+    """What a run trains on: the source's content fingerprint (its structures and labels; the graph cache
+    recorded it when it was built, so the source is not read again) and a digest of every split structure's
+    labels by id (so a change can be said: which labels, how many)."""
+    return {"source": cache.meta["source_fingerprint"],
             "labels": {part: {cache.ids[i]: _label_digest(labels[i]) for i in idx} for part, idx in split.items()}}
 
 
@@ -201,22 +201,19 @@ def prepare_run_data(cfg: RunConfig, run_dir: Path, console: Console, progress: 
     if resume:
         saved = json.loads((run_dir / "split.json").read_text())
         split, missing = splitting.ids_split(cache.ids, {k: saved[k] for k in ("train", "val", "test")})
-        now = data_fingerprint(source.fingerprint(), cache, labels, split)
-        if any(missing.values()):
-            if not allow_changed_data:
-                raise UserError(f"{run_dir}: the data changed since the run started: "
-                                + "; ".join(f"{v} {k} structures missing" for k, v in missing.items() if v)
-                                + ". Start a new run, or continue anyway with --allow-changed-data (recorded in "
-                                  "the run folder)")
+        if any(missing.values()) and not allow_changed_data:
+            raise UserError(f"{run_dir}: the data changed since the run started: "
+                            + "; ".join(f"{v} {k} structures missing" for k, v in missing.items() if v)
+                            + ". Start a new run, or continue anyway with --allow-changed-data (recorded in "
+                              "the run folder)")
         if write:
-            check_same_data(run_dir, now, allow_changed_data, console)
+            check_same_data(run_dir, data_fingerprint(cache, labels, split), allow_changed_data, console)
     else:
         split = make_split(cfg, cache, labels, labelled, console)
         if write:
             (run_dir / "split.json").write_text(json.dumps(
                 {k: [cache.ids[i] for i in v] for k, v in split.items()} | {"config": cfg.split.model_dump(mode="json")}))
-            (run_dir / FINGERPRINT_FILE).write_text(json.dumps(data_fingerprint(source.fingerprint(), cache, labels,
-                                                                                split)))
+            (run_dir / FINGERPRINT_FILE).write_text(json.dumps(data_fingerprint(cache, labels, split)))
     if cfg.split.bootstrap is not None:  # a bootstrap member: the training split resampled with replacement
         rng = np.random.default_rng(cfg.split.bootstrap)
         split["train"] = [split["train"][i] for i in rng.integers(0, len(split["train"]), len(split["train"]))]
