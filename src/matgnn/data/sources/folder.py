@@ -10,6 +10,7 @@ a site property), CIF and POSCAR through pymatgen's text parsers.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -107,14 +108,24 @@ def read_cif_blocks(path: str | Path) -> list[Structure]:
     sid = path.stem
     if not path.is_file() or path.stat().st_size == 0:
         return [read_structure_file(path)]
-    try:
-        blocks = cif_blocks(path, sid)
-    except StructureError:
-        raise
-    except Exception as e:  # noqa: BLE001 - pymatgen's CIF reader raises many types on bad files
-        raise StructureError(sid, errors.UNPARSABLE, f"cannot parse: {type(e).__name__}: {e}", str(path)) from None
+    with _as_structure_error(sid, path):
+        return _read_cif(path, sid, every_block=True)
+
+
+def _read_cif(path: Path, sid: str, every_block: bool) -> list[Structure]:
+    """The CIF's structures, its blocks read and checked once: a single block as pymatgen reads the file;
+    several blocks each by its own parser (``every_block``) or, for one id, an error naming them."""
+    blocks = cif_blocks(path, sid)
     if len(blocks) <= 1:
-        return [read_structure_file(path)]
+        from pymatgen.core import Structure as PmgStructure
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [structure_from_pymatgen(PmgStructure.from_file(str(path)), sid, str(path))]
+    if not every_block:
+        raise StructureError(sid, errors.UNPARSABLE, f"the CIF holds {len(blocks)} data blocks "
+                             f"({', '.join(b for b, _ in blocks[:5])}); one structure per file here (matgnn "
+                             "predict reads every block)", str(path))
     from pymatgen.io.cif import CifParser
 
     out = []
@@ -129,6 +140,21 @@ def read_cif_blocks(path: str | Path) -> list[Structure]:
                                  str(path)) from None
         out.append(structure_from_pymatgen(pmg, bid, str(path)))
     return out
+
+
+@contextlib.contextmanager
+def _as_structure_error(sid: str, path: Path) -> Iterator[None]:
+    """Whatever reading a structure file raises, as a :class:`StructureError` naming the file."""
+    try:
+        yield
+    except StructureError:
+        raise
+    except FileNotFoundError:
+        raise StructureError(sid, errors.UNPARSABLE, "file not found", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise StructureError(sid, errors.UNPARSABLE, f"not UTF-8 text (byte {e.start}: {e.reason})", str(path)) from None
+    except Exception as e:  # pymatgen/ASE raise many different types on bad files
+        raise StructureError(sid, errors.UNPARSABLE, f"cannot parse: {type(e).__name__}: {e}", str(path)) from e
 
 
 def poscar_problem(text: str) -> str | None:
@@ -169,18 +195,14 @@ def read_structure_file(path: str | Path, sid: str | None = None) -> Structure:
     path = Path(path)
     sid = sid if sid is not None else path.stem
     name = path.name.lower()
-    try:
+    with _as_structure_error(sid, path):
         if path.stat().st_size == 0:
             raise StructureError(sid, errors.UNPARSABLE, "the file is empty", str(path))
         if name.endswith(".gz"):
             return _read_gzipped(path, sid)
         if name.endswith(".cif"):
-            blocks = cif_blocks(path, sid)
-            if len(blocks) > 1:
-                raise StructureError(sid, errors.UNPARSABLE, f"the CIF holds {len(blocks)} data blocks "
-                                     f"({', '.join(b for b, _ in blocks[:5])}); one structure per file here (matgnn "
-                                     "predict reads every block)", str(path))
-        elif not name.endswith((".json", ".xyz", ".extxyz")):  # POSCAR / CONTCAR / *.vasp
+            return _read_cif(path, sid, every_block=False)[0]
+        if not name.endswith((".json", ".xyz", ".extxyz")):  # POSCAR / CONTCAR / *.vasp
             problem = poscar_problem(path.read_text(encoding="utf-8"))
             if problem:
                 raise StructureError(sid, errors.UNPARSABLE, f"not a complete POSCAR: {problem}", str(path))
@@ -195,14 +217,6 @@ def read_structure_file(path: str | Path, sid: str | None = None) -> Structure:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pmg = PmgStructure.from_file(str(path))
-    except StructureError:
-        raise
-    except FileNotFoundError:
-        raise StructureError(sid, errors.UNPARSABLE, "file not found", str(path)) from None
-    except UnicodeDecodeError as e:
-        raise StructureError(sid, errors.UNPARSABLE, f"not UTF-8 text (byte {e.start}: {e.reason})", str(path)) from None
-    except Exception as e:  # pymatgen/ASE raise many different types on bad files
-        raise StructureError(sid, errors.UNPARSABLE, f"cannot parse: {type(e).__name__}: {e}", str(path)) from e
     return structure_from_pymatgen(pmg, sid, str(path))
 
 
