@@ -114,8 +114,7 @@ def train(cfg: RunConfig, console: Console | None = None, progress: bool = True,
     check_config(cfg)
     info = distributed.from_environment()
     device = distributed.init(info, _use_cuda(cfg))
-    run = _Run(cfg, info, device, console, progress, on_epoch_end)
-    run.allow_changed_data = allow_changed_data
+    run = _Run(cfg, info, device, console, progress, on_epoch_end, allow_changed_data)
     try:
         with sigterm_as_interrupt():
             return run.execute(resume)
@@ -144,7 +143,8 @@ class _Run(Callback):
     keeping once an epoch has finished.)"""
 
     def __init__(self, cfg: RunConfig, info: distributed.DistInfo, device: torch.device, console: Console | None,
-                 progress: bool, on_epoch_end: Callable[[Trainer], None] | None) -> None:
+                 progress: bool, on_epoch_end: Callable[[Trainer], None] | None, allow_changed_data: bool = False
+                 ) -> None:
         self.cfg, self.info, self.device, self.user_hook = cfg, info, device, on_epoch_end
         self.main = info.main
         self.console = console or Console(stderr=True)
@@ -153,7 +153,7 @@ class _Run(Callback):
             self.console, self.progress = Console(stderr=True, quiet=True), False
         self.created: Path | None = None
         self.folder: RunFolder | None = None  # locked by this process (rank 0)
-        self.allow_changed_data = False
+        self.allow_changed_data = allow_changed_data
         self.trained = False
         self.threads_before: int | None = None  # torch's threads before this run lowered them
 
@@ -211,8 +211,8 @@ class _Run(Callback):
         path = None
         if self.main:
             path = self.created = make_run_dir(self.cfg)
-            RunFolder(path).lock()
             self.folder = RunFolder(path)
+            self.folder.lock()
             self.cfg.to_yaml(path / "config.yaml")
         folder = RunFolder(Path(distributed.broadcast(str(path) if path else None)))
         self.console.print(f"run folder: {folder.path}")
