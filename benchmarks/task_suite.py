@@ -1,0 +1,349 @@
+"""The task suite: every model family on every task the real data in ../shared/data holds, at one stated budget.
+
+Tasks (test MAE in the target's unit; MAD = mean |y - mean(y)| of the test labels, so MAE/MAD is comparable
+across tasks: 1.0 is "predict the mean"):
+
+- ``dft2d_gap``: JARVIS dft_2d OptB88vdW band gap (eV), 1,076 monolayers, folds that keep structural twins
+  together (``grouped_kfold`` by structure);
+- ``dft2d_exfoliation``: JARVIS dft_2d exfoliation energy (meV/atom), 748, the same kind of folds;
+- ``m2d_gap``: 2DMatPedia PBE band gap (eV), a seeded sample of the 6,351 monolayers (random folds);
+- ``mp_eform``, ``mp_gap``: Materials Project formation energy (eV/atom) and PBE gap (eV) of the JARVIS
+  leaderboard's MEGNet-MP split (train and validation ids sampled with a fixed seed; test ids of the split);
+- ``mp_magmom``: per-atom |magnetic moment| (μB) of MP magnetic ground states, folds that keep formulas
+  together;
+- ``dft3d_eform``, ``dft3d_bulk``: JARVIS dft_3d formation energy (eV/atom) and bulk modulus K_V (GPa) on the
+  1,056-structure subset the data holds (mostly metals; not an accuracy claim for dft_3d).
+
+Families, each at the defaults ``model: {name: <family>}`` and ``train:`` give (the defaults are what the
+suite judges): CGCNN, PNA, SchNet, DimeNet++, ALIGNN-style, frozen CHGNet and SevenNet-0 features with our
+MLP head, fine-tuned CHGNet and SevenNet (``full`` budget), XGBoost on hand-built descriptors and on CHGNet's
+and SevenNet's frozen features.
+
+Budgets (``--budget``): the training of every run is capped in minutes (``train.max_minutes``: the schedule
+is planned over the epochs that fit) and in epochs; the tasks are sampled to the sizes below.
+
+- ``quick``: 1.5 minutes / 100 epochs per run, fold 0 only (no spread), 2,000 2DMatPedia monolayers, MP
+  2,000 train / 500 val / 1,000 test, 2,000 magnetic structures (the first of the file). About 2 hours on 2 CPU cores.
+- ``full``: 15 minutes / 300 epochs per run, folds 0-2, all 6,351 monolayers, MP 10,000 train / 1,000 val /
+  all 2,238 test, 10,000 magnetic structures, the fine-tuned backbones too. About 3 days on 2 CPU cores; on
+  one GPU about a day.
+
+Each run is a separate process (its peak RSS is the run's peak memory, read from ``wait4``); training
+structures/s is ``train_structures_per_s`` of the run; inference structures/s is ``matgnn``'s prediction path
+(graph building and backbone features included, none of them cached) over the test structures with the saved
+model; XGBoost on descriptors saves no model folder and has no inference rate. Each finished run is kept under
+benchmarks/runs/task_suite/<budget>/done/ keyed by the commit, so an interrupted suite continues where it
+stopped; the results file is rewritten after every run (a partial file lists what is missing).
+
+Usage: python benchmarks/task_suite.py [--budget quick|full] [--tasks a,b] [--families a,b]
+Writes benchmarks/results/task_suite.json (``--budget full``: task_suite_full.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import COMMIT_AT_START, ROOT, SHARED_DATA, target, write_result  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "runs" / "task_suite"
+JARVIS_2D = {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / "jarvis")}
+JARVIS_3D = {"kind": "jarvis", "dataset": "dft_3d", "store_dir": str(SHARED_DATA / "jarvis")}
+TWIN_FOLDS = {"kind": "grouped_kfold", "group_by": "structure", "folds": 5, "val": 0.1, "seed": 42}
+RANDOM_FOLDS = {"kind": "kfold", "folds": 5, "val": 0.1, "seed": 42}
+FORMULA_FOLDS = {"kind": "grouped_kfold", "group_by": "formula", "folds": 5, "val": 0.1, "seed": 42}
+
+#: task -> (target, level, unit)
+TASKS = {
+    "dft2d_gap": ("optb88vdw_bandgap", "graph", "eV"),
+    "dft2d_exfoliation": ("exfoliation_energy", "graph", "meV/atom"),
+    "m2d_gap": ("target", "graph", "eV"),
+    "mp_eform": ("megnet_e_form", "graph", "eV/atom"),
+    "mp_gap": ("megnet_gappbe", "graph", "eV"),
+    "mp_magmom": ("magmom", "node", "μB"),
+    "dft3d_eform": ("formation_energy_peratom", "graph", "eV/atom"),
+    "dft3d_bulk": ("bulk_modulus_kv", "graph", "GPa"),
+}
+
+#: family -> how it is run: ("train", model config) or ("baseline", kind, features)
+FAMILIES = {
+    "cgcnn": ("train", {"name": "cgcnn"}),
+    "pna": ("train", {"name": "pna"}),
+    "schnet": ("train", {"name": "schnet"}),
+    "dimenet++": ("train", {"name": "dimenet++"}),
+    "alignn": ("train", {"name": "alignn"}),
+    "chgnet": ("train", {"name": "chgnet"}),
+    "sevennet": ("train", {"name": "sevennet"}),
+    "chgnet_ft": ("train", {"name": "chgnet_ft"}),
+    "sevennet_ft": ("train", {"name": "sevennet_ft"}),
+    "xgboost": ("baseline", "xgboost", "descriptors"),
+    "xgboost_chgnet": ("baseline", "xgboost", "chgnet"),
+    "xgboost_sevennet": ("baseline", "xgboost", "sevennet"),
+}
+#: the family a config without a model section trains (RunConfig's default)
+DEFAULT_FAMILY = "cgcnn"
+
+BUDGETS = {
+    "quick": {"minutes": 1.5, "epochs": 100, "folds": [0], "m2d": 2000, "mp": (2000, 500, 1000), "magmom": 2000,
+              "families": ["cgcnn", "pna", "schnet", "dimenet++", "alignn", "chgnet", "sevennet", "xgboost",
+                           "xgboost_chgnet", "xgboost_sevennet"]},
+    "full": {"minutes": 15.0, "epochs": 300, "folds": [0, 1, 2], "m2d": None, "mp": (10000, 1000, None),
+             "magmom": 10000, "families": list(FAMILIES)},
+}
+
+
+# -- the data of each task -------------------------------------------------------------------------------------
+
+def _m2d_source(n: int | None) -> dict:
+    folder = OUT / "2dmatpedia"
+    if not (folder / "structure_database" / "id_prop.csv").is_file():
+        with zipfile.ZipFile(SHARED_DATA / "2dmatpedia" / "structure_database.zip") as z:
+            z.extractall(folder)
+    folder = folder / "structure_database"
+    name = "id_prop.csv"
+    if n is not None:
+        rows = list(csv.reader(open(folder / "id_prop.csv")))
+        rows = random.Random(42).sample(rows, min(n, len(rows)))
+        name = f"id_prop_suite_{n}.csv"
+        (folder / name).write_text("".join(f"{a},{b}\n" for a, b in rows))
+    return {"kind": "folder", "path": str(folder), "id_prop": name}
+
+
+def _mp_data(sizes: tuple[int, int, int | None]) -> tuple[dict, dict]:
+    """A CIF JSON Lines file of the sampled MEGNet-MP ids (both targets) and its ids split."""
+    n_train, n_val, n_test = sizes
+    rows = [json.loads(line) for line in gzip.open(SHARED_DATA / "mp_cgcnn" / "megnet_leaderboard_split.jsonl.gz",
+                                                   "rt")]
+    rng = random.Random(42)
+    split = {}
+    for part, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        ids = sorted(r["material_id"] for r in rows if r["split"] == part)
+        split[part] = ids if n is None or n >= len(ids) else sorted(rng.sample(ids, n))
+    tag = f"{n_train}-{n_val}-{n_test or 'all'}"
+    path = OUT / f"megnet_mp_{tag}.jsonl.gz"
+    split_file = OUT / f"megnet_mp_{tag}_split.json"
+    if not path.is_file():
+        keep = {i for v in split.values() for i in v}
+        labels = {r["material_id"]: r for r in rows}
+        tmp = path.with_suffix(".tmp")
+        with gzip.open(SHARED_DATA / "mp_cgcnn" / "mp_cgcnn.jsonl.gz", "rt") as f, gzip.open(tmp, "wt") as g:
+            for line in f:
+                rec = json.loads(line)
+                if rec["material_id"] in keep:
+                    lab = labels[rec["material_id"]]
+                    g.write(json.dumps({"material_id": rec["material_id"], "cif": rec["cif"],
+                                        "megnet_e_form": lab["megnet_e_form"],
+                                        "megnet_gappbe": lab["megnet_gappbe"]}) + "\n")
+        tmp.rename(path)
+        split_file.write_text(json.dumps(split))
+    return ({"kind": "cif_jsonl", "path": str(path), "targets": ["megnet_e_form", "megnet_gappbe"]},
+            {"kind": "ids", "ids_file": str(split_file)})
+
+
+def task_data(task: str, budget: dict, fold: int) -> tuple[dict, dict]:
+    """(source config, split config) of a task's fold."""
+    if task in ("dft2d_gap", "dft2d_exfoliation"):
+        return JARVIS_2D, {**TWIN_FOLDS, "fold": fold}
+    if task == "m2d_gap":
+        return _m2d_source(budget["m2d"]), {**RANDOM_FOLDS, "fold": fold}
+    if task in ("mp_eform", "mp_gap"):  # one fixed split: the fold changes only the training seed
+        return _mp_data(budget["mp"])
+    if task == "mp_magmom":
+        return ({"kind": "magmoms", "path": str(SHARED_DATA / "mp_magmoms" / "mp_magmoms.jsonl.gz"),
+                 "limit": budget["magmom"]}, {**FORMULA_FOLDS, "fold": fold})
+    return {**JARVIS_3D, "targets": [TASKS[task][0]]}, {**RANDOM_FOLDS, "fold": fold}
+
+
+# -- one run (in its own process) ------------------------------------------------------------------------------
+
+def run_one(task: str, family: str, fold: int, budget_name: str) -> dict:
+    from matgnn.config import RunConfig
+
+    budget = BUDGETS[budget_name]
+    tgt, level, _ = TASKS[task]
+    source, split = task_data(task, budget, fold)
+    how = FAMILIES[family]
+    cfg = RunConfig.model_validate({
+        "source": source, "targets": [{"name": tgt, "level": level}],
+        "model": how[1] if how[0] == "train" else {"name": "cgcnn"},
+        "train": {"epochs": budget["epochs"], "max_minutes": budget["minutes"], "tensorboard": False,
+                  "seed": 42 + fold},
+        "split": {k: v for k, v in split.items()},
+        "output_dir": str(OUT / budget_name / "runs"), "name": f"{task}-{family}-fold{fold}",
+    })
+    t0 = time.perf_counter()
+    if how[0] == "train":
+        from matgnn.training.run import train
+
+        run_dir = train(cfg, progress=False)
+    else:
+        from matgnn.baselines.run import run_baseline
+
+        run_dir = run_baseline(cfg, how[1], progress=False, features=how[2])
+    wall = time.perf_counter() - t0
+    m = json.loads((run_dir / "metrics.json").read_text())
+    ids = json.loads((run_dir / "split.json").read_text())
+    out = {"test_mae": m[f"test.{tgt}.mae"], "wall_seconds": wall, "n_train": len(ids["train"]),
+           "n_test": len(ids["test"]), "run": str(run_dir.relative_to(ROOT))}
+    for key in ("train_structures_per_s", "epochs_run", "train_seconds", "n_parameters"):
+        if isinstance(m.get(key), (int, float)):
+            out[key] = m[key]
+    # MAD of the test labels (per atom for a per-atom target), from the source itself
+    from matgnn.data.sources import make_source
+
+    test = set(ids["test"])
+    structures = [s for s in make_source(cfg.source) if getattr(s, "id", None) in test]
+    if level == "graph":
+        y = np.array([s.graph_targets[tgt] for s in structures], dtype=float)
+    else:
+        y = np.concatenate([np.asarray(s.node_targets[tgt], dtype=float) for s in structures])
+    y = y[np.isfinite(y)]
+    out["test_mad"] = float(np.mean(np.abs(y - y.mean())))
+    # inference: the saved model through the prediction path (graphs built on the fly, as when screening)
+    if (run_dir / "model").is_dir():
+        import dataclasses
+        import tempfile
+
+        from matgnn.models.loading import load_model
+        from matgnn.prediction.predict import predict_structures
+
+        model = load_model(run_dir / "model")
+        # new structures for the backbones' feature caches (on disk and in RAM): each moved by 1e-5 Å, with
+        # an empty cache folder, so the rate is that of structures never seen, as when screening
+        fresh = [dataclasses.replace(s, positions=s.positions + 1e-5) for s in structures]
+        os.environ["MATGNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="suite-cache-")
+        t1 = time.perf_counter()
+        n = sum(1 for _ in predict_structures(model, fresh, cfg.graphs))
+        out["predict_structures_per_s"] = n / max(time.perf_counter() - t1, 1e-9)
+    return out
+
+
+# -- the suite ---------------------------------------------------------------------------------------------------
+
+def _done_file(budget: str, task: str, family: str, fold: int) -> Path:
+    return OUT / budget / "done" / COMMIT_AT_START[:12] / f"{task}-{family}-fold{fold}.json"
+
+
+def _spawn(budget: str, task: str, family: str, fold: int) -> dict:
+    done = _done_file(budget, task, family, fold)
+    if done.is_file():
+        return json.loads(done.read_text())
+    done.parent.mkdir(parents=True, exist_ok=True)
+    log = done.with_suffix(".log")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, __file__, "--one", task, family, str(fold), "--budget", budget],
+                                stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "MATGNN_PROGRESS_SECONDS": "600"})
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    result_file = done.with_suffix(".out")
+    if code == 0 and result_file.is_file():
+        res = json.loads(result_file.read_text())
+        res["peak_rss_gb"] = usage.ru_maxrss / 2**20  # KiB -> GiB
+    else:
+        tail = log.read_text().strip().splitlines()[-1:] if log.is_file() else []
+        res = {"error": f"exit {code}: {tail[0][:300] if tail else 'no output'}"}
+    done.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def summarise(budget_name: str, tasks: list[str], families: list[str], runs: dict) -> tuple[dict, dict, dict]:
+    metrics: dict[str, float] = {}
+    table: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    for fam in families:
+        for task in tasks:
+            got = [r for (f, t, _), r in runs.items() if f == fam and t == task]
+            ok = [r for r in got if "error" not in r]
+            for r in got:
+                if "error" in r:
+                    errors[f"{fam}.{task}"] = r["error"]
+            if not ok:
+                continue
+            maes = [r["test_mae"] for r in ok]
+            key = f"{fam}.{task}"
+            metrics[f"{key}.mae"] = float(np.mean(maes))
+            if len(maes) > 1:
+                metrics[f"{key}.mae_std"] = float(np.std(maes))
+            metrics[f"{key}.mae_over_mad"] = float(np.mean([r["test_mae"] / r["test_mad"] for r in ok]))
+            table.setdefault(fam, {})[task] = metrics[f"{key}.mae_over_mad"]
+            for k in ("train_structures_per_s", "predict_structures_per_s", "peak_rss_gb", "wall_seconds"):
+                vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))]
+                if vals:
+                    metrics[f"{key}.{k}"] = float(np.mean(vals))
+    complete = [f for f in families if all(t in table.get(f, {}) for t in tasks)]
+    for fam in families:
+        if table.get(fam):
+            metrics[f"{fam}.mean_mae_over_mad"] = float(np.mean(list(table[fam].values())))
+    targets = {}
+    for task in tasks:
+        have = {f: table[f][task] for f in families if task in table.get(f, {})}
+        if not have:
+            continue
+        best = min(have, key=have.get)
+        metrics[f"best.{task}.mae_over_mad"] = have[best]
+        if DEFAULT_FAMILY in have:
+            ratio = have[DEFAULT_FAMILY] / have[best]
+            metrics[f"default_vs_best.{task}"] = ratio
+            targets[f"default_vs_best.{task}"] = target(1.05, "<=", ratio)
+    notes = {"complete_families": complete, "errors": errors,
+             "normalised_error_table": table}
+    return metrics, targets, notes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--budget", default="quick", choices=sorted(BUDGETS))
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--families", default=None, help="default: the budget's families")
+    p.add_argument("--one", nargs=3, metavar=("TASK", "FAMILY", "FOLD"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        task, family, fold = args.one
+        res = run_one(task, family, int(fold), args.budget)
+        _done_file(args.budget, task, family, int(fold)).with_suffix(".out").write_text(json.dumps(res))
+        return
+    budget = BUDGETS[args.budget]
+    tasks = args.tasks.split(",")
+    families = args.families.split(",") if args.families else budget["families"]
+    unknown = [t for t in tasks if t not in TASKS] + [f for f in families if f not in FAMILIES]
+    if unknown:
+        sys.exit(f"unknown task or family: {', '.join(unknown)}")
+    started = time.time()
+    runs: dict[tuple[str, str, int], dict] = {}
+    name = "task_suite" if args.budget == "quick" else f"task_suite_{args.budget}"
+    total = len(tasks) * len(families) * len(budget["folds"])
+    for task in tasks:  # task by task: a partial file has whole tasks
+        for fam in families:
+            for fold in budget["folds"]:
+                t0 = time.time()
+                runs[(fam, task, fold)] = r = _spawn(args.budget, task, fam, fold)
+                msg = r.get("error") or f"MAE {r['test_mae']:.4g} (MAD {r['test_mad']:.4g})"
+                print(f"[{len(runs)}/{total}] {task} {fam} fold {fold}: {msg} in {time.time() - t0:.0f} s", flush=True)
+            metrics, targets, notes = summarise(args.budget, tasks, families, runs)
+            missing = total - len(runs)
+            write_result(name, started, data={
+                "budget": args.budget, "budget_settings": {k: v for k, v in budget.items() if k != "families"},
+                "tasks": {t: {"target": TASKS[t][0], "level": TASKS[t][1], "unit": TASKS[t][2]} for t in tasks},
+                "families": families, "default_family": DEFAULT_FAMILY,
+                "runs_missing": missing, **notes,
+                "training": "each family at its config defaults (model: {name: <family>}; train: defaults with "
+                            "max_minutes and epochs from the budget); graphs at their defaults",
+                "not_measured": "ALIGNN's own release side by side, time-to-accuracy curves (issue 38 lists them)"},
+                metrics=metrics, anchors={}, targets=targets)
+    print(f"wrote benchmarks/results/{name}.json in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
