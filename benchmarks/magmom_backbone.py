@@ -12,7 +12,7 @@
   residual to CHGNet's own zero-shot moment of each atom (its magmom head on the cached features), and an
   atom of an element the training set never labelled gets CHGNet's answer unchanged.
 - ``magmom_mp.*``, ``magmom_mp_ensemble.*``: the shipped models, scored as shipped.
-- ``mean_backbone_magmom_mp.*``: a matgnn ensemble (``predictions.Ensemble``, the code path of
+- ``mean_backbone_magmom_mp.*``: a matgnn ensemble (``predictions.Predictor``, the code path of
   ``matgnn predict`` with several models) of the backbone model and ``magmom-mp``.
 - ``chgnet_zero_shot.*``: CHGNet 0.3.0's own magmom head on every test structure (the structures it
   rejects are listed and left out of every method's ``*.common_mae``).
@@ -60,7 +60,7 @@ from matgnn.evaluation.scoring import evaluate_split  # noqa: E402
 from matgnn.graphs.batching import make_loader  # noqa: E402
 from matgnn.graphs.packed import PackedGraphs  # noqa: E402
 from matgnn.models.base import batch_fields_of  # noqa: E402
-from matgnn.prediction.predict import Ensemble  # noqa: E402
+from matgnn.prediction.predict import Predictor  # noqa: E402
 from matgnn.training.run import prepare_run_data, train  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "runs" / "magmom_backbone"
@@ -138,7 +138,7 @@ def zero_shot(out_csv: Path) -> None:
 
 def predict_test(paths: list[Path], cfg: RunConfig, cache, test: list[int], out: Path) -> dict:  # noqa: ANN001
     """Score saved model folders (one, or their mean) on the test structures; per-site rows in ``out``."""
-    ens = Ensemble(paths)
+    ens = Predictor(paths)
     out.mkdir(parents=True, exist_ok=True)
     graphs = PackedGraphs(cache, test, [], ["magmom"], extras=batch_fields_of(*ens.members))
     return evaluate_split(MeanOf(ens), make_loader(graphs, 64), cfg.targets, out, "test", plots=False,

@@ -56,7 +56,7 @@ from matgnn.graphs.batching import make_loader  # noqa: E402
 from matgnn.graphs.cache import build_graph_cache  # noqa: E402
 from matgnn.graphs.packed import PackedGraphs  # noqa: E402
 from matgnn.models import load_model  # noqa: E402
-from matgnn.prediction.predict import Ensemble, graph_settings_of, predict_structures  # noqa: E402
+from matgnn.prediction.predict import Predictor, graph_settings_of, predict_structures  # noqa: E402
 from matgnn.training.run import prepare_run_data, train  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "runs" / "mp_magmom"
@@ -89,7 +89,7 @@ def base_cfg(limit: int | None, epochs: int, name: str, split: dict | None = Non
 class MeanOf(torch.nn.Module):
     """An ensemble's mean as a model (what evaluation scores)."""
 
-    def __init__(self, ens: Ensemble) -> None:
+    def __init__(self, ens: Predictor) -> None:
         super().__init__()
         self.members = torch.nn.ModuleList(ens.members)
         self.ens, self.head_specs = ens, ens.head_specs
@@ -115,7 +115,7 @@ def score_shipped(name: str):
     cache, _, pos = prepare_run_data(MODEL_CFG, out, Console(stderr=True), progress=False)
     split = {k: [cache.ids[i] for i in v] for k, v in pos.items()}
     graphs = PackedGraphs(cache, pos["test"], [], [h.name for h in MODEL_CFG.targets if h.level == "node"])
-    metrics = evaluate_split(MeanOf(Ensemble([folder])), make_loader(graphs, 64), MODEL_CFG.targets, out, "test",
+    metrics = evaluate_split(MeanOf(Predictor([folder])), make_loader(graphs, 64), MODEL_CFG.targets, out, "test",
                              plots=False, evaluation=MODEL_CFG.evaluation)
     metrics.update(n_train=len(pos["train"]), n_test=len(pos["test"]))
     return out, members, metrics, split
@@ -206,11 +206,11 @@ def main() -> None:
     test_pos = [where[i] for i in split["test"]]
     structures = [Structure(r["id"], np.asarray(r["z"]), r["pos"], r["cell"], np.asarray(r["pbc"], bool), {}, {})
                   for r in (cache.record(k) for k in test_pos)]
-    model = (Ensemble([pretrained.model_path(args.shipped)]) if args.shipped else
-             Ensemble([ours]) if (ours / ENSEMBLE_FILE).is_file() else load_model(ours))
+    model = (Predictor([pretrained.model_path(args.shipped)]) if args.shipped else
+             Predictor([ours]) if (ours / ENSEMBLE_FILE).is_file() else load_model(ours))
     t0 = time.perf_counter()
     n_pred = sum(1 for _ in predict_structures(
-        model, structures, model.settings if isinstance(model, Ensemble) else graph_settings_of(ours)))
+        model, structures, model.settings if isinstance(model, Predictor) else graph_settings_of(ours)))
     metrics["ours.inference_structures_per_s"] = n_pred / (time.perf_counter() - t0)
 
     # baselines on the same split (saved split ids → kind: ids)

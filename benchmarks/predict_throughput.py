@@ -52,8 +52,8 @@ def timed_predict(inputs: list[str], out: str, limit: int | None) -> dict[str, f
 def cold_load_s(name: str) -> float:
     """Seconds for ``load_model`` of a shipped model in a fresh process (imports excluded)."""
     code = ("import time; from matgnn.models import load_model; from matgnn.pretrained import model_path, is_ensemble; "
-            "from matgnn.prediction.predict import Ensemble; "
-            f"t=time.perf_counter(); Ensemble([{name!r}]) if is_ensemble({name!r}) else load_model(model_path({name!r})); "
+            "from matgnn.prediction.predict import Predictor; "
+            f"t=time.perf_counter(); Predictor([{name!r}]) if is_ensemble({name!r}) else load_model(model_path({name!r})); "
             "print(time.perf_counter()-t)")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 

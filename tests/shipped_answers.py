@@ -43,12 +43,12 @@ def structures():
 def answers() -> dict:
     """Model name -> structure id -> head -> value (a list for a per-atom head; ``<head>_std`` for an ensemble's σ)."""
     from matgnn.artifacts import SHIPPED_DIR
-    from matgnn.prediction.predict import Ensemble, predict_structures
+    from matgnn.prediction.predict import Predictor, predict_structures
 
     out: dict = {}
     names = sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
     for name in names + sorted(str(p) for p in SAVED.iterdir()):
-        model = Ensemble([name])
+        model = Predictor([name])
         rows = {}
         for row in predict_structures(model, structures(), model.settings):
             rows[row["id"]] = {k: (np.asarray(v, dtype=float).tolist() if np.ndim(v) else float(v))

@@ -69,7 +69,7 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
 
     from matgnn.artifacts import ensemble_members
     from matgnn.prediction.predict import (
-        Ensemble,
+        Predictor,
         predict_structures,
         read_structures,
         structure_files,
@@ -82,7 +82,7 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
     for k, (el, a) in enumerate([("Cu", 3.6), ("Ni", 3.52), ("Pd", 3.89)]):
         write(tmp_path / "in" / f"s{k}.cif", bulk(el, "fcc", a=a, cubic=True))
     structures = list(read_structures(structure_files([tmp_path / "in"])))
-    from_folder, from_members = Ensemble([folder]), Ensemble(members)
+    from_folder, from_members = Predictor([folder]), Predictor(members)
     a = list(predict_structures(from_folder, structures, from_folder.settings))
     b = list(predict_structures(from_members, structures, from_members.settings))
     for ra, rb in zip(a, b):

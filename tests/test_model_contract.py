@@ -34,3 +34,69 @@ def test_every_shipped_and_saved_model_gives_its_recorded_answers(now_and_then):
                     assert np.array_equal(got, want), (model, sid, head, got, want)
                 else:  # another CPU kind: its kernels may round differently
                     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{model} {sid} {head}")
+
+
+def test_every_loadable_class_is_a_saved_model_and_none_copies_the_contract():
+    """One saved-model base: every class a model.json may name inherits it; no class writes its own ``save``,
+    ``init_args`` or registration, and no composite borrows another class's methods."""
+    import ast
+    import importlib
+
+    from matgnn.models.registry import ALLOWED
+    from matgnn.models.saved import SavedModel
+    from tests.test_architecture import SRC
+
+    for module, names in ALLOWED.items():
+        for name in names:
+            cls = getattr(importlib.import_module(module), name)
+            assert issubclass(cls, SavedModel), f"{module}.{name}"
+            assert "save" not in cls.__dict__, f"{module}.{name} defines its own save"
+    for path in (SRC / "models").glob("*.py"):
+        if path.name == "saved.py":
+            continue
+        text = path.read_text()
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                assert not any(ast.unparse(t) == "self.init_args" for t in targets), f"{path.name} sets init_args"
+        assert "MatgnnModel.save(" not in text and "@register_model_class" not in text, path.name
+        assert 'getattr(model, "at_bound")' not in text and 'getattr(model, "bounded_heads")' not in text
+
+
+def test_constructor_arguments_are_captured_once_and_nested_models_rebuild(tmp_path):
+    """A composite's arguments hold its parts' specs, captured from the constructor call (defaults applied):
+    saved and loaded, the rebuilt model has the same arguments, tensors and answers."""
+    import torch
+
+    from matgnn.models import model_class
+    from matgnn.models.delta import DeltaModel
+    from matgnn.models.ensemble import EnsembleModel
+    from matgnn.models.loading import load_model
+
+    heads = [{"name": "gap", "level": "graph"}]
+    torch.manual_seed(0)
+    a, b = model_class("cgcnn")(heads, hidden=8, layers=1), model_class("schnet")(heads, hidden=8, layers=1)
+    assert a.init_args["hidden"] == 8 and a.init_args["pooling"] == "mean"  # defaults recorded too
+    delta = DeltaModel.of(a, b)
+    assert delta.init_args["base"]["class"] == "CGCNN" and delta.init_args["delta"]["init_args"]["hidden"] == 8
+    ens = EnsembleModel.of([a, delta])
+    for model, name in ((delta, "delta"), (ens, "ensemble")):
+        again = load_model(model.save(tmp_path / name))
+        assert again.init_args == json_round(model.init_args)
+        assert type(again) is type(model)
+        for (k1, v1), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
+            assert k1 == k2 and torch.equal(v1, v2)
+
+
+def json_round(obj):
+    return json.loads(json.dumps(obj))
+
+
+def test_a_regressor_records_the_feature_version_it_was_fitted_on():
+    pytest.importorskip("chgnet")
+    from matgnn.models.regressors import BackboneRegressor, frozen_backbone_model, graph_rows
+
+    cols = graph_rows([np.zeros((3, 64))]).shape[1]
+    model = BackboneRegressor.of([{"name": "gap"}], "chgnet", "linear", [np.zeros(cols + 1)])
+    assert model.init_args["backbone_version"] == frozen_backbone_model("chgnet").current_version()

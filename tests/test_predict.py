@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from matgnn.cli.main import app
 from matgnn.config import RunConfig
 from matgnn.prediction.predict import (
-    Ensemble,
+    Predictor,
     predict_structures,
     read_structures,
     structure_files,
@@ -76,7 +76,7 @@ def test_every_input_kind_is_read(inputs):
 
 
 def test_ensemble_mean_and_spread(runs, inputs):
-    ens = Ensemble(runs)
+    ens = Predictor(runs)
     structures = list(read_structures(structure_files([inputs])))
     rows = list(predict_structures(ens, structures, ens.settings, batch_size=3))
     singles = [list(predict_structures(ens.members[k], structures, ens.settings)) for k in range(2)]

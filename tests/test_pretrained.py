@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from matgnn.cli.main import app
 from matgnn.models import load_model
-from matgnn.prediction.predict import Ensemble
+from matgnn.prediction.predict import Predictor
 from matgnn.pretrained import available, is_ensemble, model_card, model_path
 
 runner = CliRunner()
@@ -22,7 +22,7 @@ SHIPPED = {"magmom-mp": ("magmom", "node"), "magmom-mp-ensemble": ("magmom", "no
 def test_the_shipped_models_are_there_with_complete_cards():
     assert set(SHIPPED) <= set(available())
     for name, (head, level) in SHIPPED.items():
-        model = Ensemble([name]) if is_ensemble(name) else load_model(model_path(name))
+        model = Predictor([name]) if is_ensemble(name) else load_model(model_path(name))
         assert [(s["name"], s["level"]) for s in model.head_specs] == [(head, level)]
         card = model_card(name)
         for section in ("## Data", "## Split", "## Metrics", "## Date", "## Licence", "## Citation"):
@@ -61,7 +61,7 @@ def test_models_command_lists_and_prints_cards():
 def test_deployment_cost_of_a_shipped_ensemble_counts_every_member():
     from matgnn.prediction.deploy import deploy_cost
 
-    ens = Ensemble(["magmom-mp-ensemble"])
+    ens = Predictor(["magmom-mp-ensemble"])
     cost = deploy_cost("magmom-mp-ensemble", n_atoms=8, batch=2, repeats=1)
     assert cost["parameters"] == sum(p.numel() for m in ens.members for p in m.parameters())
     assert cost["class"] == "CGCNN+PNA" and cost["cpu.batched_ms_per_structure"] > 0

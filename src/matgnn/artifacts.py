@@ -14,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matgnn.errors import UserError
 
@@ -470,3 +471,28 @@ def read_yaml(path: str | Path) -> object:
         if isinstance(e, yaml.constructor.ConstructorError):  # a tag asking to build an object: never done
             raise UserError(f"{path}{where}: refused, not plain YAML data: {problem}") from None
         raise UserError(f"{path}{where}: not valid YAML: {problem}") from None
+
+
+def write_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so a full disk or a
+    kill never leaves a truncated file where a good one was (the OSError names the path)."""
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(obj: Any, path: Path) -> None:
+    """``torch.save`` of tensors and plain values, serialised in memory and written with
+    :func:`write_atomic` (torch's own file writer hides the OS error of a full disk)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(Path(path), buf.getbuffer())

@@ -40,9 +40,9 @@ class MatgnnCalculator(Calculator):
 
     def __init__(self, model: str | Sequence[str] = "magmom-mp", batch_size: int = 64, device: str | None = "auto",
                  **kwargs: Any) -> None:
-        from matgnn.prediction.predict import Ensemble
+        from matgnn.prediction.predict import Predictor
 
-        self.predictor = Ensemble(model if isinstance(model, (list, tuple)) else [model], device=device)
+        self.predictor = Predictor(model if isinstance(model, (list, tuple)) else [model], device=device)
         self.device = self.predictor.device
         self.batch_size = batch_size
         self.known = self.predictor.train_elements

@@ -148,7 +148,7 @@ class FrozenBackbone:
         reason = " ".join(reason.split())[:300] or "refused"
         self.refusals[key] = reason
         if remember:
-            from matgnn.models.base import write_atomic
+            from matgnn.artifacts import write_atomic
 
             try:
                 self._path(key).parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ class FrozenBackbone:
         return table[1:], table[0]  # row 0: the crystal feature; then one row per atom
 
     def _write(self, key: str, atom: np.ndarray, crystal: np.ndarray) -> None:
-        from matgnn.models.base import write_atomic
+        from matgnn.artifacts import write_atomic
 
         path = self._path(key)
         buf = io.BytesIO()

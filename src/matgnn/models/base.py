@@ -1,5 +1,6 @@
-"""Model base class: heads, target normalisation inside the model, save/load with
-constructor arguments next to the weights (``load_model(path)`` needs nothing else).
+"""The network base class: a trunk, pooling, one head per target, target normalisation inside the model. Saving,
+loading, registration and the heads contract are :class:`~matgnn.models.saved.SavedModel`'s, shared with the
+composites.
 
 Loading is data, never code: ``model.json`` may only name a class of matgnn's own registry
 (every model class defined in the package registers itself); anything else is refused
@@ -7,14 +8,9 @@ before any module is imported, and weights load with ``torch.load(weights_only=T
 
 from __future__ import annotations
 
-import inspect
-import io
 import itertools
-import json
 import math
-import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -24,10 +20,8 @@ from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter
 
 from matgnn import keys
-from matgnn.artifacts import MODEL_FILE, WEIGHTS_FILE
 from matgnn.data.structure import MAX_Z
-from matgnn.models.registry import register_model_class
-from matgnn.version import __version__
+from matgnn.models.saved import SavedModel
 
 #: how far (in the learned log space) a log-transformed head may answer beyond its training labels' range: a
 #: factor 2 on y / area (``log_per_area``) or on 1 + y (``log``). The exponential is unbounded, and a head that
@@ -97,7 +91,7 @@ def value_names(spec: dict[str, Any]) -> list[str]:
     return [f"{spec['name']}.{c}" for c in spec["components"]] if spec.get("components") else [spec["name"]]
 
 
-class MatgnnModel(nn.Module):
+class MatgnnModel(SavedModel, abstract=True):
     """A shared trunk (``node_features``) and one head per target.
 
     Subclasses implement :meth:`node_features` (per-atom trunk features of a batch) and
@@ -106,12 +100,8 @@ class MatgnnModel(nn.Module):
     units and converted back with the per-head mean/std stored as buffers.
     """
 
-    #: Bump when the meaning of saved weights changes; loading an older file warns.
-    VERSION = 1
     #: the pydantic class of ``model:`` settings this model takes (see :mod:`matgnn.models`)
     config_class: type[ModelSettings] = ModelSettings
-    #: extra batch fields the packer builds for this model (:data:`matgnn.graphs.extras.BUILDERS`)
-    batch_fields: tuple[str, ...] = ()
     #: layer groups (freeze policies, transfer, weight shift) by top-level module name: modules
     #: with one entry per layer (group ``conv_<k>``), the input embedding, the readout; the heads
     #: are group ``head``
@@ -210,37 +200,6 @@ class MatgnnModel(nn.Module):
         #: ``baseline: backbone`` heads, 1 for the elements the training set labelled (the learned residual
         #: applies to those; an atom of any other element gets the backbone's answer unchanged)
         self.register_buffer("element_baseline", torch.zeros(len(heads), MAX_Z + 1))
-
-    # -- saving -----------------------------------------------------------------
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.__module__.startswith("matgnn."):
-            register_model_class(cls)
-        init = cls.__init__
-
-        def wrapped(self, *args: Any, **kw: Any) -> None:
-            if not hasattr(self, "init_args"):
-                bound = inspect.signature(init).bind(self, *args, **kw)
-                bound.apply_defaults()
-                args_ = dict(bound.arguments)
-                args_.pop("self")
-                object.__setattr__(self, "init_args", args_)
-            init(self, *args, **kw)
-
-        wrapped.__signature__ = inspect.signature(init)  # type: ignore[attr-defined]
-        wrapped.__doc__ = init.__doc__
-        cls.__init__ = wrapped  # type: ignore[method-assign]
-
-    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write ``model.json`` (class, module, version, constructor arguments) and
-        ``state.pt`` (weights and normalisation buffers) into folder ``path``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        info = {"class": type(self).__name__, "module": type(self).__module__, "version": self.VERSION,
-                "init_args": self.init_args, "matgnn_version": __version__, **(extra or {})}
-        write_atomic(path / MODEL_FILE, json.dumps(info, indent=1).encode())
-        save_tensors(self.state_dict(), path / WEIGHTS_FILE)
-        return path
 
     def train(self, mode: bool = True) -> MatgnnModel:
         """``nn.Module.train``, except that modules of frozen layer groups (``frozen_modules``,
@@ -341,11 +300,18 @@ class MatgnnModel(nn.Module):
             return torch.exp(v) * self._area_per_atom(batch, v)
         return torch.expm1(v)
 
+    def bounded_heads(self) -> list[str]:
+        """The log-transformed heads: their answers are held within LOG_RANGE_MARGIN of the training range."""
+        return [s["name"] for s in self.head_specs if s["transform"] != "none"]
+
     @torch.no_grad()
-    def answers_at_bound(self, out: dict[str, torch.Tensor], batch: Any) -> dict[str, torch.Tensor]:
+    def at_bound(self, batch: Any, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Per graph of ``batch``, for each head with a log ``transform``: whether its answer (``out``, as
-        :meth:`forward` gives it) sits at the bound LOG_RANGE_MARGIN beyond the training labels' range, i.e.
-        the head extrapolated and its answer was cut (a node head: any of the graph's atoms)."""
+        :meth:`forward` gives it; computed when not given) sits at the bound LOG_RANGE_MARGIN beyond the training
+        labels' range, i.e. the head extrapolated and its answer was cut (a node head: any of the graph's atoms)."""
+        if not self.bounded_heads():
+            return {}
+        out = out if out is not None else self(batch)
         flags: dict[str, torch.Tensor] = {}
         for k, spec in enumerate(self.head_specs):
             if spec["transform"] == "none":
@@ -376,49 +342,3 @@ class MatgnnModel(nn.Module):
         """Predictions in the targets' own units."""
         out = self.forward_normalized(batch)
         return {spec["name"]: self.denormalize(k, out[spec["name"]], batch) for k, spec in enumerate(self.head_specs)}
-
-
-def bounded_heads(model: nn.Module) -> list[str]:
-    """The heads of ``model`` whose answer can sit at a log transform's bound (see
-    :meth:`MatgnnModel.answers_at_bound`): a single model's log-transformed heads; a composite (ensemble,
-    delta, reference model) answers through its ``bounded_heads()``, naming its own heads whose answer
-    uses such a head of a part."""
-    if isinstance(model, MatgnnModel):
-        return [s["name"] for s in model.head_specs if s["transform"] != "none"]
-    of_parts = getattr(model, "bounded_heads", None)
-    return of_parts() if callable(of_parts) else []
-
-
-def answers_at_bound(model: nn.Module, batch: Any, out: dict[str, torch.Tensor] | None = None
-                     ) -> dict[str, torch.Tensor]:
-    """Per graph of ``batch``, for each of :func:`bounded_heads`: whether the answer sat at a bound (a
-    composite: whether any part whose answer it used did). ``out``: a single model's own answers for
-    ``batch``, when already computed; composites run their parts again. A model without such heads: ``{}``,
-    without running it."""
-    if not bounded_heads(model):
-        return {}
-    if isinstance(model, MatgnnModel):
-        return model.answers_at_bound(out if out is not None else model(batch), batch)
-    of_parts = getattr(model, "at_bound", None)
-    return of_parts(batch) if callable(of_parts) else {}
-
-
-def write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so a full disk or a
-    kill never leaves a truncated file where a good one was (the OSError names the path)."""
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_tensors(obj: Any, path: Path) -> None:
-    """``torch.save`` of tensors and plain values, serialised in memory and written with
-    :func:`write_atomic` (torch's own file writer hides the OS error of a full disk)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_atomic(Path(path), buf.getbuffer())

@@ -6,26 +6,22 @@ constructor specs), so ``load_model`` and ``matgnn predict`` use it like any mod
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
-from matgnn.models.registry import build_from_spec, model_spec, register_model_class
+from matgnn.models.base import MatgnnModel
+from matgnn.models.registry import build_from_spec, model_spec
+from matgnn.models.saved import SavedModel
 
 
-@register_model_class
-class DeltaModel(nn.Module):
+class DeltaModel(SavedModel):
     """``base(batch) + delta(batch)`` for every head of ``delta`` (each must be a head of
     ``base`` with the same level). The base is kept frozen."""
 
-    VERSION = 1
-
     def __init__(self, base: dict[str, Any], delta: dict[str, Any], base_heads: dict[str, str] | None = None) -> None:
         super().__init__()
-        self.init_args = {"base": base, "delta": delta, **({"base_heads": base_heads} if base_heads else {})}
         self.base = build_from_spec(base)
         self.delta = build_from_spec(delta)
         self.base_heads = dict(base_heads or {})
@@ -60,22 +56,21 @@ class DeltaModel(nn.Module):
 
     def bounded_heads(self) -> list[str]:
         """Heads whose base or correction answer can sit at a log transform's bound."""
-        of_delta, of_base = set(bounded_heads(self.delta)), set(bounded_heads(self.base))
+        of_delta, of_base = set(self.delta.bounded_heads()), set(self.base.bounded_heads())
         return [s["name"] for s in self.head_specs
                 if s["name"] in of_delta or self.base_heads.get(s["name"], s["name"]) in of_base]
 
-    def at_bound(self, batch: Any) -> dict[str, torch.Tensor]:
+    def at_bound(self, batch: Any, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Per graph, for each of :meth:`bounded_heads`: whether the base's or the correction's answer sat at
         its bound."""
-        of_delta, of_base = answers_at_bound(self.delta, batch), answers_at_bound(self.base, batch)
+        if not self.bounded_heads():
+            return {}
+        of_delta, of_base = self.delta.at_bound(batch), self.base.at_bound(batch)
         flags = {}
         for name in self.bounded_heads():
             parts = [f for f in (of_delta.get(name), of_base.get(self.base_heads.get(name, name))) if f is not None]
             flags[name] = parts[0] | parts[1] if len(parts) == 2 else parts[0]
         return flags
-
-    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        return MatgnnModel.save(self, path, extra)  # same files: model.json (specs) + state.pt (both)
 
 
 class BaseView(nn.Module):

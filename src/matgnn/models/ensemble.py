@@ -7,29 +7,24 @@ saves composites) and ``state.pt`` every member's weights. ``load_model`` of an 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from matgnn.evaluation.uncertainty import Recalibration
-from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
-from matgnn.models.registry import build_from_spec, model_spec, register_model_class
+from matgnn.models.registry import build_from_spec, model_spec
+from matgnn.models.saved import SavedModel
 
 
-@register_model_class
-class EnsembleModel(nn.Module):
+class EnsembleModel(SavedModel):
     """Members with the same heads; ``forward`` gives the mean, :meth:`predict_with_std` the mean
     and σ (the members' standard deviation, recalibrated where ``recalibration`` has the head)."""
-
-    VERSION = 1
 
     def __init__(self, members: list[dict[str, Any]], recalibration: dict[str, Any] | None = None) -> None:
         super().__init__()
         if not isinstance(members, list) or len(members) < 2:
             raise ValueError("an ensemble needs a list of at least 2 member specs")
-        self.init_args = {"members": members, "recalibration": recalibration or {}}
         self.members = nn.ModuleList(build_from_spec(m, "an ensemble member's spec") for m in members)
         first = [(s["name"], s["level"]) for s in self.members[0].head_specs]
         for k, m in enumerate(self.members[1:], 1):
@@ -55,15 +50,16 @@ class EnsembleModel(nn.Module):
 
     def bounded_heads(self) -> list[str]:
         """Heads for which some member's answer can sit at its log transform's bound."""
-        named = {n for m in self.members for n in bounded_heads(m)}
+        named = {n for m in self.members for n in m.bounded_heads()}
         return [s["name"] for s in self.head_specs if s["name"] in named]
 
-    def at_bound(self, batch: Any, outs: list[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+    def at_bound(self, batch: Any, out: dict[str, torch.Tensor] | None = None,
+                 outs: list[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         """Per graph, for each of :meth:`bounded_heads`: whether any member's answer sat at its bound
         (``outs``: the members' answers for ``batch``, when already computed)."""
         flags: dict[str, torch.Tensor] = {}
         for k, m in enumerate(self.members):
-            for name, hit in answers_at_bound(m, batch, outs[k] if outs is not None else None).items():
+            for name, hit in m.at_bound(batch, outs[k] if outs is not None else None).items():
                 flags[name] = flags[name] | hit if name in flags else hit
         return flags
 
@@ -73,7 +69,7 @@ class EnsembleModel(nn.Module):
         (from the same member answers)."""
         outs = [m(batch) for m in self.members]
         if bound is not None:
-            bound.update(self.at_bound(batch, outs))
+            bound.update(self.at_bound(batch, outs=outs))
         res = {}
         for s in self.head_specs:
             stack = torch.stack([o[s["name"]].float() for o in outs])
@@ -87,6 +83,3 @@ class EnsembleModel(nn.Module):
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         return {name: mean for name, (mean, _) in self.predict_with_std(batch).items()}
-
-    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        return MatgnnModel.save(self, path, extra)  # model.json (nested member specs) + state.pt (all members)

@@ -32,7 +32,6 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-from torch import nn
 
 from matgnn import keys
 from matgnn.data.twins import (
@@ -43,8 +42,9 @@ from matgnn.data.twins import (
     matching_structure,
     structure_matcher,
 )
-from matgnn.models.base import MatgnnModel, answers_at_bound, bounded_heads
-from matgnn.models.registry import build_from_spec, model_spec, register_model_class
+from matgnn.models.base import MatgnnModel
+from matgnn.models.registry import build_from_spec, model_spec
+from matgnn.models.saved import SavedModel
 
 #: (reference, structure) digest -> the matching entry (-1: none), shared by the instances of one reference
 #: in a process (every training run and every fold reloads its base model)
@@ -60,24 +60,17 @@ def reduced_formula(numbers: Iterable[int]) -> str:
     return Composition({Element.from_Z(int(a)): int(c) for a, c in zip(z, counts)}).reduced_formula
 
 
-@register_model_class
-class ReferenceModel(nn.Module):
+class ReferenceModel(SavedModel):
     """Graph heads answered from a reference set where a structure matches one of its entries, else by
     ``fallback`` (a model spec whose heads include each head's name, or the name ``fallback_heads`` gives).
 
     ``entries``: ``{"ids": [...], "numbers": [[Z, ...], ...], "positions": [[x, y, z, ...], ...]`` (Å,
     flattened), ``"cells": [[9 floats], ...], "labels": {head: [value, ...]}}``."""
 
-    VERSION = 1
-
     def __init__(self, heads: list[dict[str, Any]], entries: dict[str, Any], fallback: dict[str, Any],
                  fallback_heads: dict[str, str] | None = None, tolerances: dict[str, float] | None = None,
                  slab_vacuum: float | None = None) -> None:
         super().__init__()
-        self.init_args = {"heads": heads, "entries": entries, "fallback": fallback,
-                          **({"fallback_heads": fallback_heads} if fallback_heads else {}),
-                          **({"tolerances": tolerances} if tolerances else {}),
-                          **({"slab_vacuum": slab_vacuum} if slab_vacuum is not None else {})}
         bad = [h.get("name") for h in heads if h.get("level", "graph") != "graph"]
         if bad:
             raise ValueError(f"a reference model answers graph-level heads only, not {bad}")
@@ -192,18 +185,17 @@ class ReferenceModel(nn.Module):
 
     def bounded_heads(self) -> list[str]:
         """Heads whose fallback answer can sit at a log transform's bound."""
-        of_fallback = set(bounded_heads(self.fallback))
+        of_fallback = set(self.fallback.bounded_heads())
         return [h["name"] for h in self._heads if self.fallback_heads.get(h["name"], h["name"]) in of_fallback]
 
-    def at_bound(self, batch: Any) -> dict[str, torch.Tensor]:
+    def at_bound(self, batch: Any, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Per graph, for each of :meth:`bounded_heads`: whether it had no match and the fallback's answer sat
         at its bound."""
+        if not self.bounded_heads():
+            return {}
         unmatched = torch.tensor([k < 0 for k in self.matches(batch)], dtype=torch.bool, device=batch[keys.POS].device)
-        of_fallback = answers_at_bound(self.fallback, batch)
+        of_fallback = self.fallback.at_bound(batch)
         return {n: of_fallback[self.fallback_heads.get(n, n)] & unmatched for n in self.bounded_heads()}
-
-    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        return MatgnnModel.save(self, path, extra)  # model.json (entries, fallback spec) + state.pt (fallback)
 
 
 #: Materials Project's GGA+U rule (pymatgen's MPRelaxSet): U on these metals in oxides and fluorides
@@ -270,9 +262,9 @@ def build_reference(structures: Iterable[Any], target: str, fallback: str | Path
         raise UserError(f"{out} exists and is not an empty folder; choose another (nothing was overwritten)")
     found = resolve(fallback)
     if found.kind == "ensemble":  # its members' mean answers (their σ is not kept: a reference answers one value)
-        from matgnn.prediction.predict import Ensemble
+        from matgnn.prediction.predict import Predictor
 
-        members = Ensemble([fallback])
+        members = Predictor([fallback])
         fb, fb_dir = members.combined, found.path
         fb_info: dict[str, Any] = {"graphs": members.settings.model_dump()}
         if members.train_elements is not None:

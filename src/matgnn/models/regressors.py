@@ -11,17 +11,14 @@ bytes in a ``uint8`` buffer, a linear model's weights as a float buffer; ``model
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from matgnn import keys
 from matgnn.errors import UserError
-from matgnn.models.base import MatgnnModel
-from matgnn.models.registry import register_model_class
+from matgnn.models.saved import SavedModel
 
 #: the regressors a model folder may hold
 KINDS = ("xgboost", "linear")
@@ -48,13 +45,10 @@ def frozen_backbone_model(name: str) -> type:
     return known[name]
 
 
-@register_model_class
-class BackboneRegressor(nn.Module):
+class BackboneRegressor(SavedModel):
     """One fitted regressor per head (``kind``: ``xgboost`` trees or ``linear`` ridge weights) on backbone
     ``backbone``'s frozen features; graph heads read a structure's pooled row, node heads an atom's row.
     ``sizes[k]``: the length of head ``k``'s saved model (bytes of XGBoost JSON, or weights)."""
-
-    VERSION = 1
 
     def __init__(self, heads: list[dict[str, Any]], backbone: str, kind: str, sizes: list[int],
                  backbone_version: str | None = None) -> None:
@@ -75,15 +69,13 @@ class BackboneRegressor(nn.Module):
         bad = [h.get("name") for h in heads if h.get("components") or h.get("level", "graph") not in ("graph", "node")]
         if bad:
             raise ValueError(f"head {bad[0]!r}: a regressor model answers scalar graph or node heads")
-        self.init_args = {"heads": heads, "backbone": backbone, "kind": kind, "sizes": [int(s) for s in sizes],
-                          "backbone_version": version}
         self.backbone, self.kind = backbone, kind
         #: the batch field the packer adds for it (instance-level: it depends on the backbone)
         self.batch_fields = network.batch_fields
         self._heads = [{"name": h["name"], "level": h.get("level", "graph"), "transform": "none", "baseline": "none"}
                        for h in heads]
         dtype = torch.uint8 if kind == "xgboost" else torch.float64
-        for k, size in enumerate(self.init_args["sizes"]):
+        for k, size in enumerate(sizes):
             self.register_buffer(f"model_{k}", torch.zeros(size, dtype=dtype))
         self._fitted: list[Any] | None = None
         self.register_load_state_dict_post_hook(_read_loaded)
@@ -103,7 +95,8 @@ class BackboneRegressor(nn.Module):
                 blobs.append(torch.frombuffer(bytearray(booster.save_raw(raw_format="json")), dtype=torch.uint8))
             else:
                 blobs.append(torch.as_tensor(np.asarray(f, np.float64)))
-        model = cls(heads, backbone, kind, [len(b) for b in blobs])
+        # the features' version is recorded, so a model fitted on other features is refused on loading
+        model = cls(heads, backbone, kind, [len(b) for b in blobs], frozen_backbone_model(backbone).current_version())
         with torch.no_grad():
             for k, b in enumerate(blobs):
                 getattr(model, f"model_{k}").copy_(b)
@@ -159,9 +152,6 @@ class BackboneRegressor(nn.Module):
             x = graph_rows(per_graph) if spec["level"] == "graph" else np.vstack([atom_rows(a) for a in per_graph])
             out[spec["name"]] = torch.as_tensor(self._predict(k, x), dtype=torch.float32, device=device)
         return out
-
-    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        return MatgnnModel.save(self, path, extra)  # model.json (kind, backbone, sizes) + state.pt (the buffers)
 
 
 def _read_loaded(model: BackboneRegressor, _incompatible: Any) -> None:

@@ -50,11 +50,11 @@ def deploy_cost(model_path: str | Path, n_atoms: int = 64, batch: int = 64, repe
     from matgnn.artifacts import resolve
     from matgnn.graphs.packed import PackedGraphs
     from matgnn.models.base import batch_fields_of
-    from matgnn.prediction.predict import Ensemble
+    from matgnn.prediction.predict import Predictor
 
     t0 = time.perf_counter()
     ensemble = resolve(model_path).kind == "ensemble"
-    model = Ensemble([model_path]) if ensemble else load_model(model_path)
+    model = Predictor([model_path]) if ensemble else load_model(model_path)
     load_s = time.perf_counter() - t0
     modules = model.members if ensemble else [model]
     settings = model.settings if ensemble else graph_settings_of(model_path)

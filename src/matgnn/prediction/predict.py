@@ -46,16 +46,10 @@ from matgnn.errors import (
 from matgnn.graphs.cache import graph_record
 from matgnn.graphs.neighbors import GraphSettings
 from matgnn.graphs.packed import PackedGraphs
-from matgnn.models.base import (
-    MatgnnModel,
-    answers_at_bound,
-    batch_fields_of,
-    bounded_heads,
-    model_device,
-    value_names,
-)
+from matgnn.models.base import batch_fields_of, model_device, value_names
 from matgnn.models.ensemble import EnsembleModel
 from matgnn.models.loading import load_model
+from matgnn.models.saved import SavedModel
 
 #: files a folder may hold besides single-structure files: trajectories, databases, JSON Lines
 MULTI_FILE_SUFFIXES = (".traj", ".db", ".jsonl", ".gz")
@@ -70,11 +64,12 @@ def graph_settings_of(path: str | Path) -> GraphSettings:
     return GraphSettings(**info["graphs"])
 
 
-class Ensemble:
-    """Saved models with the same heads and graph settings, predicted together: the mean
-    of the members and their standard deviation (σ) per head. An ensemble folder written by
-    ``matgnn ensemble`` stands for its members, and its σ is recalibrated as fitted on its
-    validation set (:class:`matgnn.evaluation.uncertainty.Recalibration`)."""
+class Predictor:
+    """What answers a prediction: the saved models named by ``paths`` (run or model folders, shipped names,
+    ensemble folders), checked to have the same heads and graph settings, on one device, with the graph settings
+    and the training elements they record. Several models (or an ensemble folder) answer as one
+    :class:`~matgnn.models.ensemble.EnsembleModel`, the one ensemble class: the members' mean and σ per head,
+    recalibrated as an ensemble folder's fit says (:class:`matgnn.evaluation.uncertainty.Recalibration`)."""
 
     def __init__(self, paths: Sequence[str | Path], device: str | torch.device | None = "cpu") -> None:
         from matgnn.runtime import resolve_device
@@ -123,7 +118,7 @@ class Ensemble:
     def __call__(self, batch, bound: dict[str, torch.Tensor] | None = None
                  ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
         """Mean and σ per head; ``bound``, when given, receives the flags of answers at a log transform's bound
-        (:func:`~matgnn.models.base.answers_at_bound`)."""
+        (:meth:`~matgnn.models.saved.SavedModel.at_bound`)."""
         if self.model is None:
             return _single_answers(self.members[0], batch, bound)
         return self.model.predict_with_std(batch, bound)
@@ -135,7 +130,7 @@ def _single_answers(model: torch.nn.Module, batch, bound: dict[str, torch.Tensor
     log transform's bound (from the same answers)."""
     raw = model(batch)
     if bound is not None:
-        bound.update(answers_at_bound(model, batch, raw))
+        bound.update(model.at_bound(batch, raw))
     return {k: (v.float(), None) for k, v in raw.items()}
 
 
@@ -210,21 +205,21 @@ def read_structures(files: Iterable[Path]) -> Iterator[Structure | StructureErro
             yield e
 
 
-def predict_structures(model: MatgnnModel | Ensemble, structures: Iterable[Structure | StructureError],
+def predict_structures(model: SavedModel | Predictor, structures: Iterable[Structure | StructureError],
                        settings: GraphSettings, batch_size: int = 64,
                        report: LoadReport | None = None) -> Iterator[dict[str, Any]]:
     """Yield ``{"id", "structure", <graph head>: value, <node head>: array}`` per usable
-    structure (with an :class:`Ensemble` also ``<head>_std``), in batches (memory bounded
+    structure (with an :class:`Predictor` also ``<head>_std``), in batches (memory bounded
     by ``batch_size``); bad ones go to ``report``. Per-atom values are in the structure's
     own atom order."""
-    predictor = model if isinstance(model, Ensemble) else None
+    predictor = model if isinstance(model, Predictor) else None
     if predictor is None:
         model.eval()
     device = model_device(predictor.combined if predictor is not None else model)  # batches go to the weights
     specs = predictor.head_specs if predictor is not None else model.head_specs
     fields = batch_fields_of(*(predictor.members if predictor is not None else [model]))
     report = report if report is not None else LoadReport("predict")
-    bound_heads = bounded_heads(predictor.combined if predictor is not None else model)
+    bound_heads = (predictor.combined if predictor is not None else model).bounded_heads()
     records: list[dict[str, Any]] = []
     kept: list[Structure] = []
 
@@ -432,8 +427,8 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
     if top is not None and top < 1:
         raise UserError(f"--top must be >= 1, not {top}")
     specs_paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
-    predictor = Ensemble(specs_paths, device=device)
-    model: MatgnnModel | Ensemble = predictor if len(predictor) > 1 else predictor.members[0]
+    predictor = Predictor(specs_paths, device=device)
+    model: SavedModel | Predictor = predictor if len(predictor) > 1 else predictor.members[0]
     report = LoadReport("predict")
     out = Path(out)
     as_json = out.suffix.lower() == ".json"
@@ -465,7 +460,7 @@ def predict_files(model_path: str | Path | Sequence[str | Path], paths: Iterable
         tmp_xyz = files.file(Path(atoms_extxyz)) if atoms_extxyz is not None else None
         tmp_warm = files.folder(Path(magmom_export)) if magmom_export is not None else None
         sink = _RowWriter(columns, node_cols, known, as_json, tmp_out, tmp_atoms, tmp_xyz, tmp_warm, magmom_head,
-                          sort, top, bool(bounded_heads(predictor.combined)))
+                          sort, top, bool(predictor.combined.bounded_heads()))
         filtered = _predict_rows(model, predictor.settings, paths, batch_size, limit, report, conditions, sort, top,
                                  sink)
         if report.total == 0:

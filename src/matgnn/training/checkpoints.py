@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 
-from matgnn.artifacts import CHECKPOINT_FILE
+from matgnn.artifacts import CHECKPOINT_FILE, save_tensors
 from matgnn.errors import UnsafeArtifactError
-from matgnn.models.base import save_tensors
 
 CHECKPOINT = CHECKPOINT_FILE
 

@@ -72,8 +72,8 @@ def split_groups(cache: GraphCache, labelled: list[int], group_by: str, console:
     only costs the search again, and says so)."""
     if group_by == "formula":
         return [cache.meta["formula"][i] for i in labelled]
+    from matgnn.artifacts import write_atomic
     from matgnn.data.twins import SLAB_VACUUM, TOLERANCES, twin_groups, twin_summary
-    from matgnn.models.base import write_atomic
 
     kept = cache.path / "twins.json"
     rule = {"tolerances": TOLERANCES, "slab_vacuum": SLAB_VACUUM}
