@@ -88,6 +88,56 @@ def test_no_import_circles():
     assert cycles(import_graph()) == []
 
 
+#: the layer order (docs/design/layout.md): a module may import its own package and the layers before it, never
+#: one after it; packages of one layer do not import each other
+LAYERS: list[tuple[str, ...]] = [
+    ("keys", "errors", "version", "artifacts", "runtime", "progress", "pretrained"),  # core
+    ("data",), ("graphs",), ("models",), ("config",), ("evaluation",), ("training",), ("prediction",),
+    ("baselines",), ("commands", "ase"), ("cli",), ("__main__", ""),  # "": matgnn/__init__, the public API
+]
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    part = module.split(".")[1] if "." in module else ""
+    for k, names in enumerate(LAYERS):
+        if part in names:
+            return k, part
+    raise AssertionError(f"{module} is in no layer: add its package to LAYERS and docs/design/layout.md")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import of a module ``b`` of a later layer (or another package of the same layer)."""
+    bad = []
+    for module, deps in sorted(graph.items()):
+        (la, pa) = layer_of(module)
+        for dep in sorted(deps):
+            (lb, pb) = layer_of(dep)
+            if lb > la or (lb == la and pa != pb and la != 0):
+                bad.append(f"{module} -> {dep}")
+    return bad
+
+
+def test_imports_point_down_the_layers_only():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert upward_imports({"matgnn.models.x": {"matgnn.prediction.y"}, "matgnn.prediction.y": set(),
+                           "matgnn.training.a": {"matgnn.evaluation.b"}, "matgnn.evaluation.b": set(),
+                           "matgnn.commands.c": {"matgnn.ase"}, "matgnn.ase": set()}) == \
+        ["matgnn.commands.c -> matgnn.ase", "matgnn.models.x -> matgnn.prediction.y"]
+
+
+def test_package_level_graph_has_no_cycle():
+    """Packages as nodes (matgnn.data, matgnn.graphs, ...): no two import each other, directly or round a loop."""
+    graph = import_graph()
+    packages: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        a = ".".join(module.split(".")[:2])
+        packages.setdefault(a, set()).update(".".join(d.split(".")[:2]) for d in deps)
+    assert cycles({p: d - {p} for p, d in packages.items()}) == []
+
+
 def test_the_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from matgnn.cli.main import app
+from matgnn.commands.report import build_report
 from matgnn.config import RunConfig
-from matgnn.evaluation.report import build_report
 from matgnn.evaluation.uncertainty import (
     calibration_metrics,
     miscalibration_area,
@@ -68,6 +68,7 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
     from ase.io import write
 
     from matgnn.artifacts import ensemble_members
+    from matgnn.models.calibration import Recalibration
     from matgnn.prediction.predict import (
         Predictor,
         predict_structures,
@@ -75,7 +76,8 @@ def test_ensemble_cli_writes_members_predictions_with_sigma_and_calibration(tmp_
         structure_files,
     )
 
-    members, recal = ensemble_members(folder)
+    members, saved = ensemble_members(folder)
+    recal = {h: Recalibration.from_dict(v) for h, v in saved.items()}
     assert len(members) == 3 and set(recal) == {"mixing_energy", "atom_energy"}
     assert 1 <= m["test.mixing_energy.recalibration_bins"] == len(recal["mixing_energy"].params)
     (tmp_path / "in").mkdir()

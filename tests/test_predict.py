@@ -116,3 +116,31 @@ def test_screening_cli_filters_sorts_and_writes_json_and_extxyz(runs, inputs, tm
     assert r.exit_code == 2 and "not a column" in r.output
     r = runner.invoke(app, ["predict", "no-such-model", str(inputs)])
     assert r.exit_code == 2 and "no model of that name" in r.output
+
+
+def test_the_public_predict_answers_atoms_structures_and_files_in_order(tmp_path):
+    """``matgnn.predict``: one dict per structure in the order given, ids kept (repeated ones too), an unusable
+    structure says why and holds no value, and a file's answer equals ``matgnn predict``'s."""
+    import csv
+
+    from ase.build import bulk
+    from ase.io import write
+
+    import matgnn
+    from tests.userdata import cli
+
+    si = bulk("Si", "diamond", a=5.43)
+    si.info["id"] = "same"
+    nacl = bulk("NaCl", "rocksalt", a=5.64)
+    nacl.info["id"] = "same"
+    write(tmp_path / "cu.cif", bulk("Cu", "fcc", a=3.6))
+    rows = matgnn.predict("bandgap-2d", [si, bulk("Cu", "fcc", a=0.5), tmp_path / "cu.cif", nacl])
+    assert [r["id"] for r in rows] == ["same", "atoms[1]", "cu", "same"]
+    assert rows[1]["skipped"].startswith("overlapping_atoms") and "optb88vdw_bandgap" not in rows[1]
+    assert all(isinstance(rows[k]["optb88vdw_bandgap"], float) for k in (0, 2, 3))
+    assert si.info["id"] == "same"
+    assert cli("predict", "bandgap-2d", str(tmp_path / "cu.cif"), "--out", str(tmp_path / "p.csv")).returncode == 0
+    (row,) = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert float(row["optb88vdw_bandgap"]) == pytest.approx(rows[2]["optb88vdw_bandgap"], abs=1e-5)
+    with pytest.raises(TypeError, match=r"structures\[0\]"):
+        matgnn.predict("bandgap-2d", [42])

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from matgnn.cli.main import app
+from matgnn.commands.report import SECTIONS
 from matgnn.config import RunConfig
-from matgnn.evaluation.report import SECTIONS
 from matgnn.training.run import train
 
 runner = CliRunner()

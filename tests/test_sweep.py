@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from matgnn.cli.main import app
+from matgnn.commands.sweep import parse_grid, parse_space, run_sweep
 from matgnn.config import RunConfig
-from matgnn.training.sweep import parse_grid, parse_space, run_sweep
 
 runner = CliRunner()
 

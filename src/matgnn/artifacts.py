@@ -294,8 +294,6 @@ def model_folder(spec: str | Path) -> Path:
 def ensemble_members(folder: str | Path) -> tuple[list[Path], dict]:
     """The member model folders of an ensemble folder (relative members stay inside it when the
     folder moved) and its per-head σ recalibration."""
-    from matgnn.evaluation.uncertainty import Recalibration
-
     folder = Path(folder)
     try:
         info = json.loads((folder / ENSEMBLE_FILE).read_text())
@@ -311,7 +309,7 @@ def ensemble_members(folder: str | Path) -> tuple[list[Path], dict]:
             p = folder / "members" / p.name
         members.append(p)
     recal = info.get("recalibration") or info.get("recalibration_factors") or {}
-    return members, {h: Recalibration.from_dict(v) for h, v in recal.items()}
+    return members, dict(recal)
 
 
 def expand(spec: str | Path | list[str | Path]) -> tuple[list[Path], dict]:
@@ -496,3 +494,9 @@ def save_tensors(obj: Any, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_atomic(Path(path), buf.getbuffer())
+
+
+def default_cache_root() -> Path:
+    """Where caches live (graphs, backbone features, downloaded datasets' paths): ``$MATGNN_CACHE_DIR`` or
+    ``~/.cache/matgnn``."""
+    return Path(os.environ.get("MATGNN_CACHE_DIR", Path.home() / ".cache" / "matgnn"))

@@ -153,7 +153,7 @@ def data_info(
         "StructureMatcher fit) and how far their labels differ; lists them in twins.csv")),
 ) -> None:
     """Counts, target fields, missing values per target, skipped structures and why."""
-    from matgnn.data.info import source_info
+    from matgnn.commands.info import source_info
 
     out = _out_dir(out_dir, out)
     src = _source(source, store_dir, limit)
@@ -218,7 +218,7 @@ def data_report_cmd(
 ) -> None:
     """EDA figures: target histograms, counts by dimensionality, most common elements, box plots by group;
     with --compare, labels that disagree with a related label."""
-    from matgnn.data.eda import data_report, parse_pair
+    from matgnn.commands.eda import data_report, parse_pair
 
     out = _out_dir(out_dir, out)
     pairs = [parse_pair(c) for c in compare]
@@ -240,7 +240,7 @@ def data_report_cmd(
 def report_cmd(run: Path = typer.Argument(..., help="a run folder"),
                out: Optional[Path] = typer.Option(None, help="HTML file (default RUN/report.html)")) -> None:
     """One self-contained HTML page of a run: config, curves, parity, per-element heatmap, calibration, skipped."""
-    from matgnn.evaluation.report import build_report
+    from matgnn.commands.report import build_report
 
     try:
         path = build_report(run, out)
@@ -263,7 +263,8 @@ def graphs_build(
     limit: Optional[int] = typer.Option(None, help="use at most this many entries"),
 ) -> None:
     """Build the graph cache of SOURCE, or reuse it if it exists with the same settings."""
-    from matgnn.graphs.cache import build_graph_cache, default_cache_root
+    from matgnn.artifacts import default_cache_root
+    from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.neighbors import GraphSettings
 
     src = _source(source, store_dir, limit)
@@ -488,7 +489,7 @@ def sweep_cmd(
                                                      "kept, the others run"),
 ) -> None:
     """Grid or Optuna sweep over config keys; every point a run; one ranking table (CSV and Markdown)."""
-    from matgnn.training.sweep import parse_grid, parse_space, run_sweep
+    from matgnn.commands.sweep import parse_grid, parse_space, run_sweep
 
     cfg = _run_config(config, set_)
     try:
@@ -541,7 +542,6 @@ def evaluate_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Re-evaluate a saved run on its own split (metrics, predictions, per-element table, parity plot)."""
-    from matgnn import load_model
     from matgnn.config import RunConfig, batch_targets
     from matgnn.data.sources import make_source
     from matgnn.evaluation.scoring import evaluate_split
@@ -549,6 +549,7 @@ def evaluate_cmd(
     from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.packed import PackedGraphs
     from matgnn.models.base import batch_fields_of
+    from matgnn.models.loading import load_model
     from matgnn.training.splits import ids_split
 
     if split not in ("val", "test"):
@@ -657,8 +658,8 @@ def reference_cmd(
     """A model answering from a reference set: a structure matching a reference structure (same reduced
     formula, pymatgen StructureMatcher) gets its label, any other the fallback's prediction. Use it with
     `predict`, or as the base of delta learning (delta.base_model) to learn the difference to the reference."""
+    from matgnn.commands.reference import build_reference
     from matgnn.data.twins import TOLERANCES, WHOLE_CELL_TOLERANCES
-    from matgnn.models.reference import build_reference
 
     out = _out_dir(out_dir, out, required=True)
     src = _source(source, store_dir, limit)
@@ -699,7 +700,7 @@ def matbench_cmd(
     """Run TASK on its five official folds (one run folder each) and write results.json.gz (Matbench's own
     format, written by the matbench package) and info.json once all five are done. Split the work with
     --folds; an interrupted run keeps the folds it finished."""
-    from matgnn.training.matbench import run_matbench
+    from matgnn.commands.matbench import run_matbench
 
     out = _out_dir(out_dir, out)
     cfg = _run_config(config, list(set_))
@@ -729,7 +730,7 @@ def leaderboard_export_cmd(
 ) -> None:
     """Write the JARVIS-Leaderboard contribution of RUN (or add a property to it): the test predictions as
     AI-SinglePropertyPrediction-<property>-<dataset>-test-mae.csv.zip, metadata.json, configs/, run.sh."""
-    from matgnn.evaluation.leaderboard import export
+    from matgnn.commands.leaderboard import export
 
     out = _out_dir(out_dir, out) or Path("leaderboard")
     folder, info = export(run, out, name, team, email, project_url, partial=partial, git_url=git_url)
@@ -752,7 +753,7 @@ def leaderboard_define_cmd(
     VAL of all entries from the others validation): <dataset>_<target>_fold<k>.json.zip."""
     import math
 
-    from matgnn.evaluation.leaderboard import define
+    from matgnn.commands.leaderboard import define
 
     out = _out_dir(out_dir, out) or Path("leaderboard_benchmarks")
     src = _source(source, store_dir, None)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from matgnn import keys
-from matgnn.graphs.cache import default_cache_root
+from matgnn.artifacts import default_cache_root
 
 #: the backbone version whose weights are used (and whose features a saved model was trained on)
 CHGNET_VERSION = "0.3.0"

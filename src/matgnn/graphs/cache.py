@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from matgnn.artifacts import default_cache_root
 from matgnn.data.report import LoadReport
 from matgnn.data.sources.base import Deferred, StructureSource
 from matgnn.data.structure import Structure, validate_structure
@@ -35,11 +36,6 @@ _META = b"__meta__"
 _MAP_SIZE = 1 << 40  # address space only; the file grows as records are written
 CACHE_FORMAT = 3
 _MAGIC = b"MGR3"
-
-
-def default_cache_root() -> Path:
-    """``$MATGNN_CACHE_DIR`` or ``~/.cache/matgnn``."""
-    return Path(os.environ.get("MATGNN_CACHE_DIR", Path.home() / ".cache" / "matgnn"))
 
 
 _ARRAYS = ("z", "pos", "cell", "pbc", "src", "dst", "offsets")

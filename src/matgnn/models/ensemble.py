@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from matgnn.evaluation.uncertainty import Recalibration
+from matgnn.models.calibration import Recalibration
 from matgnn.models.registry import build_from_spec, model_spec
 from matgnn.models.saved import SavedModel
 
@@ -34,13 +34,16 @@ class EnsembleModel(SavedModel):
         self.recalibration = {h: Recalibration.from_dict(v) for h, v in (recalibration or {}).items()}
 
     @classmethod
-    def of(cls, models: list[nn.Module], recalibration: dict[str, Recalibration] | None = None) -> EnsembleModel:
+    def of(cls, models: list[nn.Module], recalibration: dict[str, Recalibration | dict | list] | None = None
+           ) -> EnsembleModel:
         """An ensemble of trained models, used as they are (not copied); members that are
-        ensembles are flattened."""
+        ensembles are flattened. ``recalibration``: per head, a :class:`Recalibration` or its saved form (an
+        ensemble folder's, :func:`matgnn.artifacts.ensemble_members`)."""
         flat: list[nn.Module] = []
         for m in models:
             flat += list(m.members) if isinstance(m, EnsembleModel) else [m]
-        ens = cls([model_spec(m) for m in flat], {h: r.to_dict() for h, r in (recalibration or {}).items()})
+        ens = cls([model_spec(m) for m in flat], {h: (r if isinstance(r, Recalibration) else Recalibration.from_dict(r)).to_dict()
+                                                 for h, r in (recalibration or {}).items()})
         ens.members = nn.ModuleList(flat)
         return ens.eval()
 

@@ -287,6 +287,62 @@ def predict_structures(model: SavedModel | Predictor, structures: Iterable[Struc
         yield from flush()
 
 
+def predict(model: str | Path | Sequence[str | Path] | Predictor, structures: Iterable[Any], batch_size: int = 64,
+            device: str | None = "auto") -> list[dict[str, Any]]:
+    """Answers of a model for structures, in memory: one dict per structure, in the order given.
+
+    ``model``: a run folder, a model or ensemble folder, a shipped model's name, a name in ``$MATGNN_MODELS``, a
+    list of these (an ensemble), or a :class:`Predictor`. ``structures``: ASE ``Atoms``, matgnn
+    :class:`~matgnn.data.structure.Structure`\\ s, or paths of structure files or folders (every structure of a
+    file, in the file's order). Each dict has ``id`` (the ``Atoms``' ``info["id"]``, else ``atoms[k]``; a
+    structure's own id; ``file`` or ``file[block]`` for files), every graph head as a number, every per-atom
+    head as an array in the structure's atom order, ``<head>_std`` for an ensemble, and ``answers_at_bound``
+    for models with log-transformed heads. A structure that cannot be answered (unreadable, overlapping atoms,
+    refused by a backbone, a non-finite answer) has ``skipped`` (``"<code>: <detail>"``) and no values."""
+    predictor = model if isinstance(model, Predictor) else Predictor(
+        artifacts.split_specs(model) if isinstance(model, (str, Path)) else list(model), device=device)
+    items: list[Structure | StructureError] = []
+    for k, s in enumerate(structures):
+        if isinstance(s, (Structure, StructureError)):
+            items.append(s)
+        elif isinstance(s, (str, Path)):
+            check_inputs([s])
+            items.extend(read_structures(structure_files([s])))
+        elif hasattr(s, "get_atomic_numbers"):  # ASE Atoms
+            sid = str(s.info.get("id", f"atoms[{k}]"))
+            try:
+                items.append(Structure.from_ase(s, sid))
+            except StructureError as e:
+                items.append(e)
+        else:
+            raise TypeError(f"structures[{k}]: an ASE Atoms, a matgnn Structure or a path, not {type(s).__name__}")
+    # positions as ids while predicting: ids given by users may repeat
+    given = [e.structure_id if isinstance(e, StructureError) else e.id for e in items]
+    for k, e in enumerate(items):
+        if isinstance(e, StructureError):
+            e.structure_id = f"#{k}"
+        else:
+            e.id = f"#{k}"
+    report = LoadReport("predict")
+    answerer = predictor if len(predictor) > 1 else predictor.members[0]
+    out: list[dict[str, Any]] = [{} for _ in items]
+    try:
+        for row in predict_structures(answerer, items, predictor.settings, batch_size, report):
+            k = int(row.pop("id")[1:])
+            row.pop("structure", None)
+            out[k] = {"id": given[k], **row}
+        for s in report.skipped:
+            k = int(str(s["id"])[1:])
+            out[k] = {"id": given[k], "skipped": f"{s['code']}: {s['detail']}"}
+    finally:  # the caller's structures keep their own ids
+        for k, e in enumerate(items):
+            if isinstance(e, StructureError):
+                e.structure_id = given[k]
+            else:
+                e.id = given[k]
+    return out
+
+
 def _finite(v: torch.Tensor, g: int, starts: np.ndarray, level: str) -> bool:
     """Whether structure ``g``'s answer in ``v`` (a head's batch output) is finite."""
     part = v[g] if level == "graph" else v[int(starts[g]):int(starts[g + 1])]

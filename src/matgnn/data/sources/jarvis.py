@@ -34,7 +34,7 @@ def _zip_path(dataset: str, store_dir: str | None) -> str:
     asked for again."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from matgnn.graphs.cache import default_cache_root
+    from matgnn.artifacts import default_cache_root
 
     try:
         tools = version("jarvis-tools")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from matgnn.artifacts import safe_file_part
-from matgnn.data.info import source_info
+from matgnn.commands.info import source_info
 from matgnn.data.sources.base import StructureSource
 from matgnn.errors import UserError
 
