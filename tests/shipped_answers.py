@@ -41,26 +41,34 @@ def structures():
 
 
 def answers() -> dict:
-    """Model name -> structure id -> head -> value (a list for a per-atom head; ``<head>_std`` for an ensemble's σ)."""
+    """Model name -> structure id -> head -> value (a list for a per-atom head; ``<head>_std`` for an ensemble's σ),
+    on one thread: the same sums in the same order on any machine, and after any test that changed the count."""
+    import torch
+
     from matgnn.artifacts import SHIPPED_DIR
     from matgnn.prediction.predict import Predictor, predict_structures
 
-    out: dict = {}
-    names = sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
-    for name in names + sorted(str(p) for p in SAVED.iterdir()):
-        model = Predictor([name])
-        rows = {}
-        for row in predict_structures(model, structures(), model.settings):
-            rows[row["id"]] = {k: (np.asarray(v, dtype=float).tolist() if np.ndim(v) else float(v))
-                               for k, v in row.items() if k not in ("id", "structure", "answers_at_bound")}
-        out[name if name in names else "saved_models/" + Path(name).name] = rows
-    return out
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out: dict = {}
+        names = sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+        for name in names + sorted(str(p) for p in SAVED.iterdir()):
+            model = Predictor([name])
+            rows = {}
+            for row in predict_structures(model, structures(), model.settings):
+                rows[row["id"]] = {k: (np.asarray(v, dtype=float).tolist() if np.ndim(v) else float(v))
+                                   for k, v in row.items() if k not in ("id", "structure", "answers_at_bound")}
+            out[name if name in names else "saved_models/" + Path(name).name] = rows
+        return out
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cpu_kind() -> str:
     import torch
 
-    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, 1 thread"
 
 
 if __name__ == "__main__":

@@ -315,7 +315,7 @@ def test_moment_head_learns_the_residual_to_chgnets_own_moment(tmp_path):
         assert runs_in(tmp_path / f"runs-{name}") == []
 
     model = load_model(run_dir)
-    seen = {int(z) for z in torch.nonzero(model.element_baseline[0]).ravel()}  # the elements training labelled
+    seen = {int(z) for z in torch.nonzero(model.targets[0].steps[0].labelled_elements).ravel()}  # the elements training labelled
     el, a = next((el, a) for el, a in CRYSTALS if bulk(el).numbers[0] in seen)
     fe, co = bulk(el, "fcc", a=a), bulk("Co", "hcp", a=2.51, c=4.07)  # "fe": a labelled element; Co never is
     write(tmp_path / "fe.cif", fe)

@@ -48,7 +48,7 @@ def test_element_baseline_is_stored_and_added_back(tmp_path):
     z = np.concatenate([by_id[i].numbers for i in split["train"]])
     y = np.concatenate([by_id[i].node_targets["atom_energy"] for i in split["train"]])
     for el in np.unique(z):
-        assert float(model.element_baseline[0, el]) == pytest.approx(y[z == el].mean(), rel=1e-5)
+        assert float(model.targets[0].steps[0].element_reference[el]) == pytest.approx(y[z == el].mean(), rel=1e-5)
     # predictions of the reloaded model (baseline added back) equal the run's saved ones
     rows = list(csv.DictReader(open(run / "predictions_test_atoms.csv")))
     from matgnn.prediction.predict import graph_settings_of, predict_structures

@@ -100,14 +100,14 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
     # a model whose head was pushed 1,000 standard deviations up (a wild extrapolation) answers at most twice the
     # largest label per area, times each layer's area
     per_area = [v / _area(k) for k, (_, v) in enumerate(rows)]
-    assert float(model.target_high[0]) == pytest.approx(np.log(max(per_area)), abs=1e-3)  # whole set: training split
-    assert float(model.target_low[0]) >= np.log(min(per_area)) - 1e-3
+    assert float(model.targets[0].steps[0].learned_high[0]) == pytest.approx(np.log(max(per_area)), abs=1e-3)  # whole set: training split
+    assert float(model.targets[0].steps[0].learned_low[0]) >= np.log(min(per_area)) - 1e-3
     wild = _pushed(run_dir, tmp_path / "wild")
     r = ok(cli("predict", str(wild), str(data), "--out", str(tmp_path / "w.csv")))
     flat = " ".join(r.out.split())
     assert "12 structure(s) answered exfoliation at the bound of its training range" in flat, r.out
     assert [r["answers_at_bound"] for r in csv.DictReader(open(tmp_path / "w.csv"))] == ["exfoliation"] * 12
-    bound = 2 * np.exp(float(model.target_high[0]))
+    bound = 2 * np.exp(float(model.targets[0].steps[0].learned_high[0]))
     answers = {r["id"]: float(r["exfoliation"]) for r in csv.DictReader(open(tmp_path / "w.csv"))}
     assert len(answers) == 12
     for k in range(12):
@@ -130,14 +130,14 @@ def test_log_per_area_from_the_cli_on_monolayers(tmp_path):
 
 
 def test_a_run_checkpointed_before_the_bound_resumes(tmp_path):
-    """A checkpoint written before log-transformed heads were bounded (no target_low/target_high in its weights)
+    """A checkpoint written before log-transformed heads were bounded (no learned range in its weights)
     resumes through ``matgnn train --resume``; the run's own training range fills the bound."""
     _, cfg, _ = _layers_run(tmp_path, 10, epochs=2)
     ok(cli("train", str(cfg)))
     (run_dir,) = runs_in(tmp_path / "runs")
     ckpt = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
     for state in (ckpt["model"], ckpt["best_state"]):
-        for k in [k for k in state if k.endswith(("target_low", "target_high"))]:
+        for k in [k for k in state if k.endswith(("learned_low", "learned_high"))]:
             del state[k]
     torch.save(ckpt, run_dir / "checkpoint_last.pt")
     text = (run_dir / "config.yaml").read_text()
@@ -147,7 +147,8 @@ def test_a_run_checkpointed_before_the_bound_resumes(tmp_path):
     from matgnn.models import load_model
 
     model = load_model(run_dir)
-    assert np.isfinite(float(model.target_low[0])) and np.isfinite(float(model.target_high[0]))
+    bound = model.targets[0].steps[0]
+    assert np.isfinite(float(bound.learned_low[0])) and np.isfinite(float(bound.learned_high[0]))
 
 
 def test_ensembles_and_composites_say_when_a_part_answered_at_the_bound(tmp_path):

@@ -145,7 +145,7 @@ def test_lineage_is_found_by_hash_not_by_name_or_time(tmp_path, pretrained):
     stages = lineage(child, [tmp_path / "archive"])  # oldest first, each with its config and metrics
     assert [r for r, _, _ in stages] == [moved, child] and all("test.mixing_energy.mae" in m for _, _, m in stages)
     state = torch.load(moved / "model" / "state.pt", weights_only=True)
-    state["target_std"] = state["target_std"] * 2
+    state["targets.0.standardize.std"] = state["targets.0.standardize.std"] * 2
     torch.save(state, moved / "model" / "state.pt")
     assert parent_run(child, [tmp_path / "archive"]) is None
     assert parent_of(pretrained) is None

@@ -65,7 +65,8 @@ def test_vector_head_trains_predicts_and_evaluates_from_the_cli(tmp_path):
     model_info = json.loads((run_dir / "model" / "model.json").read_text())
     assert model_info["init_args"]["heads"][0]["components"] == ["lattice", "volume"]
     state = torch.load(run_dir / "model" / "state.pt", weights_only=True)
-    assert state["target_mean"].shape == (2,) and state["target_mean"][1] > 3 * state["target_mean"][0]
+    mean = state["targets.0.standardize.mean"]
+    assert mean.shape == (2,) and mean[1] > 3 * mean[0]
 
     out = tmp_path / "pred.csv"
     ok(cli("predict", str(run_dir), str(folder), "--out", str(out), "--sort-by", "-cell.volume", env=env))
@@ -96,12 +97,9 @@ def test_components_are_for_graph_heads_with_distinct_names():
 def test_vector_head_shapes_and_old_scalar_layout():
     heads = [HeadConfig(name="gap").spec(), HeadConfig(name="v", components=["a", "b", "c"]).spec()]
     model = build_model("cgcnn", heads, cutoff=6.0, hidden=8, layers=1)
-    assert model.target_mean.shape == (4,)  # one per scalar head, one per component
+    assert [t.standardize.mean.shape for t in model.targets] == [(1,), (3,)]  # one per value of each head
     model.set_normalization(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.ones(4))
     assert float(model.head_mean(0)) == 1.0 and model.head_mean(1).tolist() == [2.0, 3.0, 4.0]
-    # a model of scalar heads keeps the layout of files saved before vector heads existed
-    assert build_model("cgcnn", [HeadConfig(name="g").spec(), HeadConfig(name="h").spec()],
-                       cutoff=6.0).target_mean.shape == (2,)
 
 
 def test_vector_head_on_jarvis_dft2d_gaps(tmp_path):

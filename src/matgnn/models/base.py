@@ -8,8 +8,7 @@ before any module is imported, and weights load with ``torch.load(weights_only=T
 
 from __future__ import annotations
 
-import itertools
-import math
+import functools
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -20,13 +19,17 @@ from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.utils import scatter
 
 from matgnn import keys
-from matgnn.data.structure import MAX_Z
 from matgnn.models.saved import SavedModel
-
-#: how far (in the learned log space) a log-transformed head may answer beyond its training labels' range: a
-#: factor 2 on y / area (``log_per_area``) or on 1 + y (``log``). The exponential is unbounded, and a head that
-#: extrapolates wildly (CGCNN on one exfoliation fold: 644,466 meV/atom for a 2-atom layer) would otherwise say so.
-LOG_RANGE_MARGIN = math.log(2.0)
+from matgnn.models.targets import (
+    BackboneResidual,
+    ElementReference,
+    HeadSpec,
+    HeadTarget,
+    LogBound,
+    head_dim,
+    head_spec,
+    upgrade_legacy_state,
+)
 
 
 class ModelSettings(BaseModel):
@@ -60,11 +63,6 @@ class Head(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         out = self.mlp(h)
         return out.squeeze(-1) if self.out_dim == 1 else out
-
-
-def head_dim(spec: dict[str, Any]) -> int:
-    """Values a head predicts per graph or atom (its components, else 1)."""
-    return len(spec["components"]) if spec.get("components") else 1
 
 
 def batch_fields_of(*models: Any) -> tuple[str, ...]:
@@ -158,48 +156,22 @@ class MatgnnModel(SavedModel, abstract=True):
         super().__init__()
         if not heads:
             raise ValueError("a model needs at least one head")
-        self.head_specs = [{"name": h["name"], "level": h.get("level", "graph"),
-                            "transform": h.get("transform", "none"), "baseline": h.get("baseline", "none")}
-                           | ({"components": list(h["components"])} if h.get("components") else {})
-                           for h in heads]
-        if any(s.get("components") and s["level"] != "graph" for s in self.head_specs):
-            raise ValueError("vector heads (components) are graph-level heads")
-        bad = [h["name"] for h in self.head_specs if h["baseline"] not in ("none", "element_mean", "backbone")
-               or (h["baseline"] != "none" and h["level"] != "node")]
-        if bad:
-            raise ValueError(f"head {bad[0]!r}: baseline must be 'none' or, for node heads, 'element_mean' or "
-                             "'backbone'")
+        self.head_specs: list[HeadSpec] = [head_spec(h) for h in heads]
         bad = [h["name"] for h in self.head_specs if h["baseline"] == "backbone" and not self.backbone_references]
         if bad:
             raise ValueError(f"head {bad[0]!r}: baseline 'backbone' needs a model with a pretrained backbone that "
                              f"predicts it itself (model chgnet: magnetic moments); {type(self).__name__} has none")
-        bad = [h["transform"] for h in self.head_specs if h["transform"] not in ("none", "log", "log_per_area")]
-        if bad:
-            raise ValueError(f"unknown target transform {bad[0]!r}; use 'none', 'log' or 'log_per_area'")
-        bad = [h["name"] for h in self.head_specs if h["transform"] == "log_per_area"
-               and (h["level"] != "graph" or h.get("components"))]
-        if bad:
-            raise ValueError(f"head {bad[0]!r}: transform 'log_per_area' is for scalar graph-level heads")
         if pooling not in ("mean", "sum", "attention"):
             raise ValueError(f"unknown pooling {pooling!r}; use mean, sum or attention")
         self.pooling = pooling
         self.attention_pool = (AttentionalAggregation(nn.Linear(trunk_dim, 1)) if pooling == "attention" else None)
         self.heads = nn.ModuleDict({h["name"]: Head(trunk_dim, head_hidden, dropout, head_dim(h))
                                     for h in self.head_specs})
-        # standardisation of every head's values, concatenated (one entry per scalar head, one per
-        # component of a vector head): head k's are [offset k, offset k + dim k)
-        dims = [head_dim(h) for h in self.head_specs]
-        self._slices = [slice(a, a + d) for a, d in zip([0, *itertools.accumulate(dims)], dims)]
-        self.register_buffer("target_mean", torch.zeros(sum(dims)))
-        self.register_buffer("target_std", torch.ones(sum(dims)))
-        #: the training labels' lowest and highest value in the learned space, per value: answers of log-transformed
-        #: heads stay within LOG_RANGE_MARGIN of them (±inf, no bound, for other heads and models saved before)
-        self.register_buffer("target_low", torch.full((sum(dims),), -math.inf))
-        self.register_buffer("target_high", torch.full((sum(dims),), math.inf))
-        #: per-head, per-element reference added to node predictions (``baseline: element_mean``); for
-        #: ``baseline: backbone`` heads, 1 for the elements the training set labelled (the learned residual
-        #: applies to those; an atom of any other element gets the backbone's answer unchanged)
-        self.register_buffer("element_baseline", torch.zeros(len(heads), MAX_Z + 1))
+        #: each head's way between its labels and its learned values (standardisation, baselines, log transforms:
+        #: :mod:`matgnn.models.targets`), with the statistics of the training labels as the steps' buffers
+        self.targets = nn.ModuleList(HeadTarget(h, functools.partial(self.backbone_reference, k)
+                                                if h["baseline"] == "backbone" else None)
+                                     for k, h in enumerate(self.head_specs))
 
     def train(self, mode: bool = True) -> MatgnnModel:
         """``nn.Module.train``, except that modules of frozen layer groups (``frozen_modules``,
@@ -214,15 +186,29 @@ class MatgnnModel(SavedModel, abstract=True):
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor,
                           element_baseline: torch.Tensor | None = None,
                           value_range: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """Standardisation of every head's values; the element baselines; the training labels' range in the
-        learned space (``value_range``: lowest, highest), which bounds log-transformed heads' answers."""
-        self.target_mean.copy_(mean)
-        self.target_std.copy_(std)
-        if element_baseline is not None:
-            self.element_baseline.copy_(element_baseline)
-        if value_range is not None:
-            self.target_low.copy_(value_range[0])
-            self.target_high.copy_(value_range[1])
+        """The training statistics, as :func:`matgnn.training.targets.normalization` computes them: every
+        head's values' mean and std concatenated (heads in order), the per-head element table (``[heads, Z]``:
+        element references, or which elements were labelled for a backbone residual), and the training labels'
+        range in the learned space (``value_range``: lowest, highest), which bounds log-transformed heads."""
+        at = 0
+        with torch.no_grad():
+            for k, (spec, target) in enumerate(zip(self.head_specs, self.targets)):
+                d = head_dim(spec)
+                target.standardize.mean.copy_(mean[at:at + d])
+                target.standardize.std.copy_(std[at:at + d])
+                for step in target.steps:
+                    if isinstance(step, ElementReference) and element_baseline is not None:
+                        step.element_reference.copy_(element_baseline[k])
+                    elif isinstance(step, BackboneResidual) and element_baseline is not None:
+                        step.labelled_elements.copy_(element_baseline[k])
+                    elif isinstance(step, LogBound) and value_range is not None:
+                        step.learned_low.copy_(value_range[0][at:at + d])
+                        step.learned_high.copy_(value_range[1][at:at + d])
+                at += d
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        upgrade_legacy_state(self, state_dict, prefix)  # weights saved before heads owned their steps
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # -- forward ----------------------------------------------------------------
     def node_features(self, batch: Any) -> torch.Tensor:
@@ -241,34 +227,20 @@ class MatgnnModel(SavedModel, abstract=True):
             return self.attention_pool(h, batch[keys.BATCH], dim_size=batch.num_graphs)
         return scatter(h, batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce=self.pooling)
 
-    def _of_head(self, buffer: torch.Tensor, k: int) -> torch.Tensor:
-        """Head ``k``'s entries of a per-value buffer: a scalar, or one per component of a vector head."""
-        s = self._slices[k]
-        return buffer[s.start] if s.stop - s.start == 1 else buffer[s]
-
     def head_mean(self, k: int) -> torch.Tensor:
-        """Head ``k``'s standardisation mean."""
-        return self._of_head(self.target_mean, k)
+        """Head ``k``'s standardisation mean (a scalar, or one per component of a vector head)."""
+        m = self.targets[k].standardize.mean
+        return m[0] if m.shape[0] == 1 else m
 
     def head_std(self, k: int) -> torch.Tensor:
         """Head ``k``'s standardisation std."""
-        return self._of_head(self.target_std, k)
+        sd = self.targets[k].standardize.std
+        return sd[0] if sd.shape[0] == 1 else sd
 
     def transform_target(self, k: int, y: torch.Tensor, batch: Any = None) -> torch.Tensor:
-        """Head ``k``'s label in the space the model is trained in (before standardising):
-        ``log1p`` for ``transform: log`` (positive, skewed targets); log(y / area per atom) for
-        ``log_per_area`` (an energy per atom that scales with the layer's area); minus each atom's
-        element reference for ``baseline: element_mean`` (needs the batch); else unchanged."""
-        spec = self.head_specs[k]
-        if spec["transform"] == "log":
-            return torch.log1p(y)
-        if spec["transform"] == "log_per_area":
-            return torch.log(torch.clamp(y / self._area_per_atom(batch, y), min=1e-12))
-        if spec["baseline"] == "element_mean":
-            return y - self.element_baseline[k][batch[keys.Z]]
-        if spec["baseline"] == "backbone":
-            return y - self.backbone_reference(k, batch)
-        return y
+        """Head ``k``'s label in the space the model is trained in (before standardising): its
+        :class:`~matgnn.models.targets.HeadTarget`'s steps."""
+        return self.targets[k].encode(y, batch)
 
     def forward_normalized(self, batch: Any) -> dict[str, torch.Tensor]:
         """Predictions in normalised units (what the losses compare)."""
@@ -287,18 +259,7 @@ class MatgnnModel(SavedModel, abstract=True):
     def denormalize(self, k: int, v: torch.Tensor, batch: Any = None) -> torch.Tensor:
         """Head ``k``'s normalised prediction in the target's own units (node heads with an
         element baseline need the batch)."""
-        spec = self.head_specs[k]
-        v = v * self.head_std(k) + self.head_mean(k)
-        if spec["baseline"] == "element_mean":
-            v = v + self.element_baseline[k][batch[keys.Z]]
-        elif spec["baseline"] == "backbone":
-            v = v * self.element_baseline[k][batch[keys.Z]] + self.backbone_reference(k, batch)
-        if spec["transform"] == "none":
-            return v
-        v = torch.clamp(v, *self._log_bounds(k))  # the exponential of a head extrapolating far: bounded
-        if spec["transform"] == "log_per_area":
-            return torch.exp(v) * self._area_per_atom(batch, v)
-        return torch.expm1(v)
+        return self.targets[k].decode(v, batch)
 
     def bounded_heads(self) -> list[str]:
         """The log-transformed heads: their answers are held within LOG_RANGE_MARGIN of the training range."""
@@ -317,7 +278,7 @@ class MatgnnModel(SavedModel, abstract=True):
             if spec["transform"] == "none":
                 continue
             t = self.transform_target(k, out[spec["name"]].float(), batch)  # the answer back in the learned space
-            low, high = self._log_bounds(k)
+            low, high = self.targets[k].step(LogBound).bounds()
             hit = (t >= high - 1e-4) | (t <= low + 1e-4)  # ±inf bounds (models saved before): never
             if spec["level"] == "node":
                 hit = scatter(hit.float(), batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce="max") > 0
@@ -325,18 +286,6 @@ class MatgnnModel(SavedModel, abstract=True):
                 hit = hit.any(dim=1)
             flags[spec["name"]] = hit
         return flags
-
-    def _log_bounds(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head ``k``'s lowest and highest answer in the learned space: the training labels' range widened by
-        LOG_RANGE_MARGIN (±inf for models saved before it was stored)."""
-        return (self._of_head(self.target_low, k) - LOG_RANGE_MARGIN,
-                self._of_head(self.target_high, k) + LOG_RANGE_MARGIN)
-
-    @staticmethod
-    def _area_per_atom(batch: Any, like: torch.Tensor) -> torch.Tensor:
-        from matgnn.graphs.geometry import area_per_atom
-
-        return area_per_atom(batch[keys.CELL], batch[keys.PBC], batch[keys.N_ATOMS]).to(like.dtype)
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         """Predictions in the targets' own units."""

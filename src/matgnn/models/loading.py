@@ -22,11 +22,12 @@ from matgnn.artifacts import (
 from matgnn.errors import UnsafeArtifactError, UserError
 from matgnn.models.base import MatgnnModel
 from matgnn.models.registry import registered_class
+from matgnn.models.targets import STEP_BUFFERS_MAY_BE_NON_FINITE, STEP_BUFFERS_OPTIONAL
 from matgnn.runtime import keep_freed_memory
 
 #: buffers newer than some saved models; absent from a file, they keep their neutral default (also inside a
-#: composite: a delta model's ``delta.element_baseline``, a reference's ``fallback.target_low``)
-OPTIONAL_BUFFERS = {"element_baseline", "target_low", "target_high"}
+#: composite: a delta model's ``delta.targets.0.steps.0.element_reference``)
+OPTIONAL_BUFFERS = set(STEP_BUFFERS_OPTIONAL)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MatgnnModel:
@@ -90,7 +91,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
 
 
 #: tensors that may hold NaN or inf by design: not-yet-filled references, open ends of a training range
-MAY_HOLD_NAN = {"backbone_magmom_weight", "backbone_magmom_bias", "target_low", "target_high", "element_baseline"}
+MAY_HOLD_NAN = {"backbone_magmom_weight", "backbone_magmom_bias", *STEP_BUFFERS_MAY_BE_NON_FINITE,
+                "target_low", "target_high", "element_baseline"}  # the last three: as saved before heads' steps
 #: upper bounds of size arguments in a model.json (a mailed folder must not allocate hundreds of GB or build
 #: for minutes before its weights are found not to fit): any integer argument named like a depth, a width
 _MAX_DEPTH = 64

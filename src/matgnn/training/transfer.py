@@ -33,7 +33,8 @@ FREEZE_POLICIES: dict[str, tuple[str, ...] | None] = {
     "all_but_embedding": ("embedding", "head"),
     "trunk": ("head",),
 }
-NORMALIZATION_BUFFERS = ("target_mean", "target_std", "element_baseline", "target_low", "target_high")
+#: the heads' training statistics (:mod:`matgnn.models.targets`): a transferred model computes its own
+TARGET_STATISTICS = "targets."
 
 
 def layer_groups(model: MatgnnModel) -> dict[str, list[str]]:
@@ -86,12 +87,12 @@ def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads:
     loaded, new = [], []
     for name, value in own.items():
         take = (name in src_state and src_state[name].shape == value.shape
-                and name not in NORMALIZATION_BUFFERS
+                and not name.startswith(TARGET_STATISTICS)
                 and (model.parameter_group(name) != "head" or keep_heads))
         if take:
             own[name] = src_state[name].clone()
             loaded.append(name)
-        elif name not in NORMALIZATION_BUFFERS:
+        elif not name.startswith(TARGET_STATISTICS):
             new.append(name)
     model.load_state_dict(own)
     from matgnn.artifacts import fingerprint
