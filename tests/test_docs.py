@@ -106,9 +106,8 @@ def _doc_commands() -> list[tuple[str, list[str]]]:
 
 def test_every_command_in_the_docs_parses_against_the_cli():
     """Every ``matgnn`` line of the documentation's shell blocks names a command that exists and options it
-    takes, with values of the right type: parsed by the CLI's own parser (nothing runs; their placeholders —
-    RUN, my_run.yaml — are not files here). The README's lines, and the user guide's command-line block
-    through ``tests/test_journeys.py``, are also run."""
+    takes, with values of the right type: parsed by the CLI's own parser, with the placeholders as written (RUN,
+    my_run.yaml). Every line also runs, through the installed executable, in ``tests/test_docs_run.py``."""
     import typer
 
     from matgnn.cli.main import app
