@@ -59,7 +59,8 @@ def test_every_loadable_class_is_a_saved_model_and_none_copies_the_contract():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                assert not any(ast.unparse(t) == "self.init_args" for t in targets), f"{path.name} sets init_args"
+                assert not any(ast.unparse(t).startswith("self.init_args") for t in targets), \
+                    f"{path.name} writes init_args (record_resolved is the one way to add to it)"
         assert "MatgnnModel.save(" not in text and "@register_model_class" not in text, path.name
         assert 'getattr(model, "at_bound")' not in text and 'getattr(model, "bounded_heads")' not in text
 
@@ -100,3 +101,20 @@ def test_a_regressor_records_the_feature_version_it_was_fitted_on():
     cols = graph_rows([np.zeros((3, 64))]).shape[1]
     model = BackboneRegressor.of([{"name": "gap"}], "chgnet", "linear", [np.zeros(cols + 1)])
     assert model.init_args["backbone_version"] == frozen_backbone_model("chgnet").current_version()
+
+
+def test_one_backbone_registry_and_the_fast_package_table_agree():
+    """The backbones are listed once (``graphs.backbone_features.BACKBONES``): batch fields, baseline feature
+    sets and package checks derive from it. ``matgnn models`` reads which package a folder needs without importing
+    torch, from ``artifacts``' own table: checked here against the model classes and the registry."""
+    from matgnn import artifacts
+    from matgnn.baselines.descriptors import FEATURE_SETS
+    from matgnn.graphs.backbone_features import BACKBONES
+    from matgnn.graphs.extras import BUILDERS
+    from matgnn.models import MODELS
+
+    assert set(FEATURE_SETS) == {"descriptors", *BACKBONES}
+    assert {f"{name}_features" for name in BACKBONES} <= set(BUILDERS)
+    assert artifacts._BACKBONE_PACKAGES == {name: cls.package for name, cls in BACKBONES.items()}
+    needs = {cls.__name__: cls.backbone_package for cls in MODELS.values() if getattr(cls, "backbone_package", "")}
+    assert needs == artifacts._CLASS_PACKAGES

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from matgnn.graphs.backbone_features import BACKBONES
 from matgnn.graphs.dataset import edge_geometry
 
 N_DENSE = 4  # coordination, mean, min, max distance
@@ -69,7 +70,7 @@ class DescriptorSpace:
 
 
 #: ``matgnn baseline linear|xgboost --features NAME``: the descriptor sets a baseline can fit on
-FEATURE_SETS = ("descriptors", "chgnet", "sevennet")
+FEATURE_SETS = ("descriptors", *BACKBONES)
 
 
 class BackboneSpace:

@@ -258,8 +258,10 @@ def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, prog
     needs = {"xgboost": "xgboost", "chgnet": "chgnet", "chgnet_finetuned": "chgnet"}
     if kind in needs:  # before any run folder or cache exists
         require_package(needs[kind], f"baseline {kind}")
-    if features in ("chgnet", "sevennet"):
-        require_package({"chgnet": "chgnet", "sevennet": "sevenn"}[features], f"--features {features}")
+    if features != "descriptors":
+        from matgnn.graphs.backbone_features import BACKBONES
+
+        require_package(BACKBONES[features].package, f"--features {features}")
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
     cfg = cfg.model_copy(update={"name": cfg.name or f"{kind}-{'+'.join(h.name for h in cfg.targets)}"})

@@ -3,25 +3,19 @@ to a batch; the packer (:class:`~matgnn.graphs.packed.PackedGraphs`) calls them 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+from matgnn.graphs.backbone_features import BACKBONES
 from matgnn.graphs.triplets import add_triplets
 
 
-def _chgnet(batch: Any) -> Any:
-    from matgnn.graphs.backbone_features import (
-        add_chgnet_features,  # imports chgnet only when used
-    )
+def _features(name: str) -> Callable[[Any], Any]:
+    def add(batch: Any) -> Any:
+        from matgnn.graphs.backbone_features import add_backbone_features
 
-    return add_chgnet_features(batch)
+        return add_backbone_features(batch, name)  # the backbone's package is imported only here, when used
 
-
-def _sevennet(batch: Any) -> Any:
-    from matgnn.graphs.backbone_features import (
-        add_backbone_features,  # imports sevenn only when used
-    )
-
-    return add_backbone_features(batch, "sevennet")
+    return add
 
 
 def _chgnet_graphs(batch: Any) -> Any:
@@ -40,6 +34,7 @@ def _sevennet_graphs(batch: Any) -> Any:
     return add_sevennet_graphs(batch)
 
 
-#: field name -> function adding it to a batch
-BUILDERS = {"triplets": add_triplets, "chgnet_features": _chgnet, "sevennet_features": _sevennet,
+#: field name -> function adding it to a batch: every backbone of the registry
+#: (:data:`matgnn.graphs.backbone_features.BACKBONES`) gives ``<name>_features``
+BUILDERS = {"triplets": add_triplets, **{f"{name}_features": _features(name) for name in BACKBONES},
             "chgnet_graphs": _chgnet_graphs, "sevennet_graphs": _sevennet_graphs}

@@ -158,7 +158,7 @@ class SevenNetBackbone(CHGNetBackbone):
         require_package(self.backbone_package, "model 'sevennet'")
         version = backbone_version or sevennet_version()
         super().__init__(heads, hidden, layers, crystal_feature, version, cutoff, dropout, pooling, head_hidden)
-        self.init_args["backbone_version"] = version  # saved: a reload checks the features are the same
+        self.record_resolved(backbone_version=version)  # saved: a reload checks the features are the same
 
 
 #: CHGNet's own modules by layer group (a module not listed is ``backbone_readout``: its energy MLP,
@@ -272,12 +272,14 @@ class CHGNetFineTune(_FineTunedGroups, MatgnnModel):
     config_class = CHGNetFineTuneConfig
     batch_fields = ("chgnet_graphs",)
     backbone_attr = "chgnet"
+    #: the package of the backbone's own network (the ``[foundation]`` extra), checked before anything is built
+    backbone_package = "chgnet"
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
                  freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, anchor_weight: float = 0.0,
                  backbone_version: str = CHGNET_VERSION, cutoff: float = 8.0,
                  dropout: float = 0.0, pooling: str = "mean", head_hidden: int = 128) -> None:
-        require_package("chgnet", "model 'chgnet_ft'")
+        require_package(self.backbone_package, "model 'chgnet_ft'")
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         if backbone_version != CHGNET_VERSION:
             raise ValueError(f"this model fine-tuned CHGNet {backbone_version}; matgnn starts from CHGNet "
@@ -390,18 +392,20 @@ class SevenNetFineTune(_FineTunedGroups, MatgnnModel):
     config_class = SevenNetFineTuneConfig
     batch_fields = ("sevennet_graphs",)
     backbone_attr = "sevennet"
+    #: the package of the backbone's own network (the ``[foundation]`` extra), checked before anything is built
+    backbone_package = "sevenn"
 
     def __init__(self, heads: list[dict[str, Any]], hidden: int = 128, layers: int = 2, crystal_feature: bool = True,
                  freeze: list[str] | None = None, backbone_lr_scale: float = 1.0, anchor_weight: float = 0.0,
                  backbone_version: str | None = None, cutoff: float = 8.0, dropout: float = 0.0,
                  pooling: str = "mean", head_hidden: int = 128) -> None:
-        require_package("sevenn", "model 'sevennet_ft'")
+        require_package(self.backbone_package, "model 'sevennet_ft'")
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         version = backbone_version or sevennet_version()
         if version != sevennet_version():
             raise ValueError(f"this model fine-tuned SevenNet {version}; matgnn starts from SevenNet "
                              f"{sevennet_version()}")
-        self.init_args["backbone_version"] = version
+        self.record_resolved(backbone_version=version)
         from matgnn.graphs.backbone_features import sevennet_network
 
         self.sevennet = sevennet_network()

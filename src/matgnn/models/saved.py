@@ -68,6 +68,15 @@ class SavedModel(nn.Module):
         wrapped.__wrapped__ = init  # type: ignore[attr-defined]
         cls.__init__ = wrapped  # type: ignore[method-assign]
 
+    def record_resolved(self, **arguments: Any) -> None:
+        """Record constructor arguments whose value the constructor resolved itself (a default computed at run
+        time, such as the version of a backbone's features), so that a reload rebuilds the same model and checks
+        the same things. The one way a class adds to its captured ``init_args``."""
+        unknown = sorted(set(arguments) - set(self.init_args))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no constructor arguments {unknown}")
+        self.init_args.update(arguments)
+
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write ``model.json`` (class, module, version, constructor arguments, ``extra``) and ``state.pt``
         (weights and buffers) into folder ``path``."""
