@@ -446,7 +446,7 @@ def main() -> None:
             if variants & {"ref", "ref_delta", "gbm_ref"}:  # 2DMatPedia as a reference, that model as the fallback
                 import shutil
 
-                from matgnn.models.reference import build_reference
+                from matgnn.commands.reference import build_reference
 
                 refs[bb] = OUT / f"{bb}-2dmatpedia-reference"
                 shutil.rmtree(refs[bb], ignore_errors=True)
@@ -563,7 +563,7 @@ def main() -> None:
                             continue
                         import shutil
 
-                        from matgnn.models.reference import build_reference
+                        from matgnn.commands.reference import build_reference
 
                         folder_rf = OUT / variant / f"{bb}-fold{fold}"
                         shutil.rmtree(folder_rf, ignore_errors=True)
@@ -579,7 +579,7 @@ def main() -> None:
                     # others the ref_first_nou model's answer
                     import shutil
 
-                    from matgnn.models.reference import build_reference
+                    from matgnn.commands.reference import build_reference
 
                     folder_tw = OUT / "ref_twin" / f"{bb}-fold{fold}"
                     shutil.rmtree(folder_tw, ignore_errors=True)

@@ -27,9 +27,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import RESULTS, ROOT, SHARED_DATA, write_result  # noqa: E402
 
+from matgnn.commands.sweep import run_sweep  # noqa: E402
 from matgnn.config import RunConfig  # noqa: E402
 from matgnn.models.zoo import OPERATORS  # noqa: E402
-from matgnn.training.sweep import run_sweep  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "runs" / "operator_sweep"
 
