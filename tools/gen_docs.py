@@ -148,6 +148,31 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _family_task_table(d: dict) -> list[str]:
+    """A task suite's normalised errors (``data.normalised_error_table``: family -> task -> MAE/MAD), family by
+    task, with each family's mean over the tasks it ran and the best family of each task in bold."""
+    table = (d.get("data") or {}).get("normalised_error_table") or {}
+    if not table:
+        return []
+    tasks = list((d.get("data") or {}).get("tasks") or sorted({t for row in table.values() for t in row}))
+    best = {t: min((row[t] for row in table.values() if t in row), default=None) for t in tasks}
+    lines = ["Test MAE / MAD (1.0 = predicting the mean; lower is better; the best family of each task in bold):", "",
+             "| family | " + " | ".join(_cell(t) for t in tasks) + " | mean |",
+             "|---|" + "---|" * (len(tasks) + 1)]
+    for fam, row in table.items():
+        cells = []
+        for t in tasks:
+            v = row.get(t)
+            cells.append("-" if v is None else (f"**{v:.3f}**" if v == best[t] else f"{v:.3f}"))
+        mean = sum(row.values()) / len(row) if row else float("nan")
+        lines.append(f"| {_cell(fam)} | " + " | ".join(cells) + f" | {mean:.3f} |")
+    missing = (d.get("data") or {}).get("runs_missing")
+    if missing:
+        lines.append("")
+        lines.append(f"{missing} runs of the suite are missing from this file (a partial run).")
+    return lines + [""]
+
+
 def results_page() -> str:
     files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
     lines = ["# Benchmark results", "",
@@ -173,6 +198,7 @@ def results_page() -> str:
                         f"- created: {_cell(d.get('created', 'unknown'))}", ""])
         if name != f.stem:
             details.insert(-1, f"- benchmark: {_cell(name)}")
+        details.extend(_family_task_table(d))
         metrics = d.get("metrics") or {}
         anchors = d.get("anchors") or {}
         for title, table in (("metric", metrics), ("anchor", anchors)):
