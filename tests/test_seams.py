@@ -300,9 +300,12 @@ def test_interrupts_of_the_pooled_graph_build(tmp_path):
     from tests.userdata import MATGNN
 
     def start(k):
+        # Ctrl-C's own disposition, as in a terminal: a harness that starts the tests in the background may hand
+        # its children SIGINT ignored (a shell without job control does), which a terminal never does
         return subprocess.Popen([MATGNN, "graphs", "build", "emt:20000", "--workers", "2", "--cache-dir",
                                  str(tmp_path / f"c{k}")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+                                text=True, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def group(p):
         return subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
