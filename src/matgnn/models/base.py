@@ -262,12 +262,13 @@ class MatgnnModel(SavedModel, abstract=True):
         return self.targets[k].decode(v, batch)
 
     def bounded_heads(self) -> list[str]:
-        """The log-transformed heads: their answers are held within LOG_RANGE_MARGIN of the training range."""
-        return [s["name"] for s in self.head_specs if s["transform"] != "none"]
+        """The heads whose target has a :class:`~matgnn.models.targets.LogBound` step (the log-transformed ones):
+        their answers are held within its margin of the training range."""
+        return [s["name"] for s, t in zip(self.head_specs, self.targets) if t.step(LogBound) is not None]
 
     @torch.no_grad()
     def at_bound(self, batch: Any, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """Per graph of ``batch``, for each head with a log ``transform``: whether its answer (``out``, as
+        """Per graph of ``batch``, for each of :meth:`bounded_heads`: whether its answer (``out``, as
         :meth:`forward` gives it; computed when not given) sits at the bound LOG_RANGE_MARGIN beyond the training
         labels' range, i.e. the head extrapolated and its answer was cut (a node head: any of the graph's atoms)."""
         if not self.bounded_heads():
@@ -275,10 +276,11 @@ class MatgnnModel(SavedModel, abstract=True):
         out = out if out is not None else self(batch)
         flags: dict[str, torch.Tensor] = {}
         for k, spec in enumerate(self.head_specs):
-            if spec["transform"] == "none":
+            bound = self.targets[k].step(LogBound)
+            if bound is None:
                 continue
             t = self.transform_target(k, out[spec["name"]].float(), batch)  # the answer back in the learned space
-            low, high = self.targets[k].step(LogBound).bounds()
+            low, high = bound.bounds()
             hit = (t >= high - 1e-4) | (t <= low + 1e-4)  # ±inf bounds (models saved before): never
             if spec["level"] == "node":
                 hit = scatter(hit.float(), batch[keys.BATCH], dim=0, dim_size=batch.num_graphs, reduce="max") > 0
