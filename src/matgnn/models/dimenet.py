@@ -10,6 +10,7 @@ be its own or another image of the centre atom, which is a genuine triplet.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import torch
@@ -29,6 +30,17 @@ from matgnn.data.structure import MAX_Z
 from matgnn.graphs.geometry import edge_lengths, edge_vectors
 from matgnn.graphs.triplets import periodic_triplets, triplets  # noqa: F401 - periodic_triplets re-exported
 from matgnn.models.base import MatgnnModel, ModelSettings
+
+#: PyG's spherical basis derives its functions symbolically (sympy), about 13 s per model built; it holds no
+#: tensors, so one built per setting serves every later model of the process as a copy
+_SPHERICAL_BASES: dict[tuple[int, int, float, int], SphericalBasisLayer] = {}
+
+
+def _spherical_basis(num_spherical: int, num_radial: int, cutoff: float, envelope_exponent: int) -> SphericalBasisLayer:
+    key = (num_spherical, num_radial, float(cutoff), envelope_exponent)
+    if key not in _SPHERICAL_BASES:
+        _SPHERICAL_BASES[key] = SphericalBasisLayer(num_spherical, num_radial, cutoff, envelope_exponent)
+    return copy.deepcopy(_SPHERICAL_BASES[key])
 
 
 class DimeNetConfig(ModelSettings):
@@ -59,7 +71,7 @@ class DimeNetPP(MatgnnModel):
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
         act = activation_resolver("swish")
         self.rbf = BesselBasisLayer(num_radial, cutoff, envelope_exponent)
-        self.sbf = SphericalBasisLayer(num_spherical, num_radial, cutoff, envelope_exponent)
+        self.sbf = _spherical_basis(num_spherical, num_radial, cutoff, envelope_exponent)
         self.emb = EmbeddingBlock(num_radial, hidden, act)
         self.emb.emb = nn.Embedding(MAX_Z + 1, hidden)  # PyG's table stops at Z = 94
         self.emb.reset_parameters()
