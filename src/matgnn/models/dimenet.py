@@ -19,6 +19,7 @@ from torch import nn
 from torch_geometric.nn.models.dimenet import (
     BesselBasisLayer,
     EmbeddingBlock,
+    Envelope,
     InteractionPPBlock,
     OutputPPBlock,
     SphericalBasisLayer,
@@ -31,16 +32,20 @@ from matgnn.graphs.geometry import edge_lengths, edge_vectors
 from matgnn.graphs.triplets import periodic_triplets, triplets  # noqa: F401 - periodic_triplets re-exported
 from matgnn.models.base import MatgnnModel, ModelSettings
 
-#: PyG's spherical basis derives its functions symbolically (sympy), about 13 s per model built; it holds no
-#: tensors, so one built per setting serves every later model of the process as a copy
-_SPHERICAL_BASES: dict[tuple[int, int, float, int], SphericalBasisLayer] = {}
+#: PyG's spherical basis derives its functions symbolically (sympy), about 13 s per model built. The functions
+#: depend on the basis sizes only and the layer holds no tensors, so one derivation per size serves every later
+#: model of the process as a copy, given its own cutoff and envelope
+_SPHERICAL_BASES: dict[tuple[int, int], SphericalBasisLayer] = {}
 
 
 def _spherical_basis(num_spherical: int, num_radial: int, cutoff: float, envelope_exponent: int) -> SphericalBasisLayer:
-    key = (num_spherical, num_radial, float(cutoff), envelope_exponent)
+    key = (num_spherical, num_radial)
     if key not in _SPHERICAL_BASES:
         _SPHERICAL_BASES[key] = SphericalBasisLayer(num_spherical, num_radial, cutoff, envelope_exponent)
-    return copy.deepcopy(_SPHERICAL_BASES[key])
+    layer = copy.deepcopy(_SPHERICAL_BASES[key])
+    layer.cutoff = cutoff
+    layer.envelope = Envelope(envelope_exponent)
+    return layer
 
 
 class DimeNetConfig(ModelSettings):
