@@ -28,7 +28,8 @@ is planned over the epochs that fit) and in epochs; the tasks are sampled to the
   all 2,238 test, 10,000 magnetic structures, the fine-tuned backbones too. About 3 days on 2 CPU cores; on
   one GPU about a day.
 
-Each run is a separate process (its peak RSS is the run's peak memory, read from ``wait4``); training
+A frozen backbone's features are computed and cached before its run's clock starts (the budget is the
+training's). Each run is a separate process (its peak RSS is the run's peak memory, read from ``wait4``); training
 structures/s is ``train_structures_per_s`` of the run; inference structures/s is ``matgnn``'s prediction path
 (graph building and backbone features included, none of them cached) over the test structures with the saved
 model; XGBoost on descriptors saves no model folder and has no inference rate. Each finished run is kept under
@@ -183,6 +184,13 @@ def run_one(task: str, family: str, fold: int, budget_name: str) -> dict:
         "split": {k: v for k, v in split.items()},
         "output_dir": str(OUT / budget_name / "runs"), "name": f"{task}-{family}-fold{fold}",
     })
+    backbone = how[1]["name"] if how[0] == "train" and how[1]["name"] in ("chgnet", "sevennet") else None
+    if backbone is not None:  # its features cached before the clock starts: the budget is the training's
+        from matgnn.data.sources import make_source
+        from matgnn.graphs.backbone_features import backbone_features
+
+        entries = [e for e in make_source(cfg.source) if hasattr(e, "numbers")]
+        backbone_features(backbone).features([(e.id, e.numbers, e.positions, e.cell, e.pbc) for e in entries])
     t0 = time.perf_counter()
     if how[0] == "train":
         from matgnn.training.run import train
