@@ -28,6 +28,8 @@ from matgnn.models.targets import (
     LogBound,
     head_dim,
     head_spec,
+    head_value,
+    per_head,
     upgrade_legacy_state,
 )
 
@@ -190,21 +192,20 @@ class MatgnnModel(SavedModel, abstract=True):
         head's values' mean and std concatenated (heads in order), the per-head element table (``[heads, Z]``:
         element references, or which elements were labelled for a backbone residual), and the training labels'
         range in the learned space (``value_range``: lowest, highest), which bounds log-transformed heads."""
-        at = 0
+        means, stds = per_head(mean, self.head_specs), per_head(std, self.head_specs)
+        lows, highs = (per_head(v, self.head_specs) for v in value_range) if value_range is not None else (None, None)
         with torch.no_grad():
-            for k, (spec, target) in enumerate(zip(self.head_specs, self.targets)):
-                d = head_dim(spec)
-                target.standardize.mean.copy_(mean[at:at + d])
-                target.standardize.std.copy_(std[at:at + d])
+            for k, target in enumerate(self.targets):
+                target.standardize.mean.copy_(means[k])
+                target.standardize.std.copy_(stds[k])
                 for step in target.steps:
                     if isinstance(step, ElementReference) and element_baseline is not None:
                         step.element_reference.copy_(element_baseline[k])
                     elif isinstance(step, BackboneResidual) and element_baseline is not None:
                         step.labelled_elements.copy_(element_baseline[k])
-                    elif isinstance(step, LogBound) and value_range is not None:
-                        step.learned_low.copy_(value_range[0][at:at + d])
-                        step.learned_high.copy_(value_range[1][at:at + d])
-                at += d
+                    elif isinstance(step, LogBound) and lows is not None:
+                        step.learned_low.copy_(lows[k])
+                        step.learned_high.copy_(highs[k])
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         upgrade_legacy_state(self, state_dict, prefix)  # weights saved before heads owned their steps
@@ -229,13 +230,11 @@ class MatgnnModel(SavedModel, abstract=True):
 
     def head_mean(self, k: int) -> torch.Tensor:
         """Head ``k``'s standardisation mean (a scalar, or one per component of a vector head)."""
-        m = self.targets[k].standardize.mean
-        return m[0] if m.shape[0] == 1 else m
+        return head_value(self.targets[k].standardize.mean)
 
     def head_std(self, k: int) -> torch.Tensor:
         """Head ``k``'s standardisation std."""
-        sd = self.targets[k].standardize.std
-        return sd[0] if sd.shape[0] == 1 else sd
+        return head_value(self.targets[k].standardize.std)
 
     def transform_target(self, k: int, y: torch.Tensor, batch: Any = None) -> torch.Tensor:
         """Head ``k``'s label in the space the model is trained in (before standardising): its

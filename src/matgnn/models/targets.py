@@ -76,7 +76,16 @@ def head_dim(spec: dict[str, Any]) -> int:
     return len(spec["components"]) if spec.get("components") else 1
 
 
-def _value(buffer: torch.Tensor) -> torch.Tensor:
+def per_head(values: torch.Tensor, specs: list[dict[str, Any]]) -> list[torch.Tensor]:
+    """A tensor of every head's values concatenated (one entry per scalar head, one per component of a vector
+    head, heads in order) split into each head's part."""
+    dims = [head_dim(s) for s in specs]
+    if values.dim() != 1 or values.shape[0] != sum(dims):
+        raise RuntimeError(f"{tuple(values.shape)} values given; the heads have {sum(dims)}")
+    return list(torch.split(values, dims))
+
+
+def head_value(buffer: torch.Tensor) -> torch.Tensor:
     """A per-value buffer as a head uses it: a scalar for a one-value head, the vector of a vector head's."""
     return buffer[0] if buffer.shape[0] == 1 else buffer
 
@@ -102,10 +111,10 @@ class Standardize(TargetStep):
         self.register_buffer("std", torch.ones(dim))
 
     def encode(self, y: torch.Tensor, batch: Any) -> torch.Tensor:
-        return (y - _value(self.mean)) / _value(self.std)
+        return (y - head_value(self.mean)) / head_value(self.std)
 
     def decode(self, v: torch.Tensor, batch: Any) -> torch.Tensor:
-        return v * _value(self.std) + _value(self.mean)
+        return v * head_value(self.std) + head_value(self.mean)
 
 
 class ElementReference(TargetStep):
@@ -148,7 +157,7 @@ class LogBound(TargetStep):
         self.register_buffer("learned_high", torch.full((dim,), math.inf))
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return _value(self.learned_low) - LOG_RANGE_MARGIN, _value(self.learned_high) + LOG_RANGE_MARGIN
+        return head_value(self.learned_low) - LOG_RANGE_MARGIN, head_value(self.learned_high) + LOG_RANGE_MARGIN
 
     def decode(self, v: torch.Tensor, batch: Any) -> torch.Tensor:
         return torch.clamp(v, *self.bounds())  # the exponential of a head extrapolating far: bounded
@@ -232,16 +241,14 @@ def upgrade_legacy_state(model: Any, state: dict[str, torch.Tensor], prefix: str
     if not any(f"{prefix}{k}" in state for k in ("target_mean", "target_std", "target_low", "target_high",
                                                   "element_baseline")):
         return
-    dims = [head_dim(s) for s in model.head_specs]
-    starts = [sum(dims[:k]) for k in range(len(dims))]
-
     def split(name: str) -> list[torch.Tensor] | None:
         t = state.pop(prefix + name, None)
         if t is None:
             return None
-        if t.dim() != 1 or t.shape[0] != sum(dims):
-            raise RuntimeError(f"{prefix}{name} has shape {tuple(t.shape)}; the heads have {sum(dims)} values")
-        return [t[a:a + d] for a, d in zip(starts, dims)]
+        try:
+            return per_head(t, model.head_specs)
+        except RuntimeError as e:
+            raise RuntimeError(f"{prefix}{name}: {e}") from None
 
     mean, std, low, high = split("target_mean"), split("target_std"), split("target_low"), split("target_high")
     table = state.pop(prefix + "element_baseline", None)
