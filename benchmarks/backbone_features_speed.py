@@ -50,7 +50,7 @@ def as_tuples(atoms: list) -> list:
 def chgnet(atoms: list) -> dict[str, float]:
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from matgnn.graphs.backbone_features import ChgnetFeatures
+    from matgnn.models.backbones.chgnet import ChgnetFeatures
 
     store = ChgnetFeatures(root=Path(tempfile.mkdtemp()))
     model = store.model  # loaded before timing
@@ -76,7 +76,8 @@ def sevennet(atoms: list) -> dict[str, float]:
     from ase import Atoms
     from torch_geometric.data import Batch
 
-    from matgnn.graphs.backbone_features import SevennetFeatures, _sevennet_reference, import_backbone, sevennet_network
+    from matgnn.models.backbones.sevennet import SevennetFeatures, _sevennet_reference, sevennet_network
+    from matgnn.packages import import_backbone
 
     store = SevennetFeatures(root=Path(tempfile.mkdtemp()))
     store.calculator  # loaded before timing

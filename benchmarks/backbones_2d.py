@@ -258,7 +258,7 @@ def layer_geometry(s) -> np.ndarray:
 
 def pooled_features(structures, backbone: str = "chgnet") -> dict[str, np.ndarray]:
     """Each structure's backbone features pooled: mean, max and min over its atoms (3 × the width)."""
-    from matgnn.graphs.backbone_features import backbone_features
+    from matgnn.models.backbones import feature_store as backbone_features
     from matgnn.models.regressors import (
         graph_rows,  # the pooling of matgnn's own regressor models
     )
@@ -718,7 +718,7 @@ def committed_folds(task: str, labels: list[str], first: int) -> dict[str, tuple
 def _write(tasks: list[str], metrics: dict, per_fold: dict, data_notes: dict, started: float, args) -> None:
     from _common import COMMIT_AT_START, RESULTS
 
-    from matgnn.graphs.backbone_features import backbone_features
+    from matgnn.models.backbones import feature_store as backbone_features
 
     backbones = args.backbones.split(",")
     data_notes = {**data_notes, **{f"{bb}_rejected": sorted(backbone_features(bb).rejected) for bb in backbones}}

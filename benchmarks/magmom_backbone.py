@@ -102,7 +102,8 @@ def backbone_cfg(base: RunConfig, backbone: str, epochs: int, name: str, split: 
 
 def feature_shard(backbone: str, shard: int, shards: int) -> None:
     """Compute (and cache) the backbone's features of every shard-th structure."""
-    from matgnn.graphs.backbone_features import backbone_features, record_structure
+    from matgnn.graphs.backbone_features import record_structure
+    from matgnn.models.backbones import feature_store as backbone_features
 
     torch.set_num_threads(1)
     cache, _, _ = prepare_run_data(shipped_cfg(), OUT / f"shard{shard}", Console(stderr=True, quiet=True), progress=False)

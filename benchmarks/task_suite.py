@@ -59,6 +59,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import COMMIT_AT_START, ROOT, SHARED_DATA, target, write_result  # noqa: E402
 
+from matgnn.packages import BACKBONES  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "runs" / "task_suite"
 JARVIS_2D = {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / "jarvis")}
 JARVIS_3D = {"kind": "jarvis", "dataset": "dft_3d", "store_dir": str(SHARED_DATA / "jarvis")}
@@ -184,13 +186,13 @@ def run_one(task: str, family: str, fold: int, budget_name: str) -> dict:
         "split": {k: v for k, v in split.items()},
         "output_dir": str(OUT / budget_name / "runs"), "name": f"{task}-{family}-fold{fold}",
     })
-    backbone = how[1]["name"] if how[0] == "train" and how[1]["name"] in ("chgnet", "sevennet") else None
+    backbone = how[1]["name"] if how[0] == "train" and how[1]["name"] in BACKBONES else None
     if backbone is not None:  # its features cached before the clock starts: the budget is the training's
         from matgnn.data.sources import make_source
-        from matgnn.graphs.backbone_features import backbone_features
+        from matgnn.models.backbones import feature_store
 
         entries = [e for e in make_source(cfg.source) if hasattr(e, "numbers")]
-        backbone_features(backbone).features([(e.id, e.numbers, e.positions, e.cell, e.pbc) for e in entries])
+        feature_store(backbone).features([(e.id, e.numbers, e.positions, e.cell, e.pbc) for e in entries])
     t0 = time.perf_counter()
     if how[0] == "train":
         from matgnn.training.run import train

@@ -91,7 +91,7 @@ def test_no_import_circles():
 #: the layer order (docs/design/layout.md): a module may import its own package and the layers before it, never
 #: one after it; packages of one layer do not import each other
 LAYERS: list[tuple[str, ...]] = [
-    ("keys", "errors", "version", "artifacts", "runtime", "progress", "pretrained"),  # core
+    ("keys", "errors", "version", "artifacts", "runtime", "progress", "packages", "pretrained"),  # core
     ("data",), ("graphs",), ("models",), ("config",), ("evaluation",), ("training",), ("prediction",),
     ("baselines",), ("commands", "ase"), ("cli",), ("__main__", ""),  # "": matgnn/__init__, the public API
 ]

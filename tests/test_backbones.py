@@ -94,7 +94,7 @@ def test_a_structure_chgnet_refuses_gets_no_prediction_and_is_listed(trained, tm
 def test_an_old_rejected_marker_is_not_trusted(trained, tmp_path):
     """Earlier versions wrote a ``.rejected`` marker for any failure (a missing package included): such a
     marker is ignored, the features are computed and the structure is predicted."""
-    from matgnn.graphs.backbone_features import ChgnetFeatures
+    from matgnn.models.backbones.chgnet import ChgnetFeatures
 
     run_dir = trained["run"]
     cache = tmp_path / "cache"

@@ -4,12 +4,17 @@ recorded them), bit for bit where the CPU is of the kind that recorded them."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import matgnn
 from tests.shipped_answers import ANSWERS, answers, cpu_kind
+from tests.test_architecture import _module_name
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +109,80 @@ def test_a_regressor_records_the_feature_version_it_was_fitted_on():
 
 
 def test_one_backbone_registry_and_the_fast_package_table_agree():
-    """The backbones are listed once (``graphs.backbone_features.BACKBONES``): batch fields, baseline feature
+    """The backbones are listed once (:data:`matgnn.packages.BACKBONES`): models, batch fields, baseline feature
     sets and package checks derive from it. ``matgnn models`` reads which package a folder needs without importing
-    torch, from ``artifacts``' own table: checked here against the model classes and the registry."""
+    torch, from ``artifacts``' table: checked here against the model classes."""
     from matgnn import artifacts
     from matgnn.baselines.descriptors import FEATURE_SETS
-    from matgnn.graphs.backbone_features import BACKBONES
     from matgnn.graphs.extras import BUILDERS
     from matgnn.models import MODELS
+    from matgnn.packages import BACKBONES
 
     assert set(FEATURE_SETS) == {"descriptors", *BACKBONES}
     assert {f"{name}_features" for name in BACKBONES} <= set(BUILDERS)
-    assert artifacts._BACKBONE_PACKAGES == {name: cls.package for name, cls in BACKBONES.items()}
+    assert {f"{name}_graphs" for name, e in BACKBONES.items() if e.fine_tuned} <= set(BUILDERS)
+    assert artifacts._BACKBONE_PACKAGES == {name: e.package for name, e in BACKBONES.items()}
     needs = {cls.__name__: cls.backbone_package for cls in MODELS.values() if getattr(cls, "backbone_package", "")}
     assert needs == artifacts._CLASS_PACKAGES
+    for name, entry in BACKBONES.items():
+        for model, cls_name in entry.models.items():
+            assert MODELS[model].__name__ == cls_name and MODELS[model].__module__ == entry.module
+
+
+#: modules that may name a backbone in code besides its own file and the registry, and why
+BACKBONE_NAMED_ELSEWHERE = {
+    "chgnet": dict.fromkeys(("matgnn.baselines.run", "matgnn.cli.main"), (
+        "the zero-shot and fine-tuned CHGNet magnetic-moment baselines (`matgnn baseline chgnet|chgnet_finetuned`, "
+        "CHGNet's own recipe)")),
+}
+
+
+def _code_names(tree: ast.AST) -> set[str]:
+    """Identifiers, imported names and the string constants that are names (``"sevennet"``, a module path) of
+    ``tree``: prose in docstrings, help texts and messages may name anything."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            out.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            out.add(node.attr)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update(a.name for a in node.names)
+            out.add(getattr(node, "module", None) or "")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if re.fullmatch(r"[\w.]+", node.value):  # a name used as data, not prose in a message
+                out.update(node.value.split("."))
+    return out
+
+
+def test_a_backbone_is_one_file_and_a_registry_line():
+    """Adding a backbone is ``models/backbones/<name>.py`` plus a line in ``matgnn.packages.BACKBONES``: no other
+    module's code names a backbone (its name, package, title or classes, as an identifier or a name-like string), except
+    the modules listed with their reason; and a backbone's file holds its feature store, fields and models."""
+    from matgnn.graphs.backbone_features import FEATURE_STORES
+    from matgnn.graphs.extras import BUILDERS
+    from matgnn.packages import BACKBONES
+
+    src = Path(matgnn.__file__).resolve().parent
+    files = {_module_name(p): p for p in src.rglob("*.py")}
+    found = []
+    for name, entry in BACKBONES.items():
+        words = {name, entry.package, entry.title, *entry.models, *entry.models.values()}
+        words_lower = {w.lower() for w in words}
+        allowed = {entry.module, "matgnn.packages", *BACKBONE_NAMED_ELSEWHERE.get(name, {})}
+        for module, path in files.items():
+            if module in allowed:
+                continue
+            names = _code_names(ast.parse(path.read_text()))
+            hits = sorted(n for n in names if n.lower() in words_lower or name in n.lower().split("_"))
+            if hits:
+                found.append(f"{module}: {hits}")
+        assert FEATURE_STORES[name].__module__ == entry.module
+        assert BUILDERS[f"{name}_features"].__module__ == entry.module
+    assert found == []

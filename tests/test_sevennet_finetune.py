@@ -30,7 +30,7 @@ pytest.importorskip("sevenn", reason="model 'sevennet_ft' needs the sevenn packa
 
 
 def _wheel_state() -> dict:
-    from matgnn.graphs.backbone_features import sevennet_network
+    from matgnn.models.backbones.sevennet import sevennet_network
 
     return sevennet_network().state_dict()
 
@@ -71,7 +71,7 @@ def _batch(structs: list[Atoms]) -> dict:
     from torch_geometric.data import Batch
 
     from matgnn import keys
-    from matgnn.graphs.backbone_features import add_sevennet_graphs
+    from matgnn.models.backbones.sevennet import add_graphs
 
     batch = {keys.N_ATOMS: torch.tensor([len(a) for a in structs]),
              keys.Z: torch.tensor(np.concatenate([a.numbers for a in structs])),
@@ -82,12 +82,12 @@ def _batch(structs: list[Atoms]) -> dict:
              keys.BATCH: torch.tensor(np.repeat(np.arange(len(structs)), [len(a) for a in structs]))}
     batch = Batch(**batch)
     batch.num_nodes, batch._num_graphs = int(batch[keys.N_ATOMS].sum()), len(structs)
-    return add_sevennet_graphs(batch)
+    return add_graphs(batch)
 
 
 def _energy_drift(model, graphs) -> float:
     """Mean |E/atom| difference between a fine-tuned model's SevenNet and the wheel's (through its energy readout)."""
-    from matgnn.graphs.backbone_features import sevennet_network
+    from matgnn.models.backbones.sevennet import sevennet_network
 
     wheel = sevennet_network().eval()
     with torch.no_grad():
@@ -126,7 +126,7 @@ def test_sevennet_finetune_anchor_loss_keeps_the_backbones_energy(tmp_path):
                if model.parameter_group(n) == "conv_4")
 
     folder = cif_folder(tmp_path / "cifs")
-    graphs = _batch([read(f) for f in sorted(folder.glob("*.cif"))])[keys.SEVENNET_GRAPHS]
+    graphs = _batch([read(f) for f in sorted(folder.glob("*.cif"))])[keys.backbone_graphs("sevennet")]
     drift = anchored_drifts(folder, tmp_path, "sevennet_ft", 2, lambda model: _energy_drift(model, graphs))
     assert drift[20.0] < 0.8 * drift[0.0], drift
 
@@ -136,8 +136,9 @@ def test_sevennet_finetune_features_start_at_the_frozen_backbones(tmp_path):
     from SevenNet's calculator (the same network, the same graphs), so fine-tuning starts from the frozen model."""
     from ase.build import bulk
 
-    from matgnn.graphs.backbone_features import SevennetFeatures, batch_structures
+    from matgnn.graphs.backbone_features import batch_structures
     from matgnn.models import model_class
+    from matgnn.models.backbones.sevennet import SevennetFeatures
 
     batch = _batch([bulk("Cu", "fcc", a=3.6, cubic=True), bulk("NaCl", "rocksalt", a=5.6)])
     model = model_class("sevennet_ft")(heads=[{"name": "y"}], hidden=16, crystal_feature=False).eval()

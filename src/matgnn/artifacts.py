@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from matgnn.errors import UserError
+from matgnn.packages import BACKBONES
 
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "state.pt"
@@ -218,10 +219,9 @@ def named_models(shadowed: list[tuple[str, Path]] | None = None) -> dict[str, tu
     return out
 
 
-#: classes of saved models that need an optional package, and which
-_CLASS_PACKAGES = {"CHGNetBackbone": "chgnet", "CHGNetFineTune": "chgnet", "SevenNetBackbone": "sevenn",
-                   "SevenNetFineTune": "sevenn"}
-_BACKBONE_PACKAGES = {"chgnet": "chgnet", "sevennet": "sevenn"}
+#: classes of saved models that need an optional package, and which (the backbones' models); the backbones' packages
+_CLASS_PACKAGES = {cls: entry.package for entry in BACKBONES.values() for cls in entry.models.values()}
+_BACKBONE_PACKAGES = {name: entry.package for name, entry in BACKBONES.items()}
 
 
 def required_packages(folder: Path) -> list[str]:
@@ -262,7 +262,8 @@ def resolve(spec: str | Path) -> Resolved:
         kind = kind_of(path) if path.is_dir() else None
         if kind is None and path.is_dir() and (path / "baseline.json").is_file():
             raise UserError(f"{path}: a baseline run ({_baseline_kind(path)}) is scored, not saved as a model; linear "
-                            "and xgboost baselines on a backbone's features (--features chgnet or sevennet) save one")
+                            f"and xgboost baselines on a backbone's features (--features {' or '.join(BACKBONES)}) "
+                            "save one")
         if kind is None:
             raise UserError(f"{path}: not a matgnn run, model or ensemble folder (no {MODEL_FILE}, model/{MODEL_FILE} "
                             f"or {ENSEMBLE_FILE})")

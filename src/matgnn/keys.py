@@ -54,11 +54,12 @@ def backbone_crystal(name: str) -> str:
 #: lists it with this reason instead of answering.
 BACKBONE_REFUSED = "backbone_refused"
 
-#: CHGNet's own graphs of a batch's structures (a list of chgnet CrystalGraph, one per structure;
-#: model ``chgnet_ft``)
-CHGNET_GRAPHS = "chgnet_graphs"
-#: SevenNet's own graphs of a batch's structures (a list of sevenn AtomGraphData; model ``sevennet_ft``)
-SEVENNET_GRAPHS = "sevennet_graphs"
+
+def backbone_graphs(name: str) -> str:
+    """Pretrained backbone ``name``'s own graphs of a batch's structures (a list, one per structure, in the
+    backbone package's own type), for a model that trains the backbone itself (``chgnet_ft``, ``sevennet_ft``).
+    Present when a model declares ``batch_fields = ("<name>_graphs",)``."""
+    return f"{name}_graphs"
 
 #: Prefix of target fields: a graph-level target has shape ``[n_graphs]``, a node-level
 #: target ``[n_atoms]``. Missing labels are NaN and are masked by the losses.

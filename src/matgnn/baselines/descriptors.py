@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from matgnn.graphs.backbone_features import BACKBONES
 from matgnn.graphs.dataset import edge_geometry
+from matgnn.packages import BACKBONES
 
 N_DENSE = 4  # coordination, mean, min, max distance
 
@@ -82,10 +82,10 @@ class BackboneSpace:
     n_el = 0
 
     def __init__(self, name: str) -> None:
-        from matgnn.graphs.backbone_features import backbone_features
+        from matgnn.models.backbones import feature_store
 
         self.name = name
-        self.store = backbone_features(name)
+        self.store = feature_store(name)
         self.dim = self.store.dim
 
     @property

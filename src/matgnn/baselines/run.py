@@ -253,13 +253,13 @@ def run_baseline(cfg: RunConfig, kind: str, console: Console | None = None, prog
         raise ValueError(f"unknown feature set {features!r}; known: {', '.join(FEATURE_SETS)}")
     if features != "descriptors" and kind not in ("linear", "xgboost"):
         raise ValueError(f"--features {features} is for the linear and xgboost baselines, not {kind}")
-    from matgnn.graphs.backbone_features import require_package
+    from matgnn.packages import require_package
 
     needs = {"xgboost": "xgboost", "chgnet": "chgnet", "chgnet_finetuned": "chgnet"}
     if kind in needs:  # before any run folder or cache exists
         require_package(needs[kind], f"baseline {kind}")
     if features != "descriptors":
-        from matgnn.graphs.backbone_features import BACKBONES
+        from matgnn.packages import BACKBONES
 
         require_package(BACKBONES[features].package, f"--features {features}")
     console = console or Console(stderr=True)

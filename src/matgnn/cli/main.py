@@ -13,6 +13,7 @@ from rich.table import Table
 
 from matgnn.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from matgnn.graphs.neighbors import GraphSettings
+from matgnn.packages import BACKBONES
 
 #: the one default of graph settings (the run config's, `graphs build`'s and `data info`'s)
 DEFAULT_GRAPHS = GraphSettings()
@@ -512,8 +513,8 @@ def baseline_cmd(
                                                             "(atoms or graphs; structures for chgnet_finetuned)"),
     finetune_epochs: int = typer.Option(3, help="chgnet_finetuned: epochs"),
     features: str = typer.Option("descriptors", help="linear, xgboost: fit on hand-built descriptors, or on a "
-                                                     "pretrained backbone's frozen features: chgnet, sevennet "
-                                                     "(pip install 'matgnn[foundation]')"),
+                                                     "pretrained backbone's frozen features: "
+                                                     f"{', '.join(BACKBONES)} (pip install 'matgnn[foundation]')"),
 ) -> None:
     """Fit and score a baseline on a config's split; writes a run folder like `train`.
     linear and xgboost on a backbone's features (--features chgnet|sevennet) also save a model there, which
@@ -786,7 +787,7 @@ def models_cmd(name: Optional[str] = typer.Argument(None, help="print this model
             raise typer.Exit(EXIT_USER_ERROR)
         print(plain(card.read_text()))
         return
-    from matgnn.graphs.backbone_features import EXTRAS, package_installed
+    from matgnn.packages import EXTRAS, package_installed
 
     shadowed: list = []
     for n, (folder, origin) in artifacts.named_models(shadowed).items():

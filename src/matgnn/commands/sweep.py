@@ -142,7 +142,7 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[Any]] | None = None,
     if resume and not (grid and out):
         raise ValueError("resume needs a grid and the folder (out) of the sweep to resume")
     if space and trials:
-        from matgnn.graphs.backbone_features import require_package
+        from matgnn.packages import require_package
 
         require_package("optuna", "a sweep with --trials")  # before any folder exists
     name = cfg.name or "sweep"

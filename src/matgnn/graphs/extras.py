@@ -1,40 +1,22 @@
 """The extra batch fields a model may declare (``MatgnnModel.batch_fields``) and what adds each
-to a batch; the packer (:class:`~matgnn.graphs.packed.PackedGraphs`) calls them once per batch."""
+to a batch; the packer (:class:`~matgnn.graphs.packed.PackedGraphs`) calls them once per batch.
+
+``triplets`` is built here; each pretrained backbone's module (``matgnn.models.backbones.<name>``) registers
+its own fields (``<name>_features``, ``<name>_graphs``) with :func:`register_batch_field` when it is imported,
+which defining a model class that declares them does first.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from matgnn.graphs.backbone_features import BACKBONES
 from matgnn.graphs.triplets import add_triplets
 
-
-def _features(name: str) -> Callable[[Any], Any]:
-    def add(batch: Any) -> Any:
-        from matgnn.graphs.backbone_features import add_backbone_features
-
-        return add_backbone_features(batch, name)  # the backbone's package is imported only here, when used
-
-    return add
+#: field name -> function adding it to a batch (module-level functions: a packer sent to a loader's worker
+#: process takes them by reference)
+BUILDERS: dict[str, Callable[[Any], Any]] = {"triplets": add_triplets}
 
 
-def _chgnet_graphs(batch: Any) -> Any:
-    from matgnn.graphs.backbone_features import (
-        add_chgnet_graphs,  # imports chgnet only when used
-    )
-
-    return add_chgnet_graphs(batch)
-
-
-def _sevennet_graphs(batch: Any) -> Any:
-    from matgnn.graphs.backbone_features import (
-        add_sevennet_graphs,  # imports sevenn only when used
-    )
-
-    return add_sevennet_graphs(batch)
-
-
-#: field name -> function adding it to a batch: every backbone of the registry
-#: (:data:`matgnn.graphs.backbone_features.BACKBONES`) gives ``<name>_features``
-BUILDERS = {"triplets": add_triplets, **{f"{name}_features": _features(name) for name in BACKBONES},
-            "chgnet_graphs": _chgnet_graphs, "sevennet_graphs": _sevennet_graphs}
+def register_batch_field(name: str, build: Callable[[Any], Any]) -> None:
+    """Batch field ``name`` is added by ``build(batch)``."""
+    BUILDERS[name] = build

@@ -11,6 +11,7 @@ fields of :mod:`matgnn.keys`, so models see no difference.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,13 +45,28 @@ def check_extras(extras: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(extras))
 
 
+class _Extras:
+    """The extra batch fields of a packer: their names (``extras``) and their builders, resolved when they are
+    set (so a packer sent to a loader's worker process carries them)."""
+
+    _builders: dict[str, Any]
+
+    @property
+    def extras(self) -> list[str]:
+        return list(self._builders)
+
+    @extras.setter
+    def extras(self, names: Sequence[str]) -> None:
+        self._builders = {name: BUILDERS[name] for name in check_extras(names)}
+
+
 def _cumsum0(x: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(len(x) + 1, dtype=torch.long)
     torch.cumsum(x, 0, out=out[1:])
     return out
 
 
-class PackedGraphs:
+class PackedGraphs(_Extras):
     """The graphs ``indices`` of ``cache`` (a split), concatenated.
 
     Graph labels missing for a graph are NaN; node labels missing for a graph are NaN
@@ -141,12 +157,12 @@ class PackedGraphs:
         b = Batch(**fields)
         b.num_nodes = n_tot
         b._num_graphs = len(idx)
-        for name in self.extras:  # fields the model declared (triplets), built once per batch here
-            BUILDERS[name](b)
+        for build in self._builders.values():  # fields the model declared (triplets), built once per batch here
+            build(b)
         return b
 
 
-class StreamedGraphs:
+class StreamedGraphs(_Extras):
     """The graphs ``indices`` of ``cache``, read from LMDB one batch at a time (nothing held
     in RAM but the batch): the same ``batch(idx)`` as :class:`PackedGraphs`, so loaders and
     models see no difference. Memory is bounded by the batch size, not the data set."""

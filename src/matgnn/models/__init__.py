@@ -13,12 +13,7 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Tag, TypeAdapter
 
 from matgnn.models.alignn import ALIGNN
-from matgnn.models.backbones import (
-    CHGNetBackbone,
-    CHGNetFineTune,
-    SevenNetBackbone,
-    SevenNetFineTune,
-)
+from matgnn.models.backbones import backbone_models
 from matgnn.models.base import MatgnnModel
 from matgnn.models.cgcnn import CGCNN, CGConvNet
 from matgnn.models.dimenet import DimeNetPP
@@ -28,7 +23,8 @@ from matgnn.models.schnet import SchNet
 from matgnn.models.zoo import OPERATORS, ZooModel
 
 #: name -> model class. Every zoo operator name (``gatv2conv``, ...) also names a model:
-#: the zoo model with that operator.
+#: the zoo model with that operator. Each pretrained backbone's models come from its entry in
+#: :data:`matgnn.packages.BACKBONES`.
 MODELS: dict[str, type[MatgnnModel]] = {
     "cgcnn": CGCNN,
     "cgconv_net": CGConvNet,
@@ -37,10 +33,7 @@ MODELS: dict[str, type[MatgnnModel]] = {
     "dimenet++": DimeNetPP,
     "zoo": ZooModel,
     "alignn": ALIGNN,
-    "chgnet": CHGNetBackbone,
-    "sevennet": SevenNetBackbone,
-    "chgnet_ft": CHGNetFineTune,
-    "sevennet_ft": SevenNetFineTune,
+    **backbone_models(),
 }
 
 

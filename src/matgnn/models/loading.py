@@ -23,6 +23,7 @@ from matgnn.errors import UnsafeArtifactError, UserError
 from matgnn.models.base import MatgnnModel
 from matgnn.models.registry import registered_class
 from matgnn.models.targets import STEP_BUFFERS_MAY_BE_NON_FINITE, STEP_BUFFERS_OPTIONAL
+from matgnn.packages import BACKBONES
 from matgnn.runtime import keep_freed_memory
 
 #: buffers newer than some saved models; absent from a file, they keep their neutral default (also inside a
@@ -122,7 +123,7 @@ def check_size_arguments(init_args: object, where: Path) -> None:
 
 #: classes whose constructor loads a pretrained network of its own (and keeps process-wide caches of it): never
 #: built on the meta device, whose tensors would end up in those caches
-_OWN_PRETRAINED = {"CHGNetFineTune", "SevenNetFineTune"}
+_OWN_PRETRAINED = {entry.fine_tuned for entry in BACKBONES.values() if entry.fine_tuned}
 
 
 def _loads_outside_weights(name: str, init_args: object) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from matgnn.errors import UnsafeArtifactError
+from matgnn.packages import BACKBONES
 
 #: module -> the classes of it a model.json may name
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -21,13 +22,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "matgnn.models.dimenet": ("DimeNetPP",),
     "matgnn.models.zoo": ("ZooModel",),
     "matgnn.models.alignn": ("ALIGNN",),
-    "matgnn.models.backbones": ("CHGNetBackbone", "SevenNetBackbone", "CHGNetFineTune",
-                                "SevenNetFineTune"),
+    **{entry.module: tuple(entry.models.values()) for entry in BACKBONES.values()},
     "matgnn.models.delta": ("DeltaModel",),
     "matgnn.models.ensemble": ("EnsembleModel",),
     "matgnn.models.reference": ("ReferenceModel",),
     "matgnn.models.regressors": ("BackboneRegressor",),
 }
+
+#: where model classes used to live -> where they live now, for the model.json files written before they moved (data,
+#: read like ALLOWED: the class must be listed at its new home)
+MOVED: dict[tuple[str, str], str] = {("matgnn.models.backbones", cls): entry.module
+                                     for entry in BACKBONES.values() for cls in entry.models.values()}
 
 #: (module, class name) -> class, filled as the model modules are imported
 _REGISTERED: dict[tuple[str, str], type] = {}
@@ -46,7 +51,10 @@ def register_model_class(cls: type) -> type:
 
 def registered_class(module: Any, name: Any, where: str | Path) -> type:
     """The class ``module.name`` if :data:`ALLOWED` lists it; anything else is an
-    :class:`UnsafeArtifactError` raised before anything is imported."""
+    :class:`UnsafeArtifactError` raised before anything is imported. A class that moved (:data:`MOVED`) is
+    found at its new home."""
+    if isinstance(module, str) and isinstance(name, str):
+        module = MOVED.get((module, name), module)
     if not (isinstance(module, str) and isinstance(name, str) and name in ALLOWED.get(module, ())):
         known = ", ".join(sorted(c for names in ALLOWED.values() for c in names))
         raise UnsafeArtifactError(f"{where} names class {module}.{name}, which is not one of matgnn's model classes "

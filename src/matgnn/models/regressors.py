@@ -37,12 +37,9 @@ def atom_rows(a: np.ndarray) -> np.ndarray:
 def frozen_backbone_model(name: str) -> type:
     """The frozen-backbone network class of backbone ``name``: it knows the backbone's current version and the batch
     field that carries its features."""
-    from matgnn.models.backbones import CHGNetBackbone, SevenNetBackbone
+    from matgnn.models.backbones import frozen_features_model
 
-    known = {cls.backbone_name: cls for cls in (CHGNetBackbone, SevenNetBackbone)}
-    if name not in known:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(known)}")
-    return known[name]
+    return frozen_features_model(name)
 
 
 class BackboneRegressor(SavedModel):
@@ -56,7 +53,7 @@ class BackboneRegressor(SavedModel):
         if kind not in KINDS:
             raise ValueError(f"unknown regressor {kind!r}; known: {', '.join(KINDS)}")
         network = frozen_backbone_model(backbone)
-        from matgnn.graphs.backbone_features import require_package
+        from matgnn.packages import require_package
 
         require_package(network.backbone_package, f"a regressor on {network.backbone_title} features")
         current = network.current_version()
