@@ -3,6 +3,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
+# test workers (pytest-xdist): two by default, as on CI's 2 cores; each test file runs whole on one worker, so
+# the fixtures it trains once serve all its tests
+WORKERS ?= 2
 
 .PHONY: demo test test-fast setup clean docs
 
@@ -29,12 +32,12 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check --quiet .
 	$(PY) tools/gen_docs.py --check
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n $(WORKERS) --dist loadfile
 
 # The edit loop: the tests that start no process, train nothing and load no backbone (marked automatically,
 # tests/conftest.py), stopping at the first failure.
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -x -m "not slow"
+	$(PY) -m pytest -q -x -m "not slow" -n $(WORKERS) --dist loadfile
 
 # The documentation pages generated from the code and the results, then the site (site/).
 docs: $(VENV)/.installed
