@@ -36,8 +36,8 @@ model; XGBoost on descriptors saves no model folder and has no inference rate. E
 benchmarks/runs/task_suite/<budget>/done/ keyed by the commit, so an interrupted suite continues where it
 stopped; the results file is rewritten after every run (a partial file lists what is missing).
 
-Usage: python benchmarks/task_suite.py [--budget quick|full] [--tasks a,b] [--families a,b]
-Writes benchmarks/results/task_suite.json (``--budget full``: task_suite_full.json).
+Usage: python benchmarks/task_suite.py [--budget quick|full] [--tasks a,b] [--families a,b] [--name NAME]
+Writes benchmarks/results/task_suite.json (``--budget full``: task_suite_full.json; ``--name``: NAME.json).
 """
 
 from __future__ import annotations
@@ -317,6 +317,9 @@ def main() -> None:
     p.add_argument("--budget", default="quick", choices=sorted(BUDGETS))
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--families", default=None, help="default: the budget's families")
+    p.add_argument("--name", default=None, help=(
+        "the results file's name (default task_suite, or task_suite_<budget>): a run of some tasks at another "
+        "commit writes a file of its own, e.g. --tasks mp_gap --name task_suite_mp_gap"))
     p.add_argument("--one", nargs=3, metavar=("TASK", "FAMILY", "FOLD"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -332,7 +335,7 @@ def main() -> None:
         sys.exit(f"unknown task or family: {', '.join(unknown)}")
     started = time.time()
     runs: dict[tuple[str, str, int], dict] = {}
-    name = "task_suite" if args.budget == "quick" else f"task_suite_{args.budget}"
+    name = args.name or ("task_suite" if args.budget == "quick" else f"task_suite_{args.budget}")
     total = len(tasks) * len(families) * len(budget["folds"])
     for task in tasks:  # task by task: a partial file has whole tasks
         for fam in families:
