@@ -35,7 +35,9 @@ def test_the_readme_is_short_and_the_docs_never_speak_of_sessions():
     texts = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
     for path in texts:
         assert "session" not in path.read_text().lower(), path
-    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tools").glob("*.py")]:
+    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tools").glob("*.py"),
+                 *(ROOT / "benchmarks" / "configs").glob("*.yaml"), *(ROOT / "tests").rglob("*.py"),
+                 ROOT / "Makefile", ROOT / ".ci" / "run", ROOT / "pyproject.toml"]:
         comments = [ln for ln in path.read_text().splitlines() if "#" in ln]
         assert not [c for c in comments if "session" in c.split("#", 1)[1].lower()], path
 
