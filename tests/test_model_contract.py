@@ -186,3 +186,21 @@ def test_a_backbone_is_one_file_and_a_registry_line():
         assert FEATURE_STORES[name].__module__ == entry.module
         assert BUILDERS[f"{name}_features"].__module__ == entry.module
     assert found == []
+
+
+def test_model_folders_naming_the_backbones_old_module_load_at_its_new_home():
+    """Model folders written before the backbones had a file each name ``matgnn.models.backbones`` (every shipped
+    backbone model does): the registry finds those classes at their new home, and nothing else through that name."""
+    from matgnn.errors import UnsafeArtifactError
+    from matgnn.models import MODELS
+    from matgnn.models.registry import registered_class
+    from matgnn.packages import BACKBONES
+
+    for entry in BACKBONES.values():
+        for model, cls_name in entry.models.items():
+            assert registered_class("matgnn.models.backbones", cls_name, "old model.json") is MODELS[model]
+    with pytest.raises(UnsafeArtifactError):
+        registered_class("matgnn.models.backbones", "FrozenFeaturesModel", "old model.json")
+    # the shipped folders are unchanged (their nested backbone specs name the old module) and load (above)
+    shipped = (Path(matgnn.__file__).parent / "pretrained" / "bandgap-2d-sevennet" / "model.json").read_text()
+    assert '"module": "matgnn.models.backbones"' in shipped
