@@ -36,7 +36,7 @@ import torch
 
 from matgnn import keys
 from matgnn.artifacts import default_cache_root
-from matgnn.packages import require_package
+from matgnn.packages import BACKBONES, require_package
 
 
 def not_the_structures_fault(e: BaseException) -> bool:
@@ -55,7 +55,8 @@ def _default_root() -> Path:
 
 class FrozenBackbone:
     """A backbone's frozen per-atom and per-structure features, memoised in RAM and cached on disk.
-    Subclasses give ``name``, ``version``, ``dim`` and ``_compute``."""
+    Subclasses give ``name``, ``version``, ``dim`` and ``_compute`` (:func:`register_feature_store` sets the
+    title and package from the backbone's registry line)."""
 
     name = "backbone"
     title = "backbone"
@@ -204,7 +205,10 @@ _FEATURES: dict[tuple[str, str], FrozenBackbone] = {}
 
 
 def register_feature_store(cls: type[FrozenBackbone]) -> type[FrozenBackbone]:
-    """Record ``cls`` as the feature store of backbone ``cls.name`` (a class decorator)."""
+    """Record ``cls`` as the feature store of backbone ``cls.name`` (a class decorator); its title and package are
+    the backbone's line in :data:`matgnn.packages.BACKBONES`."""
+    entry = BACKBONES[cls.name]
+    cls.title, cls.package = entry.title, entry.package
     FEATURE_STORES[cls.name] = cls
     return cls
 

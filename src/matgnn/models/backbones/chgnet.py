@@ -54,10 +54,8 @@ class ChgnetFeatures(FrozenBackbone):
     """CHGNet 0.3.0's per-atom features and crystal feature."""
 
     name = "chgnet"
-    title = "CHGNet"
     version = CHGNET_VERSION
     dim = FEATURE_DIM
-    package = "chgnet"
 
     @property
     def model(self):  # noqa: ANN201 - chgnet's CHGNet

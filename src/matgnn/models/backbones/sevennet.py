@@ -62,9 +62,7 @@ class SevennetFeatures(FrozenBackbone):
     """SevenNet-0's 128 invariant per-atom features (its energy readout's input) and their mean."""
 
     name = "sevennet"
-    title = "SevenNet"
     dim = SEVENNET_DIM
-    package = "sevenn"
 
     def __init__(self, root: Path | None = None, batch_size: int = 32) -> None:
         self.version = sevennet_version()
