@@ -81,3 +81,21 @@ def test_onehot_atom_features_are_a_learned_embedding():
     assert m.atom_features.dim == 100
     table = m.atom_features.table
     assert table[26].sum() == 1 and table[26, 25] == 1 and table[0].sum() == 0
+
+
+def test_a_heads_units_are_saved_with_the_model_and_absent_when_not_named(tmp_path):
+    """``units`` in the config's typed head reaches the model's head spec, its saved ``model.json`` and the reload;
+    a head without units has no such key (so models saved before keep their exact specs)."""
+    from matgnn.config import HeadConfig
+
+    cfg = RunConfig.model_validate({"targets": [{"name": "gap", "units": "eV"}, {"name": "magmom", "level": "node"}]})
+    assert cfg.targets[0].spec()["units"] == "eV" and "units" not in cfg.targets[1].spec()
+    model = build_model("cgcnn", [h.spec() for h in cfg.targets], cutoff=5.0, hidden=8, layers=1)
+    assert model.head_specs[0]["units"] == "eV" and "units" not in model.head_specs[1]
+    model.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())["init_args"]["heads"]
+    assert saved[0]["units"] == "eV" and "units" not in saved[1]
+    assert load_model(tmp_path / "m").head_specs == model.head_specs
+    with pytest.raises(ValueError, match="units must be a string"):
+        build_model("cgcnn", [{"name": "gap", "units": 3}], cutoff=5.0)
+    assert HeadConfig(name="k").units is None

@@ -28,6 +28,9 @@ class HeadConfig(_Strict):
 
     name: str = Field(description="target field of the source, e.g. optb88vdw_bandgap or magmom")
     level: Literal["graph", "node"] = "graph"
+    units: str | None = Field(None, description=(
+        "the target's unit (e.g. eV, eV/atom, meV/atom, GPa, μB): saved with the model's head and written on its "
+        "parity plots' axes"))
     loss: Literal["l1", "mse", "huber"] = "l1"
     huber_delta: float = 1.0
     weight: float = Field(1.0, ge=0)
@@ -57,6 +60,8 @@ class HeadConfig(_Strict):
         out = {"name": self.name, "level": self.level, "transform": self.transform, "baseline": self.baseline}
         if self.components:
             out["components"] = list(self.components)
+        if self.units:
+            out["units"] = self.units
         return out
 
     @model_validator(mode="after")

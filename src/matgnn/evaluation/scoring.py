@@ -133,5 +133,6 @@ def score_predictions(res: dict[str, Any], heads: list[HeadConfig], run_dir: Pat
                         w.writerows(rows)
                 if plots:
                     groups = [chemical_symbols[z] for z in elements] if node else None
-                    parity_plot(true, pred, run_dir / f"parity_{safe_file_part(name)}.png", f"{name} (test)", groups=groups)
+                    parity_plot(true, pred, run_dir / f"parity_{safe_file_part(name)}.png", f"{name} (test)",
+                                unit=h.units or "", groups=groups)
     return scores

@@ -40,15 +40,17 @@ BASELINES = ("none", "element_mean", "backbone")
 
 class HeadSpec(TypedDict):
     """What a head answers: ``name`` (the target's), ``level`` (``graph``: one value per structure; ``node``: one
-    per atom), ``transform`` and ``baseline`` (the steps of its :class:`HeadTarget`), and ``components`` for a
-    vector head (one value per named component). A model's ``head_specs`` are these; the loss, its weight and
-    the units are the training config's (:class:`matgnn.config.HeadConfig`)."""
+    per atom), ``transform`` and ``baseline`` (the steps of its :class:`HeadTarget`), ``components`` for a
+    vector head (one value per named component) and ``units`` when the config names them. A model's
+    ``head_specs`` are these, made by :meth:`matgnn.config.HeadConfig.spec` from the typed head of the config,
+    which also holds how the head is trained (loss, its weight)."""
 
     name: str
     level: Literal["graph", "node"]
     transform: Literal["none", "log", "log_per_area"]
     baseline: Literal["none", "element_mean", "backbone"]
     components: NotRequired[list[str]]
+    units: NotRequired[str]
 
 
 def head_spec(h: dict[str, Any]) -> HeadSpec:
@@ -57,6 +59,10 @@ def head_spec(h: dict[str, Any]) -> HeadSpec:
                       "baseline": h.get("baseline", "none")}
     if h.get("components"):
         spec["components"] = list(h["components"])
+    if h.get("units") is not None:
+        if not isinstance(h["units"], str):
+            raise ValueError(f"head {h['name']!r}: units must be a string, not {h['units']!r}")
+        spec["units"] = h["units"]
     name = spec["name"]
     if spec.get("components") and spec["level"] != "graph":
         raise ValueError("vector heads (components) are graph-level heads")
