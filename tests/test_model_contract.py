@@ -101,11 +101,12 @@ def json_round(obj):
 
 def test_a_regressor_records_the_feature_version_it_was_fitted_on():
     pytest.importorskip("chgnet")
-    from matgnn.models.regressors import BackboneRegressor, frozen_backbone_model, graph_rows
+    from matgnn.models.backbones import frozen_features_model
+    from matgnn.models.regressors import BackboneRegressor, graph_rows
 
     cols = graph_rows([np.zeros((3, 64))]).shape[1]
     model = BackboneRegressor.of([{"name": "gap"}], "chgnet", "linear", [np.zeros(cols + 1)])
-    assert model.init_args["backbone_version"] == frozen_backbone_model("chgnet").current_version()
+    assert model.init_args["backbone_version"] == frozen_features_model("chgnet").current_version()
 
 
 def test_one_backbone_registry_and_the_fast_package_table_agree():

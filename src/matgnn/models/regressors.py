@@ -18,6 +18,7 @@ import torch
 
 from matgnn import keys
 from matgnn.errors import UserError
+from matgnn.models.backbones import frozen_features_model
 from matgnn.models.saved import SavedModel
 
 #: the regressors a model folder may hold
@@ -34,14 +35,6 @@ def atom_rows(a: np.ndarray) -> np.ndarray:
     return np.hstack([a, np.broadcast_to(a.mean(0), a.shape)])
 
 
-def frozen_backbone_model(name: str) -> type:
-    """The frozen-backbone network class of backbone ``name``: it knows the backbone's current version and the batch
-    field that carries its features."""
-    from matgnn.models.backbones import frozen_features_model
-
-    return frozen_features_model(name)
-
-
 class BackboneRegressor(SavedModel):
     """One fitted regressor per head (``kind``: ``xgboost`` trees or ``linear`` ridge weights) on backbone
     ``backbone``'s frozen features; graph heads read a structure's pooled row, node heads an atom's row.
@@ -52,7 +45,7 @@ class BackboneRegressor(SavedModel):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown regressor {kind!r}; known: {', '.join(KINDS)}")
-        network = frozen_backbone_model(backbone)
+        network = frozen_features_model(backbone)
         from matgnn.packages import require_package
 
         require_package(network.backbone_package, f"a regressor on {network.backbone_title} features")
@@ -93,7 +86,7 @@ class BackboneRegressor(SavedModel):
             else:
                 blobs.append(torch.as_tensor(np.asarray(f, np.float64)))
         # the features' version is recorded, so a model fitted on other features is refused on loading
-        model = cls(heads, backbone, kind, [len(b) for b in blobs], frozen_backbone_model(backbone).current_version())
+        model = cls(heads, backbone, kind, [len(b) for b in blobs], frozen_features_model(backbone).current_version())
         with torch.no_grad():
             for k, b in enumerate(blobs):
                 getattr(model, f"model_{k}").copy_(b)

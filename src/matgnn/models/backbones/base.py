@@ -111,10 +111,11 @@ class FrozenFeaturesModel(OfABackbone, MatgnnModel, abstract=True):
                  pooling: str = "mean", head_hidden: int = 128) -> None:
         require_package(self.backbone_package, f"model {self.config_class.model_fields['name'].default!r}")
         super().__init__(heads=heads, trunk_dim=hidden, head_hidden=head_hidden, pooling=pooling, dropout=dropout)
-        version = backbone_version or self.current_version()
-        if version != self.current_version():
+        current = self.current_version()
+        version = backbone_version or current
+        if version != current:
             raise ValueError(f"this model was trained on {self.backbone_title} {version} features; matgnn "
-                             f"computes {self.backbone_title} {self.current_version()}'s")
+                             f"computes {self.backbone_title} {current}'s")
         self.record_resolved(backbone_version=version)  # saved: a reload checks the features are the same
         add_feature_mlp(self, self.feature_dim, hidden, layers, crystal_feature, dropout)
 
