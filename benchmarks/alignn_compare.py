@@ -47,9 +47,11 @@ from matgnn.training.splits import kfold_split  # noqa: E402
 
 TARGET = "optb88vdw_bandgap"
 OUT = ROOT / "benchmarks" / "runs" / "alignn_compare"
-#: our model's settings: the defaults (4 + 2 layers, bond pairs of bonds under 3.5 Å) at width ``--hidden``
-#: (48 here: as accurate on these folds as the default 64, at 1.3x the speed; ``--hidden 64`` for the default)
-OURS = {"name": "alignn", "hidden": 48, "layers": 4, "gcn_layers": 2, "angle_cutoff": 3.5}
+#: our model's settings: the defaults (4 + 2 layers, bond pairs of bonds under 3.5 Å, layer normalisation and wide
+#: Gaussians as ALIGNN's release) at width ``--hidden`` (48 here: as accurate on these folds as the default 64, at
+#: 1.3x the speed; ``--hidden 64`` for the default)
+OURS = {"name": "alignn", "hidden": 48, "layers": 4, "gcn_layers": 2, "angle_cutoff": 3.5, "norm": "layer",
+        "gaussians": "wide"}
 
 
 #: runs a module's command line in this process, then prints the peak GPU memory PyTorch allocated
@@ -250,6 +252,7 @@ def _report(args, res: dict[str, list[dict]], quiet: dict[str, dict], n_ids: int
         anchors={"alignn.issue_quoted.dft2d_gap.mae_70_30": 0.553, "alignn.issue_quoted.train_structures_per_s": 17,
                  "alignn.issue_quoted.inference_structures_per_s": 45, "alignn.issue_quoted.peak_gb": 3.8},
         targets={
+            "mae_at_or_below_alignn": target(metrics[a + "mae_mean"], "<=", metrics[o + "mae_mean"]),
             "mae_within_fold_noise_or_better": target(noise, "<=", metrics[o + "mae_mean"] - metrics[a + "mae_mean"]),
             "train_speedup_vs_alignn": target(10.0, ">=", metrics["ours.train_speedup_vs_alignn"]),
             "inference_speedup_vs_alignn": target(10.0, ">=", metrics["ours.inference_speedup_vs_alignn"]),

@@ -18,7 +18,9 @@ Families, each at the defaults ``model: {name: <family>}`` and ``train:`` give (
 suite judges): CGCNN, PNA, SchNet, DimeNet++, ALIGNN-style, frozen CHGNet and SevenNet-0 features with our
 MLP head, fine-tuned CHGNet and SevenNet (``full`` budget), XGBoost on hand-built descriptors and on CHGNet's
 and SevenNet's frozen features. Named only: the frozen backbones with sum or attention pooling instead of the mean
-(``chgnet_sum``, ``chgnet_attention``, ``sevennet_sum``, ``sevennet_attention``).
+(``chgnet_sum``, ``chgnet_attention``, ``sevennet_sum``, ``sevennet_attention``), and the ALIGNN-style model at
+its earlier defaults, batch normalisation and narrow Gaussians (``alignn_batchnorm``), or with ALIGNN's release's
+4 + 4 layers (``alignn_4x4``).
 
 Budgets (``--budget``): the training of every run is capped in minutes (``train.max_minutes``: the schedule
 is planned over the epochs that fit) and in epochs; the tasks are sampled to the sizes below.
@@ -92,6 +94,10 @@ FAMILIES = {
     "sevennet": ("train", {"name": "sevennet"}),
     "chgnet_ft": ("train", {"name": "chgnet_ft"}),
     "sevennet_ft": ("train", {"name": "sevennet_ft"}),
+    # the ALIGNN-style model's defaults before ALIGNN's release's normalisation and Gaussians (run when named)
+    "alignn_batchnorm": ("train", {"name": "alignn", "norm": "batch", "gaussians": "narrow"}),
+    # ... and with ALIGNN's release's layer counts (4 + 4 instead of 4 + 2)
+    "alignn_4x4": ("train", {"name": "alignn", "gcn_layers": 4}),
     # the frozen backbones with pooling beyond the mean (run when named: --families chgnet,chgnet_sum,...)
     **{f"{b}_{pool}": ("train", {"name": b, "pooling": pool}) for b in ("chgnet", "sevennet")
        for pool in ("sum", "attention")},
@@ -107,7 +113,7 @@ BUDGETS = {
               "families": ["cgcnn", "pna", "schnet", "dimenet++", "alignn", "chgnet", "sevennet", "xgboost",
                            "xgboost_chgnet", "xgboost_sevennet"]},
     "full": {"minutes": 15.0, "epochs": 300, "folds": [0, 1, 2], "m2d": None, "mp": (10000, 1000, None),
-             "magmom": 10000, "families": [f for f in FAMILIES if not f.endswith(("_sum", "_attention"))]},
+             "magmom": 10000, "families": [f for f in FAMILIES if not f.endswith(("_sum", "_attention", "_batchnorm", "_4x4"))]},
 }
 
 

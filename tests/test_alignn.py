@@ -135,6 +135,32 @@ def test_memory_saving_layers_compute_exactly_what_they_replace():
     torch.testing.assert_close(num, torch.zeros(5, 4, dtype=m.dtype).index_add(0, dst, sigma * v[src]))
     torch.testing.assert_close(den, torch.zeros(5, 4, dtype=m.dtype).index_add(0, dst, sigma))
 
-    names = set(ALIGNN([{"name": "y"}], hidden=8, layers=1, gcn_layers=1).state_dict())
+    names = set(ALIGNN([{"name": "y"}], hidden=8, layers=1, gcn_layers=1, norm="batch").state_dict())
     assert {"atom_embedding.1.running_mean", "alignn_layers.0.bond_graph.norm_nodes.weight",
             "alignn_layers.0.bond_graph.norm_edges.bias"} <= names
+
+
+def test_a_model_saved_before_the_wide_gaussians_keeps_its_narrow_ones(tmp_path):
+    """The defaults became ALIGNN's release (layer norm, wide Gaussians). A model.json written before
+    ``gaussians`` existed lacks it and must rebuild with the narrow Gaussians it was trained with, alone
+    (``load_model``) and nested in a composite (``build_from_spec``); a new model gets the wide ones."""
+    from matgnn.models.alignn import ALIGNN
+    from matgnn.models.loading import load_model
+    from matgnn.models.registry import build_from_spec, model_spec
+
+    spacing = 8.0 / 15
+    new = ALIGNN([{"name": "y"}], hidden=8, layers=1, gcn_layers=1, n_rbf=16, n_angle=8, embedding=8)
+    assert new.init_args["norm"] == "layer" and abs(new.bond_rbf.width - (spacing / 2) ** 0.5) < 1e-12
+    old = ALIGNN([{"name": "y"}], hidden=8, layers=1, gcn_layers=1, n_rbf=16, n_angle=8, embedding=8,
+                 norm="batch", gaussians="narrow")
+    assert abs(old.bond_rbf.width - spacing) < 1e-12 and abs(old.angle_rbf.width - 2.0 / 7) < 1e-12
+    old.save(tmp_path / "m")
+    info = json.loads((tmp_path / "m" / "model.json").read_text())
+    del info["init_args"]["gaussians"]  # as written before the argument existed
+    (tmp_path / "m" / "model.json").write_text(json.dumps(info))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.init_args["gaussians"] == "narrow" and loaded.bond_rbf.width == old.bond_rbf.width
+    assert loaded.angle_rbf.width == old.angle_rbf.width
+    spec = model_spec(old)
+    spec["init_args"] = {k: v for k, v in spec["init_args"].items() if k != "gaussians"}
+    assert build_from_spec(spec).bond_rbf.width == old.bond_rbf.width

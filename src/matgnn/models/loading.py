@@ -21,7 +21,7 @@ from matgnn.artifacts import (
 )
 from matgnn.errors import UnsafeArtifactError, UserError
 from matgnn.models.base import MatgnnModel
-from matgnn.models.registry import registered_class
+from matgnn.models.registry import registered_class, saved_arguments
 from matgnn.models.targets import STEP_BUFFERS_MAY_BE_NON_FINITE, STEP_BUFFERS_OPTIONAL
 from matgnn.packages import BACKBONES
 from matgnn.runtime import keep_freed_memory
@@ -54,6 +54,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ma
     init_args = info.get("init_args")
     if not isinstance(init_args, dict):
         raise UserError(f"{path / MODEL_FILE}: 'init_args' is not a mapping of constructor arguments")
+    init_args = saved_arguments(cls, init_args)
     check_size_arguments(init_args, path / MODEL_FILE)
     if (path / WEIGHTS_FILE).exists():
         regular_file(path / WEIGHTS_FILE)

@@ -70,8 +70,15 @@ def model_spec(model: Any) -> dict[str, Any]:
     return {"module": type(model).__module__, "class": type(model).__name__, "init_args": model.init_args}
 
 
+def saved_arguments(cls: type, init_args: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments a saved ``init_args`` stands for: those it names, and for an argument the class
+    gained after it was saved, the value of the code that saved it (``cls.ARGUMENTS_BEFORE``)."""
+    return {**getattr(cls, "ARGUMENTS_BEFORE", {}), **init_args}
+
+
 def build_from_spec(spec: Any, where: str | Path = "a composite model's spec") -> Any:
     """A model rebuilt from :func:`model_spec`'s dict (its class must be registered)."""
     if not isinstance(spec, dict) or not isinstance(spec.get("init_args"), dict):
         raise UnsafeArtifactError(f"{where}: a member spec must be a mapping with 'init_args'")
-    return registered_class(spec.get("module"), spec.get("class"), where)(**spec["init_args"])
+    cls = registered_class(spec.get("module"), spec.get("class"), where)
+    return cls(**saved_arguments(cls, spec["init_args"]))

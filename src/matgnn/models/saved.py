@@ -13,6 +13,8 @@ them repeats any of it:
 - **heads**: ``head_specs``, the list of ``{"name", "level", ...}`` the model answers;
 - **bound checks**: :meth:`SavedModel.bounded_heads` and :meth:`SavedModel.at_bound` (heads whose answer can sit
   at a log transform's bound; a composite answers for the parts whose answers it uses);
+- **arguments added later**: ``ARGUMENTS_BEFORE``, what a saved ``model.json`` without them means
+  (:func:`~matgnn.models.registry.saved_arguments`), so a new default never changes an old model;
 - **batch fields**: ``batch_fields``, the extra fields the packer builds for this model (a class's, or an
   instance's own).
 """
@@ -43,6 +45,9 @@ class SavedModel(nn.Module):
     head_specs: list[dict[str, Any]]
     #: the constructor arguments, captured by :meth:`__init_subclass__`'s wrapper
     init_args: dict[str, Any]
+    #: constructor arguments added after models of this class were saved, with the value such a ``model.json``
+    #: (which lacks them) stands for: the behaviour of the code that saved it, not today's default
+    ARGUMENTS_BEFORE: dict[str, Any] = {}
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         """``abstract=True``: a base of other models (:class:`~matgnn.models.base.MatgnnModel`), never saved itself,

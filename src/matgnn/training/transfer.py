@@ -26,6 +26,7 @@ import torch
 from matgnn.errors import UserError
 from matgnn.models.base import MatgnnModel
 from matgnn.models.loading import load_model
+from matgnn.models.registry import saved_arguments
 
 FREEZE_POLICIES: dict[str, tuple[str, ...] | None] = {
     "none": None,
@@ -80,7 +81,7 @@ def transferred_model(spec: str | Path, heads: list[dict[str, Any]], keep_heads:
     check_source(spec, info)
     source = load_model(model_dir(spec))
     cls = type(source)  # load_model admitted only a registered class
-    args = dict(info["init_args"], heads=heads)
+    args = dict(saved_arguments(cls, info["init_args"]), heads=heads)
     model = cls(**args)
     src_state = source.state_dict()
     own = model.state_dict()
