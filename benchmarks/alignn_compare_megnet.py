@@ -59,6 +59,7 @@ def subset_data(data: str, ids: set[str]) -> str:
     """The prepared MEGNet-MP lines of ``ids`` only (the graph cache then holds only what the runs use)."""
     path = OUT / f"megnet_mp_{len(ids)}.jsonl.gz"
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with gzip.open(data, "rt") as f, gzip.open(tmp, "wt") as g:
             for line in f:
