@@ -109,11 +109,12 @@ def main() -> None:
     started = time.time()
     data, split_file, parts = split()
     # the graphs built once, before the clocks start (the two trainings then read the same cache)
-    from matgnn.data.sources import make_source
+    from matgnn.data.sources import CifJsonlConfig, make_source
     from matgnn.graphs.cache import build_graph_cache
     from matgnn.graphs.neighbors import GraphSettings
 
-    build_graph_cache(make_source(source_config(data)), GraphSettings(cutoff=8.0, max_neighbors=12), progress=False)
+    build_graph_cache(make_source(CifJsonlConfig(**source_config(data))), GraphSettings(cutoff=8.0, max_neighbors=12),
+                      progress=False)
     with ThreadPoolExecutor(max_workers=len(families)) as pool:  # side by side, one thread each
         runs = dict(zip(families, pool.map(lambda f: train_curve(f, args.task, data, split_file, args.minutes),
                                            families)))
