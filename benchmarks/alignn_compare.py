@@ -228,6 +228,13 @@ def _report(args, res: dict[str, list[dict]], quiet: dict[str, dict], n_ids: int
     if o + "peak_gpu_gb" in metrics and metrics.get(a + "peak_gpu_gb"):
         metrics["ours.peak_gpu_memory_ratio_vs_alignn"] = metrics[o + "peak_gpu_gb"] / metrics[a + "peak_gpu_gb"]
     noise = float(np.hypot(metrics[a + "mae_std"], metrics[o + "mae_std"]))
+    targets = {
+        "mae_at_or_below_alignn": target(metrics[a + "mae_mean"], "<=", metrics[o + "mae_mean"]),
+        "mae_within_fold_noise_or_better": target(noise, "<=", metrics[o + "mae_mean"] - metrics[a + "mae_mean"]),
+        "train_speedup_vs_alignn": target(10.0, ">=", metrics["ours.train_speedup_vs_alignn"]),
+        "inference_speedup_vs_alignn": target(10.0, ">=", metrics["ours.inference_speedup_vs_alignn"]),
+        "peak_memory_ratio_vs_alignn": target(1 / 3, "<=", metrics["ours.peak_memory_ratio_vs_alignn"]),
+    }
     write_result(
         args.result or ("alignn_compare_gpu" if args.device == "cuda" else "alignn_compare"), started,
         data={"source": "jarvis:dft_2d", "target": f"{TARGET} (eV)", "n_structures": n_ids,
@@ -243,7 +250,7 @@ def _report(args, res: dict[str, list[dict]], quiet: dict[str, dict], n_ids: int
                               if args.device == "cuda" else
                               "the five folds of each tool ran while other benchmarks shared the 2 cores (one thread "
                               "each); the quiet figures ran each tool alone"),
-              "per_fold": res,
+              "per_fold": res, "missed_targets": missed_targets(targets),
               "not_measured": "MEGNet-MP formation energy and gap on a 10,000-structure subset with ALIGNN's own: "
                               "on one CPU thread it trains at ~17 structures/s (10 min per epoch); on the GPU its "
                               "per-structure graph builder and the 15-minute device budget left no room (see "
@@ -251,14 +258,35 @@ def _report(args, res: dict[str, list[dict]], quiet: dict[str, dict], n_ids: int
         metrics=metrics,
         anchors={"alignn.issue_quoted.dft2d_gap.mae_70_30": 0.553, "alignn.issue_quoted.train_structures_per_s": 17,
                  "alignn.issue_quoted.inference_structures_per_s": 45, "alignn.issue_quoted.peak_gb": 3.8},
-        targets={
-            "mae_at_or_below_alignn": target(metrics[a + "mae_mean"], "<=", metrics[o + "mae_mean"]),
-            "mae_within_fold_noise_or_better": target(noise, "<=", metrics[o + "mae_mean"] - metrics[a + "mae_mean"]),
-            "train_speedup_vs_alignn": target(10.0, ">=", metrics["ours.train_speedup_vs_alignn"]),
-            "inference_speedup_vs_alignn": target(10.0, ">=", metrics["ours.inference_speedup_vs_alignn"]),
-            "peak_memory_ratio_vs_alignn": target(1 / 3, "<=", metrics["ours.peak_memory_ratio_vs_alignn"]),
-        },
+        targets=targets,
     )
+
+
+#: for a missed target of the results file: why, and what would close it
+MISSED = {
+    "mae_at_or_below_alignn": (
+        "a 0.14 M-parameter model (width 48, 4 + 2 layers) against ALIGNN's 4.0 M (width 256, 4 + 4) at 20 epochs; "
+        "the difference is smaller than the spread over folds",
+        "several seeds per fold to tell a difference of this size from noise; ALIGNN's 4 + 4 layers or more width "
+        "(the task suite found 4 + 4 level with 4 + 2 on average, task_suite_alignn.json), at some throughput"),
+    "mae_within_fold_noise_or_better": ("see mae_at_or_below_alignn", "see mae_at_or_below_alignn"),
+    "train_speedup_vs_alignn": (
+        "the ratio depends on the CPU: an earlier run of this script on an AMD EPYC (this file at commit 0627efb) "
+        "met it; on this machine (another CPU) ours lost more speed than ALIGNN's did, and which of our operations "
+        "lose most here is not profiled yet",
+        "a profile of a training step on this CPU, then faster kernels for what dominates it"),
+    "inference_speedup_vs_alignn": ("as train_speedup_vs_alignn", "as train_speedup_vs_alignn"),
+    "peak_memory_ratio_vs_alignn": (
+        "about 0.36 GB of ours is the Python process with torch and PyG loaded, before any graph",
+        "fewer imports at start"),
+}
+
+
+def missed_targets(targets: dict[str, dict]) -> dict[str, dict]:
+    """Every missed target: by how much (relative to its goal), why, what would close it."""
+    return {k: {"by": round(abs(t["value"] / t["goal"] - 1), 4) if t["goal"] else None,
+                "why": MISSED[k][0], "what_would_close_it": MISSED[k][1]}
+            for k, t in targets.items() if not t["met"]}
 
 
 if __name__ == "__main__":

@@ -363,7 +363,9 @@ def main() -> None:
                 "runs_missing": missing, **notes,
                 "training": "each family at its config defaults (model: {name: <family>}; train: defaults with "
                             "max_minutes and epochs from the budget); graphs at their defaults",
-                "not_measured": "ALIGNN's own release side by side, time-to-accuracy curves (issue 38 lists them)",
+                "not_measured": "ALIGNN's own release inside the suite (it is side by side with the ALIGNN-style "
+                                "model on dft_2d and MEGNet-MP in alignn_compare*.json, and its validation MAE "
+                                "against time on MEGNet-MP in time_to_accuracy.json)",
                 "missed_targets": {k: {"by": round(t["value"] / t["goal"] - 1, 3),
                                        "why": "the best family of the task is a pretrained backbone (an optional "
                                               "package) or another from-scratch family at this budget",
