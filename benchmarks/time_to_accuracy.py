@@ -13,8 +13,9 @@ each, so each has one of the two cores.
 ALIGNN's release trains at about 2 MP structures per second on one thread, so one epoch of 10,000 takes about an
 hour and a half; its curve is the point of its one-epoch run in ``results/alignn_compare_megnet_10k.json`` (same
 split, ALIGNN 2026.8.11 through its own ``train_alignn.py``, 4 + 4 layers at width 256; quoted as an anchor with
-that file's commit, not rerun here): the training seconds of that epoch and the validation MAE after it. Each of
-our curves then says when it first reached that validation MAE.
+that file's commit and hardware, not rerun here): the training seconds of that epoch and the validation MAE after
+it. Each of our curves then says when it first reached that validation MAE. When that file was measured on another
+CPU than this run, the seconds compare across machines: ``hardware`` of both files says which.
 
 Usage: python benchmarks/time_to_accuracy.py [--minutes 20] [--task megnet_e_form] [--families default,alignn]
 Writes benchmarks/results/time_to_accuracy.json.
@@ -147,7 +148,8 @@ def main() -> None:
               "families": {f: FAMILIES[f] or "the default model (no model section)" for f in families},
               "runs": runs,
               "alignn_release": {"quoted_from": "benchmarks/results/alignn_compare_megnet_10k.json",
-                                 "commit": quoted["git_commit"], "alignn_version": quoted["data"]["alignn_version"],
+                                 "commit": quoted["git_commit"], "hardware": quoted.get("hardware"),
+                                 "alignn_version": quoted["data"]["alignn_version"],
                                  "settings": quoted["data"]["alignn_settings"],
                                  "curve_seconds_val_mae": [[round(alignn_seconds, 2), a["val_mae"]]],
                                  "test_mae": a["mae"], "epochs": a["epochs"],
