@@ -154,8 +154,8 @@ def main() -> None:
                                  "curve_seconds_val_mae": [[round(alignn_seconds, 2), a["val_mae"]]],
                                  "test_mae": a["mae"], "epochs": a["epochs"],
                                  "why_one_point": "one epoch of 10,000 MP structures takes ALIGNN's release about 1.5 "
-                                                  "hours on one CPU thread; more points need more epochs (a GPU "
-                                                  "session, or hours per point on CPU)"}},
+                                                  "hours on one CPU thread; more points need more epochs (a GPU, "
+                                                  "or hours per point on CPU)"}},
         metrics=metrics,
         anchors={f"alignn.{args.task}.epoch1.val_mae": float(a["val_mae"]),
                  f"alignn.{args.task}.epoch1.train_seconds": float(alignn_seconds),
