@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,18 @@ def kernels(switch: str):
 def target(goal: float, direction: str, value: float) -> dict[str, Any]:
     met = value >= goal if direction == ">=" else value <= goal
     return {"goal": goal, "direction": direction, "value": value, "met": bool(met)}
+
+
+def missed_targets(targets: dict[str, dict], reasons: Callable[[str], tuple[str, str]]) -> dict[str, dict]:
+    """Every missed target of ``targets``: by how much (relative to its goal), why, and what would close it
+    (``reasons(key)`` → ``(why, what_would_close_it)``)."""
+    out = {}
+    for key, t in targets.items():
+        if not t["met"]:
+            why, close = reasons(key)
+            out[key] = {"by": round(abs(t["value"] / t["goal"] - 1), 4) if t["goal"] else None,
+                        "why": why, "what_would_close_it": close}
+    return out
 
 
 def write_result(name: str, started: float, data: dict, metrics: dict, anchors: dict, targets: dict,

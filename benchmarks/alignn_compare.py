@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _alignn import alignn_version, run_fold, write_poscars  # noqa: E402
-from _common import ROOT, SHARED_DATA, target, write_result  # noqa: E402
+from _common import ROOT, SHARED_DATA, missed_targets, target, write_result  # noqa: E402
 
 from matgnn.data.sources import JarvisSource  # noqa: E402
 from matgnn.training.splits import kfold_split  # noqa: E402
@@ -250,7 +250,7 @@ def _report(args, res: dict[str, list[dict]], quiet: dict[str, dict], n_ids: int
                               if args.device == "cuda" else
                               "the five folds of each tool ran while other benchmarks shared the 2 cores (one thread "
                               "each); the quiet figures ran each tool alone"),
-              "per_fold": res, "missed_targets": missed_targets(targets),
+              "per_fold": res, "missed_targets": missed_targets(targets, MISSED.__getitem__),
               "not_measured": "MEGNet-MP formation energy and gap on a 10,000-structure subset with ALIGNN's own: "
                               "on one CPU thread it trains at ~17 structures/s (10 min per epoch); on the GPU its "
                               "per-structure graph builder and the 15-minute device budget left no room (see "
@@ -281,12 +281,6 @@ MISSED = {
         "fewer imports at start"),
 }
 
-
-def missed_targets(targets: dict[str, dict]) -> dict[str, dict]:
-    """Every missed target: by how much (relative to its goal), why, what would close it."""
-    return {k: {"by": round(abs(t["value"] / t["goal"] - 1), 4) if t["goal"] else None,
-                "why": MISSED[k][0], "what_would_close_it": MISSED[k][1]}
-            for k, t in targets.items() if not t["met"]}
 
 
 if __name__ == "__main__":

@@ -69,6 +69,16 @@ def subset_data(data: str, ids: set[str]) -> str:
     return str(path)
 
 
+def subsets(n_train: int, n_val: int, n_test: int | None = None) -> tuple[str, dict[str, list[str]]]:
+    """The comparison's ids: seed-42 subsets of the leaderboard's training ids (mp_megnet.py's learning-curve
+    subset) and validation ids, and every held test id (the first ``n_test``); and the data file of those ids."""
+    full, split = prepare()
+    parts = {"train": sorted(np.random.default_rng(42).choice(split["train"], size=n_train, replace=False).tolist()),
+             "val": sorted(np.random.default_rng(42).choice(split["val"], size=n_val, replace=False).tolist()),
+             "test": split["test"][:n_test] if n_test else split["test"]}
+    return subset_data(full, {i for v in parts.values() for i in v}), parts
+
+
 def write_poscars(data: str, folder) -> None:
     """``<id>.vasp`` for ALIGNN's reader, from the same CIF text our source parses (pymatgen)."""
     from pymatgen.core import Structure
@@ -102,13 +112,8 @@ def main() -> None:
     args = p.parse_args()
     OURS["hidden"] = args.hidden
     started = time.time()
-    full, split = prepare()
-    rng = np.random.default_rng(42)  # mp_megnet.py's learning-curve subset of the training ids
-    parts = {"train": sorted(rng.choice(split["train"], size=args.n_train, replace=False).tolist()),
-             "val": sorted(np.random.default_rng(42).choice(split["val"], size=args.n_val, replace=False).tolist()),
-             "test": split["test"][:args.n_test] if args.n_test else split["test"]}
+    data, parts = subsets(args.n_train, args.n_val, args.n_test)
     OUT.mkdir(parents=True, exist_ok=True)
-    data = subset_data(full, {i for v in parts.values() for i in v})
     posc = OUT / "poscars"
     write_poscars(data, posc)
     split_file = OUT / f"split_{args.n_train}_{args.n_val}{f'_{args.n_test}' if args.n_test else ''}.json"

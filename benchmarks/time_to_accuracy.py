@@ -39,8 +39,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import ROOT, write_result  # noqa: E402
 from alignn_compare import _matgnn_command  # noqa: E402
-from alignn_compare_megnet import subset_data  # noqa: E402
-from mp_megnet import UNITS, prepare, source_config  # noqa: E402
+from alignn_compare_megnet import subsets  # noqa: E402
+from mp_megnet import UNITS, source_config  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "runs" / "time_to_accuracy"
 ALIGNN_RESULT = ROOT / "benchmarks" / "results" / "alignn_compare_megnet_10k.json"
@@ -50,11 +50,7 @@ FAMILIES = {"default": None, "alignn": {"name": "alignn"}}
 
 def split(n_train: int = 10_000, n_val: int = 1_000) -> tuple[str, Path, dict[str, list[str]]]:
     """alignn_compare_megnet.py's subsets: the data file, the ids file and the ids."""
-    full, ids = prepare()
-    parts = {"train": sorted(np.random.default_rng(42).choice(ids["train"], size=n_train, replace=False).tolist()),
-             "val": sorted(np.random.default_rng(42).choice(ids["val"], size=n_val, replace=False).tolist()),
-             "test": ids["test"]}
-    data = subset_data(full, {i for v in parts.values() for i in v})
+    data, parts = subsets(n_train, n_val)
     OUT.mkdir(parents=True, exist_ok=True)
     split_file = OUT / f"split_{n_train}_{n_val}.json"
     split_file.write_text(json.dumps(parts))
