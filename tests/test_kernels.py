@@ -110,6 +110,78 @@ def test_models_with_the_kernel_train_as_without(monkeypatch, name):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("update_edges", [True, False])
+def test_fused_edge_gated_conv_equals_the_pytorch_path(monkeypatch, dtype, update_edges):
+    """The ALIGNN-style edge-gated convolution: the same outputs and gradients with the fused kernel (edges sorted
+    by target, some targets without edges) and without it, also where the edge update is not read (a last layer)."""
+    from matgnn.models import kernels
+    from matgnn.models.alignn import EdgeGatedConv, target_ptr
+
+    if kernels.extension() is None:
+        pytest.skip("the fused CPU kernel could not be built on this machine (no C++ compiler?)")
+    torch.manual_seed(0)
+    n, c, e = 40, 12, 300
+    edge_index = torch.stack([torch.randint(0, n, (e,)), torch.sort(torch.randint(0, n - 5, (e,)))[0]])
+    conv = EdgeGatedConv(c, "layer", update_edges=update_edges).to(dtype).train()
+    x = (3 * torch.randn(n, c, dtype=dtype)).requires_grad_()  # gates far from 0.5, both signs
+    y = torch.randn(e, c, dtype=dtype, requires_grad=True)
+    assert target_ptr(edge_index, n, x) is not False
+
+    def answers(ptr):
+        xo, yo = conv(x, edge_index, y, ptr)
+        loss = (xo * torch.linspace(-1, 1, xo.numel(), dtype=dtype).view_as(xo)).sum()
+        if update_edges:
+            loss = loss + (yo * torch.linspace(-2, 1, yo.numel(), dtype=dtype).view_as(yo)).sum()
+        return xo.detach(), yo.detach(), torch.autograd.grad(loss, [x, y, *conv.parameters()], allow_unused=True)
+
+    fused = answers(None)
+    plain = answers(False)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(fused[0], plain[0], rtol=tol, atol=tol)
+    torch.testing.assert_close(fused[1], plain[1], rtol=tol, atol=tol)
+    for a, b in zip(fused[2], plain[2]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=tol * 10, atol=tol * 10)
+    monkeypatch.setenv("MATGNN_KERNELS", "off")
+    assert target_ptr(edge_index, n, x) is False
+    assert target_ptr(edge_index[:, torch.randperm(e)], n, x) is False
+
+
+@pytest.mark.parametrize("settings", [{}, {"angle_cutoff": None, "norm": "batch"}, {"dihedrals": True}])
+def test_alignn_with_the_kernel_trains_as_without(monkeypatch, settings):
+    """A whole ALIGNN-style model (bond graph, line graph, nested line graph): the same answers and gradients with
+    and without the fused kernel."""
+    from matgnn.models import kernels
+    from matgnn.models.alignn import ALIGNN
+
+    if kernels.extension() is None:
+        pytest.skip("the fused CPU kernel could not be built on this machine (no C++ compiler?)")
+    batch = _batch()
+    torch.manual_seed(2)
+    model = ALIGNN(heads=[{"name": "y", "level": "graph"}], hidden=16, layers=2, gcn_layers=1, cutoff=6.0, n_rbf=20,
+                   n_angle=10, embedding=16, **settings).train()
+
+    def answers():
+        out = model(batch)["y"]
+        return out.detach(), torch.autograd.grad(out.sum(), list(model.parameters()), allow_unused=True)
+
+    calls = []
+    real = kernels.edge_gated
+    monkeypatch.setattr(kernels, "edge_gated", lambda *a: calls.append(1) or real(*a))
+    fused, fused_grads = answers()
+    assert len(calls) == 2 * 2 + 1 + (2 if settings.get("dihedrals") else 0)  # every convolution took the kernel
+    monkeypatch.setenv("MATGNN_KERNELS", "off")
+    plain, plain_grads = answers()
+    assert len(calls) == 2 * 2 + 1 + (2 if settings.get("dihedrals") else 0)
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+    for a, b in zip(fused_grads, plain_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
 def test_a_machine_that_cannot_build_the_kernel_still_trains(tmp_path):
     """A broken library in the build folder, a lock left by an interrupted build and no working C++ compiler: one
     line each, and the run trains on the PyTorch path (no hang, no traceback)."""

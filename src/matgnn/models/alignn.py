@@ -23,11 +23,13 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import nn
+from torch.nn import functional as F
 
 from matgnn import keys
 from matgnn.graphs.features import AtomFeatures, GaussianRBF
 from matgnn.graphs.geometry import edge_lengths, edge_vectors
 from matgnn.graphs.triplets import chained_edges, triplets
+from matgnn.models import kernels
 from matgnn.models.base import MatgnnModel, ModelSettings
 from matgnn.models.layers import LayerNormSiLU, RowBatchNormSiLU
 
@@ -132,6 +134,19 @@ class _GatedSums(torch.autograd.Function):
         return g_m, g_v, None, None, None
 
 
+#: added to the gates' sum before dividing by it
+EPS = 1e-6
+
+
+def target_ptr(edge_index: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor | bool:
+    """The offsets of the edges of each of ``n`` targets where the fused kernel runs on features like ``like``
+    (CPU, float, edges sorted by target); else ``False``."""
+    if not kernels.usable(like):
+        return False
+    ptr = kernels.centre_ptr(edge_index[1], n)
+    return False if ptr is None else ptr
+
+
 class EdgeGatedConv(nn.Module):
     """Residual edge-gated graph convolution on a graph with node features ``x`` and edge
     features ``y``; messages flow along ``edge_index`` (row 0 source ``j``, row 1 target ``i``):
@@ -139,6 +154,9 @@ class EdgeGatedConv(nn.Module):
     ``m_ij = A x_i + B x_j + C y_ij``,  ``σ_ij = sigmoid(m_ij)``,
     ``x_i' = x_i + SiLU(norm(U x_i + Σ_j σ_ij ⊙ V x_j / (Σ_j σ_ij + ε)))``,
     ``y_ij' = y_ij + SiLU(norm(m_ij))``.
+
+    On CPU, with edges sorted by target (matgnn's bond graphs and line graphs are), the gated sums run in one
+    fused pass (:func:`matgnn.models.kernels.edge_gated`); elsewhere as PyTorch ops, the same function.
     """
 
     def __init__(self, channels: int, norm: str = "batch", update_edges: bool = True) -> None:
@@ -150,12 +168,21 @@ class EdgeGatedConv(nn.Module):
         #: False where the edge features are not read afterwards (the last layer of each graph)
         self.norm_edges = _norm_silu(channels, norm) if update_edges else None
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, y: torch.Tensor,
+                ptr: torch.Tensor | bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ptr``: the edges' target offsets (:func:`matgnn.models.kernels.centre_ptr`) found once for several
+        layers; ``False``: the fused kernel does not apply (unsorted edges); ``None``: look here."""
         src, dst = edge_index
-        a, b, u, v = self.node(x).chunk(4, dim=1)
-        m = torch.addmm(a.index_select(0, dst) + b.index_select(0, src), y, self.edge.weight.t())
-        num, den = _GatedSums.apply(m, v, src, dst, x.size(0))
-        h = u + num / (den + 1e-6)
+        xw = self.node(x)
+        if ptr is None:
+            ptr = target_ptr(edge_index, x.shape[0], x)
+        if ptr is not False:  # edges sorted by target, on the CPU: the fused kernel, one pass over them
+            m, h = kernels.edge_gated(xw, F.linear(y, self.edge.weight), src, ptr, EPS)
+        else:
+            a, b, u, v = xw.chunk(4, dim=1)
+            m = torch.addmm(a.index_select(0, dst) + b.index_select(0, src), y, self.edge.weight.t())
+            num, den = _GatedSums.apply(m, v, src, dst, x.size(0))
+            h = u + num / (den + EPS)
         x = x + self.norm_nodes(h)
         return x, (y + self.norm_edges(m) if self.norm_edges is not None else y)
 
@@ -173,18 +200,20 @@ class ALIGNNLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, edge_index: torch.Tensor,
                 line_index: torch.Tensor, line_nodes: torch.Tensor | None = None,
-                nested: tuple[torch.Tensor, torch.Tensor] | None = None
+                nested: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ptrs: tuple = (None, None, None)
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``line_nodes``: the bonds that are line-graph nodes (``line_index`` numbers them in that
-        order); None: every bond. ``nested``: the nested line graph's edge index and dihedral features."""
-        x, y = self.bond_graph(x, edge_index, y)
+        order); None: every bond. ``nested``: the nested line graph's edge index and dihedral features.
+        ``ptrs``: the three graphs' target offsets for the fused kernel (see :meth:`EdgeGatedConv.forward`)."""
+        x, y = self.bond_graph(x, edge_index, y, ptrs[0])
         w = None
         if self.nested_graph is not None and nested is not None:
-            z, w = self.nested_graph(z, nested[0], nested[1])
+            z, w = self.nested_graph(z, nested[0], nested[1], ptrs[2])
         if line_nodes is None:
-            y, z = self.line_graph(y, line_index, z)
+            y, z = self.line_graph(y, line_index, z, ptrs[1])
         else:  # only the bonds in some bond pair: the line graph's work scales with them, not all bonds
-            part, z = self.line_graph(y.index_select(0, line_nodes), line_index, z)
+            part, z = self.line_graph(y.index_select(0, line_nodes), line_index, z, ptrs[1])
             y = y.index_copy(0, line_nodes, part)
         return x, y, z, w
 
@@ -251,10 +280,13 @@ class ALIGNN(MatgnnModel):
             n_line = dist.size(0) if line_nodes is None else line_nodes.size(0)
             nested_index, cos_phi = dihedrals(vec, idx_kj, idx_ji, line_index, n_line)
             nested = (nested_index, self.dihedral_embedding(self.dihedral_rbf(cos_phi)))
+        ptrs = (target_ptr(edge_index, x.shape[0], x),
+                target_ptr(line_index, y.shape[0] if line_nodes is None else line_nodes.shape[0], y),
+                target_ptr(nested[0], z.shape[0], z) if nested is not None else False)
         for layer in self.alignn_layers:
-            x, y, z, w = layer(x, y, z, edge_index, line_index, line_nodes, nested)
+            x, y, z, w = layer(x, y, z, edge_index, line_index, line_nodes, nested, ptrs)
             if nested is not None:
                 nested = (nested[0], w)
         for conv in self.gcn_layers:
-            x, y = conv(x, edge_index, y)
+            x, y = conv(x, edge_index, y, ptrs[0])
         return x

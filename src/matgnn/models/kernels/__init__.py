@@ -7,6 +7,11 @@ gate), and the backward pass writes one edge-sized gradient. It needs edges sort
 (matgnn's graphs are: one sort by (centre, distance) per structure, kept by batching) and CPU tensors;
 anything else takes the PyTorch path (:func:`matgnn.models.layers.gated_message`), the same function.
 
+:func:`edge_gated` is the same for the edge-gated convolution of the ALIGNN-style models (on the bond graph,
+the line graph and the nested line graph): the gates, the gated mean of the neighbours and its gradients in one
+pass over each node's incoming edges instead of nine, with edges sorted by target (the line graphs are, by
+construction); otherwise :class:`matgnn.models.alignn.EdgeGatedConv` runs it as PyTorch ops.
+
 The kernel is built once per machine type and source version into PyTorch's extension folder
 (``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``; about a minute; needs a C++ compiler).
 Where it cannot be built (no compiler, a read-only folder) matgnn says so in one line, once, and uses the
@@ -169,3 +174,36 @@ def gated_sum(yc: torch.Tensor, yn: torch.Tensor, ye: torch.Tensor, src: torch.T
     first)."""
     return _GatedSum.apply(yc.contiguous(), yn.contiguous(), ye.contiguous(), src.contiguous(), ptr)
 
+
+
+class _EdgeGated(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xw, ye, src, ptr, eps):  # noqa: ANN001, ANN205
+        m, h, den, q = _state["module"].edge_gated_forward(xw, ye, src, ptr, eps)
+        ctx.save_for_backward(xw, m, den, q, src, ptr)
+        ctx.set_materialize_grads(False)  # m's gradient stays None where m is not read (a last layer)
+        return m, h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gm, gh):  # noqa: ANN001, ANN205
+        xw, m, den, q, src, ptr = ctx.saved_tensors
+        c = den.shape[1]
+        if gh is None:
+            gh = torch.zeros_like(den)
+        dm, dsrc, dxw = _state["module"].edge_gated_backward(gh, gm if gm is not None else m.new_empty(0), xw, m,
+                                                              den, q, src, ptr)
+        if ctx.needs_input_grad[0]:  # the gathered rows' gradients onto their sources: B x_j and V x_j columns
+            by_source = torch.zeros(xw.shape[0], 2 * c, dtype=xw.dtype).index_add_(0, src, dsrc)
+            dxw[:, c:2 * c] = by_source[:, :c]
+            dxw[:, 3 * c:] = by_source[:, c:]
+        return dxw if ctx.needs_input_grad[0] else None, dm, None, None, None
+
+
+def edge_gated(xw: torch.Tensor, ye: torch.Tensor, src: torch.Tensor, ptr: torch.Tensor,
+               eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The edge-gated convolution's sums by the fused kernel (check :func:`usable` first): with the node products
+    ``xw = [A x | B x | U x | V x]`` (``[N, 4C]``) and the edge term ``ye = C y`` (``[E, C]``), edges sorted by
+    target (``ptr``), returns ``m_e = A x_i + B x_j + ye_e`` (``[E, C]``) and ``h_i = U x_i + Σ_e σ(m_e) ⊙ V x_j /
+    (Σ_e σ(m_e) + eps)`` (``[N, C]``)."""
+    return _EdgeGated.apply(xw.contiguous(), ye.contiguous(), src.contiguous(), ptr, float(eps))
