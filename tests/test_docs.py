@@ -28,6 +28,31 @@ def test_generated_pages_are_up_to_date():
     assert not stale, f"stale generated pages, run python tools/gen_docs.py: {stale}"
 
 
+def test_study_tables_are_read_from_the_results_files(tmp_path, monkeypatch):
+    """A study page's table is filled from its results file (a changed number shows up as a stale page), and a
+    marker naming no table stops the generator instead of leaving a hand-typed table behind."""
+    import json
+    import shutil
+
+    studies = tmp_path / "docs" / "benchmarks" / "studies"
+    studies.mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    shutil.copy(gen_docs.ROOT / "benchmarks" / "results" / "alignn_dihedrals.json", tmp_path / "benchmarks" / "results")
+    monkeypatch.setattr(gen_docs, "ROOT", tmp_path)
+    monkeypatch.setattr(gen_docs, "DOCS", tmp_path / "docs")
+    (studies / "a.md").write_text("# A\n\n<!-- table: alignn_dihedrals -->\n| typed | 0.1 |\n<!-- end table -->\ntext\n")
+    page = gen_docs.study_pages()["benchmarks/studies/a.md"]
+    d = json.loads((tmp_path / "benchmarks" / "results" / "alignn_dihedrals.json").read_text())
+    assert f"| `alignn` | {d['data']['per_run'][0]['mae']:.3f} |" in page and "| typed |" not in page
+    assert page.endswith("<!-- end table -->\ntext\n") and f"commit `{d['git_commit'][:7]}`" in page
+    d["data"]["per_run"][0]["mae"] = 9.0
+    (tmp_path / "benchmarks" / "results" / "alignn_dihedrals.json").write_text(json.dumps(d))
+    assert "| `alignn` | 9.000 |" in gen_docs.study_pages()["benchmarks/studies/a.md"]
+    (studies / "b.md").write_text("<!-- table: no_such_table -->\n<!-- end table -->\n")
+    with pytest.raises(SystemExit, match="no_such_table"):
+        gen_docs.study_pages()
+
+
 def test_the_readme_is_short_and_the_docs_never_speak_of_sessions():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 300

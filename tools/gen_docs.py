@@ -5,7 +5,9 @@
   the pydantic schema (``RunConfig`` and each model's own config class);
 - ``docs/benchmarks/results.md``: one table per ``benchmarks/results/*.json`` (command, commit, hardware,
   wall time, each target with its goal, value and whether it is met, and every metric);
-- ``docs/models/*.md``: the shipped models' cards (``src/matgnn/pretrained/*/MODEL_CARD.md``) and an index.
+- ``docs/models/*.md``: the shipped models' cards (``src/matgnn/pretrained/*/MODEL_CARD.md``) and an index;
+- the tables of the study pages (``docs/benchmarks/studies/*.md``) between ``<!-- table: NAME -->`` and
+  ``<!-- end table -->``, filled from the results files as :data:`STUDY_TABLES` says.
 
 Usage: ``python tools/gen_docs.py`` writes them; ``python tools/gen_docs.py --check`` exits 1 naming every
 page that differs from what the code and results give now (``tests/test_docs.py`` runs the check).
@@ -261,6 +263,94 @@ def readme_text() -> str:
     return text[:a] + readme_results() + text[b:]
 
 
+# -- the study pages' tables ---------------------------------------------------------------------------------
+
+#: NAME -> (results file, header cells, rows of cells). In a cell, ``{KEY}`` or ``{KEY:SPEC}`` is the metric KEY of
+#: the file formatted with SPEC (default ``.3g``), ``{@a/b/0/c:SPEC}`` a value at that path of the whole file;
+#: anything else is text. Under each table: the file, its commit and hardware.
+STUDY_TABLES: dict[str, tuple[str, list[str], list[list[str]]]] = {
+    "alignn_megnet_3_epochs": (
+        "alignn_compare_megnet",
+        ["task", "", "test MAE after 3 epochs", "in ALIGNN's training time", "training structures/s",
+         "inference structures/s", "peak memory"],
+        [[f"{t} ({u})", "ALIGNN's release", f"{{alignn.{t}.mae:.3f}}", f"{{alignn.{t}.mae:.3f}} (3 epochs)", f"{{alignn.{t}.train_structures_per_s:.1f}}",
+          f"{{alignn.{t}.inference_structures_per_s:.1f}}", f"{{alignn.{t}.peak_rss_gb:.2f}} GB"]
+         if k == 0 else
+         ["", "ours, width 48", f"{{ours.{t}.mae:.3f}}",
+          f"{{ours_equal_time.{t}.mae:.3f}} ({{ours_equal_time.{t}.epochs:.0f}} epochs)",
+          f"{{ours.{t}.train_structures_per_s:.0f}} ({{ours.{t}.train_speedup_vs_alignn:.1f}}×)",
+          f"{{ours.{t}.inference_structures_per_s:.0f}} ({{ours.{t}.inference_speedup_vs_alignn:.1f}}×)",
+          f"{{ours.{t}.peak_rss_gb:.2f}} GB ({{ours.{t}.peak_memory_ratio_vs_alignn:.2f}}×)"]
+         for t, u in (("megnet_e_form", "eV/atom"), ("megnet_gappbe", "eV")) for k in (0, 1)]),
+    "alignn_megnet_lr": (
+        "alignn_compare_megnet_lr",
+        ["task", "tool", "lr 1e-3", "lr 2e-3", "lr 4e-3", "its chosen rate", "test MAE there"],
+        [[f"{t} ({u})" if side == "alignn" else "", "ALIGNN's release" if side == "alignn" else "ours, width 48",
+          *(f"{{{side}.{t}.lr{lr}.mae:.3f}} ({{{side}.{t}.lr{lr}.val_mae:.3f}})" for lr in ("0.001", "0.002", "0.004")),
+          f"{{{side}.{t}.lr:g}}", f"{{{side}.{t}.mae:.3f}}"]
+         for t, u in (("megnet_e_form", "eV/atom"), ("megnet_gappbe", "eV")) for side in ("alignn", "ours")]),
+    "alignn_dihedrals": (
+        "alignn_dihedrals",
+        ["dft_2d gap, test MAE (eV)", "fold 0", "fold 1", "mean", "s / epoch"],
+        [["`alignn`", "{@data/per_run/0/mae:.3f}", "{@data/per_run/2/mae:.3f}", "{alignn.dft2d_gap.folds2.mae_mean:.3f}",
+          "{alignn.seconds_per_epoch:.1f}"],
+         ["`alignn` + `dihedrals: true`", "{@data/per_run/1/mae:.3f}", "{@data/per_run/3/mae:.3f}",
+          "{alignn+dihedrals.dft2d_gap.folds2.mae_mean:.3f}",
+          "{alignn+dihedrals.seconds_per_epoch:.1f} ({dihedrals.cost_ratio_per_epoch:.1f}×)"]]),
+}
+TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
+
+
+def _value(d: dict, key: str) -> Any:
+    if key.startswith("@"):
+        v: Any = d
+        for part in key[1:].split("/"):
+            v = v[int(part)] if isinstance(v, list) else v[part]
+        return v
+    return d["metrics"][key]
+
+
+def study_table(name: str) -> str:
+    """The study table NAME (see :data:`STUDY_TABLES`), with its markers."""
+    import re
+
+    stem, header, rows = STUDY_TABLES[name]
+    d = json.loads((ROOT / "benchmarks" / "results" / f"{stem}.json").read_text())
+
+    def fill(cell: str) -> str:
+        def one(m: re.Match) -> str:
+            key, _, spec = m.group(1).partition(":")
+            return format(_value(d, key), spec or ".3g")
+        return _cell(re.sub(r"\{([^{}]+)\}", one, cell))
+
+    lines = [TABLE_START.format(name), "", "| " + " | ".join(_cell(h) for h in header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fill(c) for c in row) + " |" for row in rows]
+    lines += ["", f"From [`{stem}.json`](../results.md#{stem}), commit `{str(d.get('git_commit', 'unknown'))[:7]}`, "
+                  f"{d.get('hardware', 'unknown')}.", "", TABLE_END]
+    return "\n".join(lines)
+
+
+def study_pages() -> dict[str, str]:
+    """Every study page that holds a table of :data:`STUDY_TABLES`, with its tables renewed; a marker naming no
+    table fails (a typo must not leave a stale table behind)."""
+    import re
+
+    out = {}
+    for path in sorted((DOCS / "benchmarks" / "studies").glob("*.md")):
+        text = path.read_text()
+        pattern = re.compile(re.escape(TABLE_START).replace(r"\{\}", "(.+?)") + r".*?" + re.escape(TABLE_END),
+                             re.DOTALL)
+        names = pattern.findall(text)
+        if not names:
+            continue
+        unknown = [n for n in names if n not in STUDY_TABLES]
+        if unknown:
+            raise SystemExit(f"{path}: no study table named {', '.join(unknown)} in tools/gen_docs.py STUDY_TABLES")
+        out[str(path.relative_to(DOCS))] = pattern.sub(lambda m: study_table(m.group(1)), text)
+    return out
+
+
 def changelog_page() -> str:
     return (ROOT / "CHANGELOG.md").read_text()
 
@@ -269,6 +359,7 @@ def pages() -> dict[str, str]:
     out = {"reference/cli.md": cli_page(), "reference/config.md": config_page(),
            "benchmarks/results.md": results_page(), "changelog.md": changelog_page(), "../README.md": readme_text()}
     out.update(model_pages())
+    out.update(study_pages())
     return out
 
 
