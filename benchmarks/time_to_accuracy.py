@@ -143,8 +143,10 @@ def main() -> None:
               "concurrency": "the families trained side by side, one thread each on the 2 cores",
               "families": {f: FAMILIES[f] or "the default model (no model section)" for f in families},
               "runs": runs,
-              "alignn_release": {"quoted_from": "benchmarks/results/alignn_compare_megnet_10k.json",
-                                 "commit": quoted["git_commit"], "hardware": quoted.get("hardware"),
+              "alignn_release": {"quoted_from": a.get("quoted_from", {}).get(
+                                     "file", "benchmarks/results/alignn_compare_megnet_10k.json"),
+                                 "commit": a.get("quoted_from", {}).get("commit", quoted["git_commit"]),
+                                 "hardware": a.get("quoted_from", {}).get("hardware", quoted.get("hardware")),
                                  "alignn_version": quoted["data"]["alignn_version"],
                                  "settings": quoted["data"]["alignn_settings"],
                                  "curve_seconds_val_mae": [[round(alignn_seconds, 2), a["val_mae"]]],
