@@ -381,6 +381,45 @@ STUDY_TABLES.update({
             f"{{{k}.cv5.fold_seconds_max:.0f}} s", f"`{{@data/measured_at/{k}:.7}}`"] for k, label in _DFT2D),
          ["predict the train mean (same folds)", "", "{predict_mean.cv.mae:.3f}", "", ""]]),
 })
+_EXF = [("pna", "PNA"), ("zoo:transformerconv", "TransformerConv (zoo)"), ("cgconv_net", "CGConv net"),
+        ("alignn", "ALIGNN-style (ours, the defaults of its commit)"), ("cgcnn", "CGCNN"), ("schnet", "SchNet"),
+        ("dimenet++", "DimeNet++ (30 epochs)"), ("pna+area", "PNA, `transform: log_per_area`"),
+        ("cgcnn+area", "CGCNN, `transform: log_per_area`")]
+_MTL = [("emt", "mixing_energy", "EMT, mixing energy (graph, eV/atom)"),
+        ("emt", "atom_energy", "EMT, per-atom energy (node, eV)"),
+        ("dft_3d", "formation_energy_peratom", "dft_3d subset, formation energy (eV/atom)"),
+        ("dft_3d", "bulk_modulus_kv", "dft_3d subset, bulk modulus (GPa)"),
+        ("dft_3d", "optb88vdw_bandgap", "dft_3d subset, band gap (eV)"),
+        ("dft_3d", "magmom_oszicar", "dft_3d subset, magmom_oszicar (μB)"),
+        ("mp_cgcnn", "formation_energy_per_atom", "MP (5k), formation energy (eV/atom)"),
+        ("mp_cgcnn", "band_gap", "MP (5k), band gap (eV)"), ("mp_cgcnn", "efermi", "MP (5k), Fermi energy (eV)"),
+        ("mp_cgcnn", "total_magnetization", "MP (5k), total magnetisation (μB per cell)")]
+_POLICIES = [("full", "fine-tune all layers"), ("all_but_embedding_conv0", "freeze all but embedding + conv_0"),
+             ("all_but_embedding", "freeze all but embedding"),
+             ("two_phase", "two-phase (embedding frozen, then all at lr/10)")]
+STUDY_TABLES.update({
+    "dft2d_exfoliation": (
+        "dft2d_exfoliation",
+        ["family", "MAE, 5-fold (meV/atom)", "slowest fold"],
+        [["predict the training mean", "{predict_mean.dft2d_exfoliation.mae_mean:.1f}", ""],
+         *([label, f"{{{k}.dft2d_exfoliation.mae_mean:.1f}} ± {{{k}.dft2d_exfoliation.mae_std:.1f}}",
+            f"{{{k}.dft2d_exfoliation.fold_seconds_max:.0f}} s"] for k, label in _EXF)]),
+    "mtl_vs_stl": (
+        "mtl_vs_stl",
+        ["data, task", "multi-task MAE", "single-task MAE", "MTL / STL"],
+        [[label, f"{{{d}.{t}.mtl_mae_mean:#.3g}} ± {{{d}.{t}.mtl_mae_std:#.2g}}",
+          f"{{{d}.{t}.stl_mae_mean:#.3g}} ± {{{d}.{t}.stl_mae_std:#.2g}}", f"{{{d}.{t}.mtl_over_stl:.2f}}"]
+         for d, t, label in _MTL]),
+    "transfer_2d": (
+        "transfer_2d",
+        ["source", "policy", "test MAE (eV)", "folds", "weight shift: embedding / conv_0 / conv_1 / conv_2 / head"],
+        [["—", "from scratch", "{scratch.mae_mean:.3f} ± {scratch.mae_std:.3f}", "{scratch.folds:.0f}", ""],
+         *([source, label, f"{{{k}.{p}.mae_mean:.3f}} ± {{{k}.{p}.mae_std:.3f}}", f"{{{k}.{p}.folds:.0f}}",
+            " / ".join(f"{{{k}.{p}.weight_shift.{g}:.2f}}" for g in ("embedding", "conv_0", "conv_1", "conv_2",
+                                                                      "head"))]
+           for k, source in (("mp_gap", "MP bulk band gaps (36k)"), ("magmom", "CGCNN per-atom |m| model (47k)*"))
+           for p, label in _POLICIES)]),
+})
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
 
 
