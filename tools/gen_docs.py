@@ -420,6 +420,44 @@ STUDY_TABLES.update({
            for k, source in (("mp_gap", "MP bulk band gaps (36k)"), ("magmom", "CGCNN per-atom |m| model (47k)*"))
            for p, label in _POLICIES)]),
 })
+_SLICES = [("3d", "3d metals (Sc–Zn)"), ("4d", "4d metals"), ("5d", "5d metals (La, Hf–Hg)"),
+           ("lanthanides", "lanthanides (Ce–Lu)"), ("actinides", "actinides"), ("other", "other elements")]
+_MOMENT_MODELS = ["backbone_prior", "backbone", "mean_backbone_magmom_mp", "magmom_mp", "magmom_mp_ensemble",
+                  "chgnet_zero_shot"]
+STUDY_TABLES.update({
+    "mp_magmom": (
+        "mp_magmom",
+        ["method", "test MAE", "without V, Cr, Mn", "on the CHGNet sample ({@data/chgnet_sample:s})"],
+        [["matgnn `magmom-mp-ensemble` (mean of a PNA 64 × 3 and a CGCNN 64 × 3; stages in its model card)",
+          "{ours.test_mae:.4f}", "{ours.test_mae_without_V-Cr-Mn:.3f}", "{ours.sample_mae:.3f}"],
+         *([label, f"{{{k}.test_mae:.3f}}", f"{{{k}.test_mae_without_V-Cr-Mn:.3f}}", f"{{{k}.sample_mae:.3f}}"]
+           for k, label in (("xgboost", "XGBoost on per-atom descriptors"), ("element_mean", "per-element mean"),
+                            ("linear", "ridge regression on the descriptors"))),
+         ["CHGNet 0.3.0 zero-shot", "", "", "{chgnet_zero_shot.sample_mae:.3f}"],
+         ["CHGNet fine-tuned ({@data/chgnet_finetune:s}; {chgnet_finetuned.finetune_seconds:.0f} s)", "", "",
+          "{chgnet_finetuned.sample_mae:.3f}"],
+         ["inference structures/s (atoms to moments)", "ours {ours.inference_structures_per_s:.0f}, CHGNet "
+          "{chgnet_zero_shot.inference_structures_per_s:.1f} ({ours.speedup_vs_chgnet:.0f}×)", "", ""]]),
+    "magmom_backbone_slices": (
+        "magmom_backbone",
+        ["test sites by element", "sites", "`chgnet` + prior (shipped `magmom-mp-chgnet`)", "`chgnet`, element mean",
+         "mean of that and `magmom-mp`", "`magmom-mp`", "`magmom-mp-ensemble`", "CHGNet 0.3.0 zero-shot"],
+        [["all", "{common.sites:,.0f}", *(f"{{{m}.common_mae:.4f}}" for m in _MOMENT_MODELS)],
+         *([label, f"{{slice.{k}.sites:,.0f}}", *(f"{{slice.{k}.{m}.mae:.3f}}" for m in _MOMENT_MODELS)]
+           for k, label in _SLICES)]),
+    "magmom_backbone_ood": (
+        "magmom_backbone",
+        ["lanthanides held out ({ood.test_structures:.0f} test structures with one, {ood.sites:,.0f} sites)",
+         "MAE"],
+        [["CHGNet 0.3.0 zero-shot", "{ood.chgnet_zero_shot.mae:.3f}"],
+         ["`magmom-mp` (trained with them)", "{ood.magmom_mp_trained_with.mae:.3f}"],
+         ["`chgnet` + prior, {ood.train_structures_without:,.0f} training structures with lanthanides / without",
+          "{ood.backbone_prior_trained_with.mae:.3f} / {ood.backbone_prior_trained_without.mae:.3f}"],
+         ["`chgnet`, element mean, the same with / without", "{ood.backbone_trained_with.mae:.3f} / "
+          "{ood.backbone_trained_without.mae:.3f}"],
+         ["CGCNN 128 × 3, the same with / without", "{ood.cgcnn_trained_with.mae:.3f} / "
+          "{ood.cgcnn_trained_without.mae:.3f}"]]),
+})
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
 
 
@@ -461,7 +499,7 @@ def study_table(name: str) -> str:
         except Missing:
             return ""
 
-    lines = [TABLE_START.format(name), "", "| " + " | ".join(_cell(h) for h in header) + " |",
+    lines = [TABLE_START.format(name), "", "| " + " | ".join(fill(h) for h in header) + " |",
              "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fill(c) for c in row) + " |" for row in rows]
     lines += ["", f"From [`{stem}.json`](../results.md#{stem}), commit `{str(d.get('git_commit', 'unknown'))[:7]}`, "
