@@ -458,6 +458,86 @@ STUDY_TABLES.update({
          ["CGCNN 128 × 3, the same with / without", "{ood.cgcnn_trained_with.mae:.3f} / "
           "{ood.cgcnn_trained_without.mae:.3f}"]]),
 })
+def _maes(models: str, task: str, spread: str = "last", extra: str = "") -> str:
+    """A cell of the 2D backbone table: the 5-fold MAE of each model of ``models`` (``a / b``), with the spread
+    (± std) of the last one, of every one (``all``) or of none (``none``)."""
+    names = models.split()
+    digits = ".1f" if "exfoliation" in task else ".3f"
+    parts = [f"{{{m}.{task}.mae_mean:{digits}}}" + (f" ± {{{m}.{task}.mae_std:{digits}}}" if spread == "all" or (
+        spread == "last" and k == len(names) - 1) else "") for k, m in enumerate(names)]
+    return " / ".join(parts) + extra
+
+
+_NO_TWIN = " ({{{}.dft2d_gap.no_twin_mae_mean:.3f}} on the test entries without a twin)"
+_B2D_GAP = [
+    ("`chgnet` (frozen backbone + our MLP) / `sevennet`", "chgnet sevennet", "all"),
+    ("`chgnet_gbm` / `sevennet_gbm` (XGBoost on the features)", "chgnet_gbm sevennet_gbm", "none"),
+    ("`chgnet_2dm` / `sevennet_2dm` (2DMatPedia → dft_2d transfer)", "chgnet_2dm sevennet_2dm", "none"),
+    ("`chgnet_gbm_pbe` / `sevennet_gbm_pbe`", "chgnet_gbm_pbe sevennet_gbm_pbe", "none"),
+    ("`chgnet_delta_pbe` / `sevennet_delta_pbe` (delta on the PBE-gap model)", "chgnet_delta_pbe sevennet_delta_pbe",
+     "last"),
+    ("`ens_delta` (mean of both delta models)", "ens_delta", "last"),
+    ("`_delta_pbe_seed1` (both stages at training seed 1: chgnet / sevennet)",
+     "chgnet_delta_pbe_seed1 sevennet_delta_pbe_seed1", "none"),
+    ("`ens_delta_chgnet_seeds` / `ens_delta_sevennet_seeds` (one backbone, two seeds)",
+     "ens_delta_chgnet_seeds ens_delta_sevennet_seeds", "all"),
+    ("`ens_nn` (mean of 6 network runs)", "ens_nn", "last"),
+    ("`_2dm_disjoint` (chgnet / sevennet)", "chgnet_2dm_disjoint sevennet_2dm_disjoint", "none"),
+    ("`_gbm_pbe_disjoint`", "chgnet_gbm_pbe_disjoint sevennet_gbm_pbe_disjoint", "none"),
+    ("`_delta_pbe_disjoint` (chgnet / sevennet)", "chgnet_delta_pbe_disjoint sevennet_delta_pbe_disjoint", "none"),
+    ("`ens_nn_disjoint` (mean of the 2 plain and 4 disjoint runs)", "ens_nn_disjoint", "last"),
+    ("`chgnet_ref` / `sevennet_ref` (2DMatPedia reference; no dft_2d label)", "chgnet_ref sevennet_ref", "last"),
+    ("`chgnet_gbm_ref` / `sevennet_gbm_ref`", "chgnet_gbm_ref sevennet_gbm_ref", "none"),
+    ("`chgnet_ref_delta` / `sevennet_ref_delta` (delta on the reference)", "chgnet_ref_delta sevennet_ref_delta",
+     "none"),
+    ("`ens_ref` (mean of both `_ref_delta`)", "ens_ref", "last"),
+    ("`chgnet_ref_first` / `sevennet_ref_first` (reference, else the delta model)",
+     "chgnet_ref_first sevennet_ref_first", "none"),
+    ("`ens_ref_first`", "ens_ref_first", "last"),
+    ("`chgnet_ref_first_nou` / `sevennet_ref_first_nou` (… without GGA+U entries)",
+     "chgnet_ref_first_nou sevennet_ref_first_nou", "none"),
+    ("`ens_ref_first_nou`", "ens_ref_first_nou", "last"),
+    ("`chgnet_ref_twin` / `sevennet_ref_twin` (dft_2d's own training labels first)",
+     "chgnet_ref_twin sevennet_ref_twin", "last"),
+    ("`ens_ref_twin`", "ens_ref_twin", "last"),
+    ("`gbm_both` (one XGBoost over both backbones' features, both PBE-gap models' answers and the labels of the 5 "
+     "nearest 2DMatPedia monolayers in each feature space)", "gbm_both", "last"),
+    ("`ens_ref_first_mix` (the reference where it matches, else the mean of both delta models and `gbm_both`)",
+     "ens_ref_first_mix", "last"),
+]
+_B2D_EXF = [
+    ("`chgnet` / `sevennet` (MLP)", "chgnet sevennet"), ("`chgnet_gbm` / `sevennet_gbm`", "chgnet_gbm sevennet_gbm"),
+    ("`chgnet_log` / `sevennet_log` (MLP on log1p)", "chgnet_log sevennet_log"),
+    ("`chgnet_gbm_geo` / `sevennet_gbm_geo` (+ layer geometry, log energy per area)",
+     "chgnet_gbm_geo sevennet_gbm_geo"),
+    ("`chgnet_area` / `sevennet_area` (MLP, `transform: log_per_area`)", "chgnet_area sevennet_area"),
+    ("PNA from scratch (this run)", "pna"), ("`ens_nn` (chgnet, sevennet, PNA)", "ens_nn"),
+    ("`ens_log_geo` (2 `_log`, 2 `_gbm_geo`, PNA)", "ens_log_geo"),
+    ("`ens_area_geo` (2 `_area`, 2 `_gbm_geo`, PNA)", "ens_area_geo"), ("`ens_all` (all 9 models of the fold)", "ens_all"),
+]
+STUDY_TABLES.update({
+    "backbones_2d_gap": (
+        "backbones_2d",
+        ["model", "dft_2d OptB88vdW gap (eV)", "the same on twin-grouped folds"],
+        [[label, _maes(models, "dft2d_gap", spread) + (
+            _NO_TWIN.format(models) if models in ("ens_ref_first_nou", "ens_ref_twin", "ens_ref_first_mix") else ""),
+          f"{{?{models.split()[-1]}.dft2d_gap_twin_grouped.mae_mean:.3f}}" if len(models.split()) == 1 else
+          " / ".join(f"{{?{m}.dft2d_gap_twin_grouped.mae_mean:.3f}}" for m in models.split())]
+         for label, models, spread in _B2D_GAP]),
+    "backbones_2d_exfoliation": (
+        "backbones_2d",
+        ["model", "dft_2d exfoliation (meV/atom)", "the same on twin-grouped folds"],
+        [[label, _maes(models, "dft2d_exfoliation", "all"),
+          " / ".join(f"{{?{m}.dft2d_exfoliation_twin_grouped.mae_mean:.1f}}" for m in models.split())]
+         for label, models in _B2D_EXF]),
+    "backbones_2d_2dmatpedia": (
+        "backbones_2d",
+        ["model", "2DMatPedia PBE gap (eV)"],
+        [["`chgnet` (frozen backbone + our MLP)", _maes("chgnet", "2dmatpedia_gap")],
+         ["`chgnet_gbm`", _maes("chgnet_gbm", "2dmatpedia_gap")],
+         ["`cgcnn2` (PyPI reproduction of CGCNN, its defaults)", _maes("cgcnn2", "2dmatpedia_gap")],
+         ["`cgcnn` (ours, width 64 × 3, `matgnn train` defaults)", _maes("cgcnn", "2dmatpedia_gap")]]),
+})
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
 
 
