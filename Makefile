@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	# matgnn matbench writes results with the matbench package; Matbench 0.6 pins scipy 1.7.3 (no wheel for
 	# Python >= 3.11) but runs with current releases, so it is installed without its pins
 	$(PY) -m pip install -q --no-deps "matbench==0.6" "matminer==0.10.1"
-	# the fused CPU kernel of CGCNN's convolution, built once for this machine (about a minute)
+	# the fused CPU kernels of the gated convolutions, built once for this machine (about a minute)
 	$(PY) -c "from matgnn.models import kernels; kernels.extension()"
 	touch $@
 
