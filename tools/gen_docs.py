@@ -538,6 +538,22 @@ STUDY_TABLES.update({
          ["`cgcnn2` (PyPI reproduction of CGCNN, its defaults)", _maes("cgcnn2", "2dmatpedia_gap")],
          ["`cgcnn` (ours, width 64 × 3, `matgnn train` defaults)", _maes("cgcnn", "2dmatpedia_gap")]]),
 })
+_MP = (("megnet_e_form", "formation energy (eV/atom)"), ("megnet_gappbe", "PBE gap (eV)"))
+STUDY_TABLES.update({
+    "alignn_megnet_10k": (
+        "alignn_compare_megnet_10k",
+        ["task", "ALIGNN's release, 1 epoch (quoted)", "ours, width 48, 1 epoch", "at or below ALIGNN's"],
+        [[label, f"{{alignn.{t}.mae:.4f}}", f"{{ours.{t}.mae:.4f}}", f"{{@targets/{t}.mae_at_or_below_alignn/met}}"]
+         for t, label in _MP]),
+    "alignn_megnet_10k_equal_time": (
+        "alignn_compare_megnet_10k_equal_time",
+        ["formation energy (eV/atom)", "test MAE", "epochs", "peak memory"],
+        [["ALIGNN's release", "{alignn.megnet_e_form.mae:.4f}", "1", "{alignn.megnet_e_form.peak_rss_gb:.1f} GB"],
+         ["ours, width 48 (the defaults of that commit), the same epoch", "{ours.megnet_e_form.mae:.4f}", "1",
+          "{ours.megnet_e_form.peak_rss_gb:.1f} GB"],
+         ["ours, as many epochs as fit in ALIGNN's training time", "{ours_equal_time.megnet_e_form.mae:.4f}",
+          "{ours_equal_time.megnet_e_form.epochs:.0f}", "{ours_equal_time.megnet_e_form.peak_rss_gb:.1f} GB"]]),
+})
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
 
 
@@ -571,7 +587,10 @@ def study_table(name: str) -> str:
                 if key not in d["metrics"]:
                     raise Missing
             try:
-                return format(_value(d, key), spec or ".3g")
+                value = _value(d, key)
+                if isinstance(value, bool):
+                    return "met" if value else "not met"
+                return format(value, spec or ".3g")
             except (KeyError, IndexError) as e:
                 raise SystemExit(f"study table {name}: {stem}.json has no {key!r} ({e})") from None
         try:
