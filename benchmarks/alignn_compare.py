@@ -267,14 +267,15 @@ MISSED = {
     "mae_at_or_below_alignn": (
         "a 0.14 M-parameter model (width 48, 4 + 2 layers) against ALIGNN's 4.0 M (width 256, 4 + 4) at 20 epochs; "
         "the difference is smaller than the spread over folds",
-        "several seeds per fold to tell a difference of this size from noise; ALIGNN's 4 + 4 layers or more width "
-        "(the task suite found 4 + 4 level with 4 + 2 on average, task_suite_alignn.json), at some throughput"),
+        "several seeds per fold to tell a difference of this size from noise (float rounding alone moved one fold by "
+        "0.02 eV between this file's commits 77cdd2a and 4266798); ALIGNN's 4 + 4 layers or more width (the task "
+        "suite found 4 + 4 level with 4 + 2 on average, task_suite_alignn.json), at some throughput"),
     "mae_within_fold_noise_or_better": ("see mae_at_or_below_alignn", "see mae_at_or_below_alignn"),
     "train_speedup_vs_alignn": (
-        "the ratio depends on the CPU: an earlier run of this script on an AMD EPYC (this file at commit 0627efb) "
-        "met it; on this machine (another CPU) ours lost more speed than ALIGNN's did, and which of our operations "
-        "lose most here is not profiled yet",
-        "a profile of a training step on this CPU, then faster kernels for what dominates it"),
+        "the ratio depends on the CPU: the same code met it on an AMD EPYC and missed it on an Intel Xeon (this file "
+        "at 0627efb and at 77cdd2a) before the edge-gated convolutions were fused",
+        "a profile of a training step on the CPU it misses on, then fused kernels for what dominates it (after the "
+        "fused edge-gated convolutions: the matrix products, then layer normalisation with SiLU over the edges)"),
     "inference_speedup_vs_alignn": ("as train_speedup_vs_alignn", "as train_speedup_vs_alignn"),
     "peak_memory_ratio_vs_alignn": (
         "about 0.36 GB of ours is the Python process with torch and PyG loaded, before any graph",
