@@ -554,6 +554,18 @@ STUDY_TABLES.update({
          ["ours, as many epochs as fit in ALIGNN's training time", "{ours_equal_time.megnet_e_form.mae:.4f}",
           "{ours_equal_time.megnet_e_form.epochs:.0f}", "{ours_equal_time.megnet_e_form.peak_rss_gb:.1f} GB"]]),
 })
+STUDY_TABLES["time_to_accuracy"] = (
+    "time_to_accuracy",
+    ["formation energy (eV/atom)", "training structures/s", "epochs", "validation MAE after 300 / 600 / 1,200 s",
+     "seconds to ALIGNN's one-epoch validation MAE", "test MAE at the end"],
+    [*([label, f"{{{k}.megnet_e_form.train_structures_per_s:.0f}}", f"{{{k}.megnet_e_form.epochs:.0f}}",
+        " / ".join(f"{{?{k}.megnet_e_form.val_mae_by_{t}s:.3f}}" for t in (300, 600, 1200)),
+        f"{{{k}.megnet_e_form.seconds_to_alignn_epoch1_val_mae:.0f}} s "
+        f"({{{k}.megnet_e_form.time_to_accuracy_speedup_vs_alignn:.1f}}× sooner)", f"{{{k}.megnet_e_form.test_mae:.3f}}"]
+       for k, label in (("default", "the default model (CGCNN)"), ("alignn", "the ALIGNN-style model (width 64)"))),
+     ["ALIGNN's release, one epoch (quoted; validation MAE {@data/alignn_release/curve_seconds_val_mae/0/1:.3f})", "",
+      "1", "", "{@data/alignn_release/curve_seconds_val_mae/0/0:.0f} s (its epoch's training pass)",
+      "{@data/alignn_release/test_mae:.3f}"]])
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
 
 
