@@ -100,10 +100,11 @@ FAMILIES = {
 }
 #: variants of a family, run only when named (--families chgnet,chgnet_sum,...): in no budget's list
 NAMED_ONLY = {
-    # the ALIGNN-style model's defaults before ALIGNN's release's normalisation and Gaussians
-    "alignn_batchnorm": ("train", {"name": "alignn", "norm": "batch", "gaussians": "narrow"}),
-    # ... and with ALIGNN's release's layer counts (4 + 4 instead of 4 + 2)
+    # the ALIGNN-style model's defaults before ALIGNN's release's normalisation, Gaussians and layer counts
+    "alignn_batchnorm": ("train", {"name": "alignn", "norm": "batch", "gaussians": "narrow", "gcn_layers": 2}),
+    # ... with ALIGNN's release's layer counts (4 + 4, the default since the suite chose it) and with 4 + 2
     "alignn_4x4": ("train", {"name": "alignn", "gcn_layers": 4}),
+    "alignn_4x2": ("train", {"name": "alignn", "gcn_layers": 2}),
     # the frozen backbones with pooling beyond the mean
     **{f"{b}_{pool}": ("train", {"name": b, "pooling": pool}) for b in ("chgnet", "sevennet")
        for pool in ("sum", "attention")},
