@@ -268,8 +268,8 @@ MISSED = {
         "a 0.14 M-parameter model (width 48, 4 + 2 layers) against ALIGNN's 4.0 M (width 256, 4 + 4) at 20 epochs; "
         "the difference is smaller than the spread over folds",
         "several seeds per fold to tell a difference of this size from noise (float rounding alone moved one fold by "
-        "0.02 eV between this file's commits 77cdd2a and 4266798); ALIGNN's 4 + 4 layers or more width (the task "
-        "suite found 4 + 4 level with 4 + 2 on average, task_suite_alignn.json), at some throughput"),
+        "0.02 eV between this file's commits 77cdd2a and 4266798); ALIGNN's 4 + 4 layers (the default since the task "
+        "suite preferred them, task_suite_alignn.json) or more width, at some throughput"),
     "mae_within_fold_noise_or_better": ("see mae_at_or_below_alignn", "see mae_at_or_below_alignn"),
     "train_speedup_vs_alignn": (
         "the ratio depends on the CPU: the same code met it on an AMD EPYC and missed it on an Intel Xeon (this file "
@@ -281,7 +281,6 @@ MISSED = {
         "about 0.36 GB of ours is the Python process with torch and PyG loaded, before any graph",
         "fewer imports at start"),
 }
-
 
 
 if __name__ == "__main__":

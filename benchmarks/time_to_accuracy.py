@@ -118,6 +118,9 @@ def main() -> None:
     quoted = json.loads(ALIGNN_RESULT.read_text())
     a = quoted["data"]["results"][args.task]["alignn"]
     alignn_seconds = len(parts["train"]) / a["train_structures_per_s"]  # its one epoch's training pass
+    # where ALIGNN's run was measured: that file's, or the file it was quoted from in turn
+    origin = a.get("quoted_from") or {"file": str(ALIGNN_RESULT.relative_to(ROOT)), "commit": quoted["git_commit"],
+                                      "hardware": quoted.get("hardware")}
     metrics: dict[str, float] = {}
     for fam, r in runs.items():
         curve = r["curve_seconds_val_mae"]
@@ -143,10 +146,8 @@ def main() -> None:
               "concurrency": "the families trained side by side, one thread each on the 2 cores",
               "families": {f: FAMILIES[f] or "the default model (no model section)" for f in families},
               "runs": runs,
-              "alignn_release": {"quoted_from": a.get("quoted_from", {}).get(
-                                     "file", "benchmarks/results/alignn_compare_megnet_10k.json"),
-                                 "commit": a.get("quoted_from", {}).get("commit", quoted["git_commit"]),
-                                 "hardware": a.get("quoted_from", {}).get("hardware", quoted.get("hardware")),
+              "alignn_release": {"quoted_from": origin["file"], "commit": origin["commit"],
+                                 "hardware": origin["hardware"],
                                  "alignn_version": quoted["data"]["alignn_version"],
                                  "settings": quoted["data"]["alignn_settings"],
                                  "curve_seconds_val_mae": [[round(alignn_seconds, 2), a["val_mae"]]],

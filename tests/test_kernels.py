@@ -116,7 +116,7 @@ def test_fused_edge_gated_conv_equals_the_pytorch_path(monkeypatch, dtype, updat
     """The ALIGNN-style edge-gated convolution: the same outputs and gradients with the fused kernel (edges sorted
     by target, some targets without edges) and without it, also where the edge update is not read (a last layer)."""
     from matgnn.models import kernels
-    from matgnn.models.alignn import EdgeGatedConv, target_ptr
+    from matgnn.models.alignn import EdgeGatedConv
 
     if kernels.extension() is None:
         pytest.skip("the fused CPU kernel could not be built on this machine (no C++ compiler?)")
@@ -126,7 +126,7 @@ def test_fused_edge_gated_conv_equals_the_pytorch_path(monkeypatch, dtype, updat
     conv = EdgeGatedConv(c, "layer", update_edges=update_edges).to(dtype).train()
     x = (3 * torch.randn(n, c, dtype=dtype)).requires_grad_()  # gates far from 0.5, both signs
     y = torch.randn(e, c, dtype=dtype, requires_grad=True)
-    assert target_ptr(edge_index, n, x) is not False
+    assert kernels.offsets(edge_index[1], n, x) is not False
 
     def answers(ptr):
         xo, yo = conv(x, edge_index, y, ptr)
@@ -145,8 +145,8 @@ def test_fused_edge_gated_conv_equals_the_pytorch_path(monkeypatch, dtype, updat
         if a is not None:
             torch.testing.assert_close(a, b, rtol=tol * 10, atol=tol * 10)
     monkeypatch.setenv("MATGNN_KERNELS", "off")
-    assert target_ptr(edge_index, n, x) is False
-    assert target_ptr(edge_index[:, torch.randperm(e)], n, x) is False
+    assert kernels.offsets(edge_index[1], n, x) is False
+    assert kernels.offsets(edge_index[1, torch.randperm(e)], n, x) is False
 
 
 @pytest.mark.parametrize("settings", [{}, {"angle_cutoff": None, "norm": "batch"}, {"dihedrals": True}])

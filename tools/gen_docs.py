@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import typing
 from pathlib import Path
@@ -567,6 +568,8 @@ STUDY_TABLES["time_to_accuracy"] = (
       "1", "", "{@data/alignn_release/curve_seconds_val_mae/0/0:.0f} s (its epoch's training pass)",
       "{@data/alignn_release/test_mae:.3f}"]])
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
+#: a generated table with its markers; group 1: its name
+TABLE_PATTERN = re.compile(re.escape(TABLE_START).replace(r"\{\}", "(.+?)") + r".*?" + re.escape(TABLE_END), re.DOTALL)
 
 
 def _value(d: dict, key: str) -> Any:
@@ -580,8 +583,6 @@ def _value(d: dict, key: str) -> Any:
 
 def study_table(name: str) -> str:
     """The study table NAME (see :data:`STUDY_TABLES`), with its markers."""
-    import re
-
     stem, header, rows = STUDY_TABLES[name]
     d = json.loads((ROOT / "benchmarks" / "results" / f"{stem}.json").read_text())
 
@@ -621,20 +622,16 @@ def study_table(name: str) -> str:
 def study_pages() -> dict[str, str]:
     """Every study page that holds a table of :data:`STUDY_TABLES`, with its tables renewed; a marker naming no
     table fails (a typo must not leave a stale table behind)."""
-    import re
-
     out = {}
     for path in sorted((DOCS / "benchmarks" / "studies").glob("*.md")):
         text = path.read_text()
-        pattern = re.compile(re.escape(TABLE_START).replace(r"\{\}", "(.+?)") + r".*?" + re.escape(TABLE_END),
-                             re.DOTALL)
-        names = pattern.findall(text)
+        names = TABLE_PATTERN.findall(text)
         if not names:
             continue
         unknown = [n for n in names if n not in STUDY_TABLES]
         if unknown:
             raise SystemExit(f"{path}: no study table named {', '.join(unknown)} in tools/gen_docs.py STUDY_TABLES")
-        out[str(path.relative_to(DOCS))] = pattern.sub(lambda m: study_table(m.group(1)), text)
+        out[str(path.relative_to(DOCS))] = TABLE_PATTERN.sub(lambda m: study_table(m.group(1)), text)
     return out
 
 

@@ -138,15 +138,6 @@ class _GatedSums(torch.autograd.Function):
 EPS = 1e-6
 
 
-def target_ptr(edge_index: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor | bool:
-    """The offsets of the edges of each of ``n`` targets where the fused kernel runs on features like ``like``
-    (CPU, float, edges sorted by target); else ``False``."""
-    if not kernels.usable(like):
-        return False
-    ptr = kernels.centre_ptr(edge_index[1], n)
-    return False if ptr is None else ptr
-
-
 class EdgeGatedConv(nn.Module):
     """Residual edge-gated graph convolution on a graph with node features ``x`` and edge
     features ``y``; messages flow along ``edge_index`` (row 0 source ``j``, row 1 target ``i``):
@@ -175,7 +166,7 @@ class EdgeGatedConv(nn.Module):
         src, dst = edge_index
         xw = self.node(x)
         if ptr is None:
-            ptr = target_ptr(edge_index, x.shape[0], x)
+            ptr = kernels.offsets(dst, x.shape[0], x)
         if ptr is not False:  # edges sorted by target, on the CPU: the fused kernel, one pass over them
             m, h = kernels.edge_gated(xw, F.linear(y, self.edge.weight), src, ptr, EPS)
         else:
@@ -280,9 +271,9 @@ class ALIGNN(MatgnnModel):
             n_line = dist.size(0) if line_nodes is None else line_nodes.size(0)
             nested_index, cos_phi = dihedrals(vec, idx_kj, idx_ji, line_index, n_line)
             nested = (nested_index, self.dihedral_embedding(self.dihedral_rbf(cos_phi)))
-        ptrs = (target_ptr(edge_index, x.shape[0], x),
-                target_ptr(line_index, y.shape[0] if line_nodes is None else line_nodes.shape[0], y),
-                target_ptr(nested[0], z.shape[0], z) if nested is not None else False)
+        ptrs = (kernels.offsets(edge_index[1], x.shape[0], x),
+                kernels.offsets(line_index[1], y.shape[0] if line_nodes is None else line_nodes.shape[0], y),
+                kernels.offsets(nested[0][1], z.shape[0], z) if nested is not None else False)
         for layer in self.alignn_layers:
             x, y, z, w = layer(x, y, z, edge_index, line_index, line_nodes, nested, ptrs)
             if nested is not None:

@@ -135,10 +135,10 @@ class GatedConv(nn.Module):
         src, dst = edge_index[0], edge_index[1]  # message j → i: src = neighbour j, dst = centre i
         centre, neighbour = self.lin_centre(x), self.lin_neighbour(x)  # one product per atom
         out = None
-        if ptr is not False and kernels.usable(x):
-            ptr = ptr if ptr is not None else kernels.centre_ptr(dst, x.shape[0])
-            if ptr is not None:  # edges sorted by centre: the fused kernel, one pass over them
-                out = kernels.gated_sum(centre, neighbour, F.linear(edge_attr, self.lin_edge.weight), src, ptr)
+        if ptr is None:
+            ptr = kernels.offsets(dst, x.shape[0], x)
+        if ptr is not False and kernels.usable(x):  # edges sorted by centre: the fused kernel, one pass over them
+            out = kernels.gated_sum(centre, neighbour, F.linear(edge_attr, self.lin_edge.weight), src, ptr)
         if out is None:
             gate = centre.index_select(0, dst) + neighbour.index_select(0, src)
             gate = torch.addmm(gate, edge_attr, self.lin_edge.weight.t())
@@ -168,5 +168,4 @@ class GatedConv(nn.Module):
 def gated_conv_edges(edge_features: nn.Module, batch, x: torch.Tensor) -> dict:  # noqa: ANN001
     """The edge inputs of :class:`GatedConv` layers over one batch, found once for all of them: the edge
     features and, where the fused kernel runs, the edges' centre-atom offsets."""
-    ptr = kernels.centre_ptr(batch[keys.EDGE_INDEX][1], x.shape[0]) if kernels.usable(x) else None
-    return {"edge_attr": edge_features(batch), "ptr": False if ptr is None else ptr}
+    return {"edge_attr": edge_features(batch), "ptr": kernels.offsets(batch[keys.EDGE_INDEX][1], x.shape[0], x)}

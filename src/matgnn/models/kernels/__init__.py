@@ -161,6 +161,15 @@ def centre_ptr(dst: torch.Tensor, n: int) -> torch.Tensor | None:
     return ptr
 
 
+def offsets(dst: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor | bool:
+    """The offsets of each of ``n`` targets' edges (:func:`centre_ptr`) where the fused kernels run on features like
+    ``like`` (:func:`usable`, ``dst`` sorted); else ``False``, so that callers look once for several layers."""
+    if not usable(like):
+        return False
+    ptr = centre_ptr(dst, n)
+    return False if ptr is None else ptr
+
+
 def usable(x: torch.Tensor) -> bool:
     """Whether :func:`gated_sum` can run on tensors like ``x`` (CPU, float32/64, the kernel built)."""
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and enabled()
@@ -173,7 +182,6 @@ def gated_sum(yc: torch.Tensor, yn: torch.Tensor, ye: torch.Tensor, src: torch.T
     (``yc``, ``yn`` ``[N, 2C]``, ``ye`` ``[E, 2C]``, out ``[N, C]``) by the fused kernel (check :func:`usable`
     first)."""
     return _GatedSum.apply(yc.contiguous(), yn.contiguous(), ye.contiguous(), src.contiguous(), ptr)
-
 
 
 class _EdgeGated(torch.autograd.Function):
