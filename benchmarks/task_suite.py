@@ -37,7 +37,9 @@ structures/s is ``train_structures_per_s`` of the run; inference structures/s is
 (graph building and backbone features included, none of them cached) over the test structures with the saved
 model; XGBoost on descriptors saves no model folder and has no inference rate. Each finished run is kept under
 benchmarks/runs/task_suite/<budget>/done/ keyed by the commit, so an interrupted suite continues where it
-stopped; the results file is rewritten after every run (a partial file lists what is missing).
+stopped; the results file is rewritten after every run (a partial file lists what is missing). While a file
+``benchmarks/runs/task_suite/PAUSE`` exists the suite waits before its next run (runs are timed, so a machine
+shared with other work is best paused, not loaded).
 
 Usage: python benchmarks/task_suite.py [--budget quick|full] [--tasks a,b] [--families a,b] [--name NAME]
 Writes benchmarks/results/task_suite.json (``--budget full``: task_suite_full.json; ``--name``: NAME.json).
@@ -270,6 +272,8 @@ def _spawn(budget: str, task: str, family: str, fold: int) -> dict:
     done = _done_file(budget, task, family, fold)
     if done.is_file():
         return json.loads(done.read_text())
+    while (OUT / "PAUSE").exists():  # a run's minutes are wall-clock minutes: wait, do not share the CPU
+        time.sleep(5)
     done.parent.mkdir(parents=True, exist_ok=True)
     log = done.with_suffix(".log")
     with open(log, "w") as f:
