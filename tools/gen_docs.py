@@ -567,6 +567,31 @@ STUDY_TABLES["time_to_accuracy"] = (
      ["ALIGNN's release, one epoch (quoted; validation MAE {@data/alignn_release/curve_seconds_val_mae/0/1:.3f})", "",
       "1", "", "{@data/alignn_release/curve_seconds_val_mae/0/0:.0f} s (its epoch's training pass)",
       "{@data/alignn_release/test_mae:.3f}"]])
+_SUITE_TASKS = (("dft2d_gap", "dft_2d gap"), ("dft2d_exfoliation", "dft_2d exfoliation"), ("m2d_gap", "2DMatPedia gap"),
+                ("mp_eform", "MP formation energy"), ("mp_gap", "MP gap"), ("mp_magmom", "MP moments (per atom)"),
+                ("dft3d_eform", "dft_3d formation energy"), ("dft3d_bulk", "dft_3d bulk modulus"))
+_SUITE_FAMILIES = (("cgcnn", "CGCNN"), ("pna", "PNA"), ("schnet", "SchNet"), ("dimenet++", "DimeNet++"),
+                   ("alignn", "ALIGNN-style"), ("chgnet", "CHGNet features + MLP ¹"),
+                   ("sevennet", "SevenNet-0 features + MLP ¹"), ("xgboost", "XGBoost, descriptors ²"),
+                   ("xgboost_chgnet", "XGBoost, CHGNet features ¹ ²"), ("xgboost_sevennet", "XGBoost, SevenNet-0 features ¹ ²"))
+STUDY_TABLES.update({
+    "task_suite_errors": (
+        "task_suite",
+        ["MAE / MAD", *(label for _, label in _SUITE_TASKS), "mean"],
+        [*([label, *(f"{{?{f}.{t}.mae_over_mad:.3f}}" for t, _ in _SUITE_TASKS), f"{{?{f}.mean_mae_over_mad:.3f}}"]
+           for f, label in _SUITE_FAMILIES),
+         ["best family", *(f"{{?best.{t}.mae_over_mad:.3f}}" for t, _ in _SUITE_TASKS), ""],
+         ["the default ÷ the best", *(f"{{?default_vs_best.{t}:.2f}}" for t, _ in _SUITE_TASKS), ""],
+         ["the default ÷ the best a plain install has", *(f"{{?default_vs_best_plain.{t}:.2f}}" for t, _ in _SUITE_TASKS),
+          "{?default_vs_best_plain.mean:.3f}"]]),
+    "task_suite_cost": (
+        "task_suite",
+        ["family", "training structures/s, dft_2d gap / MP formation energy",
+         "inference structures/s, dft_2d gap / MP formation energy", "peak memory, MP formation energy"],
+        [[label, f"{{?{f}.dft2d_gap.train_structures_per_s:,.0f}} / {{?{f}.mp_eform.train_structures_per_s:,.0f}}",
+          f"{{?{f}.dft2d_gap.predict_structures_per_s:,.0f}} / {{?{f}.mp_eform.predict_structures_per_s:,.0f}}",
+          f"{{?{f}.mp_eform.peak_rss_gb:.2f}} GB"] for f, label in _SUITE_FAMILIES]),
+})
 TABLE_START, TABLE_END = "<!-- table: {} -->", "<!-- end table -->"
 #: a generated table with its markers; group 1: its name
 TABLE_PATTERN = re.compile(re.escape(TABLE_START).replace(r"\{\}", "(.+?)") + r".*?" + re.escape(TABLE_END), re.DOTALL)
