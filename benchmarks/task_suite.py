@@ -381,7 +381,7 @@ def main() -> None:
     p.add_argument("--families", default=None, help="default: the budget's families")
     p.add_argument("--name", default=None, help=(
         "the results file's name (default task_suite, or task_suite_<budget>): a run of some tasks at another "
-        "commit writes a file of its own, e.g. --tasks mp_gap --name task_suite_mp_gap"))
+        "commit writes a file of its own, e.g. --families pna_onecycle --name task_suite_recipe"))
     p.add_argument("--one", nargs=3, metavar=("TASK", "FAMILY", "FOLD"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:

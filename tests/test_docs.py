@@ -62,6 +62,19 @@ def test_study_pages_hold_no_hand_typed_table_of_figures():
         assert not typed, f"{path.name}: a hand-typed table of figures (make it a STUDY_TABLES entry): {typed[0]}"
 
 
+def test_the_default_family_is_the_task_suites_choice():
+    """The default model is the family of lowest mean normalised error on the committed task suite among those a
+    plain install has (changing the default without a suite that says so fails here)."""
+    import json
+
+    from matgnn.config import RunConfig
+    from matgnn.models import DEFAULT_MODEL
+
+    suite = json.loads((ROOT / "benchmarks" / "results" / "task_suite.json").read_text())
+    assert suite["data"]["runs_missing"] == 0 and len(suite["data"]["tasks"]) == 8
+    assert suite["data"]["suite_choice"]["best_plain_family"] == DEFAULT_MODEL == RunConfig().model.name
+
+
 def test_the_readme_is_short_and_the_docs_never_speak_of_sessions():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 300

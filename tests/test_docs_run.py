@@ -171,8 +171,11 @@ def resolve_line(line: str, home: Path) -> str:
     line = line.replace("../shared/data", str(SHARED_DATA))
     if "RUN1,RUN2,RUN3" in line:
         line = line.replace("RUN1,RUN2,RUN3", ",".join(str(r) for r in _runs(home, "optb88vdw_bandgap")[:3]))
-    if re.search(r"--resume runs/cgcnn-mixing_energy-\d+-\d+", line):
-        line = re.sub(r"runs/cgcnn-mixing_energy-\d+-\d+", str(_runs(home, prefix="cgcnn-mixing_energy")[0]), line)
+    if re.search(r"--resume runs/[\w+-]+?-mixing_energy-\d+-\d+", line):  # the demo's run folder: <default model>-...
+        from matgnn.models import DEFAULT_MODEL
+
+        line = re.sub(r"runs/[\w+-]+?-mixing_energy-\d+-\d+",
+                      str(_runs(home, prefix=f"{DEFAULT_MODEL}-mixing_energy")[0]), line)
     if "runs/<ens>" in line or "runs/<ensemble folder>" in line:
         (ens,) = sorted((home / "runs").glob("*/ensemble.json"), key=lambda p: p.stat().st_mtime)[-1:]
         line = line.replace("runs/<ens>", str(ens.parent))

@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from matgnn.artifacts import read_yaml
 from matgnn.data.sources import EmtConfig, SourceConfig
 from matgnn.graphs.neighbors import GraphSettings
-from matgnn.models import ModelConfig, model_settings
-from matgnn.models.cgcnn import CGCNNConfig
+from matgnn.models import DEFAULT_MODEL, MODELS, ModelConfig, model_settings
 
 
 class _Strict(BaseModel):
@@ -201,8 +200,9 @@ class RunConfig(_Strict):
     graphs: GraphSettings = Field(default_factory=GraphSettings)
     targets: list[HeadConfig] = Field(
         default_factory=lambda: [HeadConfig(name="mixing_energy", level="graph")])
-    model: ModelConfig = Field(default_factory=CGCNNConfig, description=(
-        "the model and its own settings, chosen by name (see matgnn.models: each model's config class)"))
+    model: ModelConfig = Field(default_factory=lambda: MODELS[DEFAULT_MODEL].config_class(), description=(
+        "the model and its own settings, chosen by name (see matgnn.models: each model's config class); default: "
+        "the family the task suite chose (matgnn.models.DEFAULT_MODEL)"))
     train: TrainConfig = Field(default_factory=TrainConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
