@@ -27,7 +27,7 @@ Budgets (``--budget``): the training of every run is capped in minutes (``train.
 is planned over the epochs that fit) and in epochs; the tasks are sampled to the sizes below.
 
 - ``quick``: 1.5 minutes / 100 epochs per run, fold 0 only (no spread), 2,000 2DMatPedia monolayers, MP
-  2,000 train / 500 val / 1,000 test, 2,000 magnetic structures (the first of the file). About 2 hours on 2 CPU cores.
+  2,000 train / 500 val / 1,000 test, 2,000 magnetic structures (the first of the file). About an hour and a half on 2 quiet CPU cores.
 - ``full``: 15 minutes / 300 epochs per run, folds 0-2, all 6,351 monolayers, MP 10,000 train / 1,000 val /
   all 2,238 test, 10,000 magnetic structures, the fine-tuned backbones too. About 3 days on 2 CPU cores; on
   one GPU about a day.
