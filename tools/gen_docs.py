@@ -563,7 +563,12 @@ STUDY_TABLES["time_to_accuracy"] = (
         " / ".join(f"{{?{k}.megnet_e_form.val_mae_by_{t}s:.3f}}" for t in (300, 600, 1200)),
         f"{{{k}.megnet_e_form.seconds_to_alignn_epoch1_val_mae:.0f}} s "
         f"({{{k}.megnet_e_form.time_to_accuracy_speedup_vs_alignn:.1f}}× sooner)", f"{{{k}.megnet_e_form.test_mae:.3f}}"]
-       for k, label in (("default", "CGCNN (the default model of that commit)"), ("alignn", "the ALIGNN-style model (width 64, 4 + 2 layers: the defaults of that commit)"))),
+       for k, label in (
+           ("default", "the default model of that commit ({@data/runs/default/model:s}, width "
+                       "{@data/runs/default/model_settings/hidden:d} × {@data/runs/default/model_settings/layers:d})"),
+           ("alignn", "the ALIGNN-style model (width {@data/runs/alignn/model_settings/hidden:d}, "
+                      "{@data/runs/alignn/model_settings/layers:d} + {@data/runs/alignn/model_settings/gcn_layers:d} "
+                      "layers: its defaults at that commit)"))),
      ["ALIGNN's release, one epoch (quoted; validation MAE {@data/alignn_release/curve_seconds_val_mae/0/1:.3f})", "",
       "1", "", "{@data/alignn_release/curve_seconds_val_mae/0/0:.0f} s (its epoch's training pass)",
       "{@data/alignn_release/test_mae:.3f}"]])
