@@ -65,7 +65,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import COMMIT_AT_START, ROOT, SHARED_DATA, missed_targets, target, write_result  # noqa: E402
 
-from matgnn.packages import BACKBONES  # noqa: E402
+from matgnn.models import DEFAULT_MODEL  # noqa: E402
+from matgnn.packages import BACKBONES, EXTRAS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "runs" / "task_suite"
 JARVIS_2D = {"kind": "jarvis", "dataset": "dft_2d", "store_dir": str(SHARED_DATA / "jarvis")}
@@ -119,21 +120,22 @@ NAMED_ONLY = {
                                                                     "chgnet", "sevennet")},
 }
 FAMILIES.update(NAMED_ONLY)
+
+
+def _extras(how: tuple) -> str | None:
+    """The extras of matgnn a family needs (its backbone's package, its baseline's), from the packages' own table."""
+    if how[0] == "train":
+        base = how[1]["name"].removesuffix("_ft")
+        packages = [BACKBONES[base].package] if base in BACKBONES else []
+    else:
+        packages = [how[1], *([BACKBONES[how[2]].package] if how[2] in BACKBONES else [])]
+    return ",".join(sorted({EXTRAS[p] for p in packages})) or None
+
+
 #: families that need an optional package (the extra that brings it): the rest run on a plain install
-NEEDS_EXTRA = {"chgnet": "foundation", "sevennet": "foundation", "chgnet_ft": "foundation",
-               "sevennet_ft": "foundation", "xgboost": "baselines", "xgboost_chgnet": "baselines,foundation",
-               "xgboost_sevennet": "baselines,foundation",
-               **{f: "foundation" for f in NAMED_ONLY if f.startswith(("chgnet", "sevennet"))}}
-
-
-def _default_family() -> str:
-    """The family a config without a model section trains (RunConfig's default, defined once there)."""
-    from matgnn.config import RunConfig
-
-    return RunConfig.model_fields["model"].default_factory().name
-
-
-DEFAULT_FAMILY = _default_family()
+NEEDS_EXTRA = {f: e for f, how in FAMILIES.items() if (e := _extras(how))}
+#: the family a config without a model section trains
+DEFAULT_FAMILY = DEFAULT_MODEL
 #: why the default misses a task's best family, and what would close it
 DEFAULT_MISSED = ("the best family of the task is a pretrained backbone (an optional package) or another from-scratch "
                   "family at this budget",
