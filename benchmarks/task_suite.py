@@ -21,7 +21,9 @@ and SevenNet's frozen features. Named only: the frozen backbones with sum or att
 (``chgnet_sum``, ``chgnet_attention``, ``sevennet_sum``, ``sevennet_attention``), and the ALIGNN-style model at
 its earlier defaults, batch normalisation and narrow Gaussians (``alignn_batchnorm``), or with ALIGNN's release's
 4 + 4 layers (``alignn_4x4``); and each trained family at the training recipe of our benchmark scripts instead of
-the training defaults (``<family>_onecycle``: one-cycle schedule, lr 2e-3, batch 32, weight decay 1e-4, patience 40).
+the training defaults (``<family>_onecycle``: one-cycle schedule, lr 2e-3, batch 32, weight decay 1e-4, patience 40);
+and the sweep of the default family, PNA: ``pna_h128`` (hidden 128), ``pna_l2`` / ``pna_l4`` (2 or 4 layers),
+``pna_lr2e-3`` (lr 2e-3), ``pna_patience40`` (patience 40) and ``pna_seed`` (the defaults at another seed).
 
 Budgets (``--budget``): the training of every run is capped in minutes (``train.max_minutes``: the schedule
 is planned over the epochs that fit) and in epochs; the tasks are sampled to the sizes below.
@@ -115,6 +117,15 @@ NAMED_ONLY = {
     # the frozen backbones with pooling beyond the mean
     **{f"{b}_{pool}": ("train", {"name": b, "pooling": pool}) for b in ("chgnet", "sevennet")
        for pool in ("sum", "attention")},
+    # the sweep of the default family (PNA: hidden 64, 3 layers; training lr 1e-3, patience 20): wider, shallower,
+    # deeper, a higher learning rate, a longer patience, and the defaults at another seed (the run-to-run spread
+    # that a difference between two variants must exceed)
+    "pna_seed": ("train", {"name": "pna"}, {"seed": 1042}),
+    "pna_h128": ("train", {"name": "pna", "hidden": 128}),
+    "pna_l2": ("train", {"name": "pna", "layers": 2}),
+    "pna_l4": ("train", {"name": "pna", "layers": 4}),
+    "pna_lr2e-3": ("train", {"name": "pna"}, {"lr": 0.002}),
+    "pna_patience40": ("train", {"name": "pna"}, {"patience": 40}),
     # a family at the training recipe of our benchmark scripts instead of the training defaults
     **{f"{f}_onecycle": ("train", {"name": f}, ONECYCLE) for f in ("cgcnn", "pna", "schnet", "dimenet++", "alignn",
                                                                     "chgnet", "sevennet")},
