@@ -44,7 +44,8 @@ stopped; the results file is rewritten after every run (a partial file lists wha
 ``benchmarks/runs/task_suite/PAUSE`` exists the suite waits before its next run (runs are timed, so a machine
 shared with other work is best paused, not loaded).
 
-Usage: python benchmarks/task_suite.py [--budget quick|full] [--tasks a,b] [--families a,b] [--name NAME]
+Usage: python benchmarks/task_suite.py [--budget quick|full] [--tasks a,b] [--families a,b] [--folds 0,1,2]
+[--name NAME]
 Writes benchmarks/results/task_suite.json (``--budget full``: task_suite_full.json; ``--name``: NAME.json).
 """
 
@@ -395,6 +396,9 @@ def main() -> None:
     p.add_argument("--name", default=None, help=(
         "the results file's name (default task_suite, or task_suite_<budget>): a run of some tasks at another "
         "commit writes a file of its own, e.g. --families pna_onecycle --name task_suite_recipe"))
+    p.add_argument("--folds", default=None, help=(
+        "folds to run, e.g. 0,1,2 (default: the budget's): more folds of the small tasks, whose runs stop early, "
+        "measure the spread that a difference between two variants must exceed"))
     p.add_argument("--one", nargs=3, metavar=("TASK", "FAMILY", "FOLD"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -402,7 +406,9 @@ def main() -> None:
         res = run_one(task, family, int(fold), args.budget)
         _done_file(args.budget, task, family, int(fold)).with_suffix(".out").write_text(json.dumps(res))
         return
-    budget = BUDGETS[args.budget]
+    budget = dict(BUDGETS[args.budget])
+    if args.folds:
+        budget["folds"] = [int(f) for f in args.folds.split(",")]
     tasks = args.tasks.split(",")
     families = args.families.split(",") if args.families else budget["families"]
     unknown = [t for t in tasks if t not in TASKS] + [f for f in families if f not in FAMILIES]

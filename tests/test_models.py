@@ -166,6 +166,46 @@ def test_factorised_gated_conv_is_pyg_cgconv(aggr):
     torch.testing.assert_close(x2.grad, x1.grad, atol=1e-4, rtol=1e-4)
 
 
+def test_pna_conv_in_training_order_is_pygs_pnaconv():
+    """PNA's convolution in training computes PyG's PNAConv from the same parameters (W_i x_i + W_j x_j +
+    (W_e E) r instead of the encoder and W over [x_i, x_j, E r]; its own aggregation and min/max backward): the
+    same outputs and gradients of the inputs and of every parameter, with atoms without edges and tied messages
+    (a tie's gradient split evenly, as PyTorch's scatter_reduce does); in evaluation it is PyG's own path, bit
+    for bit."""
+    from torch_geometric.nn import PNAConv
+
+    from matgnn.models.pna import _PNAConv
+
+    torch.manual_seed(3)
+    n, n_edges, f, d = 30, 200, 16, 7
+    x, e = torch.randn(n, f, dtype=torch.float64), torch.randn(n_edges, d, dtype=torch.float64)
+    edge_index = torch.randint(0, n - 5, (2, n_edges))  # the last five atoms have no edges
+    # 40 edges twice (as symmetric neighbours give): equal messages, so ties for the min and the max
+    edge_index, e = torch.cat([edge_index, edge_index[:, :40]], dim=1), torch.cat([e, e[:40]])
+    kw = {"aggregators": ["mean", "min", "max", "std"], "scalers": ["identity", "amplification", "attenuation"],
+          "deg": torch.tensor([5, 3, 8, 10, 4]), "edge_dim": d, "towers": 1, "pre_layers": 1, "post_layers": 1,
+          "divide_input": False}
+    ref, ours = PNAConv(f, f, **kw).double(), _PNAConv(f, f, **kw).double()
+    ours.load_state_dict(ref.state_dict())
+    got = {}
+    for name, conv in (("ref", ref), ("ours", ours)):
+        xi, ei = x.clone().requires_grad_(), e.clone().requires_grad_()
+        out = conv(xi, edge_index, ei)
+        (out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        got[name] = (out, xi.grad, ei.grad, {k: p.grad for k, p in conv.named_parameters()})
+    (a, ax, ae, ap), (b, bx, be, bp) = got["ref"], got["ours"]
+    torch.testing.assert_close(b, a)
+    torch.testing.assert_close(bx, ax)
+    torch.testing.assert_close(be, ae)
+    assert ap.keys() == bp.keys()
+    for k in ap:
+        torch.testing.assert_close(bp[k], ap[k], msg=k)
+    ref.eval()
+    ours.eval()
+    with torch.no_grad():
+        assert torch.equal(ours(x, edge_index, e), ref(x, edge_index, e))
+
+
 @pytest.mark.parametrize("name", ["cgcnn", "cgconv_net", "schnet"])
 def test_forward_and_backward_under_bf16_autocast(name):
     """Mixed precision (the CUDA path uses bf16 autocast; CPU autocast exercises the same dtype mixing)."""
