@@ -206,7 +206,7 @@ def test_pna_conv_in_training_order_is_pygs_pnaconv():
         assert torch.equal(ours(x, edge_index, e), ref(x, edge_index, e))
 
 
-@pytest.mark.parametrize("name", ["cgcnn", "cgconv_net", "schnet"])
+@pytest.mark.parametrize("name", ["cgcnn", "cgconv_net", "schnet", "pna"])
 def test_forward_and_backward_under_bf16_autocast(name):
     """Mixed precision (the CUDA path uses bf16 autocast; CPU autocast exercises the same dtype mixing)."""
     model = _model(name).train()
