@@ -579,6 +579,11 @@ _SUITE_FAMILIES = (("cgcnn", "CGCNN"), ("pna", "PNA"), ("schnet", "SchNet"), ("d
                    ("alignn", "ALIGNN-style"), ("chgnet", "CHGNet features + MLP ¹"),
                    ("sevennet", "SevenNet-0 features + MLP ¹"), ("xgboost", "XGBoost, descriptors ²"),
                    ("xgboost_chgnet", "XGBoost, CHGNet features ¹ ²"), ("xgboost_sevennet", "XGBoost, SevenNet-0 features ¹ ²"))
+_PNA_SWEEP = (("pna", "defaults: width 64, 3 layers, lr 1e-3, patience 20"), ("pna_seed", "the defaults, training seed 1042"),
+              ("pna_h128", "width 128"), ("pna_l2", "2 layers"), ("pna_l4", "4 layers"), ("pna_lr2e-3", "lr 2e-3"),
+              ("pna_patience40", "patience 40"))
+_SMALL_TASKS = (("dft2d_gap", "dft_2d gap", "eV"), ("dft2d_exfoliation", "dft_2d exfoliation", "meV/atom"),
+                ("dft3d_eform", "dft_3d formation energy", "eV/atom"), ("dft3d_bulk", "dft_3d bulk modulus", "GPa"))
 STUDY_TABLES.update({
     "task_suite_errors": (
         "task_suite",
@@ -596,6 +601,18 @@ STUDY_TABLES.update({
         ["MAE / MAD", *(label for _, label in _SUITE_TASKS), "mean"],
         [[f"{label}, one-cycle recipe", *(f"{{?{f}_onecycle.{t}.mae_over_mad:.3f}}" for t, _ in _SUITE_TASKS),
           f"{{?{f}_onecycle.mean_mae_over_mad:.3f}}"] for f, label in _SUITE_FAMILIES if f in ("cgcnn", "pna", "alignn")]),
+    "task_suite_pna_sweep": (
+        "task_suite_pna_sweep",
+        ["PNA, MAE / MAD", *(label for _, label in _SUITE_TASKS), "mean", "training structures/s, MP formation energy"],
+        [[label, *(f"{{?{f}.{t}.mae_over_mad:.3f}}" for t, _ in _SUITE_TASKS), f"{{?{f}.mean_mae_over_mad:.3f}}",
+          f"{{?{f}.mp_eform.train_structures_per_s:,.0f}}"] for f, label in _PNA_SWEEP]),
+    "task_suite_pna_folds": (
+        "task_suite_pna_folds",
+        ["PNA, test MAE over 5 folds (mean ± std)", *(f"{label} ({unit})" for _, label, unit in _SMALL_TASKS),
+         "mean MAE / MAD"],
+        [[label, *(f"{{?{f}.{t}.mae:.3f}} ± {{?{f}.{t}.mae_std:.3f}}" if unit not in ("meV/atom", "GPa") else
+                   f"{{?{f}.{t}.mae:.1f}} ± {{?{f}.{t}.mae_std:.1f}}" for t, _, unit in _SMALL_TASKS),
+          f"{{?{f}.mean_mae_over_mad:.3f}}"] for f, label in _PNA_SWEEP if f in ("pna", "pna_patience40", "pna_lr2e-3")]),
     "task_suite_cost": (
         "task_suite",
         ["family", "training structures/s, dft_2d gap / MP formation energy",
