@@ -185,7 +185,7 @@ def test_pna_conv_in_training_order_is_pygs_pnaconv():
     kw = {"aggregators": ["mean", "min", "max", "std"], "scalers": ["identity", "amplification", "attenuation"],
           "deg": torch.tensor([5, 3, 8, 10, 4]), "edge_dim": d, "towers": 1, "pre_layers": 1, "post_layers": 1,
           "divide_input": False}
-    ref, ours = PNAConv(f, f, **kw).double(), _PNAConv(f, f, **kw).double()
+    ref, ours = PNAConv(f, f, **kw).double(), _PNAConv(f, kw["deg"], d).double()
     ours.load_state_dict(ref.state_dict())
     got = {}
     for name, conv in (("ref", ref), ("ours", ours)):

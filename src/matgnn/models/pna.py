@@ -62,7 +62,12 @@ class _PNAConv(PNAConv):
 
     The parameters are PyG's own (a state dict loads either way) and the function, with its gradients, is the same
     up to rounding. In evaluation mode it is PyG's own path, so a saved model's answers do not move by a rounding
-    (``tests/test_model_contract.py`` holds them bit for bit)."""
+    (``tests/test_model_contract.py`` holds them bit for bit). It takes only what may vary: the training path is
+    written for exactly these aggregators, scalers and one tower."""
+
+    def __init__(self, channels: int, deg: torch.Tensor, edge_dim: int) -> None:
+        super().__init__(channels, channels, aggregators=list(AGGREGATORS), scalers=list(SCALERS), deg=deg,
+                         edge_dim=edge_dim, towers=1, pre_layers=1, post_layers=1, divide_input=False)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -77,7 +82,7 @@ class _PNAConv(PNAConv):
         msg = (torch.addmm(bias, edge_attr, edge_w.t()) + (x @ w_i.t()).index_select(0, dst)
                + (x @ w_j.t()).index_select(0, src))
         # PyG's aggregators: mean, min, max, std = sqrt(mean(m²) - mean(m)²), 0 where that is below 1e-5
-        deg = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, dst, torch.ones_like(dst, dtype=x.dtype))
+        deg = torch.bincount(dst, minlength=n).to(x.dtype)
         sums = x.new_zeros((n, 2 * f)).index_add_(0, dst, torch.cat([msg, msg * msg], dim=1))
         mean, mean2 = (sums / deg.clamp(min=1).unsqueeze(1)).split(f, dim=1)
         std = (mean2 - mean * mean).clamp(min=1e-5).sqrt()
@@ -123,8 +128,7 @@ class PNA(MatgnnModel):
         self.embed = nn.Linear(self.atom_features.dim, hidden)
         deg_t = torch.tensor(deg, dtype=torch.long)
         self.convs = nn.ModuleList(
-            _PNAConv(hidden, hidden, aggregators=list(AGGREGATORS), scalers=list(SCALERS), deg=deg_t,
-                     edge_dim=n_rbf, towers=1, pre_layers=1, post_layers=1, divide_input=False) for _ in range(layers))
+            _PNAConv(hidden, deg_t, n_rbf) for _ in range(layers))
         self.norms = nn.ModuleList(BatchNorm(hidden, allow_single_element=True) for _ in range(layers))
         self.act = nn.SiLU()
         self.dropout = nn.Dropout(dropout)
