@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -10,9 +11,13 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 import torch
+from ase import Atoms
+from ase.io import write
 
-from matgnn.data.sources import EmtAlloySource
+from matgnn.data.sources import AseSource, EmtAlloySource
+from matgnn.errors import StructureError
 from matgnn.graphs.cache import build_graph_cache, read_meta
 from matgnn.graphs.dataset import GraphDataset
 from matgnn.graphs.neighbors import GraphSettings
@@ -125,3 +130,29 @@ def test_packed_batches_equal_pyg_collation(tmp_path):
     loader = make_loader(packed, 3, shuffle=True, generator=torch.Generator().manual_seed(0))
     seen = [sid for b in loader for sid in b.structure_id]
     assert len(loader) == 3 and sorted(seen) == sorted(cache.ids[i] for i in positions)
+
+
+def test_two_worker_builds_leave_no_worker_behind(tmp_path, monkeypatch):
+    """A finished build lets its pool workers exit (close + join): Pool.terminate(), whose signal-and-join can hang
+    in a forked pool (CPython #78178), is kept for a build that stops early, here on an invalid structure. Either
+    way no worker is left running, and the stopped build raises."""
+    import multiprocessing.pool
+
+    terminated = []
+    real = multiprocessing.pool.Pool.terminate
+    monkeypatch.setattr(multiprocessing.pool.Pool, "terminate", lambda self: (terminated.append(1), real(self))[1])
+    build_graph_cache(EmtAlloySource(40, seed=2), GraphSettings(cutoff=5.0), cache_root=tmp_path / "a", workers=2,
+                      progress=False)
+    assert mp.active_children() == [] and terminated == []
+    good = []
+    for i in range(80):
+        a = Atoms("CuO", positions=[[0, 0, 0], [1.8 + 0.001 * i, 0, 0]], cell=[6, 6, 6], pbc=True)
+        a.info["energy_x"] = float(i)
+        good.append(a)
+    bad = Atoms("CuOH", positions=[[0, 0, 0], [1.8, 0, 0], [10, 10, 10]], cell=[20, 20, 20], pbc=True)
+    bad.info["energy_x"] = 0.0
+    write(tmp_path / "mix.extxyz", good[:40] + [bad] + good[40:])
+    with pytest.raises(StructureError, match="isolated atom"):
+        build_graph_cache(AseSource(tmp_path / "mix.extxyz"), GraphSettings(cutoff=5.0), cache_root=tmp_path / "b",
+                          workers=2, progress=False, on_invalid="error")
+    assert mp.active_children() == [] and terminated == [1]

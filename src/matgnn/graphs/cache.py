@@ -330,8 +330,16 @@ def _results(todo: Iterable, workers: int) -> Iterator:
     import multiprocessing as mp
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=_worker_start) as pool:
+    pool = ctx.Pool(workers, initializer=_worker_start)
+    try:
         yield from pool.imap(_work, todo, chunksize=32)
+    except BaseException:  # an error, Ctrl-C, or the caller stopped early (GeneratorExit): end the workers now
+        pool.terminate()
+        raise
+    # A finished build lets the workers leave on their own (close + join) instead of Pool.terminate(), whose
+    # signal-and-join can hang when the pool was forked from a process with other threads (CPython #78178).
+    pool.close()
+    pool.join()
 
 
 def _worker_start() -> None:
