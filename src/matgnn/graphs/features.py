@@ -137,8 +137,18 @@ class GaussianRBF(nn.Module):
     def __init__(self, start: float = 0.0, stop: float = 8.0, n: int = 40, width: float | None = None) -> None:
         super().__init__()
         self.start, self.stop, self.n = start, stop, n
-        self.width = width if width is not None else (stop - start) / max(n - 1, 1)
+        self.width = width if width is not None else self.spacing(start, stop, n)
         self.register_buffer("centers", torch.linspace(start, stop, n))
+
+    @staticmethod
+    def spacing(start: float, stop: float, n: int) -> float:
+        """The distance Δ between neighbouring centres."""
+        return (stop - start) / max(n - 1, 1)
+
+    @classmethod
+    def wide(cls, start: float, stop: float, n: int) -> GaussianRBF:
+        """ALIGNN's RBFExpansion, ``exp(-(d - mu_k)^2 / Δ)``: width √(Δ / 2) instead of Δ."""
+        return cls(start, stop, n, width=(cls.spacing(start, stop, n) / 2) ** 0.5)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         return torch.exp((-((d.unsqueeze(-1) - self.centers) ** 2) / (2 * self.width**2)).clamp(min=-60.0))

@@ -76,8 +76,7 @@ def _mlp(inp: int, out: int, norm: str) -> nn.Sequential:
 def _gaussians(start: float, stop: float, n: int, kind: str) -> GaussianRBF:
     """``n`` Gaussians on ``[start, stop]``: narrow (σ = the centres' spacing Δ) or wide (exp(-(x - μ)² / Δ),
     ALIGNN's RBFExpansion, σ = √(Δ / 2))."""
-    spacing = (stop - start) / max(n - 1, 1)
-    return GaussianRBF(start, stop, n, width=(spacing / 2) ** 0.5 if kind == "wide" else None)
+    return GaussianRBF.wide(start, stop, n) if kind == "wide" else GaussianRBF(start, stop, n)
 
 
 def line_graph(dist: torch.Tensor, idx_kj: torch.Tensor, idx_ji: torch.Tensor, angle_cutoff: float | None
