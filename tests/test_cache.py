@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.pool
 import os
 import signal
 import subprocess
@@ -136,11 +137,14 @@ def test_two_worker_builds_leave_no_worker_behind(tmp_path, monkeypatch):
     """A finished build lets its pool workers exit (close + join): Pool.terminate(), whose signal-and-join can hang
     in a forked pool (CPython #78178), is kept for a build that stops early, here on an invalid structure. Either
     way no worker is left running, and the stopped build raises."""
-    import multiprocessing.pool
-
     terminated = []
-    real = multiprocessing.pool.Pool.terminate
-    monkeypatch.setattr(multiprocessing.pool.Pool, "terminate", lambda self: (terminated.append(1), real(self))[1])
+    real = mp.pool.Pool.terminate
+
+    def terminate(pool):  # still ends the pool; only counts the call
+        terminated.append(1)
+        real(pool)
+
+    monkeypatch.setattr(mp.pool.Pool, "terminate", terminate)
     build_graph_cache(EmtAlloySource(40, seed=2), GraphSettings(cutoff=5.0), cache_root=tmp_path / "a", workers=2,
                       progress=False)
     assert mp.active_children() == [] and terminated == []
