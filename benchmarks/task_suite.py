@@ -23,7 +23,9 @@ its earlier defaults, batch normalisation and narrow Gaussians (``alignn_batchno
 4 + 4 layers (``alignn_4x4``); and each trained family at the training recipe of our benchmark scripts instead of
 the training defaults (``<family>_onecycle``: one-cycle schedule, lr 2e-3, batch 32, weight decay 1e-4, patience 40);
 and the sweep of the default family, PNA: ``pna_h128`` (hidden 128), ``pna_l2`` / ``pna_l4`` (2 or 4 layers),
-``pna_lr2e-3`` (lr 2e-3), ``pna_patience40`` (patience 40) and ``pna_seed`` (the defaults at another seed).
+``pna_lr2e-3`` (lr 2e-3), ``pna_patience40`` (patience 40) and ``pna_seed`` (the defaults at another seed); and the
+same changes to CGCNN, the next family a plain install has (``cgcnn_h128``, ``cgcnn_l2``, ``cgcnn_l4``,
+``cgcnn_lr2e-3``, ``cgcnn_patience40``).
 
 Budgets (``--budget``): the training of every run is capped in minutes (``train.max_minutes``: the schedule
 is planned over the epochs that fit) and in epochs; the tasks are sampled to the sizes below.
@@ -127,6 +129,12 @@ NAMED_ONLY = {
     "pna_l4": ("train", {"name": "pna", "layers": 4}),
     "pna_lr2e-3": ("train", {"name": "pna"}, {"lr": 0.002}),
     "pna_patience40": ("train", {"name": "pna"}, {"patience": 40}),
+    # the same sweep of CGCNN, the next plain family (hidden 64, 3 layers; the same training defaults)
+    "cgcnn_h128": ("train", {"name": "cgcnn", "hidden": 128}),
+    "cgcnn_l2": ("train", {"name": "cgcnn", "layers": 2}),
+    "cgcnn_l4": ("train", {"name": "cgcnn", "layers": 4}),
+    "cgcnn_lr2e-3": ("train", {"name": "cgcnn"}, {"lr": 0.002}),
+    "cgcnn_patience40": ("train", {"name": "cgcnn"}, {"patience": 40}),
     # a family at the training recipe of our benchmark scripts instead of the training defaults
     **{f"{f}_onecycle": ("train", {"name": f}, ONECYCLE) for f in ("cgcnn", "pna", "schnet", "dimenet++", "alignn",
                                                                     "chgnet", "sevennet")},
