@@ -582,6 +582,9 @@ _SUITE_FAMILIES = (("cgcnn", "CGCNN"), ("pna", "PNA"), ("schnet", "SchNet"), ("d
 _PNA_SWEEP = (("pna", "defaults: width 64, 3 layers, lr 1e-3, patience 20"), ("pna_seed", "the defaults, training seed 1042"),
               ("pna_h128", "width 128"), ("pna_l2", "2 layers"), ("pna_l4", "4 layers"), ("pna_lr2e-3", "lr 2e-3"),
               ("pna_patience40", "patience 40"))
+_CGCNN_SWEEP = (("cgcnn", "defaults: width 64, 3 layers, lr 1e-3, patience 20"), ("cgcnn_h128", "width 128"),
+                ("cgcnn_l2", "2 layers"), ("cgcnn_l4", "4 layers"), ("cgcnn_lr2e-3", "lr 2e-3"),
+                ("cgcnn_patience40", "patience 40"))
 #: the suite's small tasks (the ones run on five folds) and the digits of their MAEs
 _SMALL_TASKS = {"dft2d_gap": ".3f", "dft2d_exfoliation": ".1f", "dft3d_eform": ".3f", "dft3d_bulk": ".1f"}
 #: the families run on the small tasks' five folds (task_suite_small_folds.json)
@@ -630,6 +633,14 @@ STUDY_TABLES.update({
           *(f"{{?default_vs_best.{t}:.2f}}" for t in _SMALL_TASKS), ""],
          ["the run's default ÷ the best of these a plain install has (no ¹)",
           *(f"{{?default_vs_best_plain.{t}:.2f}}" for t in _SMALL_TASKS), "{?default_vs_best_plain.mean:.3f}"])),
+    "task_suite_cgcnn_folds": _five_fold_table(
+        "task_suite_cgcnn_folds", "CGCNN, test MAE over 5 folds (mean ± std)", list(_CGCNN_SWEEP)),
+    "task_suite_cgcnn_mp": (
+        "task_suite_cgcnn_mp",
+        ["CGCNN, MP formation energy", "test MAE ({@data/tasks/mp_eform/unit:s})", "MAE / MAD",
+         "training structures/s"],
+        [[label, f"{{?{f}.mp_eform.mae:.4f}}", f"{{?{f}.mp_eform.mae_over_mad:.3f}}",
+          f"{{?{f}.mp_eform.train_structures_per_s:,.0f}}"] for f, label in _CGCNN_SWEEP]),
     "task_suite_cost": (
         "task_suite",
         ["family", "training structures/s, dft_2d gap / MP formation energy",
