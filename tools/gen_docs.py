@@ -633,6 +633,9 @@ STUDY_TABLES.update({
           *(f"{{?default_vs_best.{t}:.2f}}" for t in _SMALL_TASKS), ""],
          ["the run's default ÷ the best of these a plain install has (no ¹)",
           *(f"{{?default_vs_best_plain.{t}:.2f}}" for t in _SMALL_TASKS), "{?default_vs_best_plain.mean:.3f}"])),
+    "task_suite_small_folds_more": _five_fold_table(
+        "task_suite_small_folds_more", "test MAE over 5 folds (mean ± std)",
+        [(f, label) for f, label in _SUITE_FAMILIES if f in ("schnet", "dimenet++", "xgboost")]),
     "task_suite_cgcnn_folds": _five_fold_table(
         "task_suite_cgcnn_folds", "CGCNN, test MAE over 5 folds (mean ± std)", list(_CGCNN_SWEEP)),
     "task_suite_cgcnn_mp": (
