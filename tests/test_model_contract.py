@@ -37,8 +37,9 @@ def test_every_shipped_and_saved_model_gives_its_recorded_answers(now_and_then):
                 got, want = np.asarray(now[model][sid][head]), np.asarray(value)
                 if exact:
                     assert np.array_equal(got, want), (model, sid, head, got, want)
-                else:  # another CPU kind: its kernels may round differently
-                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{model} {sid} {head}")
+                else:  # another CPU: float32 sums in another order, a few units of the 5th digit (more for an
+                    # ensemble's σ, a difference of near-equal members); a changed model moves answers far more
+                    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"{model} {sid} {head}")
 
 
 def test_every_loadable_class_is_a_saved_model_and_none_copies_the_contract():
