@@ -68,17 +68,11 @@ def answers() -> dict:
 def cpu_kind() -> str:
     """torch, its SIMD level and the CPU's model name: two CPUs of one SIMD level (an Intel Xeon and an AMD EPYC,
     both AVX512) take different kernel paths and round float32 sums differently in the last digits."""
-    import platform
-
     import torch
 
-    model = platform.processor() or "unknown CPU"
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {model}, 1 thread"
+    from matgnn.runtime import cpu_model
+
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {cpu_model()}, 1 thread"
 
 
 if __name__ == "__main__":

@@ -579,12 +579,13 @@ _SUITE_FAMILIES = (("cgcnn", "CGCNN"), ("pna", "PNA"), ("schnet", "SchNet"), ("d
                    ("alignn", "ALIGNN-style"), ("chgnet", "CHGNet features + MLP ¹"),
                    ("sevennet", "SevenNet-0 features + MLP ¹"), ("xgboost", "XGBoost, descriptors ²"),
                    ("xgboost_chgnet", "XGBoost, CHGNet features ¹ ²"), ("xgboost_sevennet", "XGBoost, SevenNet-0 features ¹ ²"))
+#: the one-change sweep of a family's defaults (task_suite.py's SWEEP): suffix -> row label
+_SWEEP = (("h128", "width 128"), ("l2", "2 layers"), ("l4", "4 layers"), ("lr2e-3", "lr 2e-3"),
+          ("patience40", "patience 40"))
 _PNA_SWEEP = (("pna", "defaults: width 64, 3 layers, lr 1e-3, patience 20"), ("pna_seed", "the defaults, training seed 1042"),
-              ("pna_h128", "width 128"), ("pna_l2", "2 layers"), ("pna_l4", "4 layers"), ("pna_lr2e-3", "lr 2e-3"),
-              ("pna_patience40", "patience 40"))
-_CGCNN_SWEEP = (("cgcnn", "defaults: width 64, 3 layers, lr 1e-3, patience 20"), ("cgcnn_h128", "width 128"),
-                ("cgcnn_l2", "2 layers"), ("cgcnn_l4", "4 layers"), ("cgcnn_lr2e-3", "lr 2e-3"),
-                ("cgcnn_patience40", "patience 40"))
+              *((f"pna_{s}", label) for s, label in _SWEEP))
+_CGCNN_SWEEP = (("cgcnn", "defaults: width 64, 3 layers, lr 1e-3, patience 20"),
+                *((f"cgcnn_{s}", label) for s, label in _SWEEP))
 #: the suite's small tasks (the ones run on five folds) and the digits of their MAEs
 _SMALL_TASKS = {"dft2d_gap": ".3f", "dft2d_exfoliation": ".1f", "dft3d_eform": ".3f", "dft3d_bulk": ".1f"}
 #: the families run on the small tasks' five folds (task_suite_small_folds.json)

@@ -23,6 +23,19 @@ _allocator_state: str | None = None
 _threading_chosen = False
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name``; elsewhere the platform's processor string)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def busy_machine_threading() -> None:
     """Keep CPU training from collapsing on a shared machine (``benchmarks/busy_threads.py``: with
     another job running, torch's OpenMP spin-waiting made epochs 4× slower on one machine, 20–38× on
