@@ -586,19 +586,24 @@ _PNA_SWEEP = (("pna", "defaults: width 64, 3 layers, lr 1e-3, patience 20"), ("p
               *((f"pna_{s}", label) for s, label in _SWEEP))
 _CGCNN_SWEEP = (("cgcnn", "defaults: width 64, 3 layers, lr 1e-3, patience 20"),
                 *((f"cgcnn_{s}", label) for s, label in _SWEEP))
+_ALIGNN_SWEEP = (("alignn", "defaults: width 64, 4 + 4 layers, lr 1e-3, patience 20"),
+                 *((f"alignn_{s}", {"l2": "2 + 4 layers"}.get(s, label)) for s, label in _SWEEP
+                   if s in ("h128", "l2", "lr2e-3")))
 #: the suite's small tasks (the ones run on five folds) and the digits of their MAEs
 _SMALL_TASKS = {"dft2d_gap": ".3f", "dft2d_exfoliation": ".1f", "dft3d_eform": ".3f", "dft3d_bulk": ".1f"}
 #: the families run on the small tasks' five folds (task_suite_small_folds.json)
 _SMALL_FOLD_FAMILIES = ("cgcnn", "pna", "alignn", "chgnet", "sevennet")
 
 
-def _five_fold_table(stem: str, title: str, families: list[tuple[str, str]], extra: tuple = ()
+def _five_fold_table(stem: str, title: str, families: list[tuple[str, str]], extra: tuple = (), rate: bool = False
                      ) -> tuple[str, list[str], list[list[str]]]:
-    """A table of a five-fold file of the small tasks: each family's test MAE (mean ± std) and mean MAE / MAD,
-    then the rows ``extra``."""
-    header = [title, *(f"{dict(_SUITE_TASKS)[t]} ({{@data/tasks/{t}/unit:s}})" for t in _SMALL_TASKS), "mean MAE / MAD"]
+    """A table of a five-fold file of the small tasks: each family's test MAE (mean ± std) and mean MAE / MAD
+    (``rate``: and its training structures/s on the dft_2d gap, mean over folds), then the rows ``extra``."""
+    header = [title, *(f"{dict(_SUITE_TASKS)[t]} ({{@data/tasks/{t}/unit:s}})" for t in _SMALL_TASKS), "mean MAE / MAD",
+              *(["training structures/s, dft_2d gap"] if rate else [])]
     rows = [[label, *(f"{{?{f}.{t}.mae:{d}}} ± {{?{f}.{t}.mae_std:{d}}}" for t, d in _SMALL_TASKS.items()),
-             f"{{?{f}.mean_mae_over_mad:.3f}}"] for f, label in families]
+             f"{{?{f}.mean_mae_over_mad:.3f}}", *([f"{{?{f}.dft2d_gap.train_structures_per_s:,.0f}}"] if rate else [])]
+            for f, label in families]
     return stem, header, [*rows, *extra]
 
 
@@ -639,6 +644,11 @@ STUDY_TABLES.update({
         [(f, label) for f, label in _SUITE_FAMILIES if f in ("schnet", "dimenet++", "xgboost")]),
     "task_suite_cgcnn_folds": _five_fold_table(
         "task_suite_cgcnn_folds", "CGCNN, test MAE over 5 folds (mean ± std)", list(_CGCNN_SWEEP)),
+    "task_suite_alignn_folds": _five_fold_table(
+        "task_suite_alignn_folds", "ALIGNN-style, test MAE over 5 folds (mean ± std)", list(_ALIGNN_SWEEP), rate=True),
+    "task_suite_xgb_backbone_folds": _five_fold_table(
+        "task_suite_xgb_backbone_folds", "test MAE over 5 folds (mean ± std)",
+        [(f, label) for f, label in _SUITE_FAMILIES if f in ("xgboost_chgnet", "xgboost_sevennet")]),
     "task_suite_cgcnn_mp": (
         "task_suite_cgcnn_mp",
         ["CGCNN, MP formation energy", "test MAE ({@data/tasks/mp_eform/unit:s})", "MAE / MAD",
