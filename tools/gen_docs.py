@@ -589,20 +589,30 @@ _CGCNN_SWEEP = (("cgcnn", "defaults: width 64, 3 layers, lr 1e-3, patience 20"),
 #: the ALIGNN-style model's part of the sweep (task_suite.py's SWEPT["alignn"]; its layers are ALIGNN + bond-graph)
 _ALIGNN_SWEEP = (("alignn", "defaults: width 64, 4 + 4 layers, lr 1e-3, patience 20"), ("alignn_h128", "width 128"),
                  ("alignn_l2", "2 + 4 layers"), ("alignn_lr2e-3", "lr 2e-3"))
+#: SchNet's sweep (task_suite.py's SWEPT["schnet"]: all of SWEEP) and DimeNet++'s (its learning rate)
+_SCHNET_DIMENET_SWEEP = (("schnet", "SchNet, defaults: width 64, 3 layers, lr 1e-3, patience 20"),
+                         *((f"schnet_{s}", f"SchNet, {label}") for s, label in _SWEEP),
+                         ("dimenet++", "DimeNet++, defaults: width 64, 3 layers, lr 1e-3, patience 20"),
+                         ("dimenet++_lr2e-3", "DimeNet++, lr 2e-3"))
 #: the suite's small tasks (the ones run on five folds) and the digits of their MAEs
 _SMALL_TASKS = {"dft2d_gap": ".3f", "dft2d_exfoliation": ".1f", "dft3d_eform": ".3f", "dft3d_bulk": ".1f"}
 #: the families run on the small tasks' five folds (task_suite_small_folds.json)
 _SMALL_FOLD_FAMILIES = ("cgcnn", "pna", "alignn", "chgnet", "sevennet")
 
 
-def _five_fold_table(stem: str, title: str, families: list[tuple[str, str]], extra: tuple = (), rate: bool = False
-                     ) -> tuple[str, list[str], list[list[str]]]:
+def _five_fold_table(stem: str, title: str, families: list[tuple[str, str]], extra: tuple = (), rate: bool = False,
+                     paired: bool = False) -> tuple[str, list[str], list[list[str]]]:
     """A table of a five-fold file of the small tasks: each family's test MAE (mean ± std) and mean MAE / MAD
-    (``rate``: and its training structures/s on the dft_2d gap, mean over folds), then the rows ``extra``."""
+    (``rate``: and its training structures/s on the dft_2d gap, mean over folds; ``paired``: and each variant
+    against its family's defaults task by task and fold by fold: the pairs it wins, the mean difference in MAE / MAD
+    and its t statistic), then the rows ``extra``."""
     header = [title, *(f"{dict(_SUITE_TASKS)[t]} ({{@data/tasks/{t}/unit:s}})" for t in _SMALL_TASKS), "mean MAE / MAD",
-              *(["training structures/s, dft_2d gap"] if rate else [])]
+              *(["training structures/s, dft_2d gap"] if rate else []),
+              *(["pairs won against the defaults", "mean paired difference in MAE / MAD (t)"] if paired else [])]
     rows = [[label, *(f"{{?{f}.{t}.mae:{d}}} ± {{?{f}.{t}.mae_std:{d}}}" for t, d in _SMALL_TASKS.items()),
-             f"{{?{f}.mean_mae_over_mad:.3f}}", *([f"{{?{f}.dft2d_gap.train_structures_per_s:,.0f}}"] if rate else [])]
+             f"{{?{f}.mean_mae_over_mad:.3f}}", *([f"{{?{f}.dft2d_gap.train_structures_per_s:,.0f}}"] if rate else []),
+             *([f"{{?{f}.paired_wins:d}} of {{?{f}.paired_pairs:d}}",
+                f"{{?{f}.paired_mean_diff:+.3f}} (t {{?{f}.paired_t:+.1f}})"] if paired else [])]
             for f, label in families]
     return stem, header, [*rows, *extra]
 
@@ -646,6 +656,9 @@ STUDY_TABLES.update({
         "task_suite_cgcnn_folds", "CGCNN, test MAE over 5 folds (mean ± std)", list(_CGCNN_SWEEP)),
     "task_suite_alignn_folds": _five_fold_table(
         "task_suite_alignn_folds", "ALIGNN-style, test MAE over 5 folds (mean ± std)", list(_ALIGNN_SWEEP), rate=True),
+    "task_suite_schnet_dimenet_folds": _five_fold_table(
+        "task_suite_schnet_dimenet_folds", "test MAE over 5 folds (mean ± std)", list(_SCHNET_DIMENET_SWEEP),
+        rate=True, paired=True),
     "task_suite_xgb_backbone_folds": _five_fold_table(
         "task_suite_xgb_backbone_folds", "test MAE over 5 folds (mean ± std)",
         [(f, label) for f, label in _SUITE_FAMILIES if f in ("xgboost_chgnet", "xgboost_sevennet")]),
