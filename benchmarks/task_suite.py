@@ -102,7 +102,7 @@ SWEEP = {"h128": ({"hidden": 128}, {}), "l2": ({"layers": 2}, {}), "l4": ({"laye
 #: the families swept, and which of SWEEP's changes each is run with: PNA (the default family) and CGCNN (the next a
 #: plain install has) with all; the ALIGNN-style family without ``l4`` (its default is 4 ALIGNN layers already) and
 #: without ``patience40`` (a longer patience made no difference beyond the spread over folds to PNA or CGCNN);
-#: SchNet (its runs stop early within seconds) with all; DimeNet++ (its runs reach the quick budget's minutes, so a
+#: SchNet (its runs stop by patience within half a minute) with all; DimeNet++ (its runs reach the quick budget's minutes, so a
 #: wider or deeper model only gets fewer epochs and a longer patience never starts) with the learning rate alone
 SWEPT = {"pna": tuple(SWEEP), "cgcnn": tuple(SWEEP), "alignn": ("h128", "l2", "lr2e-3"), "schnet": tuple(SWEEP),
          "dimenet++": ("lr2e-3",)}
@@ -347,6 +347,7 @@ def summarise(budget_name: str, tasks: list[str], families: list[str], runs: dic
     metrics: dict[str, float] = {}
     table: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
+    folds = _fold_values(runs)
     for fam in families:
         for task in tasks:
             got = [r for (f, t, _), r in runs.items() if f == fam and t == task]
@@ -361,15 +362,14 @@ def summarise(budget_name: str, tasks: list[str], families: list[str], runs: dic
             metrics[f"{key}.mae"] = float(np.mean(maes))
             if len(maes) > 1:
                 metrics[f"{key}.mae_std"] = float(np.std(maes))
-            metrics[f"{key}.mae_over_mad"] = float(np.mean([r["test_mae"] / r["test_mad"] for r in ok]))
+            metrics[f"{key}.mae_over_mad"] = float(np.mean(list(folds[fam][task].values())))
             table.setdefault(fam, {})[task] = metrics[f"{key}.mae_over_mad"]
             for k in ("train_structures_per_s", "predict_structures_per_s", "peak_rss_gb", "wall_seconds"):
                 vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))]
                 if vals:
                     metrics[f"{key}.{k}"] = float(np.mean(vals))
     complete = [f for f in families if all(t in table.get(f, {}) for t in tasks)]
-    folds = _fold_values(runs)
-    metrics.update(_paired(folds, families))
+    metrics.update(_paired(folds))
     for fam in families:
         if table.get(fam):
             metrics[f"{fam}.mean_mae_over_mad"] = float(np.mean(list(table[fam].values())))
@@ -412,15 +412,15 @@ def _fold_values(runs: dict) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-def _paired(folds: dict, families: list[str]) -> dict[str, float]:
+def _paired(folds: dict) -> dict[str, float]:
     """Each variant against its family's defaults on the same task and fold: the differences in MAE/MAD (variant
     minus defaults; below 0 is better), their mean and standard deviation, the number of pairs, the pairs the
     variant wins, and the mean over its standard error (a paired t statistic: beyond about 2 the variant's gain is
     larger than the fold-to-fold scatter of the differences)."""
     metrics: dict[str, float] = {}
-    for var in families:
+    for var in folds:
         base = BASE_OF.get(var)
-        if base not in families or var not in folds or base not in folds:
+        if base not in folds:
             continue
         diffs = [v - folds[base][t][k] for t, by_fold in folds[var].items() for k, v in by_fold.items()
                  if k in folds[base].get(t, {})]

@@ -582,22 +582,24 @@ _SUITE_FAMILIES = (("cgcnn", "CGCNN"), ("pna", "PNA"), ("schnet", "SchNet"), ("d
 #: the one-change sweep of a family's defaults (task_suite.py's SWEEP): suffix -> row label
 _SWEEP = (("h128", "width 128"), ("l2", "2 layers"), ("l4", "4 layers"), ("lr2e-3", "lr 2e-3"),
           ("patience40", "patience 40"))
-_PNA_SWEEP = (("pna", "defaults: width 64, 3 layers, lr 1e-3, patience 20"), ("pna_seed", "the defaults, training seed 1042"),
+#: the row label of the defaults of PNA, CGCNN, SchNet and DimeNet++ (the same values for the four)
+_DEFAULTS = "defaults: width 64, 3 layers, lr 1e-3, patience 20"
+_PNA_SWEEP = (("pna", _DEFAULTS), ("pna_seed", "the defaults, training seed 1042"),
               *((f"pna_{s}", label) for s, label in _SWEEP))
-_CGCNN_SWEEP = (("cgcnn", "defaults: width 64, 3 layers, lr 1e-3, patience 20"),
+_CGCNN_SWEEP = (("cgcnn", _DEFAULTS),
                 *((f"cgcnn_{s}", label) for s, label in _SWEEP))
 #: the ALIGNN-style model's part of the sweep (task_suite.py's SWEPT["alignn"]; its layers are ALIGNN + bond-graph)
 _ALIGNN_SWEEP = (("alignn", "defaults: width 64, 4 + 4 layers, lr 1e-3, patience 20"), ("alignn_h128", "width 128"),
                  ("alignn_l2", "2 + 4 layers"), ("alignn_lr2e-3", "lr 2e-3"))
 #: SchNet's sweep (task_suite.py's SWEPT["schnet"]: all of SWEEP) and DimeNet++'s (its learning rate)
-_SCHNET_DIMENET_SWEEP = (("schnet", "SchNet, defaults: width 64, 3 layers, lr 1e-3, patience 20"),
+_SCHNET_DIMENET_SWEEP = (("schnet", f"SchNet, {_DEFAULTS}"),
                          *((f"schnet_{s}", f"SchNet, {label}") for s, label in _SWEEP),
-                         ("dimenet++", "DimeNet++, defaults: width 64, 3 layers, lr 1e-3, patience 20"),
+                         ("dimenet++", f"DimeNet++, {_DEFAULTS}"),
                          ("dimenet++_lr2e-3", "DimeNet++, lr 2e-3"))
 #: the suite's small tasks (the ones run on five folds) and the digits of their MAEs
 _SMALL_TASKS = {"dft2d_gap": ".3f", "dft2d_exfoliation": ".1f", "dft3d_eform": ".3f", "dft3d_bulk": ".1f"}
-#: the suite's large tasks (one fold each: the MP tasks' fixed split, 2DMatPedia's fold 0)
-_LARGE_TASKS = ("m2d_gap", "mp_eform", "mp_gap", "mp_magmom")
+#: the suite's large tasks, the rest (one fold each: the MP tasks' fixed split, 2DMatPedia's fold 0)
+_LARGE_TASKS = tuple(t for t, _ in _SUITE_TASKS if t not in _SMALL_TASKS)
 #: the families run on the small tasks' five folds (task_suite_small_folds.json)
 _SMALL_FOLD_FAMILIES = ("cgcnn", "pna", "alignn", "chgnet", "sevennet")
 
