@@ -199,3 +199,27 @@ def test_history_of_a_run_resumed_from_an_older_version_keeps_every_column(tmp_p
     write_history(rows, tmp_path / "history.csv")
     read = list(csv.DictReader(open(tmp_path / "history.csv")))
     assert [r["train_pass_seconds"] for r in read] == ["", "1.9"] and read[1]["seconds"] == "2.1"
+
+
+def test_each_family_trains_at_its_own_default_learning_rate(tmp_path):
+    """``train.lr`` unset: the family's learning rate (the task suite chose 2e-3 for SchNet, 1e-3 for the rest), also
+    when the family is switched by an override after the config was written, and the run folder saves the value
+    used; a set ``train.lr`` wins, and a run that starts from a saved model takes the base value."""
+    import csv
+
+    import yaml
+
+    from matgnn.models import MODELS
+    from matgnn.models.base import MatgnnModel
+
+    base = _cfg(tmp_path, epochs=1)
+    assert base.train.lr is None and base.learning_rate() == MatgnnModel.default_lr == 1e-3
+    assert {n for n, c in MODELS.items() if c.default_lr != 1e-3} == {"schnet"}
+    schnet = RunConfig.model_validate(base.model_dump(mode="json")).with_overrides(["model.name=schnet"])
+    assert schnet.learning_rate() == 2e-3
+    assert schnet.with_overrides(["train.lr=5e-4"]).learning_rate() == 5e-4
+    assert schnet.with_overrides(["transfer.from_model=elsewhere"]).learning_rate() == 1e-3
+    run = train(schnet, progress=False)
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"] == 2e-3
+    (first,) = csv.DictReader(open(run / "history.csv"))
+    assert float(first["lr"]) == pytest.approx(2e-3)

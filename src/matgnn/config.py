@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from matgnn.artifacts import read_yaml
 from matgnn.data.sources import EmtConfig, SourceConfig
 from matgnn.graphs.neighbors import GraphSettings
-from matgnn.models import DEFAULT_MODEL, MODELS, ModelConfig, model_settings
+from matgnn.models import DEFAULT_MODEL, MODELS, ModelConfig, model_class, model_settings
+from matgnn.models.base import MatgnnModel
 
 
 class _Strict(BaseModel):
@@ -89,7 +90,11 @@ def batch_targets(heads: list[HeadConfig]) -> tuple[list, list[str]]:
 class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(64, ge=1, description="graphs per batch (per process under torchrun)")
-    lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(None, gt=0, description=(
+        "AdamW learning rate; default (null): the model family's own, chosen by the task suite ("
+        + ", ".join(f"{n} {c.default_lr:g}" for n, c in MODELS.items() if c.default_lr != MatgnnModel.default_lr)
+        + f", every other family {MatgnnModel.default_lr:g}; {MatgnnModel.default_lr:g} for a run that starts "
+        "from a saved model), written into the run folder's config.yaml"))
     weight_decay: float = Field(1e-5, ge=0)
     patience: int = Field(20, ge=1, description="early stopping: epochs without validation improvement")
     scheduler: Literal["plateau", "cosine", "onecycle", "none"] = "plateau"
@@ -228,6 +233,22 @@ class RunConfig(_Strict):
             if bad:
                 raise ValueError(f"delta learning: heads {bad} use a transform or baseline; residuals need neither")
         return self
+
+    def learning_rate(self) -> float:
+        """The learning rate this run trains at: ``train.lr`` when set; else the model family's
+        (:attr:`~matgnn.models.base.MatgnnModel.default_lr`), or the base value for a run that starts from a saved
+        model (``transfer.from_model``: its family is the saved model's, whatever ``model:`` says)."""
+        if self.train.lr is not None:
+            return self.train.lr
+        if self.transfer.from_model:
+            return MatgnnModel.default_lr
+        return model_class(self.model.name).default_lr
+
+    def with_learning_rate(self) -> RunConfig:
+        """This config with :meth:`learning_rate` written into ``train.lr`` (what a run folder saves)."""
+        if self.train.lr is not None:
+            return self
+        return self.model_copy(update={"train": self.train.model_copy(update={"lr": self.learning_rate()})})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:

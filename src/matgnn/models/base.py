@@ -102,6 +102,10 @@ class MatgnnModel(SavedModel, abstract=True):
 
     #: the pydantic class of ``model:`` settings this model takes (see :mod:`matgnn.models`)
     config_class: type[ModelSettings] = ModelSettings
+    #: the learning rate a run trains this family at when ``train.lr`` is not set: the task suite's choice for the
+    #: family (benchmarks/task_suite.py; a family changes it only where its variant beat this value by more than the
+    #: spread over folds). A run that starts from a saved model (``transfer``) takes this base value whatever its family
+    default_lr: float = 1e-3
     #: layer groups (freeze policies, transfer, weight shift) by top-level module name: modules
     #: with one entry per layer (group ``conv_<k>``), the input embedding, the readout; the heads
     #: are group ``head``

@@ -31,6 +31,9 @@ class SchNetConfig(ModelSettings):
 
 class SchNet(MatgnnModel):
     config_class = SchNetConfig
+    #: the task suite's choice (task_suite_schnet_dimenet_folds.json, task_suite_lr_large.json): lr 2e-3 beat 1e-3
+    #: on SchNet's runs beyond the spread over folds, and on no other family
+    default_lr = 2e-3
     block_modules = ("interactions",)
     embedding_modules = ("embedding", "rbf")
 

@@ -163,7 +163,7 @@ class _Run(Callback):
     def execute(self, resume: str | Path | None) -> Path:
         started = time.perf_counter()
         seed_everything(self.cfg.train.seed)
-        self.cfg = parent_graph_settings(self.cfg, self.console)
+        self.cfg = parent_graph_settings(self.cfg, self.console).with_learning_rate()
         if self.cfg.train.threads:
             torch.set_num_threads(self.cfg.train.threads)
         else:

@@ -86,6 +86,8 @@ class Trainer:
     def __init__(self, model: MatgnnModel, heads: list[HeadConfig], cfg, steps_per_epoch: int,
                  console: Console | None = None, device: torch.device | None = None,
                  base: MatgnnModel | None = None) -> None:
+        if cfg.lr is None:  # the family's default is the run's to choose (RunConfig.with_learning_rate)
+            raise ValueError("Trainer needs a learning rate: train.lr is unset (RunConfig.with_learning_rate sets it)")
         self.device = device or torch.device("cpu")
         self.base = base.to(self.device).eval() if base is not None else None  # delta learning: frozen base
         #: bf16 autocast in training and validation passes (on a GPU with bfloat16)
