@@ -16,7 +16,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SHARED_DATA = Path(os.environ.get("MATGNN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("MATGNN_SHARED_DATA") or ROOT.parent / "shared" / "data")  # empty: unset
 #: what a measured field holds when it could not be measured (never a made-up default)
 UNKNOWN = "unknown"
 

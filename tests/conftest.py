@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MATGNN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("MATGNN_SHARED_DATA") or ROOT.parent / "shared" / "data")  # empty: unset
 
 
 def shared_path(*parts: str) -> Path:
