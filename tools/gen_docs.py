@@ -672,6 +672,10 @@ STUDY_TABLES.update({
         [[label, *(f"{{?{f}.{t}.mae_over_mad:.3f}}" for t in _LARGE_TASKS), f"{{?{f}.mean_mae_over_mad:.3f}}",
           f"{{?{f}.mp_eform.train_structures_per_s:,.0f}}", f"{{?{f}.paired_wins:d}} of {{?{f}.paired_pairs:d}}"]
          for f, label in _SCHNET_DIMENET_SWEEP if f in ("schnet", "schnet_h128")]),
+    "task_suite_lr_small": _five_fold_table(
+        "task_suite_lr_small", "test MAE over 5 folds (mean ± std)",
+        [(f, f"{label}, {lr}") for base, label in _SUITE_FAMILIES if base in ("pna", "cgcnn")
+         for f, lr in ((base, "lr 1e-3 (its default)"), (f"{base}_lr2e-3", "lr 2e-3"))], paired=True),
     "task_suite_lr_large": (
         "task_suite_lr_large",
         ["MAE / MAD (fold 0)", *(label for t, label in _SUITE_TASKS if t in _LARGE_TASKS), "mean",
