@@ -623,6 +623,21 @@ def _five_fold_table(stem: str, title: str, families: list[tuple[str, str]], ext
     return stem, header, [*rows, *extra]
 
 
+
+def _large_table(stem: str, title: str, families: list[tuple[str, str]], diff: bool = False
+                 ) -> tuple[str, list[str], list[list[str]]]:
+    """A table of a file of the large tasks (one fold each): each family's MAE / MAD per task and its mean, its
+    training structures/s on MEGNet-MP formation energy, and for a variant the pairs it wins against its family's
+    defaults (``diff``: and the mean paired difference); a family's defaults leave those cells empty."""
+    header = [title, *(label for t, label in _SUITE_TASKS if t in _LARGE_TASKS), "mean",
+              "training structures/s, MP formation energy", "pairs won against the defaults",
+              *(["mean paired difference in MAE / MAD"] if diff else [])]
+    rows = [[label, *(f"{{?{f}.{t}.mae_over_mad:.3f}}" for t in _LARGE_TASKS), f"{{?{f}.mean_mae_over_mad:.3f}}",
+             f"{{?{f}.mp_eform.train_structures_per_s:,.0f}}", f"{{?{f}.paired_wins:d}} of {{?{f}.paired_pairs:d}}",
+             *([f"{{?{f}.paired_mean_diff:+.4f}}"] if diff else [])]
+            for f, label in families]
+    return stem, header, rows
+
 STUDY_TABLES.update({
     "task_suite_errors": (
         "task_suite",
@@ -665,28 +680,17 @@ STUDY_TABLES.update({
     "task_suite_schnet_dimenet_folds": _five_fold_table(
         "task_suite_schnet_dimenet_folds", "test MAE over 5 folds (mean ± std)", list(_SCHNET_DIMENET_SWEEP),
         rate=True, paired=True),
-    "task_suite_schnet_large": (
-        "task_suite_schnet_large",
-        ["SchNet, MAE / MAD (fold 0)", *(label for t, label in _SUITE_TASKS if t in _LARGE_TASKS), "mean",
-         "training structures/s, MP formation energy", "pairs won against the defaults"],
-        [[label, *(f"{{?{f}.{t}.mae_over_mad:.3f}}" for t in _LARGE_TASKS), f"{{?{f}.mean_mae_over_mad:.3f}}",
-          f"{{?{f}.mp_eform.train_structures_per_s:,.0f}}", f"{{?{f}.paired_wins:d}} of {{?{f}.paired_pairs:d}}"]
-         for f, label in _SCHNET_DIMENET_SWEEP if f in ("schnet", "schnet_h128")]),
+    "task_suite_schnet_large": _large_table(
+        "task_suite_schnet_large", "SchNet, MAE / MAD (fold 0)",
+        [(f, label) for f, label in _SCHNET_DIMENET_SWEEP if f in ("schnet", "schnet_h128")]),
     "task_suite_lr_small": _five_fold_table(
         "task_suite_lr_small", "test MAE over 5 folds (mean ± std)",
         [(f, f"{label}, {lr}") for base, label in _SUITE_FAMILIES if base in ("pna", "cgcnn")
          for f, lr in ((base, "lr 1e-3 (its default)"), (f"{base}_lr2e-3", "lr 2e-3"))], paired=True),
-    "task_suite_lr_large": (
-        "task_suite_lr_large",
-        ["MAE / MAD (fold 0)", *(label for t, label in _SUITE_TASKS if t in _LARGE_TASKS), "mean",
-         "training structures/s, MP formation energy", "pairs won against the defaults",
-         "mean paired difference in MAE / MAD"],
-        [[f"{label}, {lr}", *(f"{{?{f}.{t}.mae_over_mad:.3f}}" for t in _LARGE_TASKS),
-          f"{{?{f}.mean_mae_over_mad:.3f}}", f"{{?{f}.mp_eform.train_structures_per_s:,.0f}}",
-          *((f"{{?{f}.paired_wins:d}} of {{?{f}.paired_pairs:d}}", f"{{?{f}.paired_mean_diff:+.4f}}")
-            if f != base else ("", ""))]
-         for base, label in _SUITE_FAMILIES if base in _PLAIN_TRAINED
-         for f, lr in ((base, "lr 1e-3 (its default at that commit)"), (f"{base}_lr2e-3", "lr 2e-3"))]),
+    "task_suite_lr_large": _large_table(
+        "task_suite_lr_large", "MAE / MAD (fold 0)",
+        [(f, f"{label}, {lr}") for base, label in _SUITE_FAMILIES if base in _PLAIN_TRAINED
+         for f, lr in ((base, "lr 1e-3 (its default at that commit)"), (f"{base}_lr2e-3", "lr 2e-3"))], diff=True),
     "task_suite_xgb_backbone_folds": _five_fold_table(
         "task_suite_xgb_backbone_folds", "test MAE over 5 folds (mean ± std)",
         [(f, label) for f, label in _SUITE_FAMILIES if f in ("xgboost_chgnet", "xgboost_sevennet")]),
