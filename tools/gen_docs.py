@@ -600,28 +600,30 @@ _SCHNET_DIMENET_SWEEP = (("schnet", f"SchNet, {_DEFAULTS}"),
 _SMALL_TASKS = {"dft2d_gap": ".3f", "dft2d_exfoliation": ".1f", "dft3d_eform": ".3f", "dft3d_bulk": ".1f"}
 #: the suite's large tasks, the rest (one fold each: the MP tasks' fixed split, 2DMatPedia's fold 0)
 _LARGE_TASKS = tuple(t for t, _ in _SUITE_TASKS if t not in _SMALL_TASKS)
+#: the large tasks and the digits of their MAEs (for the files that run them on several folds)
+_LARGE_DIGITS = {t: ".3f" for t in _LARGE_TASKS}
 #: the families a plain install trains from scratch (each swept at lr 2e-3 on every task)
 _PLAIN_TRAINED = ("pna", "cgcnn", "alignn", "schnet", "dimenet++")
 #: the families run on the small tasks' five folds (task_suite_small_folds.json)
 _SMALL_FOLD_FAMILIES = ("cgcnn", "pna", "alignn", "chgnet", "sevennet")
 
 
-def _five_fold_table(stem: str, title: str, families: list[tuple[str, str]], extra: tuple = (), rate: bool = False,
-                     paired: bool = False) -> tuple[str, list[str], list[list[str]]]:
-    """A table of a five-fold file of the small tasks: each family's test MAE (mean ± std) and mean MAE / MAD
-    (``rate``: and its training structures/s on the dft_2d gap, mean over folds; ``paired``: and each variant
-    against its family's defaults task by task and fold by fold: the pairs it wins, the mean difference in MAE / MAD
-    and its t statistic), then the rows ``extra``."""
-    header = [title, *(f"{dict(_SUITE_TASKS)[t]} ({{@data/tasks/{t}/unit:s}})" for t in _SMALL_TASKS), "mean MAE / MAD",
-              *(["training structures/s, dft_2d gap"] if rate else []),
+def _fold_table(stem: str, title: str, families: list[tuple[str, str]], extra: tuple = (), rate: str = "",
+                paired: bool = False, tasks: dict[str, str] | None = None) -> tuple[str, list[str], list[list[str]]]:
+    """A table of a file run on several folds (``tasks``, the small tasks unless given: task -> digits of its MAE):
+    each family's test MAE (mean ± std over the folds) and mean MAE / MAD (``rate``, a task: and its training structures/s
+    there, mean over folds; ``paired``: and each variant against its family's defaults task by task and
+    fold by fold: the pairs it wins, the mean difference in MAE / MAD and its t statistic), then the rows ``extra``."""
+    tasks = tasks or _SMALL_TASKS
+    header = [title, *(f"{dict(_SUITE_TASKS)[t]} ({{@data/tasks/{t}/unit:s}})" for t in tasks), "mean MAE / MAD",
+              *([f"training structures/s, {dict(_SUITE_TASKS)[rate]}"] if rate else []),
               *(["pairs won against the defaults", "mean paired difference in MAE / MAD (t)"] if paired else [])]
-    rows = [[label, *(f"{{?{f}.{t}.mae:{d}}} ± {{?{f}.{t}.mae_std:{d}}}" for t, d in _SMALL_TASKS.items()),
-             f"{{?{f}.mean_mae_over_mad:.3f}}", *([f"{{?{f}.dft2d_gap.train_structures_per_s:,.0f}}"] if rate else []),
+    rows = [[label, *(f"{{?{f}.{t}.mae:{d}}} ± {{?{f}.{t}.mae_std:{d}}}" for t, d in tasks.items()),
+             f"{{?{f}.mean_mae_over_mad:.3f}}", *([f"{{?{f}.{rate}.train_structures_per_s:,.0f}}"] if rate else []),
              *([f"{{?{f}.paired_wins:d}} of {{?{f}.paired_pairs:d}}",
                 f"{{?{f}.paired_mean_diff:+.3f}} (t {{?{f}.paired_t:+.1f}})"] if paired else [])]
             for f, label in families]
     return stem, header, [*rows, *extra]
-
 
 
 def _large_table(stem: str, title: str, families: list[tuple[str, str]], diff: bool = False
@@ -660,30 +662,30 @@ STUDY_TABLES.update({
         ["PNA, MAE / MAD", *(label for _, label in _SUITE_TASKS), "mean", "training structures/s, MP formation energy"],
         [[label, *(f"{{?{f}.{t}.mae_over_mad:.3f}}" for t, _ in _SUITE_TASKS), f"{{?{f}.mean_mae_over_mad:.3f}}",
           f"{{?{f}.mp_eform.train_structures_per_s:,.0f}}"] for f, label in _PNA_SWEEP]),
-    "task_suite_pna_folds": _five_fold_table(
+    "task_suite_pna_folds": _fold_table(
         "task_suite_pna_folds", "PNA, test MAE over 5 folds (mean ± std)",
         [(f, label) for f, label in _PNA_SWEEP if f in ("pna", "pna_patience40", "pna_lr2e-3")]),
-    "task_suite_small_folds": _five_fold_table(
+    "task_suite_small_folds": _fold_table(
         "task_suite_small_folds", "test MAE over 5 folds (mean ± std)",
         [(f, label) for f, label in _SUITE_FAMILIES if f in _SMALL_FOLD_FAMILIES],
         (["the run's default ({@data/default_family:s}) ÷ the best of these families, MAE / MAD",
           *(f"{{?default_vs_best.{t}:.2f}}" for t in _SMALL_TASKS), ""],
          ["the run's default ÷ the best of these a plain install has (no ¹)",
           *(f"{{?default_vs_best_plain.{t}:.2f}}" for t in _SMALL_TASKS), "{?default_vs_best_plain.mean:.3f}"])),
-    "task_suite_small_folds_more": _five_fold_table(
+    "task_suite_small_folds_more": _fold_table(
         "task_suite_small_folds_more", "test MAE over 5 folds (mean ± std)",
         [(f, label) for f, label in _SUITE_FAMILIES if f in ("schnet", "dimenet++", "xgboost")]),
-    "task_suite_cgcnn_folds": _five_fold_table(
+    "task_suite_cgcnn_folds": _fold_table(
         "task_suite_cgcnn_folds", "CGCNN, test MAE over 5 folds (mean ± std)", list(_CGCNN_SWEEP)),
-    "task_suite_alignn_folds": _five_fold_table(
-        "task_suite_alignn_folds", "ALIGNN-style, test MAE over 5 folds (mean ± std)", list(_ALIGNN_SWEEP), rate=True),
-    "task_suite_schnet_dimenet_folds": _five_fold_table(
+    "task_suite_alignn_folds": _fold_table(
+        "task_suite_alignn_folds", "ALIGNN-style, test MAE over 5 folds (mean ± std)", list(_ALIGNN_SWEEP), rate="dft2d_gap"),
+    "task_suite_schnet_dimenet_folds": _fold_table(
         "task_suite_schnet_dimenet_folds", "test MAE over 5 folds (mean ± std)", list(_SCHNET_DIMENET_SWEEP),
-        rate=True, paired=True),
+        rate="dft2d_gap", paired=True),
     "task_suite_schnet_large": _large_table(
         "task_suite_schnet_large", "SchNet, MAE / MAD (fold 0)",
         [(f, label) for f, label in _SCHNET_DIMENET_SWEEP if f in ("schnet", "schnet_h128")]),
-    "task_suite_lr_small": _five_fold_table(
+    "task_suite_lr_small": _fold_table(
         "task_suite_lr_small", "test MAE over 5 folds (mean ± std)",
         [(f, f"{label}, {lr}") for base, label in _SUITE_FAMILIES if base in ("pna", "cgcnn")
          for f, lr in ((base, "lr 1e-3 (its default)"), (f"{base}_lr2e-3", "lr 2e-3"))], paired=True),
@@ -691,7 +693,13 @@ STUDY_TABLES.update({
         "task_suite_lr_large", "MAE / MAD (fold 0)",
         [(f, f"{label}, {lr}") for base, label in _SUITE_FAMILIES if base in _PLAIN_TRAINED
          for f, lr in ((base, "lr 1e-3 (its default at that commit)"), (f"{base}_lr2e-3", "lr 2e-3"))], diff=True),
-    "task_suite_xgb_backbone_folds": _five_fold_table(
+    "task_suite_large_folds": _fold_table(
+        "task_suite_large_folds", "test MAE over folds 0-2 (mean ± std)",
+        [(f, label) for f, label in _SUITE_FAMILIES if f in _PLAIN_TRAINED],
+        (["the run's default ({@data/default_family:s}) ÷ the best of these families, MAE / MAD",
+          *(f"{{?default_vs_best.{t}:.2f}}" for t in _LARGE_TASKS), "{?default_vs_best_plain.mean:.3f}", ""],),
+        rate="mp_eform", tasks=_LARGE_DIGITS),
+    "task_suite_xgb_backbone_folds": _fold_table(
         "task_suite_xgb_backbone_folds", "test MAE over 5 folds (mean ± std)",
         [(f, label) for f, label in _SUITE_FAMILIES if f in ("xgboost_chgnet", "xgboost_sevennet")]),
     "task_suite_cgcnn_mp": (
