@@ -573,7 +573,7 @@ STUDY_TABLES["time_to_accuracy"] = (
       "1", "", "{@data/alignn_release/curve_seconds_val_mae/0/0:.0f} s (its epoch's training pass)",
       "{@data/alignn_release/test_mae:.3f}"]])
 _SUITE_TASKS = (("dft2d_gap", "dft_2d gap"), ("dft2d_exfoliation", "dft_2d exfoliation"), ("m2d_gap", "2DMatPedia gap"),
-                ("mp_eform", "MP formation energy"), ("mp_gap", "MP gap"), ("mp_magmom", "MP moments (per atom)"),
+                ("mp_eform", "MP formation energy"), ("mp_gap", "MP gap"), ("mp_magmom", "MP moments per atom"),
                 ("dft3d_eform", "dft_3d formation energy"), ("dft3d_bulk", "dft_3d bulk modulus"))
 _SUITE_FAMILIES = (("cgcnn", "CGCNN"), ("pna", "PNA"), ("schnet", "SchNet"), ("dimenet++", "DimeNet++"),
                    ("alignn", "ALIGNN-style"), ("chgnet", "CHGNet features + MLP ¹"),
