@@ -598,7 +598,7 @@ _SCHNET_DIMENET_SWEEP = (("schnet", f"SchNet, {_DEFAULTS}"),
                          ("dimenet++_lr2e-3", "DimeNet++, lr 2e-3"))
 #: the suite's small tasks (the ones run on five folds) and the digits of their MAEs
 _SMALL_TASKS = {"dft2d_gap": ".3f", "dft2d_exfoliation": ".1f", "dft3d_eform": ".3f", "dft3d_bulk": ".1f"}
-#: the suite's large tasks, the rest (one fold each: the MP tasks' fixed split, 2DMatPedia's fold 0)
+#: the suite's large tasks, the rest (fold 0 in most files; the MP tasks' folds change only the training seed)
 _LARGE_TASKS = tuple(t for t, _ in _SUITE_TASKS if t not in _SMALL_TASKS)
 #: the large tasks and the digits of their MAEs (for the files that run them on several folds)
 _LARGE_DIGITS = {t: ".3f" for t in _LARGE_TASKS}
