@@ -640,6 +640,7 @@ def _large_table(stem: str, title: str, families: list[tuple[str, str]], diff: b
             for f, label in families]
     return stem, header, rows
 
+
 STUDY_TABLES.update({
     "task_suite_errors": (
         "task_suite",
